@@ -1,5 +1,5 @@
 module github.com/lockstitch/lockstitch
 
-go 1.26.8
+go 1.24
 
 require golang.org/x/sys v0.34.0
