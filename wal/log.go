@@ -44,7 +44,7 @@ type Log struct {
 	failed       error       // sticky: set by a failed write or sync
 	synced       LSN         // every record up to synced is durable
 	unsynced     int64       // bytes appended since the last sync began
-	syncDone     chan struct{}
+	syncCond     sync.Cond   // on mu; broadcast when synced or failed changes
 	tailWait     chan struct{}
 
 	syncReq     chan struct{}
@@ -134,6 +134,7 @@ func Open(dir string, cfg Config) (*Log, error) {
 		quit:        make(chan struct{}),
 		flusherDone: make(chan struct{}),
 	}
+	l.syncCond.L = &l.mu
 	if err := l.fs.MkdirAll(dir); err != nil {
 		return nil, fmt.Errorf("wal: create %s: %w", dir, err)
 	}
@@ -346,16 +347,23 @@ func (l *Log) waitSyncedLocked(target LSN) error {
 		if l.failed != nil {
 			return l.failed
 		}
-		if l.syncDone == nil {
-			l.syncDone = make(chan struct{})
+		if l.closed.Load() && !l.flushing() {
+			return ErrClosed
 		}
-		done := l.syncDone
 		l.requestSync()
-		l.mu.Unlock()
-		<-done
-		l.mu.Lock()
+		l.syncCond.Wait()
 	}
 	return nil
+}
+
+// flushing reports whether the flusher still runs.
+func (l *Log) flushing() bool {
+	select {
+	case <-l.flusherDone:
+		return false
+	default:
+		return true
+	}
 }
 
 func (l *Log) requestSync() {
@@ -365,12 +373,7 @@ func (l *Log) requestSync() {
 	}
 }
 
-func (l *Log) wakeSyncWaitersLocked() {
-	if l.syncDone != nil {
-		close(l.syncDone)
-		l.syncDone = nil
-	}
-}
+func (l *Log) wakeSyncWaitersLocked() { l.syncCond.Broadcast() }
 
 // flusher is the one goroutine that fsyncs the active segment on request
 // (group commit) and, with SyncPeriodic, on a timer.

@@ -63,15 +63,23 @@ func appendRange(t testing.TB, l *wal.Log, from, to wal.LSN, batch int) {
 
 func checkRecord(t testing.TB, r *wal.Record, lsn wal.LSN) {
 	t.Helper()
+	if err := verifyRecord(r, lsn); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// verifyRecord checks that r is the record appendRange wrote for lsn.
+func verifyRecord(r *wal.Record, lsn wal.LSN) error {
 	if r.LSN != lsn || r.Epoch != uint64(lsn)/10 || r.Aux != uint64(lsn)*3 {
-		t.Fatalf("record %d: got LSN %d epoch %d aux %d", lsn, r.LSN, r.Epoch, r.Aux)
+		return fmt.Errorf("record %d: got LSN %d epoch %d aux %d", lsn, r.LSN, r.Epoch, r.Aux)
 	}
 	if want := payloadFor(lsn, sizeFor(lsn)); !bytes.Equal(r.Payload, want) {
-		t.Fatalf("record %d: payload differs", lsn)
+		return fmt.Errorf("record %d: payload differs", lsn)
 	}
 	if r.CRC != wal.Checksum(r.Payload) {
-		t.Fatalf("record %d: CRC %08x, payload checksum %08x", lsn, r.CRC, wal.Checksum(r.Payload))
+		return fmt.Errorf("record %d: CRC %08x, payload checksum %08x", lsn, r.CRC, wal.Checksum(r.Payload))
 	}
+	return nil
 }
 
 // checkForward reads from..to forward and expects io.EOF after to.
