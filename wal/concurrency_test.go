@@ -221,13 +221,19 @@ func TestRandomAgainstModel(t *testing.T) {
 				t.Fatalf("step %d: TruncateFront(%d) moved First from %d to %d", step, lsn, first, f)
 			}
 			first = l.First()
-		case op < 73:
+		case op < 70+3:
+			lsn := first - 1 + wal.LSN(rng.Uint64N(uint64(next-first)+1))
+			if err := l.TruncateBack(lsn); err != nil {
+				t.Fatalf("step %d: TruncateBack(%d): %v", step, lsn, err)
+			}
+			next = lsn + 1
+		case op < 76:
 			n := next + wal.LSN(rng.IntN(1000))
 			if err := l.Reset(n); err != nil {
 				t.Fatalf("step %d: Reset(%d): %v", step, n, err)
 			}
 			first, next = n, n
-		case op < 80:
+		case op < 82:
 			if err := l.Close(); err != nil {
 				t.Fatalf("step %d: Close: %v", step, err)
 			}

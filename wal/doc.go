@@ -88,7 +88,9 @@
 // removal made durable before the next. Reset drops everything and restarts
 // the log at a given LSN (a replica installing a snapshot); its new segment
 // carries the reset flag, so segments a crash left behind are removed at
-// the next Open. Segments reports each segment's extent, size and seal time
+// the next Open. TruncateBack drops the records after an LSN, newest
+// segment first (a replica cutting its log back to a checkpoint during
+// recovery). Segments reports each segment's extent, size and seal time
 // for size- and age-based retention policies, which belong to the caller.
 //
 // # Recovery

@@ -145,6 +145,10 @@ func (it *Iterator) Close() error {
 }
 
 func (it *Iterator) corrupt(off int64, err error) error {
+	if it.seg.obsolete.Load() {
+		// TruncateBack cut the file under the iterator.
+		return fmt.Errorf("%w: segment %s was truncated while being read", ErrTruncated, it.seg.path)
+	}
 	if errors.Is(err, io.ErrUnexpectedEOF) {
 		err = fmt.Errorf("%w: record cut short", ErrCorrupt)
 	}

@@ -597,6 +597,90 @@ func (l *Log) Reset(next LSN) error {
 	return nil
 }
 
+// TruncateBack durably drops every record after lsn, so that the next
+// append is lsn+1. lsn may be First()-1 (drop everything) and at most
+// Last() (nothing to do). It is meant for recovery, before readers start:
+// an iterator racing with it may return records it drops before failing
+// with ErrTruncated. A failure part way stops the log (ErrFailed); what is
+// on disk is then a prefix of the log, which the next Open recovers.
+func (l *Log) TruncateBack(lsn LSN) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.writableLocked(); err != nil {
+		return err
+	}
+	if first := l.segs[0].first; lsn+1 < first {
+		return fmt.Errorf("%w: cannot truncate back to LSN %d, below the first retained LSN %d", ErrTruncated, lsn, first)
+	}
+	if lsn >= l.active.lastLSN() {
+		return nil
+	}
+	i := sort.Search(len(l.segs), func(i int) bool { return l.segs[i].first > lsn }) - 1
+	if i < 0 {
+		i = 0
+	}
+	target := l.segs[i]
+	it := &Iterator{l: l, r: segReader{buf: make([]byte, l.cfg.ReadBufferBytes)}}
+	defer it.Close()
+	if err := it.enter(target); err != nil {
+		return err
+	}
+	cut, err := it.locate(target, lsn+1)
+	if err != nil {
+		return err
+	}
+	it.Close()
+
+	dropped := append([]*segment(nil), l.segs[i:]...)
+	kept := append([]*segment(nil), l.segs[:i]...)
+	active := newSegment(l.dir, target.first)
+	l.segMu.Lock()
+	l.segs = append(kept, active)
+	l.segMu.Unlock()
+	for _, s := range dropped {
+		s.obsolete.Store(true)
+	}
+	l.sealedBytes = 0
+	for _, s := range kept {
+		l.sealedBytes += s.end.Load()
+	}
+	if err := l.file.release(); err != nil {
+		l.log.Warn("closing segment", "err", err)
+	}
+	l.file = nil
+	// Newest first, each removal durable before the next: a crash leaves
+	// a prefix of the log.
+	for j := len(dropped) - 1; j > 0; j-- {
+		if err := l.fs.Remove(dropped[j].path); err != nil && !isNotExist(err) {
+			return l.failLocked(fmt.Errorf("remove %s: %w", dropped[j].path, err))
+		}
+		if err := l.fs.SyncDir(l.dir); err != nil {
+			return l.failLocked(fmt.Errorf("sync %s: %w", l.dir, err))
+		}
+	}
+	f, err := l.fs.OpenReadWrite(active.path)
+	if err != nil {
+		return l.failLocked(fmt.Errorf("open %s: %w", active.path, err))
+	}
+	sf := newSharedFile(f)
+	err = f.Truncate(cut)
+	if err == nil {
+		err = f.Sync()
+	}
+	if err == nil {
+		err = l.scanActive(&segReader{buf: make([]byte, recoveryBufferBytes)}, active, f, cut)
+	}
+	if err != nil {
+		sf.release()
+		return l.failLocked(fmt.Errorf("truncate %s at offset %d: %w", active.path, cut, err))
+	}
+	l.active, l.file, l.next = active, sf, lsn+1
+	l.synced = min(l.synced, lsn)
+	l.unsynced = 0
+	l.log.Info("log truncated back", "last", lsn, "dropped_segments", len(dropped)-1)
+	return nil
+}
+
 // Wait blocks until the log's last LSN is at least lsn, ctx ends, or the
 // log closes (ErrClosed).
 func (l *Log) Wait(ctx context.Context, lsn LSN) error {
@@ -660,8 +744,10 @@ func (l *Log) Close() error {
 		close(l.tailWait)
 		l.tailWait = nil
 	}
-	if err := l.file.release(); err != nil {
-		errs = append(errs, err)
+	if l.file != nil { // nil after a failed TruncateBack
+		if err := l.file.release(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := l.lock.Close(); err != nil {
 		errs = append(errs, err)
