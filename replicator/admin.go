@@ -1,0 +1,232 @@
+package replicator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/lni/dragonboat/v4"
+)
+
+// PartitionSpec describes a new partition.
+type PartitionSpec struct {
+	ID      PartitionID
+	Plugin  string
+	Options map[string]string
+	// Replicas is the initial replica set, all voters: each replica's id
+	// and the Raft address of the node that hosts it.
+	Replicas map[ReplicaID]string
+}
+
+// CreatePartition starts this node's replica of a new partition: the one
+// in spec.Replicas at this node's Raft address. Every node in
+// spec.Replicas must be given the same spec; the partition elects a leader
+// once a quorum of them has started.
+func (r *Replicator) CreatePartition(spec PartitionSpec) (*Partition, error) {
+	if spec.ID == 0 {
+		return nil, errors.New("replicator: partition id 0 is reserved")
+	}
+	if _, ok := r.cfg.Plugins[spec.Plugin]; !ok {
+		return nil, fmt.Errorf("%w: %q", ErrPluginNotFound, spec.Plugin)
+	}
+	var self ReplicaID
+	for id, addr := range spec.Replicas {
+		if id == 0 {
+			return nil, errors.New("replicator: replica id 0 is reserved")
+		}
+		if addr == r.cfg.RaftAddress {
+			if self != 0 {
+				return nil, fmt.Errorf("replicator: replicas %d and %d both at this node's address %s", self, id, addr)
+			}
+			self = id
+		}
+	}
+	if self == 0 {
+		return nil, fmt.Errorf("replicator: no replica of partition %d at this node's address %s", spec.ID, r.cfg.RaftAddress)
+	}
+	return r.create(partitionMeta{
+		Partition: spec.ID, Replica: self, Plugin: spec.Plugin, Options: spec.Options,
+		Kind: Voter, Members: spec.Replicas,
+	})
+}
+
+// JoinSpec describes a replica that AddReplica added to a partition.
+type JoinSpec struct {
+	Partition PartitionID
+	Replica   ReplicaID
+	// Kind is what the replica is to become. A voter joins as non-voting,
+	// catches up, then promotes itself.
+	Kind    Kind
+	Plugin  string
+	Options map[string]string
+}
+
+// JoinPartition starts this node's replica of an existing partition, after
+// AddReplica has added it to the membership. It catches up from the other
+// replicas (from their logs, or with a copy of the state if it is too far
+// behind); a voter is promoted once it has.
+func (r *Replicator) JoinPartition(spec JoinSpec) (*Partition, error) {
+	if spec.Partition == 0 || spec.Replica == 0 {
+		return nil, errors.New("replicator: partition and replica ids must not be 0")
+	}
+	if _, ok := r.cfg.Plugins[spec.Plugin]; !ok {
+		return nil, fmt.Errorf("%w: %q", ErrPluginNotFound, spec.Plugin)
+	}
+	return r.create(partitionMeta{
+		Partition: spec.Partition, Replica: spec.Replica, Plugin: spec.Plugin, Options: spec.Options,
+		Kind: spec.Kind, Join: true,
+	})
+}
+
+// create records m on disk and starts the replica.
+func (r *Replicator) create(m partitionMeta) (*Partition, error) {
+	dir := partitionDir(r.cfg.DataDir, m.Partition)
+	if _, err := readMeta(dir); err == nil {
+		return nil, fmt.Errorf("%w: %d", ErrPartitionExists, m.Partition)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("replicator: %w", err)
+	}
+	if err := writeMeta(dir, m); err != nil {
+		return nil, fmt.Errorf("replicator: record partition %d: %w", m.Partition, err)
+	}
+	p, err := r.start(m)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	return &Partition{p}, nil
+}
+
+// AddReplica adds a replica, hosted by the node at raftAddr, to a partition
+// this node hosts; that node must then call JoinPartition. A voter is added
+// as non-voting and promotes itself once it has caught up.
+func (r *Replicator) AddReplica(ctx context.Context, id PartitionID, replica ReplicaID, raftAddr string, kind Kind) error {
+	return r.changeMembership(ctx, id, func(ccid uint64) error {
+		if kind == Witness {
+			return r.nh.SyncRequestAddWitness(ctx, uint64(id), uint64(replica), raftAddr, ccid)
+		}
+		return r.nh.SyncRequestAddNonVoting(ctx, uint64(id), uint64(replica), raftAddr, ccid)
+	})
+}
+
+// RemoveReplica removes a replica from a partition this node hosts. The
+// removed replica deletes its data; its id is never reused.
+func (r *Replicator) RemoveReplica(ctx context.Context, id PartitionID, replica ReplicaID) error {
+	return r.changeMembership(ctx, id, func(ccid uint64) error {
+		return r.nh.SyncRequestDeleteReplica(ctx, uint64(id), uint64(replica), ccid)
+	})
+}
+
+// changeMembership applies a membership change with the current config
+// change id, retrying if another change raced with it.
+func (r *Replicator) changeMembership(ctx context.Context, id PartitionID, change func(ccid uint64) error) error {
+	if _, err := r.Partition(id); err != nil {
+		return err
+	}
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		var m *dragonboat.Membership
+		m, err = r.nh.SyncGetShardMembership(ctx, uint64(id))
+		if err == nil {
+			err = change(m.ConfigChangeID)
+		}
+		if err == nil || ctx.Err() != nil || !(errors.Is(err, dragonboat.ErrRejected) || dragonboat.IsTempError(err)) {
+			break
+		}
+		time.Sleep(r.cfg.RTT)
+	}
+	if err != nil {
+		return fmt.Errorf("replicator: partition %d: membership change: %w", id, err)
+	}
+	return nil
+}
+
+// TransferLeader makes target the partition's leader. Dragonboat's
+// transfer is best effort, so it is retried until target leads or ctx
+// ends.
+func (r *Replicator) TransferLeader(ctx context.Context, id PartitionID, target ReplicaID) error {
+	if _, err := r.Partition(id); err != nil {
+		return err
+	}
+	wait := r.cfg.RTT * time.Duration(2*r.cfg.ElectionRTT)
+	for {
+		if leader, _, ok, err := r.nh.GetLeaderID(uint64(id)); err == nil && ok && leader == uint64(target) {
+			return nil
+		}
+		if err := r.nh.RequestLeaderTransfer(uint64(id), uint64(target)); err != nil && !dragonboat.IsTempError(err) {
+			return fmt.Errorf("replicator: partition %d: leader transfer to %d: %w", id, target, err)
+		}
+		deadline := time.Now().Add(wait)
+		for time.Now().Before(deadline) {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("replicator: partition %d: leader transfer to %d: %w", id, target, ctx.Err())
+			case <-time.After(r.cfg.RTT):
+			}
+			if leader, _, ok, err := r.nh.GetLeaderID(uint64(id)); err == nil && ok && leader == uint64(target) {
+				return nil
+			}
+		}
+	}
+}
+
+// DeletePartition stops this node's replica of a partition and deletes its
+// data. To delete a partition, delete every replica of it.
+func (r *Replicator) DeletePartition(ctx context.Context, id PartitionID) error {
+	r.mu.RLock()
+	p, ok := r.parts[id]
+	r.mu.RUnlock()
+	if !ok {
+		return fmt.Errorf("%w: %d", ErrPartitionNotFound, id)
+	}
+	return r.forgetCtx(ctx, p, "deleted")
+}
+
+// forget deletes a replica this node no longer hosts.
+func (r *Replicator) forget(p *partition, reason string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := r.forgetCtx(ctx, p, reason); err != nil {
+		p.log.Error("deleting replica data", "err", err)
+	}
+}
+
+func (r *Replicator) forgetCtx(ctx context.Context, p *partition, reason string) error {
+	if p.removed.Swap(true) {
+		return nil
+	}
+	p.close()
+	if err := r.nh.StopReplica(uint64(p.id), uint64(p.replica)); err != nil && !errors.Is(err, dragonboat.ErrShardNotFound) {
+		return fmt.Errorf("replicator: stop partition %d: %w", p.id, err)
+	}
+	var err error
+	for {
+		err = r.nh.SyncRemoveData(ctx, uint64(p.id), uint64(p.replica))
+		if !errors.Is(err, dragonboat.ErrShardNotStopped) || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err != nil {
+		return fmt.Errorf("replicator: remove Raft data of partition %d: %w", p.id, err)
+	}
+	r.mu.Lock()
+	if r.parts[p.id] == p {
+		delete(r.parts, p.id)
+	}
+	r.mu.Unlock()
+	// Rename first so that a crash part way leaves a directory that the
+	// next start removes instead of a half-deleted replica.
+	gone := p.dir + removingSuffix
+	if err := os.Rename(p.dir, gone); err != nil {
+		return fmt.Errorf("replicator: delete partition %d: %w", p.id, err)
+	}
+	if err := os.RemoveAll(gone); err != nil {
+		return fmt.Errorf("replicator: delete partition %d: %w", p.id, err)
+	}
+	p.log.Info("replica deleted", "reason", reason)
+	return nil
+}

@@ -1,0 +1,313 @@
+package replicator
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/lni/dragonboat/v4"
+
+	"github.com/lockstitch/lockstitch/wal"
+)
+
+// batcher coalesces a leader's concurrent appends to one partition into
+// Raft entries (see entry.go), so Raft's per-entry costs are paid once per
+// batch. Each op keeps its own LSN and result.
+//
+// Appends go into the open batch under mu. A batch is proposed as soon as
+// a slot among MaxInflightBatches is free and either nothing is in flight,
+// the batch is full, or it has waited BatchLinger; so under light load an
+// append is proposed at once, and under heavy load batches fill while
+// earlier ones commit. The queue (open, ready and in-flight batches) is
+// bounded by MaxPendingOps and MaxPendingBytes; beyond them appends fail
+// at once with ErrBusy.
+type batcher struct {
+	p   *partition
+	cfg *Config
+
+	mu           sync.Mutex
+	open         *batch
+	ready        []*batch // full, waiting for a slot
+	pendingOps   int
+	pendingBytes int64
+	inflight     int
+	closed       bool
+
+	kick chan struct{}
+	quit chan struct{}
+	done chan struct{}
+}
+
+type batch struct {
+	bufp    *[]byte // from batchBuffers; buf is *bufp grown
+	buf     []byte
+	waiters []Completion
+	bytes   int64 // payload bytes, for the pending bound
+	opened  time.Time
+}
+
+// batchBuffers pools the encode buffers of batches; dragonboat copies a
+// proposal, so a buffer returns to the pool as soon as Propose returns.
+var batchBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+
+// maxPooledBatchBytes keeps buffers grown by a large op out of the pool.
+const maxPooledBatchBytes = 256 << 10
+
+func newBatcher(p *partition) *batcher {
+	b := &batcher{
+		p:    p,
+		cfg:  &p.r.cfg,
+		kick: make(chan struct{}, 1),
+		quit: make(chan struct{}),
+		done: make(chan struct{}),
+	}
+	go b.run()
+	return b
+}
+
+// enqueue adds ops to the open batch; cs[i] receives ops[i]'s outcome.
+// Either every op is queued or none is and the error says why.
+func (b *batcher) enqueue(ops []AppendOp, cs []Completion) error {
+	var total int64
+	for i := range ops {
+		op := &ops[i]
+		if len(op.Payload) > b.cfg.MaxOpBytes {
+			return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(op.Payload), b.cfg.MaxOpBytes)
+		}
+		crc := wal.Checksum(op.Payload)
+		if op.CRC != 0 && op.CRC != crc {
+			return fmt.Errorf("%w: op %d: checksum %08x, payload checksum %08x", ErrChecksum, i, op.CRC, crc)
+		}
+		op.CRC = crc
+		total += int64(len(op.Payload))
+	}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return ErrClosed
+	}
+	if err := b.p.leaderOnly(); err != nil {
+		b.mu.Unlock()
+		return err
+	}
+	if b.pendingOps+len(ops) > b.cfg.MaxPendingOps || b.pendingBytes+total > b.cfg.MaxPendingBytes {
+		b.mu.Unlock()
+		return fmt.Errorf("%w: partition %d has %d ops (%d bytes) pending", ErrBusy, b.p.id, b.pendingOps, b.pendingBytes)
+	}
+	for i := range ops {
+		op := &ops[i]
+		size := opHeaderSize + len(op.Payload)
+		if o := b.open; o != nil && (len(o.buf)+size > b.cfg.MaxBatchBytes || len(o.waiters) >= b.cfg.MaxBatchOps) {
+			b.ready = append(b.ready, o)
+			b.open = nil
+		}
+		if b.open == nil {
+			bufp := batchBuffers.Get().(*[]byte)
+			b.open = &batch{bufp: bufp, buf: appendBatchHeader((*bufp)[:0], 0), opened: time.Now()}
+		}
+		o := b.open
+		o.buf = appendBatchOp(o.buf, op.Payload, op.CRC, op.Producer, op.Seq)
+		o.waiters = append(o.waiters, cs[i])
+		o.bytes += int64(len(op.Payload))
+	}
+	b.pendingOps += len(ops)
+	b.pendingBytes += total
+	b.mu.Unlock()
+	select {
+	case b.kick <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func (b *batcher) run() {
+	defer close(b.done)
+	var linger *time.Timer
+	var lingerC <-chan time.Time
+	for {
+		select {
+		case <-b.quit:
+			return
+		case <-b.kick:
+		case <-lingerC:
+		}
+		wait := b.dispatch()
+		if wait > 0 {
+			if linger == nil {
+				linger = time.NewTimer(wait)
+			} else {
+				linger.Reset(wait)
+			}
+			lingerC = linger.C
+		} else {
+			lingerC = nil
+		}
+	}
+}
+
+// dispatch proposes what may be proposed and returns how long the open
+// batch may still linger (0 if nothing waits on a timer).
+func (b *batcher) dispatch() time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for b.inflight < b.cfg.MaxInflightBatches {
+		var next *batch
+		switch {
+		case len(b.ready) > 0:
+			next = b.ready[0]
+			b.ready = b.ready[:copy(b.ready, b.ready[1:])]
+		case b.open != nil:
+			if age := time.Since(b.open.opened); b.inflight > 0 && age < b.cfg.BatchLinger {
+				return b.cfg.BatchLinger - age
+			}
+			next, b.open = b.open, nil
+		default:
+			return 0
+		}
+		b.inflight++
+		b.mu.Unlock()
+		b.propose(next)
+		b.mu.Lock()
+	}
+	return 0
+}
+
+// propose hands a batch to Raft; a goroutine per batch in flight waits
+// for its outcome.
+func (b *batcher) propose(bt *batch) {
+	release := func() {
+		if cap(bt.buf) <= maxPooledBatchBytes {
+			*bt.bufp = bt.buf[:0]
+			batchBuffers.Put(bt.bufp)
+		}
+		bt.buf, bt.bufp = nil, nil
+	}
+	term, err := b.p.leaderTerm()
+	if err != nil {
+		release()
+		b.finish(bt, AppendResult{}, err)
+		return
+	}
+	binary.LittleEndian.PutUint64(bt.buf[8:], term)
+	rs, err := b.p.r.nh.Propose(b.p.session, bt.buf, b.cfg.ProposalTimeout)
+	release()
+	if err != nil {
+		b.finish(bt, AppendResult{}, proposeError(b.p.id, err))
+		return
+	}
+	go b.await(rs, bt)
+}
+
+func (b *batcher) await(rs *dragonboat.RequestState, bt *batch) {
+	res := <-rs.ResultC()
+	rs.Release()
+	switch {
+	case res.Completed():
+		b.complete(bt, res.GetResult().Data)
+	case res.Dropped():
+		// Dropped before it reached the log: not committed.
+		b.finish(bt, AppendResult{}, fmt.Errorf("%w: partition %d: proposal dropped (no leader, or a leader transfer)", ErrUnavailable, b.p.id))
+	default:
+		b.finish(bt, AppendResult{}, fmt.Errorf("%w: partition %d: proposal did not complete (timeout, replica stopped or rejected)", ErrAborted, b.p.id))
+	}
+}
+
+// complete hands every waiter of a committed batch its op's outcome.
+func (b *batcher) complete(bt *batch, data []byte) {
+	rr, err := readResults(data)
+	if err == nil && rr.count != len(bt.waiters) {
+		err = fmt.Errorf("%w: %d results for %d ops", errBadEntry, rr.count, len(bt.waiters))
+	}
+	if err != nil {
+		b.finish(bt, AppendResult{}, fmt.Errorf("%w: %v", ErrAborted, err))
+		return
+	}
+	for _, c := range bt.waiters {
+		var r opResult
+		if err := rr.next(&r); err != nil {
+			c.Complete(AppendResult{}, fmt.Errorf("%w: %v", ErrAborted, err))
+			continue
+		}
+		switch r.status {
+		case statusApplied:
+			c.Complete(AppendResult{LSN: r.lsn, Epoch: rr.epoch, Result: r.result}, nil)
+		case statusDuplicate:
+			c.Complete(AppendResult{LSN: r.lsn, Epoch: rr.epoch, Duplicate: true}, nil)
+		default:
+			c.Complete(AppendResult{}, fmt.Errorf("%w: partition %d", ErrStaleSequence, b.p.id))
+		}
+	}
+	b.release(bt)
+}
+
+// finish fails every waiter of a batch with err.
+func (b *batcher) finish(bt *batch, r AppendResult, err error) {
+	for _, c := range bt.waiters {
+		c.Complete(r, err)
+	}
+	b.release(bt)
+}
+
+func (b *batcher) release(bt *batch) {
+	b.mu.Lock()
+	b.inflight--
+	b.pendingOps -= len(bt.waiters)
+	b.pendingBytes -= bt.bytes
+	b.mu.Unlock()
+	select {
+	case b.kick <- struct{}{}:
+	default:
+	}
+}
+
+// failQueued fails the appends not yet proposed (the replica lost its
+// leadership, or is closing): they never reached the log.
+func (b *batcher) failQueued(err error) {
+	b.mu.Lock()
+	queued := b.ready
+	if b.open != nil {
+		queued = append(queued, b.open)
+	}
+	b.ready, b.open = nil, nil
+	for _, bt := range queued {
+		b.pendingOps -= len(bt.waiters)
+		b.pendingBytes -= bt.bytes
+	}
+	b.mu.Unlock()
+	for _, bt := range queued {
+		for _, c := range bt.waiters {
+			c.Complete(AppendResult{}, err)
+		}
+	}
+}
+
+// close stops the batcher; queued appends fail with ErrClosed. Batches in
+// flight complete when dragonboat stops the replica.
+func (b *batcher) close() {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return
+	}
+	b.closed = true
+	b.mu.Unlock()
+	close(b.quit)
+	<-b.done
+	b.failQueued(ErrClosed)
+}
+
+// proposeError maps an error from Propose, which means the batch was not
+// proposed, to ours.
+func proposeError(id PartitionID, err error) error {
+	switch {
+	case errors.Is(err, dragonboat.ErrSystemBusy):
+		return fmt.Errorf("%w: partition %d: Raft proposal queue full", ErrBusy, id)
+	case errors.Is(err, dragonboat.ErrPayloadTooBig):
+		return fmt.Errorf("%w: partition %d: %v", ErrTooLarge, id, err)
+	case dragonboat.IsTempError(err):
+		return fmt.Errorf("%w: partition %d: %v", ErrUnavailable, id, err)
+	}
+	return fmt.Errorf("%w: partition %d: %v", ErrUnavailable, id, err)
+}

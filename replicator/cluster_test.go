@@ -1,0 +1,215 @@
+package replicator_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lockstitch/lockstitch/internal/testutil"
+	"github.com/lockstitch/lockstitch/replicator"
+)
+
+// node is one Replicator of a test cluster, with what it needs to restart.
+type node struct {
+	cfg replicator.Config
+	r   *replicator.Replicator
+}
+
+// cluster is a set of Replicators in one test process: separate
+// NodeHosts, directories and 127.0.0.1 ports.
+type cluster struct {
+	t     testing.TB
+	mu    sync.Mutex // guards each node's r: tests stop nodes under load
+	nodes []*node
+}
+
+// get returns node i's Replicator, nil while it is stopped.
+func (c *cluster) get(i int) *replicator.Replicator {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nodes[i].r
+}
+
+// testConfig is a node configuration for tests: a 5 ms tick, the cheap tan
+// LogDB and small worker pools.
+func testConfig(t testing.TB, dir string) replicator.Config {
+	cfg := replicator.DefaultConfig()
+	cfg.DataDir = dir
+	cfg.RaftAddress = testutil.FreeAddr(t)
+	cfg.ClientAddress = "client-of-" + cfg.RaftAddress
+	cfg.RTT = 5 * time.Millisecond
+	cfg.LogDB = replicator.LogDBTan
+	cfg.EngineWorkers = 4
+	cfg.SegmentBytes = 256 << 10
+	cfg.ProgressInterval = 50 * time.Millisecond
+	cfg.CheckpointInterval = 200 * time.Millisecond
+	if os.Getenv("LOCKSTITCH_TEST_LOG") != "" {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
+	}
+	return cfg
+}
+
+func newCluster(t testing.TB, n int, tweak func(*replicator.Config)) *cluster {
+	t.Helper()
+	c := &cluster{t: t}
+	for i := 0; i < n; i++ {
+		cfg := testConfig(t, filepath.Join(t.TempDir(), fmt.Sprintf("node%d", i+1)))
+		if tweak != nil {
+			tweak(&cfg)
+		}
+		c.nodes = append(c.nodes, &node{cfg: cfg})
+		c.start(i)
+	}
+	t.Cleanup(c.close)
+	return c
+}
+
+func (c *cluster) start(i int) {
+	c.t.Helper()
+	r, err := replicator.Open(c.nodes[i].cfg)
+	if err != nil {
+		c.t.Fatalf("open node %d: %v", i+1, err)
+	}
+	c.mu.Lock()
+	c.nodes[i].r = r
+	c.mu.Unlock()
+}
+
+func (c *cluster) stop(i int) {
+	c.t.Helper()
+	c.mu.Lock()
+	r := c.nodes[i].r
+	c.nodes[i].r = nil
+	c.mu.Unlock()
+	if r != nil {
+		if err := r.Close(); err != nil {
+			c.t.Errorf("close node %d: %v", i+1, err)
+		}
+	}
+}
+
+func (c *cluster) close() {
+	for i := range c.nodes {
+		c.stop(i)
+	}
+}
+
+// spec returns a partition spec with replica i+1 on node i.
+func (c *cluster) spec(id replicator.PartitionID) replicator.PartitionSpec {
+	s := replicator.PartitionSpec{ID: id, Plugin: replicator.LogPluginName, Replicas: map[replicator.ReplicaID]string{}}
+	for i, n := range c.nodes {
+		s.Replicas[replicator.ReplicaID(i+1)] = n.cfg.RaftAddress
+	}
+	return s
+}
+
+// create creates partition id on every node.
+func (c *cluster) create(id replicator.PartitionID) {
+	c.t.Helper()
+	spec := c.spec(id)
+	for i := range c.nodes {
+		if _, err := c.get(i).CreatePartition(spec); err != nil {
+			c.t.Fatalf("node %d: create partition %d: %v", i+1, id, err)
+		}
+	}
+}
+
+func (c *cluster) partition(i int, id replicator.PartitionID) *replicator.Partition {
+	c.t.Helper()
+	p, err := c.get(i).Partition(id)
+	if err != nil {
+		c.t.Fatalf("node %d: %v", i+1, err)
+	}
+	return p
+}
+
+// waitFor polls cond every 10 ms until it holds or the deadline passes:
+// the cluster runs on real time (Raft ticks, disk, loopback TCP).
+func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// leader waits until a running node's replica of id leads, and returns
+// that node's index.
+func (c *cluster) leader(id replicator.PartitionID) int {
+	c.t.Helper()
+	leader := -1
+	waitFor(c.t, fmt.Sprintf("a leader of partition %d", id), 20*time.Second, func() bool {
+		for i := range c.nodes {
+			r := c.get(i)
+			if r == nil {
+				continue
+			}
+			p, err := r.Partition(id)
+			if err != nil {
+				continue
+			}
+			if st, err := p.Status(context.Background()); err == nil && st.Role == replicator.RoleLeader {
+				leader = i
+				return true
+			}
+		}
+		return false
+	})
+	return leader
+}
+
+// appendRetry appends op through whichever node leads, retrying what is
+// safe to retry, the way a client with a producer id does.
+func (c *cluster) appendRetry(ctx context.Context, id replicator.PartitionID, op replicator.AppendOp) (replicator.AppendResult, error) {
+	for {
+		for i := range c.nodes {
+			r := c.get(i)
+			if r == nil {
+				continue
+			}
+			p, err := r.Partition(id)
+			if err != nil {
+				continue
+			}
+			res, err := p.Append(ctx, op)
+			if err == nil || !retryable(err) {
+				return res, err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return replicator.AppendResult{}, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func retryable(err error) bool {
+	return errors.Is(err, replicator.ErrNotLeader) || errors.Is(err, replicator.ErrUnavailable) ||
+		errors.Is(err, replicator.ErrAborted) || errors.Is(err, replicator.ErrBusy) ||
+		errors.Is(err, replicator.ErrClosed)
+}
+
+// stream reads a replica's whole stream once it has applied up to last.
+func (c *cluster) stream(i int, id replicator.PartitionID, last replicator.LSN) []replicator.Record {
+	c.t.Helper()
+	p := c.partition(i, id)
+	waitFor(c.t, fmt.Sprintf("node %d to apply LSN %d", i+1, last), 30*time.Second, func() bool {
+		st, err := p.Status(context.Background())
+		return err == nil && st.AppliedLSN >= last
+	})
+	recs, err := p.Read(1, int(last)+1, 1<<30)
+	if err != nil {
+		c.t.Fatalf("node %d: read: %v", i+1, err)
+	}
+	return recs
+}

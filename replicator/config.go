@@ -1,0 +1,194 @@
+package replicator
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+)
+
+// LogDB names the Raft log store of dragonboat.
+type LogDB string
+
+// Raft log stores. The choice is fixed at a node's first start.
+const (
+	// LogDBPebble is dragonboat's default: 16 pebble instances.
+	LogDBPebble LogDB = "pebble"
+	// LogDBTan is dragonboat's tan store (docs/benchmarks.md compares them).
+	LogDBTan LogDB = "tan"
+)
+
+// Config configures a Replicator. Start from DefaultConfig.
+type Config struct {
+	// DataDir holds everything the node keeps: dragonboat's Raft log,
+	// each partition's operation log, checkpoints and plugin state.
+	DataDir string
+	// RaftAddress is the host:port where this node's Raft traffic is
+	// served and where peers reach it. Fixed at the node's first start.
+	RaftAddress string
+	// ClientAddress is the address clients use to reach this node (the
+	// transport server's); followers hand it out in NotLeader errors.
+	// Empty when the node serves no clients.
+	ClientAddress string
+	// Plugins are the state machine plugins partitions can be created
+	// with, by name. DefaultConfig registers the built-in "log" plugin.
+	Plugins map[string]PluginFactory
+	// Logger receives the replicator's logs and dragonboat's (at Warn and
+	// above); nil discards them.
+	Logger *slog.Logger
+
+	// DeploymentID separates clusters that could reach each other: nodes
+	// with different ids ignore each other. Fixed at first start.
+	DeploymentID uint64
+	// RTT is the Raft tick: the round trip time between nodes. Raft
+	// timeouts are counted in ticks.
+	RTT time.Duration
+	// ElectionRTT and HeartbeatRTT are the election timeout and heartbeat
+	// interval in ticks. ElectionRTT must be at least 10 x HeartbeatRTT.
+	ElectionRTT, HeartbeatRTT uint64
+	// SnapshotEntries is how many Raft entries pass between snapshots of
+	// Raft's metadata, after which Raft's log is compacted. Each snapshot
+	// also checkpoints every partition's state and syncs its plugin.
+	SnapshotEntries uint64
+	// CompactionOverhead is how many Raft entries are kept behind a
+	// snapshot, so that a briefly absent replica catches up from the log
+	// instead of a copy.
+	CompactionOverhead uint64
+	// LogDB selects Raft's log store. Fixed at first start.
+	LogDB LogDB
+	// EngineWorkers sizes dragonboat's worker pools (step, apply,
+	// snapshot, commit, close); 0 keeps dragonboat's defaults. Fixed at
+	// first start.
+	EngineWorkers int
+
+	// MaxOpBytes is the largest op payload.
+	MaxOpBytes int
+	// MaxBatchBytes and MaxBatchOps bound the Raft entry into which the
+	// leader coalesces concurrent appends to one partition.
+	MaxBatchBytes, MaxBatchOps int
+	// BatchLinger is how long a partial batch may wait for more appends
+	// while earlier batches are in flight; 0 sends it as soon as a slot
+	// is free.
+	BatchLinger time.Duration
+	// MaxInflightBatches bounds the batches per partition proposed and
+	// not yet committed.
+	MaxInflightBatches int
+	// MaxPendingOps and MaxPendingBytes bound each partition's queue of
+	// appends not yet committed; beyond them Append fails with ErrBusy.
+	MaxPendingOps   int
+	MaxPendingBytes int64
+	// ProposalTimeout bounds how long a batch may take to commit before
+	// its appends fail with ErrAborted.
+	ProposalTimeout time.Duration
+
+	// SegmentBytes is the segment size of each partition's operation log.
+	SegmentBytes int64
+	// RetainBytes and RetainAge bound each partition's operation log:
+	// whole segments beyond either limit are dropped, but never one that
+	// recovery still needs. Zero means no limit.
+	RetainBytes int64
+	RetainAge   time.Duration
+	// CheckpointInterval is how often a partition with new ops makes its
+	// state durable, which bounds what a restart replays from Raft.
+	CheckpointInterval time.Duration
+	// ProgressInterval is how often a replica with new ops reports its
+	// applied LSN, from which the leader computes each replica's lag.
+	ProgressInterval time.Duration
+}
+
+// DefaultConfig returns defaults for a LAN: a 10 ms tick, elections after
+// 100 ms, 64 KiB batches, 16 MiB log segments.
+func DefaultConfig() Config {
+	return Config{
+		Plugins:            map[string]PluginFactory{LogPluginName: NewLogPlugin},
+		DeploymentID:       1,
+		RTT:                10 * time.Millisecond,
+		ElectionRTT:        10,
+		HeartbeatRTT:       1,
+		SnapshotEntries:    20000,
+		CompactionOverhead: 5000,
+		LogDB:              LogDBPebble,
+		MaxOpBytes:         4 << 20,
+		MaxBatchBytes:      64 << 10,
+		MaxBatchOps:        4096,
+		MaxInflightBatches: 8,
+		MaxPendingOps:      1 << 16,
+		MaxPendingBytes:    64 << 20,
+		ProposalTimeout:    5 * time.Second,
+		SegmentBytes:       16 << 20,
+		RetainBytes:        1 << 30,
+		CheckpointInterval: 2 * time.Second,
+		ProgressInterval:   time.Second,
+	}
+}
+
+// Validate reports every invalid setting. It does not change c.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.DataDir == "" {
+		bad("DataDir is empty")
+	}
+	if _, _, err := net.SplitHostPort(c.RaftAddress); err != nil {
+		bad("RaftAddress %q: %v", c.RaftAddress, err)
+	}
+	if c.ClientAddress != "" {
+		if _, _, err := net.SplitHostPort(c.ClientAddress); err != nil {
+			bad("ClientAddress %q: %v", c.ClientAddress, err)
+		}
+	}
+	for name, f := range c.Plugins {
+		if name == "" || f == nil {
+			bad("plugin %q has an empty name or a nil factory", name)
+		}
+	}
+	if c.RTT < time.Millisecond {
+		bad("RTT %v is below 1ms", c.RTT)
+	}
+	if c.HeartbeatRTT == 0 || c.ElectionRTT < 10*c.HeartbeatRTT {
+		bad("ElectionRTT %d must be at least 10 x HeartbeatRTT %d (> 0)", c.ElectionRTT, c.HeartbeatRTT)
+	}
+	if c.SnapshotEntries != 0 && c.CompactionOverhead >= c.SnapshotEntries {
+		bad("CompactionOverhead %d must be below SnapshotEntries %d", c.CompactionOverhead, c.SnapshotEntries)
+	}
+	switch c.LogDB {
+	case LogDBPebble, LogDBTan:
+	default:
+		bad("LogDB %q is not %q or %q", c.LogDB, LogDBPebble, LogDBTan)
+	}
+	if c.EngineWorkers < 0 {
+		bad("EngineWorkers %d is negative", c.EngineWorkers)
+	}
+	if c.MaxOpBytes < 1 || c.MaxOpBytes > 64<<20 {
+		bad("MaxOpBytes %d is outside [1, 64 MiB]", c.MaxOpBytes)
+	}
+	if c.MaxBatchBytes < 1<<10 || c.MaxBatchOps < 1 {
+		bad("MaxBatchBytes %d must be at least 1 KiB and MaxBatchOps %d at least 1", c.MaxBatchBytes, c.MaxBatchOps)
+	}
+	if c.BatchLinger < 0 || c.BatchLinger > time.Second {
+		bad("BatchLinger %v is outside [0, 1s]", c.BatchLinger)
+	}
+	if c.MaxInflightBatches < 1 {
+		bad("MaxInflightBatches %d is below 1", c.MaxInflightBatches)
+	}
+	if c.MaxPendingOps < 1 || c.MaxPendingBytes < int64(c.MaxOpBytes) {
+		bad("MaxPendingOps %d must be positive and MaxPendingBytes %d at least MaxOpBytes", c.MaxPendingOps, c.MaxPendingBytes)
+	}
+	if c.ProposalTimeout < c.RTT {
+		bad("ProposalTimeout %v is below one RTT", c.ProposalTimeout)
+	}
+	if c.SegmentBytes < 64<<10 {
+		bad("SegmentBytes %d is below 64 KiB", c.SegmentBytes)
+	}
+	if c.RetainBytes < 0 || c.RetainAge < 0 {
+		bad("RetainBytes %d and RetainAge %v must not be negative", c.RetainBytes, c.RetainAge)
+	}
+	if c.CheckpointInterval <= 0 || c.ProgressInterval <= 0 {
+		bad("CheckpointInterval %v and ProgressInterval %v must be positive", c.CheckpointInterval, c.ProgressInterval)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("replicator: invalid config: %w", err)
+	}
+	return nil
+}

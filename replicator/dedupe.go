@@ -1,0 +1,185 @@
+package replicator
+
+import (
+	"encoding/binary"
+	"fmt"
+	"sort"
+)
+
+// Limits of the dedupe table. Part of the replicated state machine: every
+// replica must use the same values, so they are constants of the format.
+const (
+	// DedupeWindow is how many recent sequences a partition remembers per
+	// producer. A producer should keep at most this many appends in flight
+	// per partition; a retry of an older one gets ErrStaleSequence.
+	DedupeWindow = 1024
+	// MaxProducers is how many producers a partition remembers. The one
+	// that appended least recently is forgotten first.
+	MaxProducers = 1024
+)
+
+type seqLSN struct {
+	seq uint64
+	lsn LSN
+}
+
+// producer is what a partition remembers of one idempotent producer: its
+// recent sequences and their LSNs, ascending.
+type producer struct {
+	id         ProducerID
+	ring       []seqLSN // grows to DedupeWindow, then wraps
+	head       int      // index of the oldest entry once full
+	prev, next *producer
+}
+
+func (p *producer) len() int { return len(p.ring) }
+
+func (p *producer) at(i int) seqLSN { return p.ring[(p.head+i)%len(p.ring)] }
+
+func (p *producer) last() seqLSN { return p.at(p.len() - 1) }
+
+func (p *producer) push(e seqLSN) {
+	if len(p.ring) < DedupeWindow {
+		p.ring = append(p.ring, e)
+		return
+	}
+	p.ring[p.head] = e
+	p.head = (p.head + 1) % len(p.ring)
+}
+
+// find returns the LSN of seq if it is among the recent sequences.
+func (p *producer) find(seq uint64) (LSN, bool) {
+	n := p.len()
+	i := sort.Search(n, func(i int) bool { return p.at(i).seq >= seq })
+	if i < n && p.at(i).seq == seq {
+		return p.at(i).lsn, true
+	}
+	return 0, false
+}
+
+// dedupe drops retried appends: for each producer it remembers the recent
+// sequences it applied. Producers are kept in order of last use (a list
+// from least to most recent), which depends only on the order ops are
+// applied, so every replica evicts the same ones.
+//
+// Rule: an op with a sequence above its producer's last is applied; one
+// at or below is a duplicate if remembered (the original LSN is returned),
+// else stale (rejected: it cannot be told whether it was applied).
+type dedupe struct {
+	byID       map[ProducerID]*producer
+	head, tail *producer // least and most recently used
+}
+
+func newDedupe() *dedupe { return &dedupe{byID: make(map[ProducerID]*producer)} }
+
+// check classifies (id, seq): statusApplied means "apply it".
+func (d *dedupe) check(id ProducerID, seq uint64) (byte, LSN) {
+	p := d.byID[id]
+	if p == nil || seq > p.last().seq {
+		return statusApplied, 0
+	}
+	if lsn, ok := p.find(seq); ok {
+		return statusDuplicate, lsn
+	}
+	return statusStale, 0
+}
+
+// record notes that (id, seq) was applied at lsn; seq must be above the
+// producer's last.
+func (d *dedupe) record(id ProducerID, seq uint64, lsn LSN) {
+	p := d.byID[id]
+	if p == nil {
+		if len(d.byID) >= MaxProducers {
+			d.evict(d.head)
+		}
+		p = &producer{id: id}
+		d.byID[id] = p
+	} else {
+		d.unlink(p)
+	}
+	p.push(seqLSN{seq, lsn})
+	d.linkTail(p)
+}
+
+func (d *dedupe) evict(p *producer) {
+	d.unlink(p)
+	delete(d.byID, p.id)
+}
+
+func (d *dedupe) unlink(p *producer) {
+	if p.prev != nil {
+		p.prev.next = p.next
+	} else {
+		d.head = p.next
+	}
+	if p.next != nil {
+		p.next.prev = p.prev
+	} else {
+		d.tail = p.prev
+	}
+	p.prev, p.next = nil, nil
+}
+
+func (d *dedupe) linkTail(p *producer) {
+	p.prev = d.tail
+	if d.tail != nil {
+		d.tail.next = p
+	} else {
+		d.head = p
+	}
+	d.tail = p
+}
+
+// appendTo encodes the table: the producer count, then each producer from
+// least to most recently used: id, entry count, and (seq, LSN) pairs.
+func (d *dedupe) appendTo(b []byte) []byte {
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(d.byID)))
+	for p := d.head; p != nil; p = p.next {
+		b = binary.LittleEndian.AppendUint64(b, uint64(p.id))
+		b = binary.LittleEndian.AppendUint32(b, uint32(p.len()))
+		for i := 0; i < p.len(); i++ {
+			e := p.at(i)
+			b = binary.LittleEndian.AppendUint64(b, e.seq)
+			b = binary.LittleEndian.AppendUint64(b, uint64(e.lsn))
+		}
+	}
+	return b
+}
+
+// decodeDedupe decodes what appendTo wrote and returns the bytes consumed.
+func decodeDedupe(b []byte) (*dedupe, int, error) {
+	d := newDedupe()
+	if len(b) < 4 {
+		return nil, 0, fmt.Errorf("dedupe table cut short")
+	}
+	n := int(binary.LittleEndian.Uint32(b))
+	if n > MaxProducers {
+		return nil, 0, fmt.Errorf("dedupe table holds %d producers, limit %d", n, MaxProducers)
+	}
+	off := 4
+	for range n {
+		if len(b)-off < 12 {
+			return nil, 0, fmt.Errorf("dedupe producer cut short")
+		}
+		id := ProducerID(binary.LittleEndian.Uint64(b[off:]))
+		m := int(binary.LittleEndian.Uint32(b[off+8:]))
+		off += 12
+		if m == 0 || m > DedupeWindow || m > (len(b)-off)/16 {
+			return nil, 0, fmt.Errorf("dedupe producer %d holds %d entries", id, m)
+		}
+		if _, dup := d.byID[id]; dup {
+			return nil, 0, fmt.Errorf("dedupe producer %d listed twice", id)
+		}
+		p := &producer{id: id, ring: make([]seqLSN, m)}
+		for i := range m {
+			p.ring[i] = seqLSN{binary.LittleEndian.Uint64(b[off:]), LSN(binary.LittleEndian.Uint64(b[off+8:]))}
+			off += 16
+			if i > 0 && p.ring[i].seq <= p.ring[i-1].seq {
+				return nil, 0, fmt.Errorf("dedupe producer %d: sequences not ascending", id)
+			}
+		}
+		d.byID[id] = p
+		d.linkTail(p)
+	}
+	return d, off, nil
+}

@@ -1,0 +1,239 @@
+package replicator
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// The Raft entries a partition proposes. Part of the replicated log format:
+// never change; add a kind or a version instead.
+//
+// An ops entry coalesces many appends:
+//
+//	offset  size  field
+//	0       1     kind = 1
+//	1       1     version = 1
+//	2       2     zero
+//	4       4     op count
+//	8       8     proposer's Raft term
+//	16      ...   ops, back to back:
+//	              0   4  payload length N
+//	              4   4  payload CRC-32C (the producer's)
+//	              8   8  producer id (0: none)
+//	              16  8  producer sequence
+//	              24  N  payload
+//
+// An address entry records a replica's client address:
+//
+//	0  1  kind = 2
+//	1  1  version = 1
+//	2  2  zero
+//	4  4  address length N
+//	8  8  replica id
+//	16 N  address
+//
+// A progress entry reports how far a replica has applied the stream; the
+// leader computes each replica's lag from these reports:
+//
+//	0  1  kind = 3
+//	1  1  version = 1
+//	2  2  zero
+//	4  4  zero
+//	8  8  replica id
+//	16 8  applied LSN
+//
+// The result of an ops entry (statemachine Result.Data, returned to the
+// proposer) is the epoch (8 bytes) and op count (4), then per op: a status
+// byte (0 applied, 1 duplicate, 2 stale sequence), the op's LSN (8; the
+// original LSN for a duplicate), the plugin result's length (4) and bytes.
+const (
+	entryOps      = 1
+	entryAddr     = 2
+	entryProgress = 3
+
+	entryVersion    = 1
+	entryHeaderSize = 16
+	opHeaderSize    = 24
+)
+
+// Op statuses in an ops entry result.
+const (
+	statusApplied   = 0
+	statusDuplicate = 1
+	statusStale     = 2
+)
+
+var errBadEntry = errors.New("replicator: malformed Raft entry")
+
+// batchHeader starts an ops entry in b (which must be empty) for term.
+func appendBatchHeader(b []byte, term uint64) []byte {
+	var h [entryHeaderSize]byte
+	h[0], h[1] = entryOps, entryVersion
+	binary.LittleEndian.PutUint64(h[8:], term)
+	return append(b, h[:]...)
+}
+
+// appendBatchOp adds one op to the ops entry in b and bumps its count.
+func appendBatchOp(b []byte, payload []byte, crc uint32, producer ProducerID, seq uint64) []byte {
+	var h [opHeaderSize]byte
+	binary.LittleEndian.PutUint32(h[0:], uint32(len(payload)))
+	binary.LittleEndian.PutUint32(h[4:], crc)
+	binary.LittleEndian.PutUint64(h[8:], uint64(producer))
+	binary.LittleEndian.PutUint64(h[16:], seq)
+	b = append(b, h[:]...)
+	b = append(b, payload...)
+	binary.LittleEndian.PutUint32(b[4:], binary.LittleEndian.Uint32(b[4:])+1)
+	return b
+}
+
+// entryOp is one op decoded from an ops entry; Payload aliases the entry.
+type entryOp struct {
+	Payload  []byte
+	CRC      uint32
+	Producer ProducerID
+	Seq      uint64
+}
+
+// opsReader walks the ops of an ops entry without allocating.
+type opsReader struct {
+	b     []byte
+	count int
+	term  uint64
+}
+
+// readOps checks the header of an ops entry.
+func readOps(b []byte) (opsReader, error) {
+	if len(b) < entryHeaderSize || b[0] != entryOps {
+		return opsReader{}, fmt.Errorf("%w: not an ops entry", errBadEntry)
+	}
+	if b[1] != entryVersion {
+		return opsReader{}, fmt.Errorf("%w: ops entry version %d", errBadEntry, b[1])
+	}
+	return opsReader{
+		b:     b[entryHeaderSize:],
+		count: int(binary.LittleEndian.Uint32(b[4:])),
+		term:  binary.LittleEndian.Uint64(b[8:]),
+	}, nil
+}
+
+// next decodes the next op into op; it returns false after the last one.
+func (r *opsReader) next(op *entryOp) (bool, error) {
+	if r.count == 0 {
+		if len(r.b) != 0 {
+			return false, fmt.Errorf("%w: %d bytes after the last op", errBadEntry, len(r.b))
+		}
+		return false, nil
+	}
+	if len(r.b) < opHeaderSize {
+		return false, fmt.Errorf("%w: op header cut short", errBadEntry)
+	}
+	n := int(binary.LittleEndian.Uint32(r.b[0:]))
+	if n > len(r.b)-opHeaderSize {
+		return false, fmt.Errorf("%w: op length %d exceeds the entry", errBadEntry, n)
+	}
+	op.CRC = binary.LittleEndian.Uint32(r.b[4:])
+	op.Producer = ProducerID(binary.LittleEndian.Uint64(r.b[8:]))
+	op.Seq = binary.LittleEndian.Uint64(r.b[16:])
+	op.Payload = r.b[opHeaderSize : opHeaderSize+n : opHeaderSize+n]
+	r.b = r.b[opHeaderSize+n:]
+	r.count--
+	return true, nil
+}
+
+// appendAddrEntry encodes an address entry.
+func appendAddrEntry(b []byte, replica ReplicaID, addr string) []byte {
+	var h [entryHeaderSize]byte
+	h[0], h[1] = entryAddr, entryVersion
+	binary.LittleEndian.PutUint32(h[4:], uint32(len(addr)))
+	binary.LittleEndian.PutUint64(h[8:], uint64(replica))
+	b = append(b, h[:]...)
+	return append(b, addr...)
+}
+
+func readAddrEntry(b []byte) (ReplicaID, string, error) {
+	if len(b) < entryHeaderSize || b[0] != entryAddr || b[1] != entryVersion {
+		return 0, "", fmt.Errorf("%w: bad address entry header", errBadEntry)
+	}
+	n := int(binary.LittleEndian.Uint32(b[4:]))
+	if n != len(b)-entryHeaderSize {
+		return 0, "", fmt.Errorf("%w: address length %d, %d bytes follow", errBadEntry, n, len(b)-entryHeaderSize)
+	}
+	return ReplicaID(binary.LittleEndian.Uint64(b[8:])), string(b[entryHeaderSize:]), nil
+}
+
+const progressEntrySize = 24
+
+func appendProgressEntry(b []byte, replica ReplicaID, applied LSN) []byte {
+	var h [progressEntrySize]byte
+	h[0], h[1] = entryProgress, entryVersion
+	binary.LittleEndian.PutUint64(h[8:], uint64(replica))
+	binary.LittleEndian.PutUint64(h[16:], uint64(applied))
+	return append(b, h[:]...)
+}
+
+func readProgressEntry(b []byte) (ReplicaID, LSN, error) {
+	if len(b) != progressEntrySize || b[0] != entryProgress || b[1] != entryVersion {
+		return 0, 0, fmt.Errorf("%w: bad progress entry", errBadEntry)
+	}
+	return ReplicaID(binary.LittleEndian.Uint64(b[8:])), LSN(binary.LittleEndian.Uint64(b[16:])), nil
+}
+
+// opResult is one op's outcome, decoded from an ops entry result.
+type opResult struct {
+	status byte
+	lsn    LSN
+	// result aliases the entry result.
+	result []byte
+}
+
+const opResultHeaderSize = 13
+
+func appendResultHeader(b []byte, epoch Epoch, count int) []byte {
+	var h [12]byte
+	binary.LittleEndian.PutUint64(h[0:], uint64(epoch))
+	binary.LittleEndian.PutUint32(h[8:], uint32(count))
+	return append(b, h[:]...)
+}
+
+func appendOpResult(b []byte, status byte, lsn LSN, result []byte) []byte {
+	var h [opResultHeaderSize]byte
+	h[0] = status
+	binary.LittleEndian.PutUint64(h[1:], uint64(lsn))
+	binary.LittleEndian.PutUint32(h[9:], uint32(len(result)))
+	b = append(b, h[:]...)
+	return append(b, result...)
+}
+
+// resultReader walks an ops entry result.
+type resultReader struct {
+	b     []byte
+	epoch Epoch
+	count int
+}
+
+func readResults(b []byte) (resultReader, error) {
+	if len(b) < 12 {
+		return resultReader{}, fmt.Errorf("%w: result cut short", errBadEntry)
+	}
+	return resultReader{
+		b:     b[12:],
+		epoch: Epoch(binary.LittleEndian.Uint64(b)),
+		count: int(binary.LittleEndian.Uint32(b[8:])),
+	}, nil
+}
+
+func (r *resultReader) next(res *opResult) error {
+	if len(r.b) < opResultHeaderSize {
+		return fmt.Errorf("%w: op result cut short", errBadEntry)
+	}
+	n := int(binary.LittleEndian.Uint32(r.b[9:]))
+	if n > len(r.b)-opResultHeaderSize {
+		return fmt.Errorf("%w: op result length %d exceeds the result", errBadEntry, n)
+	}
+	res.status = r.b[0]
+	res.lsn = LSN(binary.LittleEndian.Uint64(r.b[1:]))
+	res.result = r.b[opResultHeaderSize : opResultHeaderSize+n : opResultHeaderSize+n]
+	r.b = r.b[opResultHeaderSize+n:]
+	return nil
+}

@@ -1,0 +1,37 @@
+package replicator
+
+import (
+	"hash/crc32"
+	"os"
+	"path/filepath"
+
+	"github.com/lockstitch/lockstitch/wal"
+)
+
+func crc32Checksum(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
+
+// writeFileAtomic makes data the durable content of path: written to a
+// temporary file, fsynced, renamed over path, and the directory fsynced. A
+// crash leaves either the old content or the new.
+func writeFileAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return (wal.OSFS{}).SyncDir(filepath.Dir(path))
+}

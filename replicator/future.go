@@ -1,0 +1,72 @@
+package replicator
+
+import "context"
+
+// AppendOp is one operation to append.
+type AppendOp struct {
+	// Payload is the op. Append copies it before returning; the caller
+	// may reuse it then, even if the append is still in flight.
+	Payload []byte
+	// CRC is the CRC-32C of Payload (wal.Checksum) if the caller has it,
+	// as a producer does for integrity end to end: an op whose payload
+	// does not match is rejected. Zero means "compute it".
+	CRC uint32
+	// Producer and Seq make the append idempotent: an op with the same
+	// producer and sequence as one already committed is not applied
+	// again, and its result carries the original LSN. Sequences of a
+	// producer must increase; zero Producer means no deduplication.
+	Producer ProducerID
+	Seq      uint64
+}
+
+// AppendResult is the outcome of a committed append.
+type AppendResult struct {
+	// LSN is the op's LSN (for a duplicate, the LSN it got the first time).
+	LSN LSN
+	// Epoch is the partition's epoch when the op was committed.
+	Epoch Epoch
+	// Result is the plugin's result for the op (nil for a duplicate). It
+	// is not shared with anyone else; the receiver owns it.
+	Result []byte
+	// Duplicate reports that the op had been committed before.
+	Duplicate bool
+}
+
+// Completion receives the outcome of an asynchronous append exactly once,
+// from a replicator goroutine. Complete must not block.
+type Completion interface {
+	Complete(AppendResult, error)
+}
+
+// Future is a Completion to wait on.
+type Future struct {
+	done chan struct{}
+	res  AppendResult
+	err  error
+}
+
+// NewFuture returns a Future ready to be passed to AppendTo.
+func NewFuture() *Future { return &Future{done: make(chan struct{})} }
+
+// Complete implements Completion.
+func (f *Future) Complete(r AppendResult, err error) {
+	f.res, f.err = r, err
+	close(f.done)
+}
+
+// Done is closed when the append has completed.
+func (f *Future) Done() <-chan struct{} { return f.done }
+
+// Result returns the outcome; it must be called after Done is closed.
+func (f *Future) Result() (AppendResult, error) { return f.res, f.err }
+
+// Wait waits for the outcome or for ctx to end. An append whose wait ends
+// with ctx may still commit.
+func (f *Future) Wait(ctx context.Context) (AppendResult, error) {
+	select {
+	case <-f.done:
+		return f.res, f.err
+	case <-ctx.Done():
+		return AppendResult{}, ctx.Err()
+	}
+}

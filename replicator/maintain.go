@@ -1,0 +1,173 @@
+package replicator
+
+import (
+	"context"
+	"time"
+)
+
+// retentionInterval is how often each partition's log retention runs.
+const retentionInterval = 10 * time.Second
+
+// maintain is the node's housekeeping goroutine: timed checkpoints,
+// progress reports, client address registration, promotion of joining
+// voters, and log retention, for every partition.
+func (r *Replicator) maintain() {
+	defer r.wg.Done()
+	tick := min(r.cfg.ProgressInterval, r.cfg.CheckpointInterval) / 4
+	tick = max(tick, 10*time.Millisecond)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.quit:
+			return
+		case now := <-t.C:
+			r.mu.RLock()
+			parts := make([]*partition, 0, len(r.parts))
+			for _, p := range r.parts {
+				parts = append(parts, p)
+			}
+			r.mu.RUnlock()
+			for _, p := range parts {
+				p.maintain(now)
+			}
+		}
+	}
+}
+
+func (p *partition) maintain(now time.Time) {
+	s, err := p.state()
+	if err != nil {
+		return
+	}
+	if s.checkpointDue(now) {
+		if err := s.checkpoint(); err != nil {
+			p.log.Error("checkpoint failed", "err", err)
+		}
+	}
+	p.reportProgress(s, now)
+	p.registerAddress(s, now)
+	if p.meta.Join && p.meta.Kind == Voter && !p.promoting.Load() && !p.promoted() {
+		p.promoting.Store(true)
+		p.r.wg.Add(1)
+		go p.promote()
+	}
+	if now.Sub(p.lastRetention) >= retentionInterval {
+		p.lastRetention = now
+		p.retain(s, now)
+	}
+}
+
+// reportProgress proposes a progress entry when this replica's applied
+// LSN has moved since its last report, at most once per ProgressInterval.
+func (p *partition) reportProgress(s *stateMachine, now time.Time) {
+	applied := LSN(s.applied.Load())
+	if applied == p.lastReport || now.Sub(p.lastReportAt) < p.r.cfg.ProgressInterval ||
+		p.meta.Kind == Witness || p.leader.Load() == 0 {
+		return
+	}
+	p.lastReport, p.lastReportAt = applied, now
+	p.proposeInternal(appendProgressEntry(nil, p.replica, applied))
+}
+
+// registerAddress records this node's client address in the partition
+// state, so that followers can name the leader to clients.
+func (p *partition) registerAddress(s *stateMachine, now time.Time) {
+	addr := p.r.cfg.ClientAddress
+	if addr == "" || p.meta.Kind == Witness || p.leader.Load() == 0 || now.Sub(p.addrAt) < time.Second {
+		return
+	}
+	s.mu.RLock()
+	current := s.state.addrs[p.replica]
+	s.mu.RUnlock()
+	if current == addr {
+		return
+	}
+	p.addrAt = now
+	p.proposeInternal(appendAddrEntry(nil, p.replica, addr))
+}
+
+// proposeInternal proposes an entry of the replicator's own and forgets
+// it: these entries are idempotent and retried by the maintenance loop.
+func (p *partition) proposeInternal(cmd []byte) {
+	rs, err := p.r.nh.Propose(p.session, cmd, p.r.cfg.ProposalTimeout)
+	if err != nil {
+		return
+	}
+	go func() {
+		<-rs.ResultC()
+		rs.Release()
+	}()
+}
+
+// promote waits until this non-voting replica has caught up (a read index
+// completes on it), then makes it a voter.
+func (p *partition) promote() {
+	defer p.r.wg.Done()
+	defer p.promoting.Store(false)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-p.r.quit:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for ctx.Err() == nil {
+		rctx, rcancel := context.WithTimeout(ctx, p.r.cfg.ProposalTimeout)
+		_, err := p.readIndexQuery(rctx, &queryRequest{ctx: rctx})
+		rcancel()
+		if err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(10 * p.r.cfg.RTT):
+		}
+	}
+	err := p.r.changeMembership(ctx, p.id, func(ccid uint64) error {
+		return p.r.nh.SyncRequestAddReplica(ctx, uint64(p.id), uint64(p.replica), p.r.cfg.RaftAddress, ccid)
+	})
+	if err != nil {
+		p.log.Warn("promotion to voter failed; will retry", "err", err)
+		return
+	}
+	p.log.Info("promoted to voter")
+	go p.notifyRole()
+}
+
+// retain drops whole log segments beyond Config.RetainBytes or older than
+// Config.RetainAge, but never one holding an op that recovery may still
+// need (after the checkpoint or the plugin's last durable LSN).
+func (p *partition) retain(s *stateMachine, now time.Time) {
+	cfg := p.r.cfg
+	if cfg.RetainBytes == 0 && cfg.RetainAge == 0 {
+		return
+	}
+	floor := s.retentionFloor()
+	segs := s.wal.Segments(nil)
+	var total int64
+	for _, seg := range segs {
+		total += seg.Bytes
+	}
+	var cut LSN
+	for _, seg := range segs[:len(segs)-1] {
+		tooBig := cfg.RetainBytes > 0 && total > cfg.RetainBytes
+		tooOld := cfg.RetainAge > 0 && now.Sub(seg.SealedAt) > cfg.RetainAge
+		if !(tooBig || tooOld) || seg.Last > floor {
+			break
+		}
+		total -= seg.Bytes
+		cut = seg.Last + 1
+	}
+	if cut == 0 {
+		return
+	}
+	if n, err := s.wal.TruncateFront(cut); err != nil {
+		p.log.Error("log retention failed", "err", err)
+	} else if n > 0 {
+		p.log.Debug("log retention dropped segments", "segments", n, "first", s.wal.First())
+	}
+}

@@ -1,0 +1,291 @@
+package replicator
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lni/dragonboat/v4/client"
+	"github.com/lni/dragonboat/v4/config"
+	sm "github.com/lni/dragonboat/v4/statemachine"
+)
+
+// Partition is this node's replica of one partition: the handle through
+// which its stream is appended to, read, followed and queried. It is safe
+// for concurrent use. A Partition is valid until the partition is deleted
+// or the Replicator closed; calls then fail with ErrPartitionNotFound or
+// ErrClosed.
+type Partition struct {
+	*partition
+}
+
+type partition struct {
+	r       *Replicator
+	id      PartitionID
+	replica ReplicaID
+	dir     string
+	meta    partitionMeta
+	factory PluginFactory
+	log     *slog.Logger
+	session *client.Session
+	batcher *batcher
+
+	sm atomic.Pointer[stateMachine] // set when dragonboat creates it
+
+	// The leader as last reported by dragonboat's events.
+	leader atomic.Uint64
+	term   atomic.Uint64
+
+	roleMu   sync.Mutex // serializes role notifications to the plugin
+	lastRole Role
+
+	// freshAt is when the last read index that this replica has applied
+	// was requested: its state includes every op committed before then.
+	freshAt atomic.Int64 // unix nanoseconds
+
+	// Maintenance state, used by the maintenance goroutine only.
+	lastReport    LSN
+	lastReportAt  time.Time
+	addrAt        time.Time
+	promoting     atomic.Bool
+	lastRetention time.Time
+
+	removed atomic.Bool
+}
+
+func newPartition(r *Replicator, meta partitionMeta, factory PluginFactory) *partition {
+	p := &partition{
+		r:       r,
+		id:      meta.Partition,
+		replica: meta.Replica,
+		dir:     partitionDir(r.cfg.DataDir, meta.Partition),
+		meta:    meta,
+		factory: factory,
+		log:     r.log.With("partition", uint64(meta.Partition), "replica", uint64(meta.Replica)),
+		session: r.nh.GetNoOPSession(uint64(meta.Partition)),
+	}
+	p.batcher = newBatcher(p)
+	return p
+}
+
+// create is the dragonboat factory of this replica's state machine.
+func (p *partition) create(shardID, replicaID uint64) sm.IOnDiskStateMachine {
+	s := newStateMachine(p)
+	p.sm.Store(s)
+	return s
+}
+
+// raftConfig is the dragonboat configuration of this replica.
+func (p *partition) raftConfig() config.Config {
+	c := p.r.cfg
+	rc := config.Config{
+		ShardID:             uint64(p.id),
+		ReplicaID:           uint64(p.replica),
+		ElectionRTT:         c.ElectionRTT,
+		HeartbeatRTT:        c.HeartbeatRTT,
+		CheckQuorum:         true,
+		PreVote:             true,
+		SnapshotEntries:     c.SnapshotEntries,
+		CompactionOverhead:  c.CompactionOverhead,
+		OrderedConfigChange: true,
+		// A replica that joined as non-voting says so at every start,
+		// promoted or not (dragonboat requires it).
+		IsNonVoting: p.meta.Join && p.meta.Kind != Witness,
+		IsWitness:   p.meta.Kind == Witness,
+	}
+	if rc.IsWitness {
+		rc.SnapshotEntries, rc.CompactionOverhead = 0, 0
+	}
+	return rc
+}
+
+// ID returns the partition's id.
+func (p *Partition) ID() PartitionID { return p.id }
+
+// Replica returns this node's replica id in the partition.
+func (p *Partition) Replica() ReplicaID { return p.replica }
+
+// Plugin returns the name of the partition's plugin.
+func (p *Partition) Plugin() string { return p.meta.Plugin }
+
+// state returns the open state machine, or ErrUnavailable while it opens.
+func (p *partition) state() (*stateMachine, error) {
+	if p.removed.Load() {
+		return nil, fmt.Errorf("%w: %d", ErrPartitionNotFound, p.id)
+	}
+	s := p.sm.Load()
+	if s == nil || !s.ready.Load() {
+		return nil, fmt.Errorf("%w: partition %d is not open", ErrUnavailable, p.id)
+	}
+	return s, nil
+}
+
+// isLeader reports whether this replica leads, as far as it knows.
+func (p *partition) isLeader() bool { return p.leader.Load() == uint64(p.replica) }
+
+// leaderOnly returns nil on the leader, else a *NotLeaderError.
+func (p *partition) leaderOnly() error {
+	if p.isLeader() {
+		return nil
+	}
+	return p.notLeader()
+}
+
+func (p *partition) notLeader() error {
+	e := &NotLeaderError{Partition: p.id, Leader: ReplicaID(p.leader.Load())}
+	if s := p.sm.Load(); s != nil && e.Leader != 0 {
+		s.mu.RLock()
+		if s.state != nil {
+			e.LeaderAddr = s.state.addrs[e.Leader]
+		}
+		s.mu.RUnlock()
+	}
+	return e
+}
+
+// leaderTerm confirms with dragonboat that this replica leads and returns
+// its term.
+func (p *partition) leaderTerm() (uint64, error) {
+	leader, term, valid, err := p.r.nh.GetLeaderID(uint64(p.id))
+	if err != nil {
+		return 0, fmt.Errorf("%w: partition %d: %v", ErrUnavailable, p.id, err)
+	}
+	if !valid || leader != uint64(p.replica) {
+		return 0, p.notLeader()
+	}
+	return term, nil
+}
+
+// onLeader records a leadership change reported by dragonboat. It runs on
+// dragonboat's event goroutine and must return at once.
+func (p *partition) onLeader(leader, term uint64) {
+	was := p.isLeader()
+	p.term.Store(term)
+	p.leader.Store(leader)
+	if was && leader != uint64(p.replica) {
+		go p.batcher.failQueued(p.notLeader())
+	}
+	go p.notifyRole()
+}
+
+// role returns this replica's role as far as it knows.
+func (p *partition) role() Role {
+	switch {
+	case p.isLeader():
+		return RoleLeader
+	case p.meta.Kind == Witness:
+		return RoleWitness
+	case p.meta.Join && p.meta.Kind == NonVoting:
+		return RoleNonVoting
+	case p.meta.Join && p.meta.Kind == Voter && !p.promoted():
+		return RoleNonVoting
+	}
+	return RoleFollower
+}
+
+// promoted reports whether a replica that joined to become a voter has
+// been promoted, from dragonboat's local view of the shard.
+func (p *partition) promoted() bool {
+	info := p.r.nh.GetNodeHostInfo(nodeHostInfoNoLog)
+	if info == nil {
+		return false
+	}
+	for _, si := range info.ShardInfoList {
+		if si.ShardID == uint64(p.id) {
+			return !si.IsNonVoting
+		}
+	}
+	return false
+}
+
+// notifyRole tells a plugin that implements RoleObserver about a change of
+// role. Bursts collapse: it reports the role as of when it runs.
+func (p *partition) notifyRole() {
+	p.roleMu.Lock()
+	defer p.roleMu.Unlock()
+	s, err := p.state()
+	if err != nil {
+		return
+	}
+	role := p.role()
+	if role == p.lastRole {
+		return
+	}
+	p.lastRole = role
+	p.log.Info("role changed", "role", role.String(), "leader", p.leader.Load(), "term", p.term.Load())
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if obs, ok := s.plugin.(RoleObserver); ok && !s.closed {
+		obs.RoleChanged(role, s.state.epoch)
+	}
+}
+
+// Append appends one op and waits until it is committed by a quorum and
+// applied on this replica. Only the leader accepts appends; a follower
+// returns a *NotLeaderError naming the leader. If ctx ends first the op
+// may still commit.
+func (p *Partition) Append(ctx context.Context, op AppendOp) (AppendResult, error) {
+	f := NewFuture()
+	if err := p.AppendTo(op, f); err != nil {
+		return AppendResult{}, err
+	}
+	return f.Wait(ctx)
+}
+
+// AppendBatch appends ops in order and waits for all of them. They are
+// queued together (all or none), so they get increasing LSNs, but may be
+// committed in more than one Raft entry. The result of each op, or its
+// error, is at its index; the returned error is the first op error.
+func (p *Partition) AppendBatch(ctx context.Context, ops []AppendOp) ([]AppendResult, []error, error) {
+	fs := make([]*Future, len(ops))
+	cs := make([]Completion, len(ops))
+	for i := range fs {
+		fs[i] = NewFuture()
+		cs[i] = fs[i]
+	}
+	if err := p.batcher.enqueue(append([]AppendOp(nil), ops...), cs); err != nil {
+		return nil, nil, err
+	}
+	results := make([]AppendResult, len(ops))
+	errs := make([]error, len(ops))
+	var first error
+	for i, f := range fs {
+		results[i], errs[i] = f.Wait(ctx)
+		if errs[i] != nil && first == nil {
+			first = errs[i]
+		}
+	}
+	return results, errs, first
+}
+
+// AppendAsync queues one op and returns a future of its outcome. An error
+// that prevents queueing (not the leader, busy, too large) completes the
+// future at once.
+func (p *Partition) AppendAsync(op AppendOp) *Future {
+	f := NewFuture()
+	if err := p.AppendTo(op, f); err != nil {
+		f.Complete(AppendResult{}, err)
+	}
+	return f
+}
+
+// AppendTo queues one op; c receives its outcome once it is committed and
+// applied here, or fails. If AppendTo returns an error the op was not
+// queued and c is not called. This is the allocation-free path for
+// servers that pool their completions.
+func (p *Partition) AppendTo(op AppendOp, c Completion) error {
+	if p.removed.Load() {
+		return fmt.Errorf("%w: %d", ErrPartitionNotFound, p.id)
+	}
+	ops := [1]AppendOp{op}
+	cs := [1]Completion{c}
+	return p.batcher.enqueue(ops[:], cs[:])
+}
+
+// close stops the partition's goroutines; dragonboat stops the replica.
+func (p *partition) close() {
+	p.batcher.close()
+}

@@ -1,0 +1,87 @@
+package replicator
+
+import (
+	"context"
+	"io"
+	"log/slog"
+)
+
+// Op is one committed operation handed to a plugin.
+type Op struct {
+	LSN   LSN
+	Epoch Epoch
+	// Payload aliases a buffer owned by the replicator; it is valid only
+	// during the call that received it. Copy what must outlive the call.
+	Payload []byte
+}
+
+// StateMachine is a plugin: the state machine behind a partition. The
+// replicator calls its methods one at a time, with two exceptions: Query
+// calls may run concurrently with each other (never with the others), and
+// the Snapshot that PrepareSnapshot returned is written out concurrently
+// with later calls.
+//
+// The contract:
+//
+//  1. Open returns the last LSN whose effects are durable in the plugin
+//     (0 for none). The replicator then replays the ops after it that its
+//     log still holds, and Raft replays the rest. A plugin with no state
+//     of its own may return the LSN of the last op it has seen, or 0.
+//  2. Apply receives ops in LSN order, each exactly once per process life
+//     (after a restart, ops after the LSN Open returned come again). It
+//     is deterministic: every replica applies the same ops to the same
+//     state. It fills results[i] for ops[i] (nil for none); results are
+//     returned to the appender and must stay valid until the next call.
+//     It must not block on anything slow: it runs on a worker that other
+//     partitions share. An error stops the replica.
+//  3. Sync makes the effects of every op applied so far durable and
+//     returns the last LSN it covers.
+//  4. PrepareSnapshot captures the state as of the last op applied. It
+//     must be quick (it runs between Apply calls); the Snapshot it
+//     returns is written out later, possibly concurrently with Apply.
+//  5. Restore discards all state and replaces it with a snapshot's,
+//     taken at lsn. It then must be as if the plugin had applied every op
+//     up to lsn.
+//  6. Query answers a read-only request against the state as of the last
+//     op applied; it must not change the state.
+type StateMachine interface {
+	Open(ctx context.Context) (LSN, error)
+	Apply(ops []Op, results [][]byte) error
+	Query(ctx context.Context, req []byte) ([]byte, error)
+	Sync() (LSN, error)
+	PrepareSnapshot() (Snapshot, error)
+	Restore(r io.Reader, lsn LSN) error
+	Close() error
+}
+
+// Snapshot is a plugin's captured state.
+type Snapshot interface {
+	// WriteTo writes the state to w. It may be called once, possibly
+	// concurrently with Apply; it stops early when ctx ends.
+	WriteTo(ctx context.Context, w io.Writer) error
+	// Release frees what the snapshot holds. It is called exactly once,
+	// after WriteTo or instead of it.
+	Release()
+}
+
+// RoleObserver is implemented by plugins that want to know when their
+// replica's role changes. RoleChanged must return quickly.
+type RoleObserver interface {
+	RoleChanged(role Role, epoch Epoch)
+}
+
+// PluginContext is what a plugin factory is given to build a plugin.
+type PluginContext struct {
+	Partition PartitionID
+	Replica   ReplicaID
+	// Dir is a directory the plugin owns, created for it; it keeps its
+	// durable state there.
+	Dir string
+	// Options are the plugin options given when the partition was created.
+	Options map[string]string
+	// Logger has the partition and replica as attributes.
+	Logger *slog.Logger
+}
+
+// PluginFactory builds a plugin for one replica of a partition.
+type PluginFactory func(PluginContext) (StateMachine, error)

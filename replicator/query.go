@@ -1,0 +1,273 @@
+package replicator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/lni/dragonboat/v4"
+)
+
+// QueryOptions say how fresh a query's answer must be.
+type QueryOptions struct {
+	Consistency Consistency
+	// MaxStaleness bounds an AnyReplica answer: the replica answers only
+	// if its state includes every op committed more than MaxStaleness
+	// ago. It proves that with a Raft read index, which costs one round
+	// trip to the leader, at most once per MaxStaleness; a replica too far
+	// behind to catch up before ctx ends fails with ErrTooStale.
+	MaxStaleness time.Duration
+}
+
+// QueryResult is a plugin's answer.
+type QueryResult struct {
+	Result []byte
+	// LSN is the last op applied in the state that answered.
+	LSN LSN
+	// Staleness is how long ago the answering state was known to hold
+	// every committed op: zero for a linearizable answer or a fresh proof.
+	Staleness time.Duration
+}
+
+// Query asks the partition's plugin a read-only question.
+func (p *Partition) Query(ctx context.Context, req []byte, opts QueryOptions) (QueryResult, error) {
+	if _, err := p.state(); err != nil {
+		return QueryResult{}, err
+	}
+	if p.meta.Kind == Witness {
+		return QueryResult{}, fmt.Errorf("%w: partition %d: a witness holds no state", ErrUnavailable, p.id)
+	}
+	q := &queryRequest{ctx: ctx, req: req}
+	switch opts.Consistency {
+	case Linearizable:
+		return p.readIndexQuery(ctx, q)
+	case LeaderLocal:
+		if err := p.leaderOnly(); err != nil {
+			return QueryResult{}, err
+		}
+		return p.localQuery(q, 0)
+	case AnyReplica:
+		if fresh := p.freshAt.Load(); fresh != 0 {
+			if age := time.Since(time.Unix(0, fresh)); age <= opts.MaxStaleness {
+				return p.localQuery(q, age)
+			}
+		}
+		res, err := p.readIndexQuery(ctx, q)
+		if err != nil && !errors.Is(err, ErrPartitionNotFound) && !errors.Is(err, ErrClosed) {
+			nl := p.notLeader().(*NotLeaderError)
+			err = fmt.Errorf("%w: partition %d replica %d could not prove its state fresh: %v; the leader is replica %d at %q",
+				ErrTooStale, p.id, p.replica, err, nl.Leader, nl.LeaderAddr)
+		}
+		return res, err
+	}
+	return QueryResult{}, fmt.Errorf("replicator: unknown consistency %d", opts.Consistency)
+}
+
+// readIndexQuery confirms the commit point with the leader, waits until
+// this replica has applied it, and then answers locally. A fresh leader
+// drops read indexes until it commits in its term: those are retried.
+func (p *partition) readIndexQuery(ctx context.Context, q *queryRequest) (QueryResult, error) {
+	timeout := p.r.cfg.ProposalTimeout
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	for {
+		if timeout < p.r.cfg.RTT {
+			return QueryResult{}, fmt.Errorf("%w: partition %d: deadline too short for a read index", ErrUnavailable, p.id)
+		}
+		start := time.Now()
+		rs, err := p.r.nh.ReadIndex(uint64(p.id), timeout)
+		if err != nil {
+			return QueryResult{}, proposeError(p.id, err)
+		}
+		var res dragonboat.RequestResult
+		select {
+		case res = <-rs.ResultC():
+		case <-ctx.Done():
+			// The request completes on its own within its timeout.
+			return QueryResult{}, ctx.Err()
+		}
+		if res.Completed() {
+			p.markFresh(start)
+			v, err := p.r.nh.ReadLocalNode(rs, q)
+			rs.Release()
+			if err != nil {
+				return QueryResult{}, err
+			}
+			r := v.(*queryResponse)
+			return QueryResult{Result: r.result, LSN: r.lsn}, nil
+		}
+		rs.Release()
+		if !res.Dropped() || ctx.Err() != nil {
+			return QueryResult{}, fmt.Errorf("%w: partition %d: read index did not complete", ErrUnavailable, p.id)
+		}
+		select {
+		case <-time.After(p.r.cfg.RTT):
+		case <-ctx.Done():
+			return QueryResult{}, ctx.Err()
+		}
+		timeout -= time.Since(start)
+	}
+}
+
+func (p *partition) markFresh(at time.Time) {
+	ns := at.UnixNano()
+	for {
+		old := p.freshAt.Load()
+		if old >= ns || p.freshAt.CompareAndSwap(old, ns) {
+			return
+		}
+	}
+}
+
+// localQuery answers from this replica's applied state.
+func (p *partition) localQuery(q *queryRequest, staleness time.Duration) (QueryResult, error) {
+	v, err := p.r.nh.StaleRead(uint64(p.id), q)
+	if err != nil {
+		if errors.Is(err, ErrUnavailable) {
+			return QueryResult{}, err
+		}
+		return QueryResult{}, fmt.Errorf("partition %d: %w", p.id, err)
+	}
+	r := v.(*queryResponse)
+	return QueryResult{Result: r.result, LSN: r.lsn, Staleness: staleness}, nil
+}
+
+// PartitionStatus describes a partition as this replica sees it.
+type PartitionStatus struct {
+	Partition PartitionID
+	Replica   ReplicaID
+	Role      Role
+	Plugin    string
+	// Leader is the leader's replica id (zero if unknown) and LeaderAddr
+	// its client address.
+	Leader     ReplicaID
+	LeaderAddr string
+	Term       uint64
+	Epoch      Epoch
+	// AppliedLSN is the last op applied here; CommittedLSN the last op
+	// this replica knows to be committed (on the leader, the same).
+	AppliedLSN   LSN
+	CommittedLSN LSN
+	// FirstLSN is the first op this replica's log retains.
+	FirstLSN LSN
+	// Replicas lists the replica set with each replica's progress.
+	Replicas []ReplicaStatus
+}
+
+// ReplicaStatus is one replica's progress. Replicas report the LSN they
+// have applied every Config.ProgressInterval while it changes; Lag is the
+// leader's applied LSN minus that report, so it is as of the report.
+type ReplicaStatus struct {
+	Replica       ReplicaID
+	Kind          Kind
+	RaftAddress   string
+	ClientAddress string
+	// AppliedLSN is the LSN the replica last reported, ReportAge how long
+	// ago this node applied that report; Reported is false until a report
+	// arrived.
+	AppliedLSN LSN
+	Reported   bool
+	ReportAge  time.Duration
+	// Lag is how many ops the replica is behind the leader.
+	Lag uint64
+}
+
+// Status describes the partition. The replica set comes from a
+// linearizable read of the membership when a leader is reachable within
+// ctx, else from this replica's local view (voters only).
+func (p *Partition) Status(ctx context.Context) (PartitionStatus, error) {
+	s, err := p.state()
+	if err != nil {
+		return PartitionStatus{}, err
+	}
+	st := PartitionStatus{
+		Partition:  p.id,
+		Replica:    p.replica,
+		Role:       p.role(),
+		Plugin:     p.meta.Plugin,
+		Leader:     ReplicaID(p.leader.Load()),
+		Term:       p.term.Load(),
+		Epoch:      Epoch(s.epoch.Load()),
+		AppliedLSN: LSN(s.applied.Load()),
+		FirstLSN:   s.wal.First(),
+	}
+	s.mu.RLock()
+	addrs := make(map[ReplicaID]string, len(s.state.addrs))
+	for id, a := range s.state.addrs {
+		addrs[id] = a
+	}
+	s.mu.RUnlock()
+	st.LeaderAddr = addrs[st.Leader]
+
+	members := p.members(ctx)
+	// The leader's applied LSN: its own, or its last report.
+	s.progressMu.Lock()
+	reports := make(map[ReplicaID]progressReport, len(s.progress))
+	for id, r := range s.progress {
+		reports[id] = r
+	}
+	s.progressMu.Unlock()
+	leaderLSN := st.AppliedLSN
+	if st.Role != RoleLeader {
+		if r, ok := reports[st.Leader]; ok && r.applied > leaderLSN {
+			leaderLSN = r.applied
+		}
+	}
+	st.CommittedLSN = leaderLSN
+	now := time.Now()
+	for _, m := range members {
+		rs := ReplicaStatus{Replica: m.id, Kind: m.kind, RaftAddress: m.addr, ClientAddress: addrs[m.id]}
+		switch r, ok := reports[m.id]; {
+		case m.id == p.replica:
+			rs.AppliedLSN, rs.Reported = st.AppliedLSN, true
+		case m.id == st.Leader && st.Role != RoleLeader:
+			rs.AppliedLSN, rs.Reported, rs.ReportAge = leaderLSN, ok, now.Sub(r.at)
+		case ok:
+			rs.AppliedLSN, rs.Reported, rs.ReportAge = r.applied, true, now.Sub(r.at)
+		}
+		if rs.Reported && m.kind != Witness && leaderLSN > rs.AppliedLSN {
+			rs.Lag = uint64(leaderLSN - rs.AppliedLSN)
+		}
+		st.Replicas = append(st.Replicas, rs)
+	}
+	return st, nil
+}
+
+type member struct {
+	id   ReplicaID
+	kind Kind
+	addr string
+}
+
+// members returns the replica set, sorted by id.
+func (p *partition) members(ctx context.Context) []member {
+	var out []member
+	mctx, cancel := context.WithTimeout(ctx, 10*p.r.cfg.RTT*time.Duration(p.r.cfg.ElectionRTT))
+	defer cancel()
+	if m, err := p.r.nh.SyncGetShardMembership(mctx, uint64(p.id)); err == nil {
+		for id, a := range m.Nodes {
+			out = append(out, member{ReplicaID(id), Voter, a})
+		}
+		for id, a := range m.NonVotings {
+			out = append(out, member{ReplicaID(id), NonVoting, a})
+		}
+		for id, a := range m.Witnesses {
+			out = append(out, member{ReplicaID(id), Witness, a})
+		}
+	} else if info := p.r.nh.GetNodeHostInfo(nodeHostInfoNoLog); info != nil {
+		for _, si := range info.ShardInfoList {
+			if si.ShardID == uint64(p.id) {
+				for id, a := range si.Replicas {
+					out = append(out, member{ReplicaID(id), Voter, a})
+				}
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].id < out[j].id })
+	return out
+}
+
+var nodeHostInfoNoLog = dragonboat.NodeHostInfoOption{SkipLogInfo: true}

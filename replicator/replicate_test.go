@@ -1,0 +1,296 @@
+package replicator_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lockstitch/lockstitch/replicator"
+	"github.com/lockstitch/lockstitch/wal"
+)
+
+func opPayload(g, i int) []byte { return []byte(fmt.Sprintf("op g=%d i=%d", g, i)) }
+
+// TestConcurrentAppendsIdenticalStreams appends from many goroutines at
+// once and checks that every replica holds the same dense stream, which
+// holds every acknowledged op at the LSN it was acknowledged with.
+func TestConcurrentAppendsIdenticalStreams(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.create(1)
+	l := c.leader(1)
+	p := c.partition(l, 1)
+	const goroutines, each = 16, 150
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	acked := map[replicator.LSN][]byte{}
+	var wg sync.WaitGroup
+	errc := make(chan error, goroutines)
+	for g := 0; g < goroutines; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			futures := make([]*replicator.Future, each)
+			for i := range futures {
+				futures[i] = p.AppendAsync(replicator.AppendOp{Payload: opPayload(g, i)})
+			}
+			for i, f := range futures {
+				res, err := f.Wait(ctx)
+				if err != nil {
+					errc <- fmt.Errorf("goroutine %d op %d: %w", g, i, err)
+					return
+				}
+				mu.Lock()
+				if _, dup := acked[res.LSN]; dup {
+					errc <- fmt.Errorf("LSN %d acknowledged twice", res.LSN)
+				}
+				acked[res.LSN] = opPayload(g, i)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Fatal(err)
+	}
+	last := replicator.LSN(goroutines * each)
+	if len(acked) != int(last) {
+		t.Fatalf("%d distinct LSNs acknowledged for %d ops", len(acked), last)
+	}
+	for i := range c.nodes {
+		recs := c.stream(i, 1, last)
+		if len(recs) != int(last) {
+			t.Fatalf("node %d holds %d ops, want %d", i+1, len(recs), last)
+		}
+		for j, r := range recs {
+			if r.LSN != replicator.LSN(j+1) {
+				t.Fatalf("node %d: record %d has LSN %d", i+1, j, r.LSN)
+			}
+			if !bytes.Equal(r.Payload, acked[r.LSN]) || r.CRC != wal.Checksum(r.Payload) {
+				t.Fatalf("node %d: LSN %d holds %q, acknowledged %q", i+1, r.LSN, r.Payload, acked[r.LSN])
+			}
+		}
+	}
+}
+
+// TestLeaderFailover closes the leader's node while producers append and
+// retry; a new leader takes over and no acknowledged op is lost, moved or
+// applied twice.
+func TestLeaderFailover(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.create(1)
+	old := c.leader(1)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const producers, each = 4, 60
+	var mu sync.Mutex
+	acked := map[replicator.LSN][]byte{}
+	var wg sync.WaitGroup
+	errc := make(chan error, producers)
+	started := make(chan struct{}, producers)
+	for g := 0; g < producers; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				if i == each/3 {
+					started <- struct{}{}
+				}
+				op := replicator.AppendOp{Payload: opPayload(g, i), Producer: replicator.ProducerID(g + 1), Seq: uint64(i + 1)}
+				res, err := c.appendRetry(ctx, 1, op)
+				if err != nil {
+					errc <- err
+					return
+				}
+				mu.Lock()
+				if prev, ok := acked[res.LSN]; ok && !bytes.Equal(prev, op.Payload) {
+					errc <- fmt.Errorf("LSN %d acknowledged for two ops", res.LSN)
+				}
+				acked[res.LSN] = op.Payload
+				mu.Unlock()
+			}
+		}()
+	}
+	for range producers {
+		<-started
+	}
+	c.stop(old)
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Fatal(err)
+	}
+	if len(acked) != producers*each {
+		t.Fatalf("%d ops acknowledged at distinct LSNs, want %d: an op was applied twice", len(acked), producers*each)
+	}
+	l := c.leader(1)
+	if l == old {
+		t.Fatalf("node %d still leads after being closed", l+1)
+	}
+	var last replicator.LSN
+	for lsn := range acked {
+		last = max(last, lsn)
+	}
+	for i := range c.nodes {
+		if i == old {
+			continue
+		}
+		recs := c.stream(i, 1, last)
+		for _, r := range recs {
+			if want, ok := acked[r.LSN]; ok && !bytes.Equal(want, r.Payload) {
+				t.Fatalf("node %d: LSN %d holds %q, acknowledged %q", i+1, r.LSN, r.Payload, want)
+			}
+		}
+		if len(recs) != int(last) {
+			t.Fatalf("node %d: %d ops up to LSN %d", i+1, len(recs), last)
+		}
+	}
+}
+
+// TestRestartedNodeCatchesUp stops a follower, appends, restarts it from
+// its directory, and checks that it catches up to the same stream.
+func TestRestartedNodeCatchesUp(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.create(1)
+	l := c.leader(1)
+	follower := (l + 1) % 3
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for i := 0; i < 50; i++ {
+		if _, err := c.appendRetry(ctx, 1, replicator.AppendOp{Payload: opPayload(0, i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.stop(follower)
+	for i := 50; i < 200; i++ {
+		if _, err := c.appendRetry(ctx, 1, replicator.AppendOp{Payload: opPayload(0, i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.start(follower)
+	want := c.stream(l, 1, 200)
+	got := c.stream(follower, 1, 200)
+	if len(got) != len(want) {
+		t.Fatalf("restarted node holds %d ops, leader %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i].LSN != want[i].LSN || !bytes.Equal(got[i].Payload, want[i].Payload) {
+			t.Fatalf("LSN %d differs after restart", want[i].LSN)
+		}
+	}
+}
+
+// TestIdempotentProducer retries appends with the same producer and
+// sequence, also after a leader change and a full cluster restart: they
+// are not applied again and return the original LSN.
+func TestIdempotentProducer(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.create(1)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const n = 20
+	lsns := make([]replicator.LSN, n)
+	op := func(i int) replicator.AppendOp {
+		return replicator.AppendOp{Payload: opPayload(7, i), Producer: 7, Seq: uint64(i + 1)}
+	}
+	for i := range lsns {
+		res, err := c.appendRetry(ctx, 1, op(i))
+		if err != nil || res.Duplicate {
+			t.Fatalf("op %d: %+v, %v", i, res, err)
+		}
+		lsns[i] = res.LSN
+	}
+	retryAll := func(when string) {
+		t.Helper()
+		for i := range lsns {
+			res, err := c.appendRetry(ctx, 1, op(i))
+			if err != nil {
+				t.Fatalf("%s: retry of op %d: %v", when, i, err)
+			}
+			if !res.Duplicate || res.LSN != lsns[i] {
+				t.Fatalf("%s: retry of op %d returned %+v, want a duplicate of LSN %d", when, i, res, lsns[i])
+			}
+		}
+	}
+	retryAll("same leader")
+
+	l := c.leader(1)
+	target := replicator.ReplicaID((l+1)%3 + 1)
+	if err := c.get(l).TransferLeader(ctx, 1, target); err != nil {
+		t.Fatal(err)
+	}
+	retryAll("after a leader change")
+
+	c.close()
+	for i := range c.nodes {
+		c.start(i)
+	}
+	c.leader(1)
+	retryAll("after a full restart")
+
+	// A new sequence is applied; an older one that was never seen is stale.
+	res, err := c.appendRetry(ctx, 1, op(n))
+	if err != nil || res.Duplicate || res.LSN != lsns[n-1]+1 {
+		t.Fatalf("next sequence: %+v, %v; want LSN %d", res, err, lsns[n-1]+1)
+	}
+	stale := replicator.AppendOp{Payload: []byte("x"), Producer: 8, Seq: 5}
+	if _, err := c.appendRetry(ctx, 1, stale); err != nil {
+		t.Fatal(err)
+	}
+	stale.Seq = 3
+	if _, err := c.appendRetry(ctx, 1, stale); !errors.Is(err, replicator.ErrStaleSequence) {
+		t.Fatalf("sequence below the last, never applied: %v, want ErrStaleSequence", err)
+	}
+	// Every replica holds each op once.
+	last := lsns[n-1] + 2
+	for i := range c.nodes {
+		if recs := c.stream(i, 1, last); len(recs) != int(last) {
+			t.Fatalf("node %d holds %d ops, want %d", i+1, len(recs), last)
+		}
+	}
+}
+
+// TestFullClusterRestart closes every node and opens them again: the
+// partition comes back by itself with its stream, and goes on.
+func TestFullClusterRestart(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.create(1)
+	c.create(2)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for i := 0; i < 30; i++ {
+		for _, id := range []replicator.PartitionID{1, 2} {
+			if _, err := c.appendRetry(ctx, id, replicator.AppendOp{Payload: opPayload(int(id), i)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	c.close()
+	for i := range c.nodes {
+		c.start(i)
+		if got := c.get(i).Partitions(); len(got) != 2 {
+			t.Fatalf("node %d restarted with partitions %v", i+1, got)
+		}
+	}
+	for i := 30; i < 40; i++ {
+		if _, err := c.appendRetry(ctx, 1, replicator.AppendOp{Payload: opPayload(1, i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range c.nodes {
+		recs := c.stream(i, 1, 40)
+		for j, r := range recs {
+			if !bytes.Equal(r.Payload, opPayload(1, j)) {
+				t.Fatalf("node %d: LSN %d holds %q", i+1, r.LSN, r.Payload)
+			}
+		}
+		if recs := c.stream(i, 2, 30); len(recs) != 30 {
+			t.Fatalf("node %d: partition 2 holds %d ops", i+1, len(recs))
+		}
+	}
+}

@@ -1,0 +1,247 @@
+package replicator
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/lni/dragonboat/v4"
+	"github.com/lni/dragonboat/v4/config"
+	"github.com/lni/dragonboat/v4/plugin/tan"
+	"github.com/lni/dragonboat/v4/raftio"
+)
+
+// Replicator is one Lockstitch node: a dragonboat NodeHost hosting replicas
+// of many partitions. It is safe for concurrent use.
+type Replicator struct {
+	cfg Config
+	log *slog.Logger
+	nh  *dragonboat.NodeHost
+
+	mu     sync.RWMutex
+	parts  map[PartitionID]*partition
+	closed bool
+
+	quit chan struct{}
+	wg   sync.WaitGroup
+}
+
+// Open starts a node: its NodeHost, then every partition replica recorded
+// under cfg.DataDir, which catch up by themselves.
+func Open(cfg Config) (*Replicator, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.DataDir, partitionsDir), 0o755); err != nil {
+		return nil, fmt.Errorf("replicator: %w", err)
+	}
+	installDragonboatLogger(logger)
+	r := &Replicator{
+		cfg:   cfg,
+		log:   logger.With("node", cfg.RaftAddress),
+		parts: make(map[PartitionID]*partition),
+		quit:  make(chan struct{}),
+	}
+	events := &listener{r: r}
+	nhc := config.NodeHostConfig{
+		NodeHostDir:         filepath.Join(cfg.DataDir, "raft"),
+		RTTMillisecond:      uint64(cfg.RTT / time.Millisecond),
+		RaftAddress:         cfg.RaftAddress,
+		DeploymentID:        cfg.DeploymentID,
+		RaftEventListener:   events,
+		SystemEventListener: events,
+	}
+	nhc.Expert.LogDB = config.GetSmallMemLogDBConfig()
+	if cfg.LogDB == LogDBTan {
+		nhc.Expert.LogDBFactory = tan.Factory
+		nhc.Expert.LogDB = config.GetTinyMemLogDBConfig()
+	}
+	if n := uint64(cfg.EngineWorkers); n > 0 {
+		nhc.Expert.Engine = config.EngineConfig{ExecShards: n, CommitShards: n, ApplyShards: n, SnapshotShards: n, CloseShards: n}
+	}
+	nh, err := dragonboat.NewNodeHost(nhc)
+	if err != nil {
+		return nil, fmt.Errorf("replicator: start node at %s: %w", cfg.DataDir, err)
+	}
+	r.nh = nh
+	metas, err := listMeta(cfg.DataDir)
+	if err != nil {
+		nh.Close()
+		return nil, fmt.Errorf("replicator: list partitions: %w", err)
+	}
+	for _, m := range metas {
+		if _, err := r.start(m); err != nil {
+			r.closeNodeHost()
+			return nil, fmt.Errorf("replicator: restart partition %d: %w", m.Partition, err)
+		}
+	}
+	r.wg.Add(1)
+	go r.maintain()
+	r.log.Info("node started", "partitions", len(metas), "logdb", string(cfg.LogDB))
+	return r, nil
+}
+
+// start starts the replica described by m on this node.
+func (r *Replicator) start(m partitionMeta) (*partition, error) {
+	factory, ok := r.cfg.Plugins[m.Plugin]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrPluginNotFound, m.Plugin)
+	}
+	p := newPartition(r, m, factory)
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		p.close()
+		return nil, ErrClosed
+	}
+	if _, ok := r.parts[m.Partition]; ok {
+		r.mu.Unlock()
+		p.close()
+		return nil, fmt.Errorf("%w: %d", ErrPartitionExists, m.Partition)
+	}
+	r.parts[m.Partition] = p
+	r.mu.Unlock()
+
+	var members map[uint64]dragonboat.Target
+	join := false
+	if m.Join {
+		// A joining replica that dragonboat has not bootstrapped yet joins;
+		// once bootstrapped it restarts from its own records.
+		join = !r.nh.HasNodeInfo(uint64(m.Partition), uint64(m.Replica))
+	} else {
+		members = make(map[uint64]dragonboat.Target, len(m.Members))
+		for id, addr := range m.Members {
+			members[uint64(id)] = addr
+		}
+	}
+	err := r.nh.StartOnDiskReplica(members, join, p.create, p.raftConfig())
+	for attempt := 0; errors.Is(err, dragonboat.ErrShardAlreadyExist) && attempt < 100; attempt++ {
+		// The previous incarnation of this replica is still unloading.
+		time.Sleep(10 * time.Millisecond)
+		err = r.nh.StartOnDiskReplica(members, join, p.create, p.raftConfig())
+	}
+	if err != nil {
+		r.mu.Lock()
+		delete(r.parts, m.Partition)
+		r.mu.Unlock()
+		p.close()
+		return nil, err
+	}
+	p.log.Info("replica started", "plugin", m.Plugin, "kind", m.Kind.String(), "join", m.Join)
+	return p, nil
+}
+
+// Partition returns this node's replica of a partition.
+func (r *Replicator) Partition(id PartitionID) (*Partition, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.closed {
+		return nil, ErrClosed
+	}
+	p, ok := r.parts[id]
+	if !ok {
+		return nil, fmt.Errorf("%w: %d", ErrPartitionNotFound, id)
+	}
+	return &Partition{p}, nil
+}
+
+// Partitions lists the partitions this node hosts a replica of.
+func (r *Replicator) Partitions() []PartitionID {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	ids := make([]PartitionID, 0, len(r.parts))
+	for id := range r.parts {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	return ids
+}
+
+// Config returns the node's configuration.
+func (r *Replicator) Config() Config { return r.cfg }
+
+// Close stops the node: appends not yet proposed fail with ErrClosed,
+// every replica makes what it applied durable, and the NodeHost stops. It
+// is idempotent.
+func (r *Replicator) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	parts := make([]*partition, 0, len(r.parts))
+	for _, p := range r.parts {
+		parts = append(parts, p)
+	}
+	r.mu.Unlock()
+	close(r.quit)
+	r.wg.Wait()
+	for _, p := range parts {
+		p.close()
+	}
+	r.closeNodeHost()
+	r.log.Info("node stopped")
+	return nil
+}
+
+func (r *Replicator) closeNodeHost() {
+	r.nh.Close()
+}
+
+func (r *Replicator) lookup(shardID uint64) *partition {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.parts[PartitionID(shardID)]
+}
+
+// listener receives dragonboat's events. Its callbacks run on dragonboat's
+// event goroutine and return at once.
+type listener struct{ r *Replicator }
+
+var (
+	_ raftio.IRaftEventListener   = (*listener)(nil)
+	_ raftio.ISystemEventListener = (*listener)(nil)
+)
+
+func (l *listener) LeaderUpdated(info raftio.LeaderInfo) {
+	if p := l.r.lookup(info.ShardID); p != nil && info.ReplicaID == uint64(p.replica) {
+		p.onLeader(info.LeaderID, info.Term)
+	}
+}
+
+func (l *listener) NodeDeleted(info raftio.NodeInfo) {
+	if p := l.r.lookup(info.ShardID); p != nil && info.ReplicaID == uint64(p.replica) {
+		// This replica was removed from its partition's membership.
+		l.r.wg.Add(1)
+		go func() {
+			defer l.r.wg.Done()
+			l.r.forget(p, "removed from the partition")
+		}()
+	}
+}
+
+func (l *listener) NodeHostShuttingDown()                             {}
+func (l *listener) NodeUnloaded(raftio.NodeInfo)                      {}
+func (l *listener) NodeReady(raftio.NodeInfo)                         {}
+func (l *listener) MembershipChanged(raftio.NodeInfo)                 {}
+func (l *listener) ConnectionEstablished(raftio.ConnectionInfo)       {}
+func (l *listener) ConnectionFailed(raftio.ConnectionInfo)            {}
+func (l *listener) SendSnapshotStarted(raftio.SnapshotInfo)           {}
+func (l *listener) SendSnapshotCompleted(raftio.SnapshotInfo)         {}
+func (l *listener) SendSnapshotAborted(raftio.SnapshotInfo)           {}
+func (l *listener) SnapshotReceived(raftio.SnapshotInfo)              {}
+func (l *listener) SnapshotRecovered(raftio.SnapshotInfo)             {}
+func (l *listener) SnapshotCreated(raftio.SnapshotInfo)               {}
+func (l *listener) SnapshotCompacted(raftio.SnapshotInfo)             {}
+func (l *listener) LogCompacted(raftio.EntryInfo)                     {}
+func (l *listener) LogDBCompacted(raftio.EntryInfo)                   {}

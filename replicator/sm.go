@@ -1,0 +1,640 @@
+package replicator
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	sm "github.com/lni/dragonboat/v4/statemachine"
+
+	"github.com/lockstitch/lockstitch/wal"
+)
+
+// stateMachine is the one adapter between dragonboat's on-disk state
+// machine contract and a partition replica: it assigns LSNs, drops retried
+// appends, appends committed ops to the replica's operation log, hands them
+// to the plugin, and keeps the state that recovery needs.
+//
+// Durability: the operation log is synced, and the partition state written
+// as a checkpoint, by checkpoint (from Sync, Close and a timer). Open cuts
+// the log back to the last checkpoint and returns its Raft index, so Raft
+// replays exactly what the checkpoint does not cover, and the same entries
+// get the same LSNs again.
+type stateMachine struct {
+	id      PartitionID
+	replica ReplicaID
+	dir     string
+	cfg     *Config
+	log     *slog.Logger
+	factory PluginFactory
+	options map[string]string
+
+	// mu is held for writing by Update, Sync, snapshots and Close, and
+	// for reading by queries and the checkpoint's copy of the state.
+	mu      sync.RWMutex
+	state   *partitionState
+	wal     *wal.Log
+	plugin  StateMachine
+	skipTo  LSN // ops up to here are already in the plugin (it was ahead)
+	closed  bool
+	scratch applyScratch
+
+	// Published for readers that do not take mu.
+	ready        atomic.Bool   // opened and not closed
+	applied      atomic.Uint64 // LSN
+	appliedIndex atomic.Uint64 // Raft index
+	epoch        atomic.Uint64
+
+	// ckptMu serializes checkpoints; the fields below are under it.
+	ckptMu        sync.Mutex
+	ckptIndex     uint64
+	ckptLSN       LSN
+	ckptAt        time.Time
+	pluginDurable atomic.Uint64 // LSN the plugin last reported durable
+
+	// progress holds the applied LSN each replica last reported.
+	progressMu sync.Mutex
+	progress   map[ReplicaID]progressReport
+}
+
+type progressReport struct {
+	applied LSN
+	at      time.Time // when this replica applied the report
+}
+
+// applyScratch is reused across Update calls.
+type applyScratch struct {
+	recs    []wal.Record
+	ops     []Op
+	results [][]byte
+	outcome []opOutcome
+}
+
+type opOutcome struct {
+	status byte
+	lsn    LSN
+	plugin int // index into ops/results, or -1
+}
+
+var _ sm.IOnDiskStateMachine = (*stateMachine)(nil)
+
+func newStateMachine(p *partition) *stateMachine {
+	return &stateMachine{
+		id:       p.id,
+		replica:  p.replica,
+		dir:      p.dir,
+		cfg:      &p.r.cfg,
+		log:      p.log,
+		factory:  p.factory,
+		options:  p.meta.Options,
+		progress: make(map[ReplicaID]progressReport),
+	}
+}
+
+// Open implements sm.IOnDiskStateMachine.
+func (s *stateMachine) Open(stopc <-chan struct{}) (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	index, err := s.open(stopc)
+	if err != nil {
+		if errors.Is(err, sm.ErrOpenStopped) {
+			return 0, err
+		}
+		s.log.Error("replica failed to open", "err", err)
+		return 0, fmt.Errorf("partition %d replica %d: open: %w", s.id, s.replica, err)
+	}
+	return index, nil
+}
+
+func (s *stateMachine) open(stopc <-chan struct{}) (uint64, error) {
+	pluginDir := filepath.Join(s.dir, "plugin")
+	if err := os.MkdirAll(pluginDir, 0o755); err != nil {
+		return 0, err
+	}
+	state, err := readCheckpoint(s.dir)
+	if err != nil {
+		return 0, fmt.Errorf("checkpoint: %w", err)
+	}
+	wcfg := wal.DefaultConfig()
+	wcfg.SegmentBytes = s.cfg.SegmentBytes
+	wcfg.MaxPayloadBytes = int64(s.cfg.MaxOpBytes)
+	wcfg.Preallocate = false // checkpoints fsync; thousands of partitions must not each reserve a segment
+	wcfg.Sync = wal.SyncManual
+	wcfg.Logger = s.log
+	l, err := wal.Open(filepath.Join(s.dir, "wal"), wcfg)
+	if err != nil {
+		return 0, err
+	}
+	if rep, ok := l.Repaired(); ok {
+		s.log.Warn("operation log had a torn tail", "segment", rep.Segment, "offset", rep.Offset, "last", rep.LastLSN)
+	}
+	// Make the log end exactly at the checkpoint: Raft replays the rest.
+	switch last := l.Last(); {
+	case last > state.lsn && state.lsn+1 >= l.First():
+		err = l.TruncateBack(state.lsn)
+	case last != state.lsn:
+		// The log does not reach the checkpoint, or was reset past it:
+		// a snapshot restore was interrupted. Start the log after it.
+		s.log.Warn("operation log does not match the checkpoint; restarting it", "log_first", l.First(), "log_last", last, "checkpoint", state.lsn)
+		err = l.Reset(state.lsn + 1)
+	}
+	if err != nil {
+		l.Close()
+		return 0, err
+	}
+	plugin, err := s.factory(PluginContext{Partition: s.id, Replica: s.replica, Dir: pluginDir, Options: s.options, Logger: s.log})
+	if err != nil {
+		l.Close()
+		return 0, fmt.Errorf("plugin: %w", err)
+	}
+	ctx, cancel := contextFromStop(stopc)
+	defer cancel()
+	durable, err := plugin.Open(ctx)
+	if err != nil {
+		l.Close()
+		return 0, fmt.Errorf("plugin open: %w", err)
+	}
+	s.state, s.wal, s.plugin = state, l, plugin
+	s.pluginDurable.Store(uint64(durable))
+	if durable > state.lsn {
+		// The plugin is ahead of the checkpoint: Raft's replay must not
+		// hand it those ops again.
+		s.skipTo = durable
+	} else if durable < state.lsn {
+		if err := s.replayIntoPlugin(stopc, durable); err != nil {
+			return 0, err
+		}
+	}
+	s.publish()
+	s.ckptIndex, s.ckptLSN, s.ckptAt = state.index, state.lsn, time.Now()
+	s.ready.Store(true)
+	s.log.Info("replica opened", "lsn", state.lsn, "index", state.index, "plugin_lsn", durable, "log_first", l.First())
+	return state.index, nil
+}
+
+// replayIntoPlugin hands the plugin the logged ops after from, up to the
+// checkpoint.
+func (s *stateMachine) replayIntoPlugin(stopc <-chan struct{}, from LSN) error {
+	if from+1 < s.wal.First() {
+		return fmt.Errorf("plugin has applied up to LSN %d but the operation log starts at %d", from, s.wal.First())
+	}
+	it, err := s.wal.NewIterator(from + 1)
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	const chunk = 256
+	ops := make([]Op, 0, chunk)
+	results := make([][]byte, chunk)
+	var payloads [][]byte
+	for lsn := from + 1; lsn <= s.state.lsn; {
+		select {
+		case <-stopc:
+			return sm.ErrOpenStopped
+		default:
+		}
+		ops, payloads = ops[:0], payloads[:0]
+		for ; lsn <= s.state.lsn && len(ops) < chunk; lsn++ {
+			var r wal.Record
+			if err := it.Next(&r); err != nil {
+				return fmt.Errorf("replaying LSN %d into the plugin: %w", lsn, err)
+			}
+			// Next's payload is valid until the next call: keep a copy.
+			p := append([]byte(nil), r.Payload...)
+			payloads = append(payloads, p)
+			ops = append(ops, Op{LSN: r.LSN, Epoch: Epoch(r.Epoch), Payload: p})
+		}
+		if err := s.plugin.Apply(ops, results[:len(ops)]); err != nil {
+			return fmt.Errorf("plugin apply during replay: %w", err)
+		}
+	}
+	s.log.Info("replayed the operation log into the plugin", "from", from+1, "to", s.state.lsn)
+	return nil
+}
+
+// publish makes the applied position visible to lock-free readers.
+func (s *stateMachine) publish() {
+	s.applied.Store(uint64(s.state.lsn))
+	s.appliedIndex.Store(s.state.index)
+	s.epoch.Store(uint64(s.state.epoch))
+}
+
+// Update implements sm.IOnDiskStateMachine: it applies committed entries.
+// An error stops the node (dragonboat panics), so it returns one only for
+// what must stop it: a failed disk write, a plugin error, corruption.
+func (s *stateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.update(entries); err != nil {
+		s.log.Error("replica failed to apply entries; stopping", "err", err)
+		return nil, fmt.Errorf("partition %d replica %d: %w", s.id, s.replica, err)
+	}
+	s.publish()
+	return entries, nil
+}
+
+func (s *stateMachine) update(entries []sm.Entry) error {
+	sc := &s.scratch
+	sc.recs, sc.ops, sc.outcome = sc.recs[:0], sc.ops[:0], sc.outcome[:0]
+	// Pass 1: decode, drop duplicates, assign LSNs.
+	for i := range entries {
+		e := &entries[i]
+		if len(e.Cmd) == 0 {
+			continue
+		}
+		switch e.Cmd[0] {
+		case entryOps:
+			if err := s.assign(e); err != nil {
+				return fmt.Errorf("entry %d: %w", e.Index, err)
+			}
+		case entryAddr:
+			id, addr, err := readAddrEntry(e.Cmd)
+			if err != nil {
+				return fmt.Errorf("entry %d: %w", e.Index, err)
+			}
+			s.state.addrs[id] = addr
+		case entryProgress:
+			id, lsn, err := readProgressEntry(e.Cmd)
+			if err != nil {
+				return fmt.Errorf("entry %d: %w", e.Index, err)
+			}
+			s.progressMu.Lock()
+			s.progress[id] = progressReport{applied: lsn, at: time.Now()}
+			s.progressMu.Unlock()
+		default:
+			return fmt.Errorf("entry %d: %w: unknown kind %d", e.Index, errBadEntry, e.Cmd[0])
+		}
+		s.state.index = e.Index
+	}
+	// Pass 2: one write to the log, one call to the plugin.
+	if len(sc.recs) > 0 {
+		if err := s.wal.AppendBatch(sc.recs); err != nil {
+			return fmt.Errorf("operation log: %w", err)
+		}
+	}
+	if len(sc.ops) > 0 {
+		if cap(sc.results) < len(sc.ops) {
+			sc.results = make([][]byte, len(sc.ops))
+		}
+		results := sc.results[:len(sc.ops)]
+		clear(results)
+		if err := s.plugin.Apply(sc.ops, results); err != nil {
+			return fmt.Errorf("plugin apply: %w", err)
+		}
+	}
+	// Pass 3: the results the proposers get back.
+	k := 0
+	for i := range entries {
+		e := &entries[i]
+		if len(e.Cmd) == 0 || e.Cmd[0] != entryOps {
+			e.Result = sm.Result{}
+			continue
+		}
+		n := int(binary.LittleEndian.Uint32(e.Cmd[4:]))
+		size := 12
+		for _, o := range sc.outcome[k : k+n] {
+			size += opResultHeaderSize
+			if o.plugin >= 0 {
+				size += len(sc.results[o.plugin])
+			}
+		}
+		data := appendResultHeader(make([]byte, 0, size), s.state.epoch, n)
+		for _, o := range sc.outcome[k : k+n] {
+			var res []byte
+			if o.plugin >= 0 {
+				res = sc.results[o.plugin]
+			}
+			data = appendOpResult(data, o.status, o.lsn, res)
+		}
+		k += n
+		e.Result = sm.Result{Value: uint64(n), Data: data}
+	}
+	return nil
+}
+
+// assign processes the ops of one entry: checks each op's checksum,
+// drops duplicates, and gives the others LSNs and log records.
+func (s *stateMachine) assign(e *sm.Entry) error {
+	r, err := readOps(e.Cmd)
+	if err != nil {
+		return err
+	}
+	if Epoch(r.term) > s.state.epoch {
+		s.state.epoch = Epoch(r.term)
+	}
+	sc := &s.scratch
+	var op entryOp
+	for {
+		ok, err := r.next(&op)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return nil
+		}
+		if got := wal.Checksum(op.Payload); got != op.CRC {
+			return fmt.Errorf("%w: op checksum %08x, payload checksum %08x", errBadEntry, op.CRC, got)
+		}
+		if op.Producer != 0 {
+			if status, lsn := s.state.dedupe.check(op.Producer, op.Seq); status != statusApplied {
+				sc.outcome = append(sc.outcome, opOutcome{status: status, lsn: lsn, plugin: -1})
+				continue
+			}
+		}
+		s.state.lsn++
+		lsn := s.state.lsn
+		if op.Producer != 0 {
+			s.state.dedupe.record(op.Producer, op.Seq, lsn)
+		}
+		sc.recs = append(sc.recs, wal.Record{LSN: lsn, Epoch: uint64(s.state.epoch), Aux: e.Index, Payload: op.Payload})
+		out := opOutcome{status: statusApplied, lsn: lsn, plugin: -1}
+		if lsn > s.skipTo {
+			out.plugin = len(sc.ops)
+			sc.ops = append(sc.ops, Op{LSN: lsn, Epoch: s.state.epoch, Payload: op.Payload})
+		}
+		sc.outcome = append(sc.outcome, out)
+	}
+}
+
+// queryRequest and queryResponse travel through dragonboat's Lookup.
+type queryRequest struct {
+	ctx context.Context
+	req []byte
+}
+
+type queryResponse struct {
+	result []byte
+	lsn    LSN
+}
+
+// Lookup implements sm.IOnDiskStateMachine: a plugin query, answered
+// against the state between two Update calls, with the LSN it reflects.
+func (s *stateMachine) Lookup(q interface{}) (interface{}, error) {
+	req, ok := q.(*queryRequest)
+	if !ok {
+		return nil, fmt.Errorf("replicator: unexpected lookup %T", q)
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed || s.plugin == nil {
+		return nil, ErrUnavailable
+	}
+	res, err := s.plugin.Query(req.ctx, req.req)
+	if err != nil {
+		return nil, err
+	}
+	return &queryResponse{result: res, lsn: s.state.lsn}, nil
+}
+
+// Sync implements sm.IOnDiskStateMachine: the plugin and the partition
+// state become durable up to the last entry applied.
+func (s *stateMachine) Sync() error {
+	if err := s.syncPlugin(); err != nil {
+		return err
+	}
+	if err := s.checkpoint(); err != nil {
+		return fmt.Errorf("partition %d replica %d: checkpoint: %w", s.id, s.replica, err)
+	}
+	return nil
+}
+
+func (s *stateMachine) syncPlugin() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	durable, err := s.plugin.Sync()
+	if err != nil {
+		return fmt.Errorf("partition %d replica %d: plugin sync: %w", s.id, s.replica, err)
+	}
+	s.pluginDurable.Store(uint64(durable))
+	return nil
+}
+
+// checkpoint makes the partition state durable: the operation log is
+// synced up to the state's LSN, then the state is written. It writes
+// nothing if nothing was applied since the last checkpoint.
+func (s *stateMachine) checkpoint() error {
+	s.ckptMu.Lock()
+	defer s.ckptMu.Unlock()
+	return s.checkpointLocked()
+}
+
+func (s *stateMachine) checkpointLocked() error {
+	s.mu.RLock()
+	if s.closed || s.state == nil || s.state.index == s.ckptIndex {
+		s.mu.RUnlock()
+		return nil
+	}
+	encoded := s.state.appendTo(nil)
+	index, lsn := s.state.index, s.state.lsn
+	s.mu.RUnlock()
+	if err := s.wal.Sync(); err != nil {
+		return err
+	}
+	if err := writeCheckpoint(s.dir, encoded); err != nil {
+		return err
+	}
+	s.ckptIndex, s.ckptLSN, s.ckptAt = index, lsn, time.Now()
+	return nil
+}
+
+// checkpointDue reports whether a timed checkpoint should run.
+func (s *stateMachine) checkpointDue(now time.Time) bool {
+	s.ckptMu.Lock()
+	defer s.ckptMu.Unlock()
+	return s.appliedIndex.Load() != s.ckptIndex && now.Sub(s.ckptAt) >= s.cfg.CheckpointInterval
+}
+
+// retentionFloor is the last LSN recovery may still need from the log:
+// what the checkpoint or the plugin has not made durable comes after it.
+func (s *stateMachine) retentionFloor() LSN {
+	s.ckptMu.Lock()
+	defer s.ckptMu.Unlock()
+	return min(s.ckptLSN, LSN(s.pluginDurable.Load()))
+}
+
+// snapshot is what PrepareSnapshot captures.
+type snapshot struct {
+	state  []byte
+	plugin Snapshot
+}
+
+// Snapshot stream layout (part of the format): magic "lstchsnp", version
+// (4), zero (4), the encoded partition state, then the plugin snapshot as
+// a chunked stream (see chunk.go).
+const (
+	snapshotMagic   = "lstchsnp"
+	snapshotVersion = 1
+)
+
+// PrepareSnapshot implements sm.IOnDiskStateMachine.
+func (s *stateMachine) PrepareSnapshot() (interface{}, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ps, err := s.plugin.PrepareSnapshot()
+	if err != nil {
+		return nil, fmt.Errorf("partition %d replica %d: plugin snapshot: %w", s.id, s.replica, err)
+	}
+	return &snapshot{state: s.state.appendTo(nil), plugin: ps}, nil
+}
+
+// SaveSnapshot implements sm.IOnDiskStateMachine: it streams a snapshot to
+// a replica that needs one, concurrently with Update.
+func (s *stateMachine) SaveSnapshot(c interface{}, w io.Writer, done <-chan struct{}) error {
+	snap := c.(*snapshot)
+	defer snap.plugin.Release()
+	ctx, cancel := contextFromStop(done)
+	defer cancel()
+	var h [16]byte
+	copy(h[:], snapshotMagic)
+	binary.LittleEndian.PutUint32(h[8:], snapshotVersion)
+	if _, err := w.Write(h[:]); err != nil {
+		return err
+	}
+	if _, err := w.Write(snap.state); err != nil {
+		return err
+	}
+	cw := newChunkWriter(w)
+	if err := snap.plugin.WriteTo(ctx, cw); err != nil {
+		if ctx.Err() != nil {
+			return sm.ErrSnapshotStopped
+		}
+		return fmt.Errorf("partition %d replica %d: plugin snapshot: %w", s.id, s.replica, err)
+	}
+	return cw.Close()
+}
+
+// RecoverFromSnapshot implements sm.IOnDiskStateMachine: the replica's
+// state is replaced by a snapshot streamed from the leader. The plugin is
+// restored and synced, the checkpoint written, and only then is the log
+// restarted after the snapshot's LSN, so a crash part way is recovered by
+// Open (see open).
+func (s *stateMachine) RecoverFromSnapshot(r io.Reader, done <-chan struct{}) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.recoverFromSnapshot(r, done); err != nil {
+		if errors.Is(err, sm.ErrSnapshotStopped) {
+			return err
+		}
+		s.log.Error("snapshot recovery failed", "err", err)
+		return fmt.Errorf("partition %d replica %d: recover from snapshot: %w", s.id, s.replica, err)
+	}
+	return nil
+}
+
+func (s *stateMachine) recoverFromSnapshot(r io.Reader, done <-chan struct{}) error {
+	var h [16]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return err
+	}
+	if string(h[:8]) != snapshotMagic || binary.LittleEndian.Uint32(h[8:]) != snapshotVersion {
+		return fmt.Errorf("%w: not a snapshot (magic %q, version %d)", errBadState, h[:8], binary.LittleEndian.Uint32(h[8:]))
+	}
+	var sh [16]byte
+	if _, err := io.ReadFull(r, sh[:]); err != nil {
+		return err
+	}
+	size, err := stateSize(sh[:])
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, size)
+	copy(buf, sh[:])
+	if _, err := io.ReadFull(r, buf[16:]); err != nil {
+		return err
+	}
+	state, err := decodePartitionState(buf)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-done:
+		return sm.ErrSnapshotStopped
+	default:
+	}
+	cr := newChunkReader(r)
+	if err := s.plugin.Restore(cr, state.lsn); err != nil {
+		return fmt.Errorf("plugin restore: %w", err)
+	}
+	if err := cr.drain(); err != nil {
+		return fmt.Errorf("plugin snapshot: %w", err)
+	}
+	durable, err := s.plugin.Sync()
+	if err != nil {
+		return fmt.Errorf("plugin sync: %w", err)
+	}
+	s.pluginDurable.Store(uint64(durable))
+	if err := writeCheckpoint(s.dir, buf); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	if err := s.wal.Reset(state.lsn + 1); err != nil {
+		return fmt.Errorf("operation log: %w", err)
+	}
+	s.state, s.skipTo = state, 0
+	s.publish()
+	s.ckptMu.Lock()
+	s.ckptIndex, s.ckptLSN, s.ckptAt = state.index, state.lsn, time.Now()
+	s.ckptMu.Unlock()
+	s.log.Info("replica restored from a snapshot", "lsn", state.lsn, "index", state.index)
+	return nil
+}
+
+// Close implements sm.IOnDiskStateMachine: what was applied becomes
+// durable, so a clean restart replays nothing.
+func (s *stateMachine) Close() error {
+	if s.wal == nil {
+		return nil // never opened
+	}
+	// Holding ckptMu keeps a timed checkpoint from racing with the close.
+	s.ckptMu.Lock()
+	defer s.ckptMu.Unlock()
+	var errs []error
+	if err := s.syncPlugin(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := s.checkpointLocked(); err != nil {
+		errs = append(errs, fmt.Errorf("checkpoint: %w", err))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	s.ready.Store(false)
+	if err := s.plugin.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("plugin close: %w", err))
+	}
+	if err := s.wal.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		// Close errors do not stop the node; what was not made durable
+		// is replayed by Raft at the next start.
+		s.log.Error("closing replica", "err", err)
+	}
+	return nil
+}
+
+// contextFromStop returns a context cancelled when stop is closed.
+func contextFromStop(stop <-chan struct{}) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
