@@ -230,18 +230,18 @@ func (l *listener) NodeDeleted(info raftio.NodeInfo) {
 	}
 }
 
-func (l *listener) NodeHostShuttingDown()                             {}
-func (l *listener) NodeUnloaded(raftio.NodeInfo)                      {}
-func (l *listener) NodeReady(raftio.NodeInfo)                         {}
-func (l *listener) MembershipChanged(raftio.NodeInfo)                 {}
-func (l *listener) ConnectionEstablished(raftio.ConnectionInfo)       {}
-func (l *listener) ConnectionFailed(raftio.ConnectionInfo)            {}
-func (l *listener) SendSnapshotStarted(raftio.SnapshotInfo)           {}
-func (l *listener) SendSnapshotCompleted(raftio.SnapshotInfo)         {}
-func (l *listener) SendSnapshotAborted(raftio.SnapshotInfo)           {}
-func (l *listener) SnapshotReceived(raftio.SnapshotInfo)              {}
-func (l *listener) SnapshotRecovered(raftio.SnapshotInfo)             {}
-func (l *listener) SnapshotCreated(raftio.SnapshotInfo)               {}
-func (l *listener) SnapshotCompacted(raftio.SnapshotInfo)             {}
-func (l *listener) LogCompacted(raftio.EntryInfo)                     {}
-func (l *listener) LogDBCompacted(raftio.EntryInfo)                   {}
+func (l *listener) NodeHostShuttingDown()                       {}
+func (l *listener) NodeUnloaded(raftio.NodeInfo)                {}
+func (l *listener) NodeReady(raftio.NodeInfo)                   {}
+func (l *listener) MembershipChanged(raftio.NodeInfo)           {}
+func (l *listener) ConnectionEstablished(raftio.ConnectionInfo) {}
+func (l *listener) ConnectionFailed(raftio.ConnectionInfo)      {}
+func (l *listener) SendSnapshotStarted(raftio.SnapshotInfo)     {}
+func (l *listener) SendSnapshotCompleted(raftio.SnapshotInfo)   {}
+func (l *listener) SendSnapshotAborted(raftio.SnapshotInfo)     {}
+func (l *listener) SnapshotReceived(raftio.SnapshotInfo)        {}
+func (l *listener) SnapshotRecovered(raftio.SnapshotInfo)       {}
+func (l *listener) SnapshotCreated(raftio.SnapshotInfo)         {}
+func (l *listener) SnapshotCompacted(raftio.SnapshotInfo)       {}
+func (l *listener) LogCompacted(raftio.EntryInfo)               {}
+func (l *listener) LogDBCompacted(raftio.EntryInfo)             {}
