@@ -92,9 +92,9 @@ func (b *batcher) enqueue(ops []AppendOp, cs []Completion) error {
 		b.mu.Unlock()
 		return err
 	}
-	if b.pendingOps+len(ops) > b.cfg.MaxPendingOps || b.pendingBytes+total > b.cfg.MaxPendingBytes {
+	if n, size := b.pendingOps, b.pendingBytes; n+len(ops) > b.cfg.MaxPendingOps || size+total > b.cfg.MaxPendingBytes {
 		b.mu.Unlock()
-		return fmt.Errorf("%w: partition %d has %d ops (%d bytes) pending", ErrBusy, b.p.id, b.pendingOps, b.pendingBytes)
+		return fmt.Errorf("%w: partition %d has %d ops (%d bytes) pending", ErrBusy, b.p.id, n, size)
 	}
 	for i := range ops {
 		op := &ops[i]

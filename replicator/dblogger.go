@@ -12,8 +12,9 @@ import (
 
 // dragonboat's logger is process-wide and can be installed once, before
 // its first log line. installDragonboatLogger routes it to the logger of
-// the most recently opened Replicator, at Warn and above (its transport
-// package at Error: it logs every closed connection as a warning).
+// the most recently opened Replicator, at Warn and above; its raft and
+// transport packages at Error, as they log every election step and every
+// closed connection as warnings.
 var (
 	dbLoggerOnce sync.Once
 	dbLogger     atomic.Pointer[slog.Logger]
@@ -24,7 +25,7 @@ func installDragonboatLogger(l *slog.Logger) {
 	dbLoggerOnce.Do(func() {
 		logger.SetLoggerFactory(func(pkg string) logger.ILogger {
 			min := logger.WARNING
-			if pkg == "transport" {
+			if pkg == "transport" || pkg == "raft" {
 				min = logger.ERROR
 			}
 			d := &dbLog{pkg: pkg}

@@ -47,8 +47,7 @@ func (p *partition) maintain(now time.Time) {
 	}
 	p.reportProgress(s, now)
 	p.registerAddress(s, now)
-	if p.meta.Join && p.meta.Kind == Voter && !p.promoting.Load() && !p.promoted() {
-		p.promoting.Store(true)
+	if p.meta.Join && p.meta.Kind == Voter && !p.voter.Load() && !p.promoting.Swap(true) {
 		p.r.wg.Add(1)
 		go p.promote()
 	}
@@ -100,42 +99,52 @@ func (p *partition) proposeInternal(cmd []byte) {
 	}()
 }
 
-// promote waits until this non-voting replica has caught up (a read index
-// completes on it), then makes it a voter.
+// promote makes this replica, which joined as non-voting to become a
+// voter, a voter: once a read index completes on it (it has caught up),
+// it asks for its promotion. It retries with backoff until the membership
+// lists it as a voter or the node closes.
 func (p *partition) promote() {
 	defer p.r.wg.Done()
 	defer p.promoting.Store(false)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
+	backoff := 10 * p.r.cfg.RTT
+	for {
+		if p.tryPromote() {
+			p.voter.Store(true)
+			go p.notifyRole()
+			return
+		}
 		select {
 		case <-p.r.quit:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	for ctx.Err() == nil {
-		rctx, rcancel := context.WithTimeout(ctx, p.r.cfg.ProposalTimeout)
-		_, err := p.readIndexQuery(rctx, &queryRequest{ctx: rctx})
-		rcancel()
-		if err == nil {
-			break
-		}
-		select {
-		case <-ctx.Done():
 			return
-		case <-time.After(10 * p.r.cfg.RTT):
+		case <-time.After(backoff):
 		}
+		backoff = min(2*backoff, time.Second)
 	}
-	err := p.r.changeMembership(ctx, p.id, func(ccid uint64) error {
-		return p.r.nh.SyncRequestAddReplica(ctx, uint64(p.id), uint64(p.replica), p.r.cfg.RaftAddress, ccid)
-	})
+}
+
+func (p *partition) tryPromote() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), p.r.cfg.ProposalTimeout)
+	defer cancel()
+	m, err := p.r.nh.SyncGetShardMembership(ctx, uint64(p.id))
 	if err != nil {
-		p.log.Warn("promotion to voter failed; will retry", "err", err)
-		return
+		return false
+	}
+	if _, ok := m.Nodes[uint64(p.replica)]; ok {
+		return true
+	}
+	if _, ok := m.NonVotings[uint64(p.replica)]; !ok {
+		return false
+	}
+	if _, err := p.readIndexQuery(ctx, &queryRequest{ctx: ctx}); err != nil {
+		return false
+	}
+	err = p.r.nh.SyncRequestAddReplica(ctx, uint64(p.id), uint64(p.replica), p.r.cfg.RaftAddress, m.ConfigChangeID)
+	if err != nil {
+		p.log.Debug("promotion to voter not done yet", "err", err)
+		return false
 	}
 	p.log.Info("promoted to voter")
-	go p.notifyRole()
+	return true
 }
 
 // retain drops whole log segments beyond Config.RetainBytes or older than

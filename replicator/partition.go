@@ -50,8 +50,12 @@ type partition struct {
 	lastReport    LSN
 	lastReportAt  time.Time
 	addrAt        time.Time
-	promoting     atomic.Bool
 	lastRetention time.Time
+
+	// For a replica that joined to become a voter: promoting while its
+	// promotion runs, voter once the membership lists it as one.
+	promoting atomic.Bool
+	voter     atomic.Bool
 
 	removed atomic.Bool
 }
@@ -180,25 +184,10 @@ func (p *partition) role() Role {
 		return RoleWitness
 	case p.meta.Join && p.meta.Kind == NonVoting:
 		return RoleNonVoting
-	case p.meta.Join && p.meta.Kind == Voter && !p.promoted():
+	case p.meta.Join && p.meta.Kind == Voter && !p.voter.Load():
 		return RoleNonVoting
 	}
 	return RoleFollower
-}
-
-// promoted reports whether a replica that joined to become a voter has
-// been promoted, from dragonboat's local view of the shard.
-func (p *partition) promoted() bool {
-	info := p.r.nh.GetNodeHostInfo(nodeHostInfoNoLog)
-	if info == nil {
-		return false
-	}
-	for _, si := range info.ShardInfoList {
-		if si.ShardID == uint64(p.id) {
-			return !si.IsNonVoting
-		}
-	}
-	return false
 }
 
 // notifyRole tells a plugin that implements RoleObserver about a change of

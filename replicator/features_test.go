@@ -1,0 +1,377 @@
+package replicator_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lockstitch/lockstitch/replicator"
+)
+
+func appendN(t *testing.T, c *cluster, id replicator.PartitionID, from, to int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for i := from; i < to; i++ {
+		if _, err := c.appendRetry(ctx, id, replicator.AppendOp{Payload: opPayload(int(id), i)}); err != nil {
+			t.Fatalf("append %d: %v", i, err)
+		}
+	}
+}
+
+// TestQueriesAndLag checks each consistency level on the leader and on a
+// follower, the NotLeader error's leader address, and the lag each
+// replica reports.
+func TestQueriesAndLag(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.create(1)
+	appendN(t, c, 1, 0, 25)
+	l := c.leader(1)
+	f := (l + 1) % 3
+	ctx := context.Background()
+	leader, follower := c.partition(l, 1), c.partition(f, 1)
+
+	var pos struct{ LSN replicator.LSN }
+	for _, p := range []*replicator.Partition{leader, follower} {
+		res, err := p.Query(ctx, nil, replicator.QueryOptions{Consistency: replicator.Linearizable})
+		if err != nil {
+			t.Fatalf("linearizable query on replica %d: %v", p.Replica(), err)
+		}
+		if json.Unmarshal(res.Result, &pos); pos.LSN != 25 || res.LSN != 25 || res.Staleness != 0 {
+			t.Fatalf("linearizable query on replica %d: %s at LSN %d", p.Replica(), res.Result, res.LSN)
+		}
+	}
+	if _, err := leader.Query(ctx, nil, replicator.QueryOptions{Consistency: replicator.LeaderLocal}); err != nil {
+		t.Fatalf("leader-local query on the leader: %v", err)
+	}
+	_, err := follower.Query(ctx, nil, replicator.QueryOptions{Consistency: replicator.LeaderLocal})
+	var nl *replicator.NotLeaderError
+	if !errors.As(err, &nl) || nl.Leader != leader.Replica() || nl.LeaderAddr != c.nodes[l].cfg.ClientAddress {
+		t.Fatalf("leader-local query on a follower: %v; want NotLeader naming %q", err, c.nodes[l].cfg.ClientAddress)
+	}
+	if _, err := follower.Append(ctx, replicator.AppendOp{Payload: []byte("x")}); !errors.As(err, &nl) || nl.LeaderAddr == "" {
+		t.Fatalf("append on a follower: %v, want NotLeader with an address", err)
+	}
+
+	// AnyReplica: a fresh follower answers; its staleness is bounded.
+	opts := replicator.QueryOptions{Consistency: replicator.AnyReplica, MaxStaleness: time.Second}
+	res, err := follower.Query(ctx, nil, opts)
+	if err != nil || res.LSN != 25 || res.Staleness > time.Second {
+		t.Fatalf("any-replica query on a follower: %+v, %v", res, err)
+	}
+
+	// Lag: every replica reports; once quiet, each is at the leader's LSN.
+	waitFor(t, "every replica to report LSN 25", 10*time.Second, func() bool {
+		st, err := leader.Status(ctx)
+		if err != nil || len(st.Replicas) != 3 {
+			return false
+		}
+		for _, r := range st.Replicas {
+			if !r.Reported || r.AppliedLSN != 25 || r.Lag != 0 {
+				return false
+			}
+		}
+		return true
+	})
+	st, _ := follower.Status(ctx)
+	if st.Role != replicator.RoleFollower || st.Leader != leader.Replica() || st.LeaderAddr == "" || st.CommittedLSN != 25 {
+		t.Fatalf("follower status: %+v", st)
+	}
+
+	// A stopped follower falls behind: the leader reports its lag.
+	c.stop(f)
+	appendN(t, c, 1, 25, 60)
+	st, err = leader.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range st.Replicas {
+		if r.Replica == follower.Replica() && (r.AppliedLSN != 25 || r.Lag != 35) {
+			t.Fatalf("stopped replica status %+v, want applied 25, lag 35", r)
+		}
+	}
+	// Restarted, it answers AnyReplica queries once it has opened and
+	// proved itself fresh, which implies it has caught up.
+	c.start(f)
+	follower = c.partition(f, 1)
+	waitFor(t, "the restarted follower to answer", 20*time.Second, func() bool {
+		res, err = follower.Query(ctx, nil, opts)
+		if err != nil && !errors.Is(err, replicator.ErrUnavailable) && !errors.Is(err, replicator.ErrTooStale) {
+			t.Fatalf("any-replica query after a restart: %v", err)
+		}
+		return err == nil
+	})
+	if res.LSN != 60 {
+		t.Fatalf("any-replica query after catching up answered at LSN %d, want 60", res.LSN)
+	}
+}
+
+// TestMembershipChanges adds a voter on a fourth node (it joins as
+// non-voting, catches up and promotes itself), transfers the leadership to
+// it, and removes an original replica, whose node deletes its data.
+func TestMembershipChanges(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.create(1)
+	appendN(t, c, 1, 0, 100)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	cfg := testConfig(t, filepath.Join(t.TempDir(), "node4"))
+	c.nodes = append(c.nodes, &node{cfg: cfg})
+	c.start(3)
+	l := c.leader(1)
+	if err := c.get(l).AddReplica(ctx, 1, 4, cfg.RaftAddress, replicator.Voter); err != nil {
+		t.Fatal(err)
+	}
+	p4, err := c.get(3).JoinPartition(replicator.JoinSpec{Partition: 1, Replica: 4, Kind: replicator.Voter, Plugin: replicator.LogPluginName})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "replica 4 to be promoted to voter", 30*time.Second, func() bool {
+		st, err := c.partition(l, 1).Status(ctx)
+		if err != nil {
+			return false
+		}
+		for _, r := range st.Replicas {
+			if r.Replica == 4 && r.Kind == replicator.Voter {
+				return true
+			}
+		}
+		return false
+	})
+	if recs := c.stream(3, 1, 100); len(recs) != 100 || !bytes.Equal(recs[99].Payload, opPayload(1, 99)) {
+		t.Fatalf("replica 4 holds %d ops", len(recs))
+	}
+	if err := c.get(l).TransferLeader(ctx, 1, 4); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := p4.Status(ctx); st.Role != replicator.RoleLeader {
+		t.Fatalf("replica 4 role after the transfer: %v", st.Role)
+	}
+	appendN(t, c, 1, 100, 110)
+
+	// Remove replica 1 (node 0): its node forgets the partition.
+	if err := c.get(3).RemoveReplica(ctx, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "node 1 to delete its removed replica", 30*time.Second, func() bool {
+		return len(c.get(0).Partitions()) == 0
+	})
+	appendN(t, c, 1, 110, 120)
+	if recs := c.stream(1, 1, 120); len(recs) != 120 {
+		t.Fatalf("replica 2 holds %d ops", len(recs))
+	}
+	if err := c.get(3).AddReplica(ctx, 1, 1, c.nodes[0].cfg.RaftAddress, replicator.Voter); err == nil {
+		t.Fatal("a removed replica id was added again")
+	}
+}
+
+// TestBackpressure fills a partition's queue: appends beyond it fail at
+// once with ErrBusy, and the ones accepted all commit.
+func TestBackpressure(t *testing.T) {
+	c := newCluster(t, 3, func(cfg *replicator.Config) {
+		cfg.MaxPendingOps = 64
+		cfg.MaxPendingBytes = 4 << 20
+		cfg.MaxInflightBatches = 1
+		cfg.MaxBatchOps = 8
+	})
+	c.create(1)
+	p := c.partition(c.leader(1), 1)
+	var futures []*replicator.Future
+	busy := 0
+	for i := 0; i < 1000; i++ {
+		f := p.AppendAsync(replicator.AppendOp{Payload: opPayload(0, i)})
+		select {
+		case <-f.Done():
+			if _, err := f.Result(); errors.Is(err, replicator.ErrBusy) {
+				busy++
+				continue
+			}
+		default:
+		}
+		futures = append(futures, f)
+	}
+	if busy == 0 {
+		t.Fatal("1000 appends into a 64-op queue: none was refused with ErrBusy")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	seen := map[replicator.LSN]bool{}
+	for _, f := range futures {
+		res, err := f.Wait(ctx)
+		if err != nil {
+			t.Fatalf("an accepted append failed: %v", err)
+		}
+		seen[res.LSN] = true
+	}
+	if len(seen) != len(futures) {
+		t.Fatalf("%d accepted appends got %d LSNs", len(futures), len(seen))
+	}
+	t.Logf("%d appends accepted, %d refused as busy", len(futures), busy)
+}
+
+// TestSnapshotCatchUp stops a follower while the others advance past Raft
+// log compaction: on restart it receives a copy of the state and goes on
+// from there; its log starts after the copy.
+func TestSnapshotCatchUp(t *testing.T) {
+	c := newCluster(t, 3, func(cfg *replicator.Config) {
+		cfg.SnapshotEntries = 20
+		cfg.CompactionOverhead = 5
+		cfg.MaxInflightBatches = 1
+		cfg.MaxBatchOps = 1
+	})
+	c.create(1)
+	appendN(t, c, 1, 0, 10)
+	l := c.leader(1)
+	f := (l + 1) % 3
+	c.stop(f)
+	appendN(t, c, 1, 10, 200)
+	c.start(f)
+	p := c.partition(f, 1)
+	waitFor(t, "the restarted follower to catch up", 30*time.Second, func() bool {
+		st, err := p.Status(context.Background())
+		return err == nil && st.AppliedLSN == 200
+	})
+	st, _ := p.Status(context.Background())
+	if st.FirstLSN <= 10 {
+		t.Fatalf("follower log starts at %d: it replayed Raft's log instead of receiving a copy", st.FirstLSN)
+	}
+	if _, err := p.Subscribe(1); !errors.Is(err, replicator.ErrTruncated) {
+		t.Fatalf("subscribing below the copy: %v, want ErrTruncated", err)
+	}
+	appendN(t, c, 1, 200, 210)
+	waitFor(t, "the follower to apply LSN 210", 30*time.Second, func() bool {
+		st, err := p.Status(context.Background())
+		return err == nil && st.AppliedLSN == 210
+	})
+	recs, err := p.Read(st.FirstLSN, 1000, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if want := opPayload(1, int(r.LSN)-1); !bytes.Equal(r.Payload, want) {
+			t.Fatalf("LSN %d after the copy holds %q, want %q", r.LSN, r.Payload, want)
+		}
+	}
+	if recs[len(recs)-1].LSN != 210 {
+		t.Fatalf("follower stream ends at %d", recs[len(recs)-1].LSN)
+	}
+}
+
+// TestSubscribeFollowsCommits subscribes on a follower before and while
+// ops commit: it gets every op once, in order.
+func TestSubscribeFollowsCommits(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.create(1)
+	appendN(t, c, 1, 0, 10)
+	f := (c.leader(1) + 1) % 3
+	sub, err := c.partition(f, 1).Subscribe(5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		var r replicator.Record
+		for lsn := replicator.LSN(5); lsn <= 60; lsn++ {
+			if err := sub.Next(ctx, &r); err != nil {
+				done <- err
+				return
+			}
+			if r.LSN != lsn || !bytes.Equal(r.Payload, opPayload(1, int(lsn)-1)) {
+				done <- fmt.Errorf("got LSN %d %q, want %d", r.LSN, r.Payload, lsn)
+				return
+			}
+		}
+		done <- nil
+	}()
+	appendN(t, c, 1, 10, 60)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// rolePlugin is the log plugin plus a record of role changes and epochs.
+type rolePlugin struct {
+	replicator.StateMachine
+	mu     sync.Mutex
+	roles  []replicator.Role
+	epochs []replicator.Epoch
+}
+
+func (p *rolePlugin) RoleChanged(role replicator.Role, epoch replicator.Epoch) {
+	p.mu.Lock()
+	p.roles = append(p.roles, role)
+	p.mu.Unlock()
+}
+
+func (p *rolePlugin) Apply(ops []replicator.Op, results [][]byte) error {
+	p.mu.Lock()
+	for _, op := range ops {
+		p.epochs = append(p.epochs, op.Epoch)
+	}
+	p.mu.Unlock()
+	return p.StateMachine.Apply(ops, results)
+}
+
+// TestRolesAndEpochs checks that plugins learn their roles and that epochs
+// rise across a leader change and never fall.
+func TestRolesAndEpochs(t *testing.T) {
+	plugins := map[string]*rolePlugin{}
+	var mu sync.Mutex
+	c := newCluster(t, 3, func(cfg *replicator.Config) {
+		addr := cfg.RaftAddress
+		cfg.Plugins = map[string]replicator.PluginFactory{replicator.LogPluginName: func(pc replicator.PluginContext) (replicator.StateMachine, error) {
+			inner, err := replicator.NewLogPlugin(pc)
+			p := &rolePlugin{StateMachine: inner}
+			mu.Lock()
+			plugins[addr] = p
+			mu.Unlock()
+			return p, err
+		}}
+	})
+	c.create(1)
+	appendN(t, c, 1, 0, 10)
+	l := c.leader(1)
+	target := replicator.ReplicaID((l+1)%3 + 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.get(l).TransferLeader(ctx, 1, target); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, c, 1, 10, 20)
+	for i := range c.nodes {
+		c.stream(i, 1, 20)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	newLeader := plugins[c.nodes[int(target)-1].cfg.RaftAddress]
+	waitFor(t, "the new leader's plugin to hear it leads", 10*time.Second, func() bool {
+		newLeader.mu.Lock()
+		defer newLeader.mu.Unlock()
+		return len(newLeader.roles) > 0 && newLeader.roles[len(newLeader.roles)-1] == replicator.RoleLeader
+	})
+	for addr, p := range plugins {
+		p.mu.Lock()
+		if len(p.epochs) != 20 {
+			t.Fatalf("plugin at %s applied %d ops", addr, len(p.epochs))
+		}
+		for i := 1; i < len(p.epochs); i++ {
+			if p.epochs[i] < p.epochs[i-1] {
+				t.Fatalf("plugin at %s: epoch fell from %d to %d", addr, p.epochs[i-1], p.epochs[i])
+			}
+		}
+		if p.epochs[19] <= p.epochs[0] {
+			t.Fatalf("plugin at %s: epoch %d after a leader change, %d before", addr, p.epochs[19], p.epochs[0])
+		}
+		p.mu.Unlock()
+	}
+}
