@@ -114,6 +114,16 @@ func (b *batcher) enqueue(ops []AppendOp, cs []Completion) error {
 	}
 	b.pendingOps += len(ops)
 	b.pendingBytes += total
+	if b.inflight == 0 && len(b.ready) == 0 {
+		// Idle: propose from this goroutine, sparing a hand-off to the
+		// batcher's under light load.
+		next := b.open
+		b.open = nil
+		b.inflight++
+		b.mu.Unlock()
+		b.propose(next)
+		return nil
+	}
 	b.mu.Unlock()
 	select {
 	case b.kick <- struct{}{}:

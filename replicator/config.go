@@ -112,6 +112,7 @@ func DefaultConfig() Config {
 		MaxOpBytes:         4 << 20,
 		MaxBatchBytes:      64 << 10,
 		MaxBatchOps:        4096,
+		BatchLinger:        200 * time.Microsecond,
 		MaxInflightBatches: 8,
 		MaxPendingOps:      1 << 16,
 		MaxPendingBytes:    64 << 20,

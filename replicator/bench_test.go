@@ -1,0 +1,241 @@
+package replicator
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lni/dragonboat/v4"
+	"github.com/lni/dragonboat/v4/client"
+	"github.com/lni/dragonboat/v4/config"
+	"github.com/lni/dragonboat/v4/plugin/tan"
+	sm "github.com/lni/dragonboat/v4/statemachine"
+)
+
+// BenchmarkAppend compares appends through Partition.Append with raw
+// dragonboat SyncPropose (one Raft entry per op, a trivial state machine),
+// on the same cluster shape: three NodeHosts in this process on loopback,
+// the same Raft settings and LogDB. Each cell runs `conc` goroutines, each
+// appending `payload`-byte ops one after another.
+//
+//	go test ./replicator -run '^$' -bench Append -benchtime 2s -count 5
+func BenchmarkAppend(b *testing.B) {
+	installDragonboatLogger(slog.New(slog.DiscardHandler))
+	for _, db := range []LogDB{LogDBPebble, LogDBTan} {
+		for _, system := range []string{"lockstitch", "dragonboat"} {
+			b.Run(fmt.Sprintf("logdb=%s/%s", db, system), func(b *testing.B) {
+				var propose func(ctx context.Context, payload []byte) error
+				if system == "lockstitch" {
+					p := benchLockstitch(b, db)
+					propose = func(ctx context.Context, payload []byte) error {
+						_, err := p.Append(ctx, AppendOp{Payload: payload})
+						return err
+					}
+				} else {
+					nh, session := benchDragonboat(b, db)
+					propose = func(ctx context.Context, payload []byte) error {
+						_, err := nh.SyncPropose(ctx, session, payload)
+						return err
+					}
+				}
+				for _, size := range []int{16, 1024} {
+					for _, conc := range []int{1, 16, 256} {
+						b.Run(fmt.Sprintf("payload=%d/conc=%d", size, conc), func(b *testing.B) {
+							runAppends(b, conc, size, propose)
+						})
+					}
+				}
+			})
+		}
+	}
+}
+
+// runAppends spreads b.N appends over conc goroutines.
+func runAppends(b *testing.B, conc, size int, propose func(context.Context, []byte) error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	b.SetBytes(int64(size))
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, conc)
+	for g := 0; g < conc; g++ {
+		n := b.N / conc
+		if g < b.N%conc {
+			n++
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			payload := make([]byte, size)
+			for i := 0; i < n; i++ {
+				payload[0] = byte(i)
+				if err := propose(ctx, payload); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "ops/s")
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+}
+
+func benchAddr(b *testing.B) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// benchLockstitch starts three Replicators with one log partition and
+// returns the leader's replica.
+func benchLockstitch(b *testing.B, db LogDB) *Partition {
+	var nodes []*Replicator
+	spec := PartitionSpec{ID: 1, Plugin: LogPluginName, Replicas: map[ReplicaID]string{}}
+	var cfgs []Config
+	for i := 0; i < 3; i++ {
+		cfg := DefaultConfig()
+		cfg.DataDir = filepath.Join(b.TempDir(), fmt.Sprintf("node%d", i))
+		cfg.RaftAddress = benchAddr(b)
+		cfg.LogDB = db
+		if v := os.Getenv("LOCKSTITCH_BENCH_INFLIGHT"); v != "" {
+			cfg.MaxInflightBatches, _ = strconv.Atoi(v)
+		}
+		if v := os.Getenv("LOCKSTITCH_BENCH_LINGER"); v != "" {
+			cfg.BatchLinger, _ = time.ParseDuration(v)
+		}
+		cfgs = append(cfgs, cfg)
+		spec.Replicas[ReplicaID(i+1)] = cfg.RaftAddress
+	}
+	for _, cfg := range cfgs {
+		r, err := Open(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		nodes = append(nodes, r)
+		if _, err := r.CreatePartition(spec); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Cleanup(func() {
+		for _, r := range nodes {
+			r.Close()
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, r := range nodes {
+			p, _ := r.Partition(1)
+			if p.isLeader() {
+				return p
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	b.Fatal("no leader")
+	return nil
+}
+
+// benchDragonboat starts three NodeHosts configured as Replicator.Open
+// configures them, with one shard of a trivial state machine, and returns
+// the leader's NodeHost.
+func benchDragonboat(b *testing.B, db LogDB) (*dragonboat.NodeHost, *client.Session) {
+	def := DefaultConfig()
+	members := map[uint64]dragonboat.Target{}
+	var nhcs []config.NodeHostConfig
+	for i := 0; i < 3; i++ {
+		nhc := config.NodeHostConfig{
+			NodeHostDir:    filepath.Join(b.TempDir(), fmt.Sprintf("raw%d", i)),
+			RTTMillisecond: uint64(def.RTT / time.Millisecond),
+			RaftAddress:    benchAddr(b),
+			DeploymentID:   def.DeploymentID,
+		}
+		nhc.Expert.LogDB = config.GetSmallMemLogDBConfig()
+		if db == LogDBTan {
+			nhc.Expert.LogDBFactory = tan.Factory
+			nhc.Expert.LogDB = config.GetTinyMemLogDBConfig()
+		}
+		nhcs = append(nhcs, nhc)
+		members[uint64(i+1)] = nhc.RaftAddress
+	}
+	var hosts []*dragonboat.NodeHost
+	for i, nhc := range nhcs {
+		nh, err := dragonboat.NewNodeHost(nhc)
+		if err != nil {
+			b.Fatal(err)
+		}
+		hosts = append(hosts, nh)
+		rc := config.Config{
+			ShardID: 1, ReplicaID: uint64(i + 1),
+			ElectionRTT: def.ElectionRTT, HeartbeatRTT: def.HeartbeatRTT, CheckQuorum: true, PreVote: true,
+			SnapshotEntries: def.SnapshotEntries, CompactionOverhead: def.CompactionOverhead, OrderedConfigChange: true,
+		}
+		if err := nh.StartOnDiskReplica(members, false, newTrivialSM, rc); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Cleanup(func() {
+		for _, nh := range hosts {
+			nh.Close()
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		for i, nh := range hosts {
+			if leader, _, ok, err := nh.GetLeaderID(1); err == nil && ok && leader == uint64(i+1) {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				_, err := nh.SyncPropose(ctx, nh.GetNoOPSession(1), nil)
+				cancel()
+				if err == nil {
+					return nh, nh.GetNoOPSession(1)
+				}
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	b.Fatal("no leader")
+	return nil, nil
+}
+
+// trivialSM is the raw side's state machine: it counts entries.
+type trivialSM struct {
+	mu    sync.Mutex
+	index uint64
+}
+
+func newTrivialSM(uint64, uint64) sm.IOnDiskStateMachine { return &trivialSM{} }
+
+func (s *trivialSM) Open(<-chan struct{}) (uint64, error) { return 0, nil }
+func (s *trivialSM) Update(es []sm.Entry) ([]sm.Entry, error) {
+	s.mu.Lock()
+	s.index = es[len(es)-1].Index
+	s.mu.Unlock()
+	for i := range es {
+		es[i].Result = sm.Result{Value: es[i].Index}
+	}
+	return es, nil
+}
+func (s *trivialSM) Lookup(interface{}) (interface{}, error) { return nil, nil }
+func (s *trivialSM) Sync() error                             { return nil }
+func (s *trivialSM) PrepareSnapshot() (interface{}, error)   { return nil, nil }
+func (s *trivialSM) SaveSnapshot(interface{}, io.Writer, <-chan struct{}) error {
+	return nil
+}
+func (s *trivialSM) RecoverFromSnapshot(io.Reader, <-chan struct{}) error { return nil }
+func (s *trivialSM) Close() error                                         { return nil }
