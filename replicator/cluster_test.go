@@ -39,9 +39,13 @@ func (c *cluster) get(i int) *replicator.Replicator {
 // testConfig is a node configuration for tests: a 5 ms tick, the cheap tan
 // LogDB and small worker pools.
 func testConfig(t testing.TB, dir string) replicator.Config {
+	return testConfigAt(dir, testutil.FreeAddr(t))
+}
+
+func testConfigAt(dir, raftAddr string) replicator.Config {
 	cfg := replicator.DefaultConfig()
 	cfg.DataDir = dir
-	cfg.RaftAddress = testutil.FreeAddr(t)
+	cfg.RaftAddress = raftAddr
 	cfg.ClientAddress = "client-of-" + cfg.RaftAddress
 	cfg.RTT = 5 * time.Millisecond
 	cfg.LogDB = replicator.LogDBTan
@@ -50,7 +54,7 @@ func testConfig(t testing.TB, dir string) replicator.Config {
 	cfg.ProgressInterval = 50 * time.Millisecond
 	cfg.CheckpointInterval = 200 * time.Millisecond
 	if os.Getenv("LOCKSTITCH_TEST_LOG") != "" {
-		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", raftAddr)
 	}
 	return cfg
 }

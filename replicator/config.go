@@ -90,7 +90,8 @@ type Config struct {
 	RetainBytes int64
 	RetainAge   time.Duration
 	// CheckpointInterval is how often a partition with new ops makes its
-	// state durable, which bounds what a restart replays from Raft.
+	// state durable, which bounds what a restart replays from Raft. Log
+	// retention runs every five intervals.
 	CheckpointInterval time.Duration
 	// ProgressInterval is how often a replica with new ops reports its
 	// applied LSN, from which the leader computes each replica's lag.

@@ -5,9 +5,6 @@ import (
 	"time"
 )
 
-// retentionInterval is how often each partition's log retention runs.
-const retentionInterval = 10 * time.Second
-
 // maintain is the node's housekeeping goroutine: timed checkpoints,
 // progress reports, client address registration, promotion of joining
 // voters, and log retention, for every partition.
@@ -51,7 +48,9 @@ func (p *partition) maintain(now time.Time) {
 		p.r.wg.Add(1)
 		go p.promote()
 	}
-	if now.Sub(p.lastRetention) >= retentionInterval {
+	// Retention runs every five checkpoint intervals: it is cheap when
+	// there is nothing to drop, and segments fill slowly.
+	if now.Sub(p.lastRetention) >= 5*p.r.cfg.CheckpointInterval {
 		p.lastRetention = now
 		p.retain(s, now)
 	}
@@ -155,20 +154,39 @@ func (p *partition) retain(s *stateMachine, now time.Time) {
 	if cfg.RetainBytes == 0 && cfg.RetainAge == 0 {
 		return
 	}
-	floor := s.retentionFloor()
 	segs := s.wal.Segments(nil)
 	var total int64
 	for _, seg := range segs {
 		total += seg.Bytes
 	}
-	var cut LSN
+	// The last LSN that the limits would drop.
+	var want LSN
 	for _, seg := range segs[:len(segs)-1] {
 		tooBig := cfg.RetainBytes > 0 && total > cfg.RetainBytes
 		tooOld := cfg.RetainAge > 0 && now.Sub(seg.SealedAt) > cfg.RetainAge
-		if !(tooBig || tooOld) || seg.Last > floor {
+		if !(tooBig || tooOld) {
 			break
 		}
 		total -= seg.Bytes
+		want = seg.Last
+	}
+	if want == 0 {
+		return
+	}
+	if s.retentionFloor() < want {
+		// Make the plugin and the checkpoint durable first, so that
+		// recovery no longer needs what the limits drop.
+		if err := s.Sync(); err != nil {
+			p.log.Error("sync before log retention failed", "err", err)
+			return
+		}
+	}
+	var cut LSN
+	floor := s.retentionFloor()
+	for _, seg := range segs[:len(segs)-1] {
+		if seg.Last > min(want, floor) {
+			break
+		}
 		cut = seg.Last + 1
 	}
 	if cut == 0 {
