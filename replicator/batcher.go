@@ -44,6 +44,7 @@ type batch struct {
 	bufp    *[]byte // from batchBuffers; buf is *bufp grown
 	buf     []byte
 	waiters []Completion
+	starts  []time.Time // when each op was queued
 	bytes   int64 // payload bytes, for the pending bound
 	opened  time.Time
 }
@@ -70,6 +71,17 @@ func newBatcher(p *partition) *batcher {
 // enqueue adds ops to the open batch; cs[i] receives ops[i]'s outcome.
 // Either every op is queued or none is and the error says why.
 func (b *batcher) enqueue(ops []AppendOp, cs []Completion) error {
+	err := b.enqueueOps(ops, cs)
+	if err != nil && b.p.r.metrics != nil {
+		for range ops {
+			b.p.r.metrics.appendDone(time.Time{}, err, false)
+		}
+	}
+	return err
+}
+
+func (b *batcher) enqueueOps(ops []AppendOp, cs []Completion) error {
+	now := time.Now()
 	var total int64
 	for i := range ops {
 		op := &ops[i]
@@ -110,6 +122,7 @@ func (b *batcher) enqueue(ops []AppendOp, cs []Completion) error {
 		o := b.open
 		o.buf = appendBatchOp(o.buf, op.Payload, op.CRC, op.Producer, op.Seq)
 		o.waiters = append(o.waiters, cs[i])
+		o.starts = append(o.starts, now)
 		o.bytes += int64(len(op.Payload))
 	}
 	b.pendingOps += len(ops)
@@ -201,6 +214,7 @@ func (b *batcher) propose(bt *batch) {
 		return
 	}
 	binary.LittleEndian.PutUint64(bt.buf[8:], term)
+	b.p.r.metrics.batchProposed(len(bt.waiters))
 	rs, err := b.p.r.nh.Propose(b.p.session, bt.buf, b.cfg.ProposalTimeout)
 	release()
 	if err != nil {
@@ -234,27 +248,31 @@ func (b *batcher) complete(bt *batch, data []byte) {
 		b.finish(bt, AppendResult{}, fmt.Errorf("%w: %v", ErrAborted, err))
 		return
 	}
-	for _, c := range bt.waiters {
+	m := b.p.r.metrics
+	for i, c := range bt.waiters {
 		var r opResult
-		if err := rr.next(&r); err != nil {
-			c.Complete(AppendResult{}, fmt.Errorf("%w: %v", ErrAborted, err))
-			continue
-		}
-		switch r.status {
-		case statusApplied:
-			c.Complete(AppendResult{LSN: r.lsn, Epoch: rr.epoch, Result: r.result}, nil)
-		case statusDuplicate:
-			c.Complete(AppendResult{LSN: r.lsn, Epoch: rr.epoch, Duplicate: true}, nil)
+		var res AppendResult
+		err := rr.next(&r)
+		switch {
+		case err != nil:
+			err = fmt.Errorf("%w: %v", ErrAborted, err)
+		case r.status == statusApplied:
+			res = AppendResult{LSN: r.lsn, Epoch: rr.epoch, Result: r.result}
+		case r.status == statusDuplicate:
+			res = AppendResult{LSN: r.lsn, Epoch: rr.epoch, Duplicate: true}
 		default:
-			c.Complete(AppendResult{}, fmt.Errorf("%w: partition %d", ErrStaleSequence, b.p.id))
+			err = fmt.Errorf("%w: partition %d", ErrStaleSequence, b.p.id)
 		}
+		m.appendDone(bt.starts[i], err, res.Duplicate)
+		c.Complete(res, err)
 	}
 	b.release(bt)
 }
 
 // finish fails every waiter of a batch with err.
 func (b *batcher) finish(bt *batch, r AppendResult, err error) {
-	for _, c := range bt.waiters {
+	for i, c := range bt.waiters {
+		b.p.r.metrics.appendDone(bt.starts[i], err, false)
 		c.Complete(r, err)
 	}
 	b.release(bt)
@@ -287,7 +305,8 @@ func (b *batcher) failQueued(err error) {
 	}
 	b.mu.Unlock()
 	for _, bt := range queued {
-		for _, c := range bt.waiters {
+		for i, c := range bt.waiters {
+			b.p.r.metrics.appendDone(bt.starts[i], err, false)
 			c.Complete(AppendResult{}, err)
 		}
 	}

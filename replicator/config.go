@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // LogDB names the Raft log store of dragonboat.
@@ -37,6 +39,9 @@ type Config struct {
 	// Logger receives the replicator's logs and dragonboat's (at Warn and
 	// above); nil discards them.
 	Logger *slog.Logger
+	// Registerer receives the node's metrics (see Metrics); nil records
+	// none.
+	Registerer prometheus.Registerer
 
 	// DeploymentID separates clusters that could reach each other: nodes
 	// with different ids ignore each other. Fixed at first start.

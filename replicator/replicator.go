@@ -19,9 +19,10 @@ import (
 // Replicator is one Lockstitch node: a dragonboat NodeHost hosting replicas
 // of many partitions. It is safe for concurrent use.
 type Replicator struct {
-	cfg Config
-	log *slog.Logger
-	nh  *dragonboat.NodeHost
+	cfg     Config
+	log     *slog.Logger
+	nh      *dragonboat.NodeHost
+	metrics *Metrics
 
 	mu     sync.RWMutex
 	parts  map[PartitionID]*partition
@@ -73,6 +74,7 @@ func Open(cfg Config) (*Replicator, error) {
 		return nil, fmt.Errorf("replicator: start node at %s: %w", cfg.DataDir, err)
 	}
 	r.nh = nh
+	r.metrics = newMetrics(cfg.Registerer, r)
 	metas, err := listMeta(cfg.DataDir)
 	if err != nil {
 		nh.Close()

@@ -34,6 +34,7 @@ type stateMachine struct {
 	dir     string
 	cfg     *Config
 	log     *slog.Logger
+	metrics *Metrics
 	factory PluginFactory
 	options map[string]string
 
@@ -93,6 +94,7 @@ func newStateMachine(p *partition) *stateMachine {
 		dir:      p.dir,
 		cfg:      &p.r.cfg,
 		log:      p.log,
+		metrics:  p.r.metrics,
 		factory:  p.factory,
 		options:  p.meta.Options,
 		progress: make(map[ReplicaID]progressReport),
@@ -438,6 +440,7 @@ func (s *stateMachine) checkpointLocked() error {
 	encoded := s.state.appendTo(nil)
 	index, lsn := s.state.index, s.state.lsn
 	s.mu.RUnlock()
+	start := time.Now()
 	if err := s.wal.Sync(); err != nil {
 		return err
 	}
@@ -445,6 +448,7 @@ func (s *stateMachine) checkpointLocked() error {
 		return err
 	}
 	s.ckptIndex, s.ckptLSN, s.ckptAt = index, lsn, time.Now()
+	s.metrics.checkpointed(start)
 	return nil
 }
 
@@ -490,9 +494,16 @@ func (s *stateMachine) PrepareSnapshot() (interface{}, error) {
 
 // SaveSnapshot implements sm.IOnDiskStateMachine: it streams a snapshot to
 // a replica that needs one, concurrently with Update.
-func (s *stateMachine) SaveSnapshot(c interface{}, w io.Writer, done <-chan struct{}) error {
+func (s *stateMachine) SaveSnapshot(c interface{}, w io.Writer, done <-chan struct{}) (err error) {
 	snap := c.(*snapshot)
 	defer snap.plugin.Release()
+	cw := &countingWriter{w: w}
+	s.metrics.copyStarted()
+	defer func() { s.metrics.copyEnded("sent", cw.n.Load(), err) }()
+	return s.saveSnapshot(snap, cw, done)
+}
+
+func (s *stateMachine) saveSnapshot(snap *snapshot, w io.Writer, done <-chan struct{}) error {
 	ctx, cancel := contextFromStop(done)
 	defer cancel()
 	var h [16]byte
@@ -504,14 +515,14 @@ func (s *stateMachine) SaveSnapshot(c interface{}, w io.Writer, done <-chan stru
 	if _, err := w.Write(snap.state); err != nil {
 		return err
 	}
-	cw := newChunkWriter(w)
-	if err := snap.plugin.WriteTo(ctx, cw); err != nil {
+	chunks := newChunkWriter(w)
+	if err := snap.plugin.WriteTo(ctx, chunks); err != nil {
 		if ctx.Err() != nil {
 			return sm.ErrSnapshotStopped
 		}
 		return fmt.Errorf("partition %d replica %d: plugin snapshot: %w", s.id, s.replica, err)
 	}
-	return cw.Close()
+	return chunks.Close()
 }
 
 // RecoverFromSnapshot implements sm.IOnDiskStateMachine: the replica's
@@ -522,7 +533,11 @@ func (s *stateMachine) SaveSnapshot(c interface{}, w io.Writer, done <-chan stru
 func (s *stateMachine) RecoverFromSnapshot(r io.Reader, done <-chan struct{}) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.recoverFromSnapshot(r, done); err != nil {
+	cr := &countingReader{r: r}
+	s.metrics.copyStarted()
+	err := s.recoverFromSnapshot(cr, done)
+	s.metrics.copyEnded("received", cr.n, err)
+	if err != nil {
 		if errors.Is(err, sm.ErrSnapshotStopped) {
 			return err
 		}

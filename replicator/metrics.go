@@ -1,0 +1,268 @@
+package replicator
+
+import (
+	"errors"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metricsNamespace is the namespace of every Lockstitch metric.
+const metricsNamespace = "lockstitch"
+
+// Metrics are a Replicator's Prometheus metrics. Open builds them when
+// Config.Registerer is set; a nil *Metrics records nothing.
+//
+// Per-op metrics have no partition label. Per-partition gauges are
+// computed when scraped, one series per hosted partition (and, on the
+// leader, one lag series per replica), so a node with N partitions of R
+// replicas exports about 6N + (R-1)·L series, L being the partitions it
+// leads.
+type Metrics struct {
+	appends        *prometheus.CounterVec
+	appendDuration prometheus.Histogram
+	batchOps       prometheus.Histogram
+	checkpoints    prometheus.Counter
+	checkpointDur  prometheus.Histogram
+	copySent       prometheus.Counter
+	copyReceived   prometheus.Counter
+	copiesActive   prometheus.Gauge
+	copies         *prometheus.CounterVec
+}
+
+// Append outcomes, the values of the result label of appends_total.
+var appendResults = []string{"ok", "duplicate", "stale_sequence", "busy", "not_leader", "aborted", "unavailable", "too_large", "checksum", "closed", "other"}
+
+func newMetrics(reg prometheus.Registerer, r *Replicator) *Metrics {
+	if reg == nil {
+		return nil
+	}
+	m := &Metrics{
+		appends: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "appends_total",
+			Help: "Appends completed on this node as leader, by result.",
+		}, []string{"result"}),
+		appendDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: metricsNamespace, Name: "append_duration_seconds",
+			Help:    "Time from an append being queued to its completion (commit on a quorum and apply here).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+		batchOps: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: metricsNamespace, Name: "append_batch_ops",
+			Help:    "Ops coalesced into each Raft entry proposed.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 13),
+		}),
+		checkpoints: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "checkpoints_total",
+			Help: "Partition state checkpoints written.",
+		}),
+		checkpointDur: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: metricsNamespace, Name: "checkpoint_duration_seconds",
+			Help:    "Time to sync a partition's log and write its checkpoint.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 12),
+		}),
+		copySent: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "copy_sent_bytes_total",
+			Help: "Bytes of state copies (snapshots) sent to replicas that fell behind.",
+		}),
+		copyReceived: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "copy_received_bytes_total",
+			Help: "Bytes of state copies (snapshots) received and restored.",
+		}),
+		copiesActive: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: metricsNamespace, Name: "copies_active",
+			Help: "State copies being sent from or restored on this node.",
+		}),
+		copies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "copies_total",
+			Help: "State copies finished, by direction (sent, received) and result (ok, error).",
+		}, []string{"direction", "result"}),
+	}
+	for _, res := range appendResults {
+		m.appends.WithLabelValues(res)
+	}
+	reg.MustRegister(m.appends, m.appendDuration, m.batchOps, m.checkpoints, m.checkpointDur,
+		m.copySent, m.copyReceived, m.copiesActive, m.copies, &partitionCollector{r: r})
+	return m
+}
+
+// appendDone records one append's outcome.
+func (m *Metrics) appendDone(start time.Time, err error, dup bool) {
+	if m == nil {
+		return
+	}
+	m.appends.WithLabelValues(appendResult(err, dup)).Inc()
+	if err == nil {
+		m.appendDuration.Observe(time.Since(start).Seconds())
+	}
+}
+
+func appendResult(err error, dup bool) string {
+	switch {
+	case err == nil && dup:
+		return "duplicate"
+	case err == nil:
+		return "ok"
+	case errors.Is(err, ErrStaleSequence):
+		return "stale_sequence"
+	case errors.Is(err, ErrBusy):
+		return "busy"
+	case errors.Is(err, ErrNotLeader):
+		return "not_leader"
+	case errors.Is(err, ErrAborted):
+		return "aborted"
+	case errors.Is(err, ErrUnavailable):
+		return "unavailable"
+	case errors.Is(err, ErrTooLarge):
+		return "too_large"
+	case errors.Is(err, ErrChecksum):
+		return "checksum"
+	case errors.Is(err, ErrClosed):
+		return "closed"
+	}
+	return "other"
+}
+
+func (m *Metrics) batchProposed(ops int) {
+	if m != nil {
+		m.batchOps.Observe(float64(ops))
+	}
+}
+
+func (m *Metrics) checkpointed(start time.Time) {
+	if m != nil {
+		m.checkpoints.Inc()
+		m.checkpointDur.Observe(time.Since(start).Seconds())
+	}
+}
+
+// copyStarted and copyEnded bracket sending or restoring a state copy.
+func (m *Metrics) copyStarted() {
+	if m != nil {
+		m.copiesActive.Inc()
+	}
+}
+
+func (m *Metrics) copyEnded(direction string, bytes int64, err error) {
+	if m == nil {
+		return
+	}
+	m.copiesActive.Dec()
+	if direction == "sent" {
+		m.copySent.Add(float64(bytes))
+	} else {
+		m.copyReceived.Add(float64(bytes))
+	}
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	m.copies.WithLabelValues(direction, result).Inc()
+}
+
+// countingWriter counts the bytes written through it.
+type countingWriter struct {
+	w interface{ Write([]byte) (int, error) }
+	n atomic.Int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// partitionCollector exports per-partition gauges at scrape time.
+type partitionCollector struct{ r *Replicator }
+
+var (
+	descPartitions = prometheus.NewDesc(metricsNamespace+"_partitions", "Partitions this node hosts a replica of.", nil, nil)
+	descLeader     = prometheus.NewDesc(metricsNamespace+"_partition_leader", "1 if this node's replica leads the partition.", []string{"partition"}, nil)
+	descApplied    = prometheus.NewDesc(metricsNamespace+"_partition_applied_lsn", "Last LSN applied by this node's replica.", []string{"partition"}, nil)
+	descCommitted  = prometheus.NewDesc(metricsNamespace+"_partition_committed_lsn", "Last LSN this replica knows to be committed.", []string{"partition"}, nil)
+	descFirst      = prometheus.NewDesc(metricsNamespace+"_partition_first_lsn", "First LSN this replica's log retains.", []string{"partition"}, nil)
+	descEpoch      = prometheus.NewDesc(metricsNamespace+"_partition_epoch", "Epoch of the last op applied.", []string{"partition"}, nil)
+	descPending    = prometheus.NewDesc(metricsNamespace+"_partition_pending_appends", "Appends queued or in flight on this leader.", []string{"partition"}, nil)
+	descWALBytes   = prometheus.NewDesc(metricsNamespace+"_wal_bytes", "Bytes of this replica's operation log.", []string{"partition"}, nil)
+	descWALSegs    = prometheus.NewDesc(metricsNamespace+"_wal_segments", "Segment files of this replica's operation log.", []string{"partition"}, nil)
+	descLag        = prometheus.NewDesc(metricsNamespace+"_replica_lag_ops", "Ops a replica is behind the leader, as of its last progress report; exported by the leader only.", []string{"partition", "replica"}, nil)
+)
+
+func (c *partitionCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descPartitions, descLeader, descApplied, descCommitted, descFirst, descEpoch, descPending, descWALBytes, descWALSegs, descLag} {
+		ch <- d
+	}
+}
+
+func (c *partitionCollector) Collect(ch chan<- prometheus.Metric) {
+	c.r.mu.RLock()
+	parts := make([]*partition, 0, len(c.r.parts))
+	for _, p := range c.r.parts {
+		parts = append(parts, p)
+	}
+	c.r.mu.RUnlock()
+	ch <- prometheus.MustNewConstMetric(descPartitions, prometheus.GaugeValue, float64(len(parts)))
+	for _, p := range parts {
+		s, err := p.state()
+		if err != nil {
+			continue
+		}
+		id := strconv.FormatUint(uint64(p.id), 10)
+		gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, append([]string{id}, labels...)...)
+		}
+		leader := p.isLeader()
+		applied := LSN(s.applied.Load())
+		gauge(descLeader, b2f(leader))
+		gauge(descApplied, float64(applied))
+		gauge(descEpoch, float64(s.epoch.Load()))
+		st := s.wal.Stats()
+		gauge(descFirst, float64(st.First))
+		gauge(descWALBytes, float64(st.Bytes))
+		gauge(descWALSegs, float64(st.Segments))
+		p.batcher.mu.Lock()
+		pending := p.batcher.pendingOps
+		p.batcher.mu.Unlock()
+		gauge(descPending, float64(pending))
+		committed := applied
+		s.progressMu.Lock()
+		if !leader {
+			if r, ok := s.progress[ReplicaID(p.leader.Load())]; ok && r.applied > committed {
+				committed = r.applied
+			}
+		} else {
+			for id, r := range s.progress {
+				if id != p.replica {
+					lag := 0.0
+					if applied > r.applied {
+						lag = float64(applied - r.applied)
+					}
+					gauge(descLag, lag, strconv.FormatUint(uint64(id), 10))
+				}
+			}
+		}
+		s.progressMu.Unlock()
+		gauge(descCommitted, float64(committed))
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r interface{ Read([]byte) (int, error) }
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}

@@ -1,0 +1,78 @@
+package replicator_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+
+	"github.com/lockstitch/lockstitch/replicator"
+)
+
+func TestMetrics(t *testing.T) {
+	regs := map[string]*prometheus.Registry{}
+	c := newCluster(t, 3, func(cfg *replicator.Config) {
+		reg := prometheus.NewRegistry()
+		regs[cfg.RaftAddress] = reg
+		cfg.Registerer = reg
+	})
+	c.create(1)
+	appendN(t, c, 1, 0, 40)
+	l := c.leader(1)
+	reg := regs[c.nodes[l].cfg.RaftAddress]
+	waitFor(t, "lag gauges for both followers at 0", 10*time.Second, func() bool {
+		n, err := testutil.GatherAndCount(reg, "lockstitch_replica_lag_ops")
+		if err != nil || n != 2 {
+			return false
+		}
+		st, _ := c.partition(l, 1).Status(context.Background())
+		for _, r := range st.Replicas {
+			if r.Lag != 0 || !r.Reported {
+				return false
+			}
+		}
+		return true
+	})
+	want := `
+# HELP lockstitch_partition_applied_lsn Last LSN applied by this node's replica.
+# TYPE lockstitch_partition_applied_lsn gauge
+lockstitch_partition_applied_lsn{partition="1"} 40
+# HELP lockstitch_partition_leader 1 if this node's replica leads the partition.
+# TYPE lockstitch_partition_leader gauge
+lockstitch_partition_leader{partition="1"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "lockstitch_partition_applied_lsn", "lockstitch_partition_leader"); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ok float64
+	for _, mf := range mfs {
+		if mf.GetName() == "lockstitch_appends_total" {
+			for _, m := range mf.GetMetric() {
+				if m.GetLabel()[0].GetValue() == "ok" {
+					ok = m.GetCounter().GetValue()
+				}
+			}
+		}
+		if mf.GetName() == "lockstitch_append_duration_seconds" && mf.GetMetric()[0].GetHistogram().GetSampleCount() == 0 {
+			t.Error("append latency histogram is empty")
+		}
+	}
+	if ok < 1 {
+		t.Errorf("appends_total{result=ok} = %v on the leader", ok)
+	}
+	problems, err := promlint.NewWithMetricFamilies(mfs).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+	}
+}
