@@ -45,7 +45,7 @@ type batch struct {
 	buf     []byte
 	waiters []Completion
 	starts  []time.Time // when each op was queued
-	bytes   int64 // payload bytes, for the pending bound
+	bytes   int64       // payload bytes, for the pending bound
 	opened  time.Time
 }
 
