@@ -57,15 +57,18 @@ func (p *partition) maintain(now time.Time) {
 }
 
 // reportProgress proposes a progress entry when this replica's applied
-// LSN has moved since its last report, at most once per ProgressInterval.
+// LSN differs from its last committed report, at most once per
+// ProgressInterval; a report that does not commit is sent again.
 func (p *partition) reportProgress(s *stateMachine, now time.Time) {
 	applied := LSN(s.applied.Load())
-	if applied == p.lastReport || now.Sub(p.lastReportAt) < p.r.cfg.ProgressInterval ||
+	if applied == LSN(p.reported.Load()) || now.Sub(p.lastReportAt) < p.r.cfg.ProgressInterval ||
 		p.meta.Kind == Witness || p.leader.Load() == 0 {
 		return
 	}
-	p.lastReport, p.lastReportAt = applied, now
-	p.proposeInternal(appendProgressEntry(nil, p.replica, applied))
+	p.lastReportAt = now
+	p.proposeInternal(appendProgressEntry(nil, p.replica, applied), func() {
+		p.reported.Store(uint64(applied))
+	})
 }
 
 // registerAddress records this node's client address in the partition
@@ -82,19 +85,23 @@ func (p *partition) registerAddress(s *stateMachine, now time.Time) {
 		return
 	}
 	p.addrAt = now
-	p.proposeInternal(appendAddrEntry(nil, p.replica, addr))
+	p.proposeInternal(appendAddrEntry(nil, p.replica, addr), nil)
 }
 
-// proposeInternal proposes an entry of the replicator's own and forgets
-// it: these entries are idempotent and retried by the maintenance loop.
-func (p *partition) proposeInternal(cmd []byte) {
+// proposeInternal proposes an entry of the replicator's own, calling
+// committed if it commits. These entries are idempotent; the maintenance
+// loop proposes them again when they do not take.
+func (p *partition) proposeInternal(cmd []byte, committed func()) {
 	rs, err := p.r.nh.Propose(p.session, cmd, p.r.cfg.ProposalTimeout)
 	if err != nil {
 		return
 	}
 	go func() {
-		<-rs.ResultC()
+		res := <-rs.ResultC()
 		rs.Release()
+		if res.Completed() && committed != nil {
+			committed()
+		}
 	}()
 }
 

@@ -46,8 +46,11 @@ type partition struct {
 	// was requested: its state includes every op committed before then.
 	freshAt atomic.Int64 // unix nanoseconds
 
+	// reported is the applied LSN of this replica's last committed
+	// progress report.
+	reported atomic.Uint64
+
 	// Maintenance state, used by the maintenance goroutine only.
-	lastReport    LSN
 	lastReportAt  time.Time
 	addrAt        time.Time
 	lastRetention time.Time
