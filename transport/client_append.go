@@ -96,6 +96,9 @@ func (f AppendFuture) Wait(ctx context.Context) (AppendResult, error) {
 			c.sendErr = err // the backoff was cut short: retry at the next Wait
 			return AppendResult{}, ctx.Err()
 		}
+		if err != nil && cl.isClosed() {
+			err = ErrClosed
+		}
 		res := c.res
 		if err != nil {
 			res = AppendResult{}

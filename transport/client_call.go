@@ -116,6 +116,9 @@ func (cl *Client) do(ctx context.Context, c *call) (abandoned bool, err error) {
 			}
 		}
 		if !cl.retry(ctx, c, err) {
+			if cl.isClosed() {
+				err = ErrClosed
+			}
 			return false, err
 		}
 	}

@@ -284,3 +284,44 @@ func testContext(t testing.TB) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// nopHandler completes appends at once and answers reads with 8 fixed
+// records: the cheapest possible handler, for benchmarks and allocation
+// tests.
+type nopHandler struct{}
+
+var nopRecords = func() []wal.Record {
+	recs := make([]wal.Record, 8)
+	for i := range recs {
+		recs[i] = wal.Record{LSN: wal.LSN(i + 1), Epoch: 1, Payload: make([]byte, 100)}
+	}
+	return recs
+}()
+
+func (nopHandler) Append(req *AppendRequest, done AppendCompletion) {
+	done.Complete(AppendResult{LSN: wal.LSN(req.Sequence), Epoch: 1})
+}
+
+func (nopHandler) AppendBatch(req *AppendBatchRequest, done BatchCompletion) {
+	done.Fail(ErrInvalidArgument)
+}
+
+func (nopHandler) Read(ctx context.Context, req *ReadRequest, res *ReadResult) error {
+	for i := req.From; i <= wal.LSN(len(nopRecords)) && res.Add(&nopRecords[i-1]); i++ {
+	}
+	res.Committed = wal.LSN(len(nopRecords))
+	return nil
+}
+
+func (nopHandler) Subscribe(ctx context.Context, req *SubscribeRequest, s *Stream) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func (nopHandler) Query(ctx context.Context, req *QueryRequest, res *QueryResult) error {
+	return ErrInvalidArgument
+}
+
+func (nopHandler) Status(ctx context.Context, req *StatusRequest) (*NodeStatus, error) {
+	return &NodeStatus{}, nil
+}
