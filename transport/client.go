@@ -30,6 +30,7 @@ type Client struct {
 	mu        sync.RWMutex
 	parts     map[PartitionID]*partState
 	endpoints map[string]*endpoint
+	conns     map[*clientConn]struct{} // every open connection, draining ones too
 
 	closed atomic.Bool
 	done   chan struct{} // closed by Close
@@ -76,6 +77,7 @@ func Dial(ctx context.Context, cfg ClientConfig, addrs ...string) (*Client, erro
 		producer:  cfg.ProducerID,
 		parts:     make(map[PartitionID]*partState),
 		endpoints: make(map[string]*endpoint),
+		conns:     make(map[*clientConn]struct{}),
 		done:      make(chan struct{}),
 	}
 	if cl.log == nil {
@@ -111,18 +113,13 @@ func (cl *Client) Close() error {
 	}
 	close(cl.done)
 	cl.mu.Lock()
-	eps := make([]*endpoint, 0, len(cl.endpoints))
-	for _, ep := range cl.endpoints {
-		eps = append(eps, ep)
+	conns := make([]*clientConn, 0, len(cl.conns))
+	for cc := range cl.conns {
+		conns = append(conns, cc)
 	}
 	cl.mu.Unlock()
-	for _, ep := range eps {
-		ep.mu.Lock()
-		cc := ep.conn
-		ep.mu.Unlock()
-		if cc != nil {
-			cc.close()
-		}
+	for _, cc := range conns {
+		cc.close()
 	}
 	cl.wg.Wait()
 	return nil

@@ -45,6 +45,16 @@ type clientSlot struct {
 	sub  *subAttempt
 }
 
+// next starts a new use of the slot and returns its correlation id,
+// never 0 (reserved): generation 0 is skipped.
+func (s *clientSlot) next(slot uint32) uint64 {
+	s.gen++
+	if s.gen == 0 {
+		s.gen = 1
+	}
+	return uint64(s.gen)<<32 | uint64(slot)
+}
+
 // dialConn opens a connection to addr and performs the handshake, bounded
 // by DialTimeout and ctx.
 func (cl *Client) dialConn(ctx context.Context, ep *endpoint) (*clientConn, error) {
@@ -61,6 +71,9 @@ func (cl *Client) dialConn(ctx context.Context, ep *endpoint) (*clientConn, erro
 		cc.fr.release()
 		return nil, err
 	}
+	cl.mu.Lock()
+	cl.conns[cc] = struct{}{}
+	cl.mu.Unlock()
 	cl.wg.Add(2)
 	go func() {
 		defer cl.wg.Done()
@@ -186,9 +199,8 @@ func (cc *clientConn) start(ctx context.Context, c *call) error {
 		return cc.lostErr()
 	}
 	s := &cc.slots[slot]
-	s.gen++
 	s.call = c
-	id := uint64(s.gen)<<32 | uint64(slot)
+	id := s.next(slot)
 	c.conn = cc
 	c.state.Store(callInFlight)
 	b = c.encode(b, id, cc.cl.producer)
@@ -296,6 +308,9 @@ func (cc *clientConn) fail(err error) {
 	cc.nc.Close()
 	close(cc.dead)
 	cc.ep.forget(cc)
+	cc.cl.mu.Lock()
+	delete(cc.cl.conns, cc)
+	cc.cl.mu.Unlock()
 	if !cc.cl.isClosed() && !errors.Is(err, net.ErrClosed) {
 		cc.cl.log.Info("transport: connection lost", "addr", cc.ep.addr, "err", err)
 	}

@@ -226,9 +226,8 @@ func (s *Subscription) start(ctx context.Context) error {
 		return cc.lostErr()
 	}
 	sl := &cc.slots[slot]
-	sl.gen++
 	sl.sub = a
-	a.id = uint64(sl.gen)<<32 | uint64(slot)
+	a.id = sl.next(slot)
 	b = appendSubscribe(b, a.id, &SubscribeRequest{Partition: s.partition, Marker: s.marker, CreditBytes: s.winBytes, CreditOps: s.winOps})
 	cc.out.unlock(b)
 	s.mu.Lock()

@@ -226,3 +226,15 @@ func TestClientClose(t *testing.T) {
 	}
 	close(h.release)
 }
+
+// TestCorrelationIDNeverZero checks that a slot's generation skips 0 when
+// it wraps, so that a request never gets the reserved id 0.
+func TestCorrelationIDNeverZero(t *testing.T) {
+	s := clientSlot{gen: ^uint32(0)}
+	if id := s.next(0); id == 0 || s.gen != 1 {
+		t.Fatalf("after the wrap: id %#x, generation %d", id, s.gen)
+	}
+	if id := s.next(3); id != 2<<32|3 {
+		t.Fatalf("id %#x", id)
+	}
+}
