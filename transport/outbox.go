@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"net"
+	"runtime"
 	"sync"
 	"time"
 
@@ -11,6 +12,10 @@ import (
 
 // outPool holds the write buffers of connections, client and server.
 var outPool bytebufferpool.Pool
+
+// yieldBelow is the queue size under which the writer yields once before
+// writing, to coalesce frames that producers are about to queue.
+const yieldBelow = 16 << 10
 
 // maxKeptWriteBuffer is the capacity above which a write buffer goes back
 // to the pool after a write instead of being kept by its connection.
@@ -154,6 +159,14 @@ func (o *outbox) run(nc net.Conn, timeout, idle time.Duration, onIdle func()) er
 			}
 			wrote = false
 			continue
+		}
+		// Let producers that are running add to a small queue before
+		// taking it: one write of many frames instead of many writes.
+		o.mu.Lock()
+		small := len(o.buf.B) < yieldBelow
+		o.mu.Unlock()
+		if small {
+			runtime.Gosched()
 		}
 		o.mu.Lock()
 		o.buf, spare = spare, o.buf
