@@ -476,3 +476,37 @@ func (h *stallHandler) Append(req *AppendRequest, done AppendCompletion) {
 	}()
 	h.once.Do(func() { close(h.started) })
 }
+
+// TestSubscribeAndQueryFollowLeader checks that subscriptions and queries
+// follow NotLeader hints as appends do.
+func TestSubscribeAndQueryFollowLeader(t *testing.T) {
+	leader := newFakeHandler()
+	_, leaderAddr := startServer(t, leader, testServerConfig())
+	follower := newFakeHandler()
+	follower.notLeader[5] = leaderAddr
+	_, followerAddr := startServer(t, follower, testServerConfig())
+	ctx := testContext(t)
+	// Fill the leader through its own client, so the follower's client
+	// has learnt nothing yet.
+	lc := dialTest(t, testClientConfig(), leaderAddr)
+	for i := range 3 {
+		if _, err := lc.Append(ctx, 5, []byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl := dialTest(t, testClientConfig(), followerAddr)
+	sub, err := cl.Subscribe(ctx, 5, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	var rec wal.Record
+	if err := sub.Next(ctx, &rec); err != nil || rec.LSN != 2 {
+		t.Fatalf("first record through the follower's hint: LSN %d, %v", rec.LSN, err)
+	}
+	cl2 := dialTest(t, testClientConfig(), followerAddr)
+	q, err := cl2.Query(ctx, 5, QueryOptions{Consistency: Linearizable}, []byte("k"), nil)
+	if err != nil || q.LSN != 3 {
+		t.Fatalf("query through the follower's hint: %+v, %v", q, err)
+	}
+}
