@@ -56,8 +56,8 @@ type ClientConfig struct {
 
 	// SubscribeWindowOps and SubscribeWindowBytes are the credit a
 	// Subscription grants: at most that many ops and bytes are in flight
-	// to it or buffered in it. The byte window is raised to the server's
-	// frame limit when lower, so that any record can get through.
+	// to it or buffered in it. The byte window is raised to MaxFrameBytes
+	// when lower, so that any record the server may send gets through.
 	SubscribeWindowOps   int
 	SubscribeWindowBytes int64
 }

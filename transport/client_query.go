@@ -43,8 +43,9 @@ func (cl *Client) Status(ctx context.Context, addr string) (*NodeStatus, error) 
 	return cl.status(ctx, addr, true, StatusRequest{})
 }
 
-// PartitionStatus returns the status of partition p as its leader sees
-// it (with every replica's progress).
+// PartitionStatus returns the status of partition p as the node the
+// Client routes p's requests to sees it: the leader, with every replica's
+// progress, once a call has found the leader; any node before that.
 func (cl *Client) PartitionStatus(ctx context.Context, p PartitionID) (*PartitionStatus, error) {
 	st, err := cl.status(ctx, "", false, StatusRequest{OnePartition: true, Partition: p})
 	if err != nil {
