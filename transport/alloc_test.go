@@ -57,8 +57,9 @@ func TestCodecAllocs(t *testing.T) {
 
 // TestRoundTripAllocs asserts that, in steady state, an append round trip
 // through the real client and server over loopback allocates nothing,
-// synchronous or pipelined with futures. (A Read allocates on the server:
-// a goroutine and a cancellable context per request.)
+// synchronous or pipelined with futures, with plugin results taken by
+// WaitResult into a reused buffer. (A Read allocates on the server: a
+// goroutine and a cancellable context per request.)
 func TestRoundTripAllocs(t *testing.T) {
 	_, addr := startServer(t, nopHandler{}, testServerConfig())
 	cl := dialTest(t, testClientConfig(), addr)
@@ -85,7 +86,21 @@ func TestRoundTripAllocs(t *testing.T) {
 			}
 		}
 	}
-	for name, f := range map[string]func(){"append": sync, "append async x64": pipelined} {
+	_, resultAddr := startServer(t, resultHandler{}, testServerConfig())
+	resultCl := dialTest(t, testClientConfig(), resultAddr)
+	result := make([]byte, 0, len(payload))
+	withResult := func() {
+		for i := range futures {
+			futures[i] = resultCl.AppendAsync(ctx, 1, payload)
+		}
+		for _, f := range futures {
+			res, err := f.WaitResult(ctx, result[:0])
+			if err != nil || len(res.Result) != len(payload) {
+				t.Fatalf("result of %d bytes, %v", len(res.Result), err)
+			}
+		}
+	}
+	for name, f := range map[string]func(){"append": sync, "append async x64": pipelined, "append async x64 with results": withResult} {
 		warm(f)
 		if n := testing.AllocsPerRun(500, f); n != 0 {
 			t.Errorf("%s: %v allocations per run, want 0", name, n)

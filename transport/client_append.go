@@ -67,8 +67,16 @@ func (cl *Client) AppendAsync(ctx context.Context, p PartitionID, payload []byte
 
 // Wait returns the result of the append, retrying it as Append does if it
 // failed for a retryable reason. If ctx ends first, Wait returns ctx's
-// error and the future may be waited for again.
+// error and the future may be waited for again. A plugin result is
+// returned in a new slice (nil when empty); see WaitResult.
 func (f AppendFuture) Wait(ctx context.Context) (AppendResult, error) {
+	return f.WaitResult(ctx, nil)
+}
+
+// WaitResult is Wait, with the plugin result appended to dst and returned
+// as AppendResult.Result (dst as it was when the result is empty), so
+// that a caller that reuses dst allocates nothing.
+func (f AppendFuture) WaitResult(ctx context.Context, dst []byte) (AppendResult, error) {
 	c := f.c
 	if c == nil || c.gen != f.gen {
 		panic("transport: AppendFuture waited for after it returned its result")
@@ -99,13 +107,9 @@ func (f AppendFuture) Wait(ctx context.Context) (AppendResult, error) {
 		if err != nil && cl.isClosed() {
 			err = ErrClosed
 		}
-		res := c.res
-		if err != nil {
-			res = AppendResult{}
-		} else if len(res.Result) > 0 {
-			res.Result = bytes.Clone(res.Result)
-		} else {
-			res.Result = nil
+		res := AppendResult{Result: dst}
+		if err == nil {
+			res = AppendResult{LSN: c.res.LSN, Epoch: c.res.Epoch, Result: append(dst, c.res.Result...)}
 		}
 		cl.putCall(c)
 		return res, err
