@@ -58,8 +58,9 @@ func TestCodecAllocs(t *testing.T) {
 // TestRoundTripAllocs asserts that, in steady state, an append round trip
 // through the real client and server over loopback allocates nothing,
 // synchronous or pipelined with futures, with plugin results taken by
-// WaitResult into a reused buffer. (A Read allocates on the server: a
-// goroutine and a cancellable context per request.)
+// WaitResult into a reused buffer; nor does a subscription streaming
+// records. (A Read allocates on the server: a goroutine and a cancellable
+// context per request.)
 func TestRoundTripAllocs(t *testing.T) {
 	_, addr := startServer(t, nopHandler{}, testServerConfig())
 	cl := dialTest(t, testClientConfig(), addr)
@@ -100,7 +101,27 @@ func TestRoundTripAllocs(t *testing.T) {
 			}
 		}
 	}
-	for name, f := range map[string]func(){"append": sync, "append async x64": pipelined, "append async x64 with results": withResult} {
+	_, streamAddr := startServer(t, streamHandler{}, testServerConfig())
+	streamCl := dialTest(t, testClientConfig(), streamAddr)
+	sub, err := streamCl.Subscribe(ctx, 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	var rec wal.Record
+	follow := func() {
+		for range 1000 {
+			if err := sub.Next(ctx, &rec); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for name, f := range map[string]func(){
+		"append":                        sync,
+		"append async x64":              pipelined,
+		"append async x64 with results": withResult,
+		"subscription x1000":            follow,
+	} {
 		warm(f)
 		if n := testing.AllocsPerRun(500, f); n != 0 {
 			t.Errorf("%s: %v allocations per run, want 0", name, n)
