@@ -510,3 +510,42 @@ func TestSubscribeAndQueryFollowLeader(t *testing.T) {
 		t.Fatalf("query through the follower's hint: %+v, %v", q, err)
 	}
 }
+
+// damagedHandler serves one record whose payload no longer matches the
+// CRC stored with it, as memory corruption after a verified log read
+// would leave it.
+type damagedHandler struct{ *fakeHandler }
+
+func damagedRecord(lsn wal.LSN) *wal.Record {
+	return &wal.Record{LSN: lsn, Epoch: 1, CRC: wal.Checksum([]byte("original")), Payload: []byte("damaged!")}
+}
+
+func (damagedHandler) Read(ctx context.Context, req *ReadRequest, res *ReadResult) error {
+	res.Add(damagedRecord(req.From))
+	return nil
+}
+
+func (damagedHandler) Subscribe(ctx context.Context, req *SubscribeRequest, s *Stream) error {
+	return s.Send(damagedRecord(s.Next()))
+}
+
+// TestDamagedRecordRefused checks that the server refuses to send a record
+// whose payload does not match its stored CRC.
+func TestDamagedRecordRefused(t *testing.T) {
+	_, addr := startServer(t, damagedHandler{newFakeHandler()}, testServerConfig())
+	cfg := testClientConfig()
+	cfg.MaxAttempts = 2
+	cl := dialTest(t, cfg, addr)
+	ctx := testContext(t)
+	if err := cl.Read(ctx, 1, 1, ReadOptions{}, new(Records)); !errors.Is(err, ErrChecksum) {
+		t.Fatalf("Read of a damaged record: %v", err)
+	}
+	sub, err := cl.Subscribe(ctx, 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if err := sub.Next(ctx, new(wal.Record)); !errors.Is(err, ErrChecksum) {
+		t.Fatalf("Next on a damaged record: %v", err)
+	}
+}

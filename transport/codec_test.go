@@ -428,3 +428,26 @@ func TestReadResultLimits(t *testing.T) {
 		}
 	})
 }
+
+// TestStoredCRCChecked checks that a record whose payload no longer
+// matches its stored CRC is refused when encoded for the wire, by
+// ReadResult.Add and appendChecked (which Stream.Send uses).
+func TestStoredCRCChecked(t *testing.T) {
+	good := wal.Record{LSN: 5, Epoch: 1, Payload: []byte("intact")}
+	good.CRC = wal.Checksum(good.Payload)
+	bad := good
+	bad.Payload = []byte("damage")
+	var r ReadResult
+	r.reset(nil, &ReadRequest{From: 5, MaxOps: 10, MaxBytes: 1 << 20}, 1<<20)
+	if r.Add(&bad) || r.Len() != 0 || !errors.Is(r.err, ErrChecksum) {
+		t.Fatalf("a damaged record was added (%d) or not flagged (%v)", r.Len(), r.err)
+	}
+	if _, err := appendChecked(nil, &good); err != nil {
+		t.Fatal(err)
+	}
+	unknown := bad
+	unknown.CRC = 0
+	if _, err := appendChecked(nil, &unknown); err != nil {
+		t.Fatalf("a record without a stored CRC was refused: %v", err)
+	}
+}

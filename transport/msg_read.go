@@ -46,6 +46,22 @@ func decodeRead(body []byte, r *ReadRequest) error {
 	return nil
 }
 
+// appendChecked appends the log frame of rec to dst, as wal.AppendRecord
+// does, and checks that the payload CRC-32C it computes equals rec.CRC
+// (the CRC stored with the op, which wal reads fill in after verifying
+// it), so that a payload damaged in memory between the log and the
+// socket is refused rather than sent with a fresh, matching CRC. A zero
+// rec.CRC means unknown and is not checked. On a mismatch dst is returned
+// unchanged.
+func appendChecked(dst []byte, rec *wal.Record) ([]byte, error) {
+	n := len(dst)
+	dst = wal.AppendRecord(dst, rec)
+	if got := binary.LittleEndian.Uint32(dst[n+4:]); rec.CRC != 0 && got != rec.CRC {
+		return dst[:n], fmt.Errorf("%w: record %d: payload CRC-32C %08x, stored %08x", ErrChecksum, rec.LSN, got, rec.CRC)
+	}
+	return dst, nil
+}
+
 // ReadResult collects the answer to a ReadRequest. A Handler adds records
 // with Add, in LSN order from the request's From, and sets Committed.
 type ReadResult struct {
@@ -59,6 +75,7 @@ type ReadResult struct {
 	maxBytes int // limit on record bytes asked for
 	maxFrame int // limit on record bytes the frame can carry
 	tooLarge bool
+	err      error // a record refused by its CRC
 }
 
 // reset prepares r to collect the answer to req in buf, which must be
@@ -81,9 +98,11 @@ func (r *ReadResult) reset(buf []byte, req *ReadRequest, maxFrame int) {
 // starting at the request's From: Add panics otherwise, because a reader
 // that skips or repeats an LSN is broken. Add copies rec; rec.Payload may
 // be reused once Add returns. It computes the frame (and the payload
-// CRC-32C) from rec, as wal.AppendRecord does.
+// CRC-32C) from rec, as wal.AppendRecord does, and refuses a record whose
+// rec.CRC (unless 0) differs from its payload's: the server then answers
+// ErrChecksum.
 func (r *ReadResult) Add(rec *wal.Record) bool {
-	if r.ops >= r.maxOps {
+	if r.ops >= r.maxOps || r.err != nil {
 		return false
 	}
 	if rec.LSN != r.next {
@@ -100,7 +119,11 @@ func (r *ReadResult) Add(rec *wal.Record) bool {
 	if r.ops > 0 && used+size > r.maxBytes {
 		return false
 	}
-	r.buf = wal.AppendRecord(r.buf, rec)
+	var err error
+	if r.buf, err = appendChecked(r.buf, rec); err != nil {
+		r.err = err
+		return false
+	}
 	r.ops++
 	r.next++
 	return r.ops < r.maxOps && r.bytes() < r.maxBytes

@@ -145,6 +145,9 @@ func (c *serverConn) serveRead(ctx context.Context, ref callRef, id uint64, req 
 	var res ReadResult
 	res.reset(bb.B[:0], req, c.maxOut-readResultFixed)
 	err := c.srv.h.Read(ctx, req, &res)
+	if err == nil && res.err != nil {
+		err = res.err
+	}
 	if err == nil && res.ops == 0 && res.tooLarge {
 		err = fmt.Errorf("%w: record %d does not fit in a frame the client accepts", ErrTooLarge, req.From)
 	}

@@ -78,7 +78,8 @@ func (s *Stream) SetCommitted(lsn wal.LSN) {
 // Flush when no more records are at hand. rec is copied: rec.Payload may
 // be reused once Send returns. The frame is computed from rec as
 // wal.AppendRecord does, with the payload's CRC-32C, which the subscriber
-// verifies.
+// verifies; a record whose rec.CRC (unless 0, unknown) differs from its
+// payload's is refused with ErrChecksum.
 //
 // Records must come in LSN order from the subscription's Marker+1 with
 // epochs that never decrease: Send panics otherwise. It fails with
@@ -110,7 +111,10 @@ func (s *Stream) Send(rec *wal.Record) error {
 			return s.ctx.Err()
 		}
 	}
-	s.buf.B = wal.AppendRecord(s.buf.B, rec)
+	var err error
+	if s.buf.B, err = appendChecked(s.buf.B, rec); err != nil {
+		return err
+	}
 	s.ops++
 	s.next++
 	s.epoch = rec.Epoch
