@@ -58,7 +58,8 @@ type ClientConfig struct {
 	// Subscription grants: at most that many ops and bytes are in flight
 	// to it or buffered in it. The byte window is raised to MaxFrameBytes
 	// when lower, so that any record the server may send gets through.
-	SubscribeWindowOps   int
+	SubscribeWindowOps int
+	// SubscribeWindowBytes is the byte credit, in log frame bytes.
 	SubscribeWindowBytes int64
 }
 
