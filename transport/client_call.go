@@ -1,0 +1,294 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+
+	"github.com/lockstitch/lockstitch/wal"
+)
+
+// States of a call.
+const (
+	callIdle      int32 = iota // owned by its caller, not in flight
+	callInFlight               // registered on a connection, awaiting its answer
+	callDelivered              // answered; done has been signalled
+	callAbandoned              // its caller gave up; the connection recycles it when answered
+)
+
+// call is one request of the Client, pooled and reused: it carries the
+// request, receives the answer on the connection's reader goroutine and
+// wakes its waiter through done. It is retried, with the same producer id
+// and sequence for an append, until it succeeds, fails for good, or runs
+// out of attempts.
+type call struct {
+	cl    *Client
+	kind  FrameType
+	gen   uint64       // incremented when the call returns to the pool
+	state atomic.Int32 // callIdle, ...
+	done  chan struct{}
+
+	sendErr error // AppendAsync: the error to retry at the next Wait
+
+	// Routing: a partition's leader, or a fixed address (Status, Ping).
+	partition PartitionID
+	addr      string
+	byAddr    bool
+	attempt   int
+	conn      *clientConn // where the current attempt went
+
+	// Requests.
+	payload  []byte   // Append; the caller's until the call ends
+	crc      uint32   // Append
+	seq      uint64   // Append, AppendBatch: sequence of the (first) op
+	payloads [][]byte // AppendBatch
+	crcs     []uint32 // AppendBatch
+	read     ReadRequest
+	query    QueryRequest
+	status   StatusRequest
+
+	// Answers, filled by the connection's reader.
+	err       error
+	res       AppendResult   // Append; Result aliases buf
+	batch     []AppendResult // AppendBatch; Results alias buf
+	committed wal.LSN        // Read, Query
+	lsn       wal.LSN        // Query
+	buf       []byte         // answer bytes: plugin results, records, query result
+	node      *NodeStatus    // Status
+}
+
+// getCall returns an idle call of kind t.
+func (cl *Client) getCall(t FrameType) *call {
+	c, _ := cl.calls.Get().(*call)
+	if c == nil {
+		c = &call{cl: cl, done: make(chan struct{}, 1)}
+	}
+	c.kind = t
+	return c
+}
+
+// putCall returns an idle call to the pool, dropping references to the
+// caller's data.
+func (cl *Client) putCall(c *call) {
+	c.gen++
+	c.state.Store(callIdle)
+	c.payload, c.payloads, c.query.Request, c.node, c.err, c.sendErr, c.conn = nil, nil, nil, nil, nil, nil, nil
+	c.addr, c.byAddr, c.attempt = "", false, 0
+	clear(c.batch)
+	c.batch = c.batch[:0]
+	if cap(c.buf) > maxKeptWriteBuffer {
+		c.buf = nil
+	}
+	c.buf = c.buf[:0]
+	cl.calls.Put(c)
+}
+
+// deliver hands the answer (already stored in c) to the waiter, or
+// recycles c if the waiter gave up. Called once per attempt by the
+// connection that carried it.
+func (c *call) deliver() {
+	if c.state.CompareAndSwap(callInFlight, callDelivered) {
+		c.done <- struct{}{}
+		return
+	}
+	// Abandoned: nobody waits.
+	c.cl.putCall(c)
+}
+
+// do runs c until it succeeds, fails with an error that is not retryable,
+// or exhausts ClientConfig.MaxAttempts. If ctx ends while an attempt is in
+// flight, the call is abandoned and do returns ctx's error with abandoned
+// set: the connection recycles c when the answer comes, and the caller
+// must not touch c again.
+func (cl *Client) do(ctx context.Context, c *call) (abandoned bool, err error) {
+	for {
+		err = cl.send(ctx, c)
+		if err == nil {
+			var answered bool
+			if answered, err = c.wait(ctx, true); !answered {
+				return true, err
+			}
+			if err == nil {
+				return false, nil
+			}
+		}
+		if !cl.retry(ctx, c, err) {
+			if cl.isClosed() {
+				err = ErrClosed
+			}
+			return false, err
+		}
+	}
+}
+
+// wait waits for the answer to the attempt in flight and returns its
+// error, with answered set. When ctx ends first, it abandons the call if
+// abandon is set (the connection recycles it when the answer comes; the
+// caller must not touch it again) or else leaves it in flight to be
+// waited for again; either way answered is false.
+func (c *call) wait(ctx context.Context, abandon bool) (answered bool, err error) {
+	select {
+	case <-c.done:
+	case <-ctx.Done():
+		if !abandon {
+			return false, ctx.Err()
+		}
+		if c.state.CompareAndSwap(callInFlight, callAbandoned) {
+			return false, ctx.Err()
+		}
+		<-c.done // answered meanwhile
+	}
+	c.state.Store(callIdle)
+	return true, c.err
+}
+
+// retry decides whether c should be sent again after err: the error is
+// retryable, attempts remain and ctx allows a backoff. It updates the
+// routing (a NotLeader hint, a lost connection) and sleeps the backoff.
+func (cl *Client) retry(ctx context.Context, c *call, err error) bool {
+	if !retryable(err) || ctx.Err() != nil || cl.isClosed() {
+		return false
+	}
+	c.attempt++
+	if c.attempt >= cl.cfg.MaxAttempts {
+		return false
+	}
+	immediate := cl.reroute(c.partition, c.conn, c.byAddr, err)
+	if immediate && c.attempt == 1 {
+		return true // a leader hint: go there at once
+	}
+	t := time.NewTimer(cl.backoff(c.attempt))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	case <-cl.done:
+		return false
+	}
+}
+
+// backoff returns the wait before attempt n (1-based): exponential from
+// BackoffMin to BackoffMax, with full jitter.
+func (cl *Client) backoff(n int) time.Duration {
+	d := cl.cfg.BackoffMax
+	if n < 30 {
+		d = min(cl.cfg.BackoffMin<<(n-1), cl.cfg.BackoffMax)
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// frameSize returns the body size of c's request frame.
+func (c *call) frameSize() int {
+	switch c.kind {
+	case TypeAppend:
+		return appendFixed + len(c.payload)
+	case TypeAppendBatch:
+		n := batchFixed
+		for _, p := range c.payloads {
+			n += batchOpFixed + len(p)
+		}
+		return n
+	case TypeQuery:
+		return queryFixed + len(c.query.Request)
+	}
+	return 0
+}
+
+// encode appends c's request frame with correlation id id.
+func (c *call) encode(b []byte, id uint64, producer uint64) []byte {
+	switch c.kind {
+	case TypeAppend:
+		return appendAppend(b, id, &AppendRequest{Partition: c.partition, Producer: producer, Sequence: c.seq, CRC: c.crc, Payload: c.payload})
+	case TypeAppendBatch:
+		return appendAppendBatch(b, id, &AppendBatchRequest{Partition: c.partition, Producer: producer, Sequence: c.seq}, c.payloads, c.crcs)
+	case TypeRead:
+		return appendRead(b, id, &c.read)
+	case TypeQuery:
+		return appendQuery(b, id, &c.query)
+	case TypeStatus:
+		return appendStatus(b, id, &c.status)
+	case TypePing:
+		return appendPing(b, id)
+	}
+	panic(fmt.Sprintf("transport: encode of a %v call", c.kind))
+}
+
+// receive stores the answer body of type t in c. It returns an error only
+// for a malformed answer, a protocol violation by the server.
+func (c *call) receive(t FrameType, body []byte) error {
+	if t == TypeError {
+		var m errorMsg
+		if err := decodeError(body, &m); err != nil {
+			return err
+		}
+		c.err = errorOf(&m)
+		return nil
+	}
+	if t != c.kind|0x80 {
+		return fmt.Errorf("%w: %v answer to a %v request", ErrProtocol, t, c.kind)
+	}
+	c.err = nil
+	switch t {
+	case TypeAppendResult:
+		var r AppendResult
+		if err := decodeAppendResult(body, &r); err != nil {
+			return err
+		}
+		c.buf = append(c.buf[:0], r.Result...)
+		c.res = AppendResult{LSN: r.LSN, Epoch: r.Epoch, Result: c.buf}
+	case TypeAppendBatchResult:
+		it, err := decodeBatchResults(body)
+		if err != nil {
+			return err
+		}
+		if it.n != len(c.payloads) {
+			return fmt.Errorf("%w: %d results for a batch of %d ops", ErrProtocol, it.n, len(c.payloads))
+		}
+		c.buf = append(c.buf[:0], it.b...) // results alias the copy
+		it.b = c.buf
+		c.batch = c.batch[:0]
+		var r AppendResult
+		for it.next(&r) {
+			c.batch = append(c.batch, r)
+		}
+	case TypeReadResult:
+		committed, records, err := decodeRecords(t, body)
+		if err != nil {
+			return err
+		}
+		c.committed = committed
+		c.buf = append(c.buf[:0], records...)
+	case TypeQueryResult:
+		var r QueryResult
+		if err := decodeQueryResult(body, &r); err != nil {
+			return err
+		}
+		c.lsn, c.committed = r.LSN, r.Committed
+		c.buf = append(c.buf[:0], r.Result...)
+	case TypeStatusResult:
+		var s NodeStatus
+		if err := decodeStatusResult(body, &s); err != nil {
+			return err
+		}
+		c.node = &s
+	case TypePong:
+		if err := decodeEmpty(t, body); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// retryable reports whether a request that failed with err may succeed if
+// sent again, after a backoff or to another node. An append is retried
+// with its producer id and sequence, so a retry never applies it twice.
+func retryable(err error) bool {
+	return errors.Is(err, ErrNotLeader) || errors.Is(err, ErrBusy) ||
+		errors.Is(err, ErrUnavailable) || errors.Is(err, ErrShuttingDown) ||
+		errors.Is(err, ErrChecksum) || errors.Is(err, ErrTimeout)
+}

@@ -1,0 +1,385 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/lockstitch/lockstitch/wal"
+	"github.com/valyala/bytebufferpool"
+)
+
+// subPool holds received Data frames waiting to be consumed.
+var subPool bytebufferpool.Pool
+
+// Subscription follows a partition's committed records from a marker,
+// with flow control: it grants the server credit for
+// ClientConfig.SubscribeWindowOps ops and SubscribeWindowBytes bytes and
+// renews it as records are consumed, so it never buffers more than that.
+// When the connection is lost or the server stops serving it (NotLeader,
+// ShuttingDown, Unavailable), it subscribes again from the last record it
+// delivered, so Next sees every LSN once, in order.
+//
+// Next must be called from one goroutine at a time; Close may be called
+// from any.
+type Subscription struct {
+	cl        *Client
+	partition PartitionID
+	winOps    uint32
+	winBytes  uint64
+
+	// Owned by the goroutine calling Next.
+	marker    wal.LSN // last LSN delivered
+	epoch     uint64  // epoch of the last record delivered
+	committed wal.LSN
+	cur       *bytebufferpool.ByteBuffer // Data frame being consumed
+	off       int
+	usedOps   uint32 // consumed since the last Credit
+	usedBytes uint64
+	failures  int         // consecutive failed attempts
+	lastConn  *clientConn // connection of the last attempt, for routing
+
+	mu     sync.Mutex
+	att    *subAttempt // the attempt in progress, nil between attempts
+	closed bool
+	done   chan struct{} // closed by Close
+}
+
+// subAttempt is one Subscribe request on one connection.
+type subAttempt struct {
+	cc *clientConn
+	id uint64
+	ch chan subMsg // Data frames, then one End or Error
+
+	mu         sync.Mutex // guards the credit the server still holds
+	availOps   uint64
+	availBytes uint64
+}
+
+// subMsg is one frame of a subscription's stream.
+type subMsg struct {
+	buf       *bytebufferpool.ByteBuffer // records, for a Data frame
+	committed wal.LSN
+	err       error // for an Error frame or a lost connection
+	end       bool  // for End
+}
+
+// Subscribe starts following partition p after marker: Next returns the
+// record at marker+1 first. The subscription goes to the partition's
+// leader.
+func (cl *Client) Subscribe(ctx context.Context, p PartitionID, marker wal.LSN) (*Subscription, error) {
+	s := &Subscription{
+		cl:        cl,
+		partition: p,
+		winOps:    uint32(cl.cfg.SubscribeWindowOps),
+		winBytes:  uint64(max(cl.cfg.SubscribeWindowBytes, int64(cl.cfg.MaxFrameBytes))),
+		marker:    marker,
+		committed: marker,
+		done:      make(chan struct{}),
+	}
+	for {
+		err := s.start(ctx)
+		if err == nil {
+			return s, nil
+		}
+		if !s.retry(ctx, err) {
+			return nil, err
+		}
+	}
+}
+
+// Marker returns the LSN of the last record Next delivered.
+func (s *Subscription) Marker() wal.LSN { return s.marker }
+
+// Committed returns the highest commit LSN the serving replica reported.
+func (s *Subscription) Committed() wal.LSN { return s.committed }
+
+// Next fills rec with the next record, waiting for one to commit. The
+// record's payload aliases the Subscription's buffer: it is valid until
+// the next call to Next. Each record's frame and payload CRC-32C are
+// verified (a damaged record fails with an error matching ErrChecksum, and
+// the next call subscribes again from the marker), as are consecutive
+// LSNs and non-decreasing epochs. Next returns io.EOF if the server ended
+// the stream, ErrClosed after Close, and a non-retryable error (such as a
+// *TruncatedError when marker+1 is no longer retained) as it is. In steady
+// state it does not allocate.
+func (s *Subscription) Next(ctx context.Context, rec *wal.Record) error {
+	for {
+		if s.cur != nil {
+			if s.off < len(s.cur.B) {
+				return s.decode(rec)
+			}
+			subPool.Put(s.cur)
+			s.cur = nil
+		}
+		s.mu.Lock()
+		att, closed := s.att, s.closed
+		s.mu.Unlock()
+		if closed {
+			return ErrClosed
+		}
+		if att == nil {
+			if err := s.start(ctx); err != nil {
+				if s.retry(ctx, err) {
+					continue
+				}
+				return err
+			}
+			continue
+		}
+		select {
+		case m := <-att.ch:
+			switch {
+			case m.buf != nil:
+				s.cur, s.off = m.buf, 0
+				s.committed = max(s.committed, m.committed)
+			case m.end:
+				s.endAttempt(att)
+				if s.isClosed() {
+					return ErrClosed
+				}
+				return io.EOF
+			default:
+				s.endAttempt(att)
+				if s.isClosed() {
+					return ErrClosed
+				}
+				if !s.retry(ctx, m.err) {
+					return m.err
+				}
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.done:
+			return ErrClosed
+		}
+	}
+}
+
+// decode delivers the next record of the current frame.
+func (s *Subscription) decode(rec *wal.Record) error {
+	n, err := wal.DecodeRecord(s.cur.B[s.off:], s.cl.cfg.MaxFrameBytes, rec)
+	if err == nil && (rec.LSN != s.marker+1 || rec.Epoch < s.epoch) {
+		err = fmt.Errorf("%w: received LSN %d epoch %d after LSN %d epoch %d", ErrProtocol, rec.LSN, rec.Epoch, s.marker, s.epoch)
+	}
+	if err != nil {
+		if !errors.Is(err, ErrProtocol) {
+			err = fmt.Errorf("%w: record %d received damaged: %w", ErrChecksum, s.marker+1, err)
+		}
+		s.restart()
+		return err
+	}
+	s.off += n
+	s.marker, s.epoch = rec.LSN, rec.Epoch
+	s.failures = 0
+	s.usedOps++
+	s.usedBytes += uint64(n)
+	if s.usedOps >= (s.winOps+1)/2 || s.usedBytes >= (s.winBytes+1)/2 {
+		s.grant()
+	}
+	return nil
+}
+
+// grant renews the server's credit by what has been consumed.
+func (s *Subscription) grant() {
+	s.mu.Lock()
+	a := s.att
+	s.mu.Unlock()
+	if a == nil {
+		return
+	}
+	m := creditMsg{Bytes: s.usedBytes, Ops: s.usedOps}
+	s.usedOps, s.usedBytes = 0, 0
+	a.mu.Lock()
+	a.availOps += uint64(m.Ops)
+	a.availBytes += m.Bytes
+	a.mu.Unlock()
+	b, open := a.cc.out.lock()
+	if open {
+		b = appendCredit(b, a.id, m)
+	}
+	a.cc.out.unlock(b)
+}
+
+// start subscribes from the marker on the partition leader's connection.
+func (s *Subscription) start(ctx context.Context) error {
+	cl := s.cl
+	if cl.isClosed() {
+		return ErrClosed
+	}
+	cc, err := cl.route(ctx, s.partition, "", false)
+	if err != nil {
+		return err
+	}
+	a := &subAttempt{cc: cc, ch: make(chan subMsg, int(s.winOps)+2), availOps: uint64(s.winOps), availBytes: s.winBytes}
+	slot, err := cc.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	b, open := cc.out.lock()
+	if !open || cc.closed.Load() {
+		cc.out.unlock(b)
+		cc.free <- slot
+		return cc.lostErr()
+	}
+	sl := &cc.slots[slot]
+	sl.sub = a
+	a.id = sl.next(slot)
+	b = appendSubscribe(b, a.id, &SubscribeRequest{Partition: s.partition, Marker: s.marker, CreditBytes: s.winBytes, CreditOps: s.winOps})
+	cc.out.unlock(b)
+	s.mu.Lock()
+	closed := s.closed
+	s.att = a
+	s.mu.Unlock()
+	if closed {
+		s.cancel(a)
+	}
+	s.usedOps, s.usedBytes = 0, 0
+	return nil
+}
+
+// retry decides whether to subscribe again after err, with a backoff,
+// updating the partition's routing.
+func (s *Subscription) retry(ctx context.Context, err error) bool {
+	cl := s.cl
+	if !retryable(err) || ctx.Err() != nil || cl.isClosed() || s.isClosed() {
+		return false
+	}
+	s.failures++
+	if s.failures >= cl.cfg.MaxAttempts {
+		return false
+	}
+	if cl.reroute(s.partition, s.lastConn, false, err) && s.failures == 1 {
+		return true
+	}
+	t := time.NewTimer(cl.backoff(s.failures))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+	case <-cl.done:
+	case <-s.done:
+	}
+	return false
+}
+
+// restart drops the current attempt and what it buffered; the next Next
+// subscribes again from the marker.
+func (s *Subscription) restart() {
+	if s.cur != nil {
+		subPool.Put(s.cur)
+		s.cur = nil
+	}
+	s.mu.Lock()
+	a := s.att
+	s.mu.Unlock()
+	if a != nil {
+		s.cancel(a)
+		s.endAttempt(a)
+	}
+}
+
+// endAttempt forgets attempt a, remembering its connection for routing.
+func (s *Subscription) endAttempt(a *subAttempt) {
+	s.mu.Lock()
+	if s.att == a {
+		s.att = nil
+	}
+	s.mu.Unlock()
+	s.lastConn = a.cc
+}
+
+// cancel asks the server to end attempt a.
+func (s *Subscription) cancel(a *subAttempt) {
+	b, open := a.cc.out.lock()
+	if open {
+		b = appendCancel(b, a.id)
+	}
+	a.cc.out.unlock(b)
+}
+
+func (s *Subscription) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// Close ends the subscription: the server is asked to end the stream and
+// Next returns ErrClosed. Close is idempotent and may be called from any
+// goroutine.
+func (s *Subscription) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	a := s.att
+	close(s.done)
+	s.mu.Unlock()
+	if a != nil {
+		s.cancel(a)
+	}
+	return nil
+}
+
+// receive handles a frame of attempt a's stream on the connection's reader
+// goroutine: it checks a Data frame against the credit granted, copies it
+// and queues it for Next. It returns an error for a protocol violation.
+func (a *subAttempt) receive(t FrameType, body []byte) error {
+	switch t {
+	case TypeData:
+		committed, records, err := decodeRecords(t, body)
+		if err != nil {
+			return err
+		}
+		n, ok := countRecords(records)
+		if !ok || n == 0 {
+			return fmt.Errorf("%w: Data frame with malformed records", ErrProtocol)
+		}
+		a.mu.Lock()
+		over := uint64(n) > a.availOps || uint64(len(records)) > a.availBytes
+		if !over {
+			a.availOps -= uint64(n)
+			a.availBytes -= uint64(len(records))
+		}
+		a.mu.Unlock()
+		if over {
+			return fmt.Errorf("%w: Data frame of %d records and %d bytes beyond the credit granted", ErrProtocol, n, len(records))
+		}
+		buf := subPool.Get()
+		buf.B = append(buf.B[:0], records...)
+		select {
+		case a.ch <- subMsg{buf: buf, committed: committed}:
+		default:
+			return fmt.Errorf("%w: Data frames beyond the credit granted", ErrProtocol)
+		}
+	case TypeEnd:
+		if err := decodeEmpty(t, body); err != nil {
+			return err
+		}
+		a.end(subMsg{end: true})
+	case TypeError:
+		var m errorMsg
+		if err := decodeError(body, &m); err != nil {
+			return err
+		}
+		a.end(subMsg{err: errorOf(&m)})
+	default:
+		return fmt.Errorf("%w: %v frame on a subscription", ErrProtocol, t)
+	}
+	return nil
+}
+
+// end queues the last message of the attempt. The channel keeps room for
+// it: Data frames never exceed the op credit, which is below its capacity.
+func (a *subAttempt) end(m subMsg) {
+	select {
+	case a.ch <- m:
+	default:
+	}
+}

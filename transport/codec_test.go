@@ -1,0 +1,453 @@
+package transport
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+
+	"github.com/lockstitch/lockstitch/wal"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden encodings in testdata/golden")
+
+// msgCase is one message encoded by the codec, with a check that decodes
+// a frame of its type and compares it with what was encoded.
+type msgCase struct {
+	name  string
+	frame []byte
+	check func(t *testing.T, h Header, body []byte)
+}
+
+// testRecords returns the log frames of records first..first+n-1.
+func testRecords(first wal.LSN, n int) []byte {
+	var b []byte
+	for i := range n {
+		b = wal.AppendRecord(b, &wal.Record{LSN: first + wal.LSN(i), Epoch: 7, Aux: uint64(i), Payload: []byte{byte(i), 'x', 'y'}})
+	}
+	return b
+}
+
+func msgCases() []msgCase {
+	payload := []byte("hello, lockstitch")
+	appendReq := AppendRequest{Partition: 42, Producer: 0xfeed, Sequence: 9, CRC: wal.Checksum(payload), Payload: payload}
+	appendRes := AppendResult{LSN: 1001, Epoch: 3, Result: []byte("ok")}
+	batchPayloads := [][]byte{[]byte("a"), nil, []byte("ccc")}
+	batchCRCs := []uint32{wal.Checksum(batchPayloads[0]), wal.Checksum(nil), wal.Checksum(batchPayloads[2])}
+	batchReq := AppendBatchRequest{Partition: 7, Producer: 1, Sequence: 100}
+	batchRes := []AppendResult{{LSN: 10, Epoch: 2}, {LSN: 11, Epoch: 2, Result: []byte("r")}, {LSN: 12, Epoch: 2}}
+	readReq := ReadRequest{Partition: 5, From: 17, MaxOps: 100, MaxBytes: 1 << 20}
+	records := testRecords(17, 3)
+	subReq := SubscribeRequest{Partition: 5, Marker: 16, CreditBytes: 8 << 20, CreditOps: 4096}
+	credit := creditMsg{Bytes: 65536, Ops: 128}
+	queryReq := QueryRequest{Partition: 3, Consistency: Bounded, MaxLag: 50, Request: []byte("get k")}
+	queryRes := QueryResult{LSN: 90, Committed: 95, Result: []byte("v")}
+	statusReq := StatusRequest{OnePartition: true, Partition: 3}
+	status := NodeStatus{NodeID: 2, Partitions: []PartitionStatus{{
+		Partition: 3, Role: RoleLeader, Leader: 21, LeaderAddr: "10.0.0.2:7000", Epoch: 4, Committed: 95, Applied: 94,
+		Replicas: []ReplicaStatus{
+			{Replica: 21, Addr: "10.0.0.2:7000", Membership: Voter, Match: 95},
+			{Replica: 31, Addr: "10.0.0.3:7000", Membership: Witness, Match: 90, Lag: 5},
+		},
+	}, {Partition: 4, Role: RoleFollower}}}
+	errMsg := errorMsg{Code: CodeNotLeader, LeaderAddr: "10.0.0.2:7000", Message: "not the leader"}
+	hello := helloMsg{MaxVersion: Version, MinVersion: Version, MaxFrameBytes: 1 << 20, Name: "test", Credentials: []byte("secret")}
+	welcome := welcomeMsg{NodeID: 2, MaxFrameBytes: 1 << 25, MaxInFlight: 4096}
+
+	same := func(t *testing.T, what string, got, want any) {
+		t.Helper()
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("%s: got %+v, want %+v", what, got, want)
+		}
+	}
+	return []msgCase{
+		{"hello", appendHello(nil, &hello), func(t *testing.T, h Header, body []byte) {
+			var m helloMsg
+			if err := decodeHello(body, &m); err != nil {
+				t.Fatal(err)
+			}
+			m.MaxVersion = h.Version
+			same(t, "Hello", m, hello)
+		}},
+		{"welcome", appendWelcome(nil, &welcome), func(t *testing.T, h Header, body []byte) {
+			var m welcomeMsg
+			if err := decodeWelcome(body, &m); err != nil {
+				t.Fatal(err)
+			}
+			same(t, "Welcome", m, welcome)
+		}},
+		{"ping", appendPing(nil, 5), func(t *testing.T, h Header, body []byte) {
+			if err := decodeEmpty(h.Type, body); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"pong", appendPong(nil, 5), func(t *testing.T, h Header, body []byte) {
+			if err := decodeEmpty(h.Type, body); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"append", appendAppend(nil, 1<<32|7, &appendReq), func(t *testing.T, h Header, body []byte) {
+			var r AppendRequest
+			if err := decodeAppend(body, &r); err != nil {
+				t.Fatal(err)
+			}
+			same(t, "Append", r, appendReq)
+		}},
+		{"append_result", appendAppendResult(nil, 1<<32|7, &appendRes), func(t *testing.T, h Header, body []byte) {
+			var r AppendResult
+			if err := decodeAppendResult(body, &r); err != nil {
+				t.Fatal(err)
+			}
+			same(t, "AppendResult", r, appendRes)
+		}},
+		{"append_batch", appendAppendBatch(nil, 8, &batchReq, batchPayloads, batchCRCs), func(t *testing.T, h Header, body []byte) {
+			var r AppendBatchRequest
+			if err := decodeAppendBatch(body, &r); err != nil {
+				t.Fatal(err)
+			}
+			same(t, "AppendBatch", [3]uint64{uint64(r.Partition), r.Producer, r.Sequence}, [3]uint64{7, 1, 100})
+			if r.Len() != len(batchPayloads) {
+				t.Fatalf("%d ops, want %d", r.Len(), len(batchPayloads))
+			}
+			it := r.Ops()
+			var op BatchOp
+			for i := 0; it.Next(&op); i++ {
+				if !bytes.Equal(op.Payload, batchPayloads[i]) || op.CRC != batchCRCs[i] {
+					t.Fatalf("op %d: %q %08x, want %q %08x", i, op.Payload, op.CRC, batchPayloads[i], batchCRCs[i])
+				}
+			}
+			if err := r.verify(); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"append_batch_result", appendBatchResults(nil, 8, batchRes), func(t *testing.T, h Header, body []byte) {
+			it, err := decodeBatchResults(body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []AppendResult
+			var r AppendResult
+			for it.next(&r) {
+				if len(r.Result) == 0 {
+					r.Result = nil
+				}
+				got = append(got, r)
+			}
+			same(t, "AppendBatchResult", got, batchRes)
+		}},
+		{"read", appendRead(nil, 9, &readReq), func(t *testing.T, h Header, body []byte) {
+			var r ReadRequest
+			if err := decodeRead(body, &r); err != nil {
+				t.Fatal(err)
+			}
+			same(t, "Read", r, readReq)
+		}},
+		{"read_result", appendReadResult(nil, 9, 20, records), func(t *testing.T, h Header, body []byte) {
+			committed, recs, err := decodeRecords(h.Type, body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			same(t, "ReadResult", []any{committed, recs}, []any{wal.LSN(20), records})
+		}},
+		{"subscribe", appendSubscribe(nil, 10, &subReq), func(t *testing.T, h Header, body []byte) {
+			var r SubscribeRequest
+			if err := decodeSubscribe(body, &r); err != nil {
+				t.Fatal(err)
+			}
+			same(t, "Subscribe", r, subReq)
+		}},
+		{"credit", appendCredit(nil, 10, credit), func(t *testing.T, h Header, body []byte) {
+			var m creditMsg
+			if err := decodeCredit(body, &m); err != nil {
+				t.Fatal(err)
+			}
+			same(t, "Credit", m, credit)
+		}},
+		{"cancel", appendCancel(nil, 10), func(t *testing.T, h Header, body []byte) {
+			if err := decodeEmpty(h.Type, body); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"data", appendData(nil, 10, 21, records), func(t *testing.T, h Header, body []byte) {
+			committed, recs, err := decodeRecords(h.Type, body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			same(t, "Data", []any{committed, recs}, []any{wal.LSN(21), records})
+		}},
+		{"end", appendEnd(nil, 10), func(t *testing.T, h Header, body []byte) {
+			if err := decodeEmpty(h.Type, body); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"query", appendQuery(nil, 11, &queryReq), func(t *testing.T, h Header, body []byte) {
+			var r QueryRequest
+			if err := decodeQuery(body, &r); err != nil {
+				t.Fatal(err)
+			}
+			same(t, "Query", r, queryReq)
+		}},
+		{"query_result", appendQueryResult(nil, 11, &queryRes), func(t *testing.T, h Header, body []byte) {
+			var r QueryResult
+			if err := decodeQueryResult(body, &r); err != nil {
+				t.Fatal(err)
+			}
+			same(t, "QueryResult", r, queryRes)
+		}},
+		{"status", appendStatus(nil, 12, &statusReq), func(t *testing.T, h Header, body []byte) {
+			var r StatusRequest
+			if err := decodeStatus(body, &r); err != nil {
+				t.Fatal(err)
+			}
+			same(t, "Status", r, statusReq)
+		}},
+		{"status_result", appendStatusResult(nil, 12, &status), func(t *testing.T, h Header, body []byte) {
+			var s NodeStatus
+			if err := decodeStatusResult(body, &s); err != nil {
+				t.Fatal(err)
+			}
+			same(t, "StatusResult", s, status)
+		}},
+		{"error", appendError(nil, 13, &errMsg), func(t *testing.T, h Header, body []byte) {
+			var m errorMsg
+			if err := decodeError(body, &m); err != nil {
+				t.Fatal(err)
+			}
+			same(t, "Error", m, errMsg)
+		}},
+	}
+}
+
+// TestMessageRoundTrip encodes every message, checks its header, and
+// decodes it back.
+func TestMessageRoundTrip(t *testing.T) {
+	for _, mc := range msgCases() {
+		t.Run(mc.name, func(t *testing.T) {
+			var h Header
+			if err := DecodeHeader(mc.frame, &h); err != nil {
+				t.Fatal(err)
+			}
+			if h.Version != Version || h.Flags != 0 || int(h.Length) != len(mc.frame)-HeaderSize {
+				t.Fatalf("header %+v for a frame of %d bytes", h, len(mc.frame))
+			}
+			mc.check(t, h, mc.frame[HeaderSize:])
+		})
+	}
+}
+
+// TestGolden compares each encoding with its golden file in
+// testdata/golden (rewritten with -update), and decodes each golden file,
+// so that an old encoding that no longer decodes fails.
+func TestGolden(t *testing.T) {
+	for _, mc := range msgCases() {
+		t.Run(mc.name, func(t *testing.T) {
+			path := filepath.Join("testdata", "golden", mc.name+".bin")
+			if *update {
+				if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(path, mc.frame, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			golden, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run go test -run TestGolden -update to create it)", err)
+			}
+			if !bytes.Equal(golden, mc.frame) {
+				t.Fatalf("encoding changed:\n got %x\nwant %x", mc.frame, golden)
+			}
+			var h Header
+			if err := DecodeHeader(golden, &h); err != nil {
+				t.Fatal(err)
+			}
+			mc.check(t, h, golden[HeaderSize:])
+		})
+	}
+}
+
+// TestHeaderLayout pins the header's byte layout.
+func TestHeaderLayout(t *testing.T) {
+	b := AppendHeader(nil, Header{Version: 1, Type: TypeAppend, Flags: 0x0102, Length: 0x03040506, ID: 0x0708090a0b0c0d0e})
+	want := []byte{1, 0x03, 0x02, 0x01, 0x06, 0x05, 0x04, 0x03, 0x0e, 0x0d, 0x0c, 0x0b, 0x0a, 0x09, 0x08, 0x07}
+	if !bytes.Equal(b, want) {
+		t.Fatalf("header %x, want %x", b, want)
+	}
+	var h Header
+	if err := DecodeHeader(b[:HeaderSize-1], &h); !errors.Is(err, ErrShortFrame) {
+		t.Fatalf("short header: %v", err)
+	}
+}
+
+// TestDecodeRejects checks that malformed bodies fail with ErrProtocol.
+func TestDecodeRejects(t *testing.T) {
+	u32 := func(v uint32) []byte { return binary.LittleEndian.AppendUint32(nil, v) }
+	batchHead := make([]byte, batchFixed-4)
+	cases := []struct {
+		name string
+		err  error
+	}{
+		{"append short", decodeAppend(make([]byte, appendFixed-1), new(AppendRequest))},
+		{"batch zero ops", decodeAppendBatch(append(append([]byte{}, batchHead...), u32(0)...), new(AppendBatchRequest))},
+		{"batch count beyond bytes", decodeAppendBatch(append(append([]byte{}, batchHead...), u32(1<<30)...), new(AppendBatchRequest))},
+		{"batch op overruns", decodeAppendBatch(append(append(append([]byte{}, batchHead...), u32(1)...), append(u32(100), u32(0)...)...), new(AppendBatchRequest))},
+		{"batch trailing", decodeAppendBatch(append(append(append([]byte{}, batchHead...), u32(1)...), append(append(u32(0), u32(0)...), 9)...), new(AppendBatchRequest))},
+		{"read long", decodeRead(make([]byte, readSize+1), new(ReadRequest))},
+		{"status scope", decodeStatus(append(make([]byte, 8), 2, 0, 0, 0, 0, 0, 0, 0), new(StatusRequest))},
+		{"status count beyond bytes", decodeStatusResult(append(make([]byte, 8), 0xff, 0xff, 0x03), new(NodeStatus))},
+		{"error code 0", decodeError(make([]byte, 18), new(errorMsg))},
+		{"error long message", decodeError(append(append(make([]byte, 16), 0), 0x81, 0x10), new(errorMsg))},
+		{"hello magic", decodeHello([]byte("HTTP/1.1 200"), new(helloMsg))},
+		{"ping body", decodeEmpty(TypePing, []byte{0})},
+	}
+	for _, c := range cases {
+		if !errors.Is(c.err, ErrProtocol) {
+			t.Errorf("%s: got %v, want ErrProtocol", c.name, c.err)
+		}
+	}
+}
+
+// TestErrorMapping checks that handler errors map to codes and back to
+// errors that match the same sentinels.
+func TestErrorMapping(t *testing.T) {
+	cases := []struct {
+		err  error
+		code Code
+		want error
+	}{
+		{&NotLeaderError{LeaderAddr: "n2:7000"}, CodeNotLeader, ErrNotLeader},
+		{ErrNotLeader, CodeNotLeader, ErrNotLeader},
+		{&TruncatedError{First: 50}, CodeTruncated, ErrTruncated},
+		{wal.ErrTruncated, CodeTruncated, ErrTruncated},
+		{ErrBusy, CodeBusy, ErrBusy},
+		{ErrPartitionNotFound, CodePartitionNotFound, ErrPartitionNotFound},
+		{ErrChecksum, CodeChecksum, ErrChecksum},
+		{wal.ErrTooLarge, CodeTooLarge, ErrTooLarge},
+		{ErrUnavailable, CodeUnavailable, ErrUnavailable},
+		{ErrShuttingDown, CodeShuttingDown, ErrShuttingDown},
+		{ErrInvalidArgument, CodeInvalidArgument, ErrInvalidArgument},
+		{errors.New("disk on fire"), CodeInternal, ErrInternal},
+	}
+	for _, c := range cases {
+		m := errorFor(c.err)
+		if m.Code != c.code {
+			t.Errorf("%v: code %v, want %v", c.err, m.Code, c.code)
+			continue
+		}
+		frame := appendError(nil, 1, &m)
+		var got errorMsg
+		if err := decodeError(frame[HeaderSize:], &got); err != nil {
+			t.Fatal(err)
+		}
+		back := errorOf(&got)
+		if !errors.Is(back, c.want) {
+			t.Errorf("%v: came back as %v, which does not match %v", c.err, back, c.want)
+		}
+	}
+	var nl *NotLeaderError
+	if m := errorFor(&NotLeaderError{LeaderAddr: "n2:7000"}); !errors.As(errorOf(&m), &nl) || nl.LeaderAddr != "n2:7000" {
+		t.Fatalf("leader hint lost: %+v", nl)
+	}
+	var tr *TruncatedError
+	if m := errorFor(&TruncatedError{First: 50}); !errors.As(errorOf(&m), &tr) || tr.First != 50 {
+		t.Fatalf("first retained LSN lost: %+v", tr)
+	}
+}
+
+// TestReadResultLimits checks how ReadResult.Add applies a Read's limits
+// and the client's frame limit, and that its frame decodes.
+func TestReadResultLimits(t *testing.T) {
+	rec := func(lsn wal.LSN, n int) *wal.Record {
+		return &wal.Record{LSN: lsn, Epoch: 1, Payload: bytes.Repeat([]byte{byte(lsn)}, n)}
+	}
+	t.Run("ops", func(t *testing.T) {
+		var r ReadResult
+		r.reset(nil, &ReadRequest{From: 5, MaxOps: 2, MaxBytes: 1 << 20}, 1<<20)
+		if !r.Add(rec(5, 10)) || r.Add(rec(6, 10)) || r.Add(rec(7, 10)) || r.Len() != 2 {
+			t.Fatalf("after 3 Adds with MaxOps 2: %d records", r.Len())
+		}
+	})
+	t.Run("bytes", func(t *testing.T) {
+		var r ReadResult
+		r.reset(nil, &ReadRequest{From: 5, MaxOps: 10, MaxBytes: 50}, 1<<20)
+		if r.Add(rec(5, 100)) || r.Len() != 1 {
+			t.Fatalf("the first record must be taken even above MaxBytes: %d records", r.Len())
+		}
+		if r.Add(rec(6, 1)) || r.Len() != 1 {
+			t.Fatalf("a second record above MaxBytes was taken")
+		}
+	})
+	t.Run("frame", func(t *testing.T) {
+		var r ReadResult
+		r.reset(nil, &ReadRequest{From: 5, MaxOps: 10, MaxBytes: 1 << 20}, 100)
+		if r.Add(rec(5, 100)) || r.Len() != 0 || !r.tooLarge {
+			t.Fatalf("a record above the frame limit was taken (%d) or not flagged", r.Len())
+		}
+	})
+	t.Run("order", func(t *testing.T) {
+		defer func() {
+			if recover() == nil {
+				t.Fatal("Add of a non-consecutive LSN did not panic")
+			}
+		}()
+		var r ReadResult
+		r.reset(nil, &ReadRequest{From: 5, MaxOps: 10, MaxBytes: 1 << 20}, 1<<20)
+		r.Add(rec(5, 1))
+		r.Add(rec(7, 1))
+	})
+	t.Run("frame decodes", func(t *testing.T) {
+		var r ReadResult
+		r.reset(nil, &ReadRequest{From: 5, MaxOps: 10, MaxBytes: 1 << 20}, 1<<20)
+		for lsn := wal.LSN(5); lsn < 8; lsn++ {
+			r.Add(rec(lsn, int(lsn)))
+		}
+		r.Committed = 9
+		frame := r.finish(77)
+		var h Header
+		if err := DecodeHeader(frame, &h); err != nil || h.Type != TypeReadResult || h.ID != 77 || int(h.Length) != len(frame)-HeaderSize {
+			t.Fatalf("header %+v, %v", h, err)
+		}
+		committed, records, err := decodeRecords(h.Type, frame[HeaderSize:])
+		if err != nil || committed != 9 {
+			t.Fatalf("committed %d, %v", committed, err)
+		}
+		var got wal.Record
+		for lsn := wal.LSN(5); lsn < 8; lsn++ {
+			n, err := wal.DecodeRecord(records, 1<<20, &got)
+			if err != nil || got.LSN != lsn || len(got.Payload) != int(lsn) {
+				t.Fatalf("record %d: %+v, %v", lsn, got, err)
+			}
+			records = records[n:]
+		}
+		if len(records) != 0 {
+			t.Fatalf("%d bytes left", len(records))
+		}
+	})
+}
+
+// TestStoredCRCChecked checks that a record whose payload no longer
+// matches its stored CRC is refused when encoded for the wire, by
+// ReadResult.Add and appendChecked (which Stream.Send uses).
+func TestStoredCRCChecked(t *testing.T) {
+	good := wal.Record{LSN: 5, Epoch: 1, Payload: []byte("intact")}
+	good.CRC = wal.Checksum(good.Payload)
+	bad := good
+	bad.Payload = []byte("damage")
+	var r ReadResult
+	r.reset(nil, &ReadRequest{From: 5, MaxOps: 10, MaxBytes: 1 << 20}, 1<<20)
+	if r.Add(&bad) || r.Len() != 0 || !errors.Is(r.err, ErrChecksum) {
+		t.Fatalf("a damaged record was added (%d) or not flagged (%v)", r.Len(), r.err)
+	}
+	if _, err := appendChecked(nil, &good); err != nil {
+		t.Fatal(err)
+	}
+	unknown := bad
+	unknown.CRC = 0
+	if _, err := appendChecked(nil, &unknown); err != nil {
+		t.Fatalf("a record without a stored CRC was refused: %v", err)
+	}
+}

@@ -1,0 +1,327 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lockstitch/lockstitch/wal"
+)
+
+// fakeHandler is an in-memory Handler: one log per partition, duplicate
+// detection by producer and sequence, follower behaviour on demand. It is
+// what the replicator will be, minus replication.
+type fakeHandler struct {
+	nodeID uint64
+
+	mu        sync.Mutex
+	parts     map[PartitionID]*fakePart
+	notLeader map[PartitionID]string // partitions this node does not lead, with the leader's address
+	appendErr error                  // fails every append when set
+	async     bool                   // complete appends from another goroutine
+	appends   int                    // Append and AppendBatch calls
+}
+
+type fakePart struct {
+	first   wal.LSN      // first retained LSN
+	recs    []wal.Record // from first on, payloads copied
+	epoch   uint64
+	results map[[2]uint64]AppendResult // by (producer, sequence)
+	changed chan struct{}              // closed and replaced on every append
+}
+
+func newFakeHandler() *fakeHandler {
+	return &fakeHandler{nodeID: 1, parts: make(map[PartitionID]*fakePart), notLeader: make(map[PartitionID]string)}
+}
+
+// partLocked returns partition p, creating it.
+func (f *fakeHandler) partLocked(p PartitionID) *fakePart {
+	fp := f.parts[p]
+	if fp == nil {
+		fp = &fakePart{first: 1, epoch: 1, results: make(map[[2]uint64]AppendResult), changed: make(chan struct{})}
+		f.parts[p] = fp
+	}
+	return fp
+}
+
+// last returns the last LSN of fp.
+func (fp *fakePart) last() wal.LSN { return fp.first + wal.LSN(len(fp.recs)) - 1 }
+
+// appendLocked appends one op, or returns the original result of a
+// duplicate.
+func (f *fakeHandler) appendLocked(p PartitionID, producer, seq uint64, crc uint32, payload []byte) (AppendResult, error) {
+	if addr, ok := f.notLeader[p]; ok {
+		return AppendResult{}, &NotLeaderError{LeaderAddr: addr}
+	}
+	if f.appendErr != nil {
+		return AppendResult{}, f.appendErr
+	}
+	if crc != wal.Checksum(payload) {
+		return AppendResult{}, fmt.Errorf("fake: handler got a payload whose CRC was not verified")
+	}
+	fp := f.partLocked(p)
+	if producer != 0 {
+		if r, dup := fp.results[[2]uint64{producer, seq}]; dup {
+			return r, nil
+		}
+	}
+	lsn := fp.last() + 1
+	fp.recs = append(fp.recs, wal.Record{LSN: lsn, Epoch: fp.epoch, CRC: crc, Payload: append([]byte(nil), payload...)})
+	r := AppendResult{LSN: lsn, Epoch: fp.epoch}
+	if producer != 0 {
+		fp.results[[2]uint64{producer, seq}] = r
+	}
+	close(fp.changed)
+	fp.changed = make(chan struct{})
+	return r, nil
+}
+
+func (f *fakeHandler) Append(req *AppendRequest, done AppendCompletion) {
+	f.mu.Lock()
+	f.appends++
+	r, err := f.appendLocked(req.Partition, req.Producer, req.Sequence, req.CRC, req.Payload)
+	async := f.async
+	f.mu.Unlock()
+	complete := func() {
+		if err != nil {
+			done.Fail(err)
+		} else {
+			done.Complete(r)
+		}
+	}
+	if async {
+		go complete()
+	} else {
+		complete()
+	}
+}
+
+func (f *fakeHandler) AppendBatch(req *AppendBatchRequest, done BatchCompletion) {
+	f.mu.Lock()
+	f.appends++
+	var results []AppendResult
+	var err error
+	it := req.Ops()
+	var op BatchOp
+	for i := uint64(0); it.Next(&op) && err == nil; i++ {
+		var r AppendResult
+		r, err = f.appendLocked(req.Partition, req.Producer, req.Sequence+i, op.CRC, op.Payload)
+		r.Result = []byte(fmt.Sprint("op ", i))
+		results = append(results, r)
+	}
+	f.mu.Unlock()
+	if err != nil {
+		done.Fail(err)
+		return
+	}
+	done.Complete(results)
+}
+
+func (f *fakeHandler) Read(ctx context.Context, req *ReadRequest, res *ReadResult) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if addr, ok := f.notLeader[req.Partition]; ok {
+		return &NotLeaderError{LeaderAddr: addr}
+	}
+	fp := f.parts[req.Partition]
+	if fp == nil {
+		return ErrPartitionNotFound
+	}
+	if req.From < fp.first {
+		return &TruncatedError{First: fp.first}
+	}
+	res.Committed = fp.last()
+	for lsn := req.From; lsn <= fp.last(); lsn++ {
+		if !res.Add(&fp.recs[lsn-fp.first]) {
+			break
+		}
+	}
+	return nil
+}
+
+func (f *fakeHandler) Subscribe(ctx context.Context, req *SubscribeRequest, s *Stream) error {
+	for {
+		f.mu.Lock()
+		if addr, ok := f.notLeader[req.Partition]; ok {
+			f.mu.Unlock()
+			return &NotLeaderError{LeaderAddr: addr}
+		}
+		fp := f.partLocked(req.Partition)
+		if s.Next() < fp.first {
+			f.mu.Unlock()
+			return &TruncatedError{First: fp.first}
+		}
+		var batch []wal.Record
+		if next := s.Next(); next <= fp.last() {
+			batch = fp.recs[next-fp.first:]
+		}
+		changed := fp.changed
+		s.SetCommitted(fp.last())
+		f.mu.Unlock()
+		for i := range batch {
+			if err := s.Send(&batch[i]); err != nil {
+				return err
+			}
+		}
+		if err := s.Flush(); err != nil {
+			return err
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (f *fakeHandler) Query(ctx context.Context, req *QueryRequest, res *QueryResult) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if addr, ok := f.notLeader[req.Partition]; ok && req.Consistency != Bounded {
+		return &NotLeaderError{LeaderAddr: addr}
+	}
+	fp := f.partLocked(req.Partition)
+	res.LSN, res.Committed = fp.last(), fp.last()
+	res.Result = append(res.Result, "echo:"...)
+	res.Result = append(res.Result, req.Request...)
+	return nil
+}
+
+func (f *fakeHandler) Status(ctx context.Context, req *StatusRequest) (*NodeStatus, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	st := &NodeStatus{NodeID: f.nodeID}
+	for id, fp := range f.parts {
+		if req.OnePartition && id != req.Partition {
+			continue
+		}
+		st.Partitions = append(st.Partitions, PartitionStatus{
+			Partition: id, Role: RoleLeader, Leader: ReplicaID(f.nodeID), Epoch: fp.epoch, Committed: fp.last(), Applied: fp.last(),
+			Replicas: []ReplicaStatus{{Replica: ReplicaID(f.nodeID), Addr: "self", Membership: Voter, Match: fp.last()}},
+		})
+	}
+	if req.OnePartition && len(st.Partitions) == 0 {
+		return nil, ErrPartitionNotFound
+	}
+	return st, nil
+}
+
+// records returns a copy of partition p's records.
+func (f *fakeHandler) records(p PartitionID) []wal.Record {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if fp := f.parts[p]; fp != nil {
+		return append([]wal.Record(nil), fp.recs...)
+	}
+	return nil
+}
+
+// testServerConfig returns a server config for tests.
+func testServerConfig() ServerConfig {
+	cfg := DefaultServerConfig()
+	cfg.NodeID = 1
+	return cfg
+}
+
+// startServer serves h on a TCP listener on 127.0.0.1 and returns the
+// server and its address; the test's cleanup closes it and checks that
+// Serve returned.
+func startServer(t testing.TB, h Handler, cfg ServerConfig) (*Server, string) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return serveOn(t, h, cfg, l), l.Addr().String()
+}
+
+// serveOn serves h on l until the test ends.
+func serveOn(t testing.TB, h Handler, cfg ServerConfig, l net.Listener) *Server {
+	t.Helper()
+	srv, err := NewServer(h, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	t.Cleanup(func() {
+		srv.Close()
+		if err := <-served; !errors.Is(err, ErrClosed) {
+			t.Errorf("Serve returned %v, want ErrClosed", err)
+		}
+	})
+	return srv
+}
+
+// testClientConfig returns a client config for tests: fast backoff.
+func testClientConfig() ClientConfig {
+	cfg := DefaultClientConfig()
+	cfg.BackoffMin = time.Millisecond
+	cfg.BackoffMax = 20 * time.Millisecond
+	return cfg
+}
+
+// dialTest dials addrs; the test's cleanup closes the client.
+func dialTest(t testing.TB, cfg ClientConfig, addrs ...string) *Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cl, err := Dial(ctx, cfg, addrs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+// testContext returns a context that bounds a test's waits.
+func testContext(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// nopHandler completes appends at once and answers reads with 8 fixed
+// records: the cheapest possible handler, for benchmarks and allocation
+// tests.
+type nopHandler struct{}
+
+var nopRecords = func() []wal.Record {
+	recs := make([]wal.Record, 8)
+	for i := range recs {
+		recs[i] = wal.Record{LSN: wal.LSN(i + 1), Epoch: 1, Payload: make([]byte, 100)}
+	}
+	return recs
+}()
+
+func (nopHandler) Append(req *AppendRequest, done AppendCompletion) {
+	done.Complete(AppendResult{LSN: wal.LSN(req.Sequence), Epoch: 1})
+}
+
+func (nopHandler) AppendBatch(req *AppendBatchRequest, done BatchCompletion) {
+	done.Fail(ErrInvalidArgument)
+}
+
+func (nopHandler) Read(ctx context.Context, req *ReadRequest, res *ReadResult) error {
+	for i := req.From; i <= wal.LSN(len(nopRecords)) && res.Add(&nopRecords[i-1]); i++ {
+	}
+	res.Committed = wal.LSN(len(nopRecords))
+	return nil
+}
+
+func (nopHandler) Subscribe(ctx context.Context, req *SubscribeRequest, s *Stream) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func (nopHandler) Query(ctx context.Context, req *QueryRequest, res *QueryResult) error {
+	return ErrInvalidArgument
+}
+
+func (nopHandler) Status(ctx context.Context, req *StatusRequest) (*NodeStatus, error) {
+	return &NodeStatus{}, nil
+}

@@ -1,0 +1,92 @@
+package transport
+
+import (
+	"context"
+)
+
+// Handler serves the requests a Server receives. The replicator implements
+// it; tests use an in-memory fake. A Handler is shared by every connection
+// and must be safe for concurrent use.
+//
+// Errors: a Handler fails a request with an error that matches one of the
+// package's sentinels (errors.Is) or is a *NotLeaderError or
+// *TruncatedError; the server sends the matching code, with the error's
+// text as the message. wal.ErrTruncated and wal.ErrTooLarge map to
+// Truncated and TooLarge, context.Canceled to Canceled and
+// context.DeadlineExceeded to Timeout. Any other error is sent as
+// Internal. The mapping, by code:
+//
+//	NotLeader          *NotLeaderError{LeaderAddr} (hint) or ErrNotLeader (no hint)
+//	Busy               ErrBusy: the proposal queue is full; the client backs off
+//	PartitionNotFound  ErrPartitionNotFound
+//	Truncated          *TruncatedError{First} or ErrTruncated (first LSN unknown)
+//	Checksum           ErrChecksum (the server checks CRCs itself before Append)
+//	TooLarge           ErrTooLarge: an op above the partition's limit
+//	Unavailable        ErrUnavailable: no quorum, too far behind, catching up
+//	ShuttingDown       ErrShuttingDown
+//	InvalidArgument    ErrInvalidArgument
+//	Timeout            ErrTimeout or context.DeadlineExceeded
+//	Canceled           ErrCanceled or context.Canceled
+//
+// Buffers: every slice in a request aliases a buffer the server reuses
+// once the method returns (for Append and AppendBatch: once Append or
+// AppendBatch returns, not once the completion is called). Copy what
+// must outlive the call. Slices a Handler passes to the server (results,
+// records) are copied before the call that takes them returns.
+type Handler interface {
+	// Append proposes one op and arranges for done to be completed
+	// exactly once, with the op's result or an error, from any goroutine,
+	// before Append returns or later. The server has verified
+	// req.CRC == wal.Checksum(req.Payload); the CRC is the one to store
+	// with the op in the wal. req.Producer and req.Sequence identify a
+	// retry: an op already committed for the pair must be answered with
+	// its original result, not appended again.
+	//
+	// Append is called on the connection's reader goroutine: it must not
+	// block (queue the proposal and return; fail with ErrBusy when the
+	// queue is full), and it must copy req.Payload if it needs it after
+	// returning. No goroutine is started per append.
+	Append(req *AppendRequest, done AppendCompletion)
+
+	// AppendBatch is Append for several ops of one partition, with the
+	// same rules. The batch succeeds or fails as a whole: done is
+	// completed with one result per op, in order, or with an error.
+	AppendBatch(req *AppendBatchRequest, done BatchCompletion)
+
+	// Read adds the partition's committed records from req.From on to res,
+	// with res.Add, up to req's limits (Add says when to stop), and sets
+	// res.Committed. It adds nothing when req.From is beyond the commit
+	// LSN, and fails with a *TruncatedError when req.From is below the
+	// first retained LSN. Read runs on its own goroutine and should honour
+	// ctx, which is cancelled when the client cancels the request, the
+	// connection closes or the server stops.
+	Read(ctx context.Context, req *ReadRequest, res *ReadResult) error
+
+	// Subscribe streams the partition's committed records from
+	// req.Marker+1 on to s, then each record as it commits, with s.Send,
+	// calling s.Flush whenever it has sent what is at hand (before it
+	// waits for more), and s.SetCommitted as the commit LSN moves. Send
+	// waits for the subscriber's credit; Subscribe must not hold locks
+	// others need while in Send. It returns when ctx is cancelled (the
+	// subscriber cancelled, the connection closed, the server is
+	// stopping) or with an error that ends the stream: a *TruncatedError
+	// when Marker+1 is no longer retained, a *NotLeaderError, ... A nil
+	// return or ctx's error ends the stream normally. Subscribe runs on
+	// its own goroutine, one per subscription.
+	Subscribe(ctx context.Context, req *SubscribeRequest, s *Stream) error
+
+	// Query answers a plugin request at req.Consistency, appending the
+	// answer to res.Result and setting res.LSN (what the answer reflects)
+	// and res.Committed. A replica that cannot answer at that level fails
+	// with a *NotLeaderError (Linearizable, LeaderLocal on a follower) or
+	// ErrUnavailable (Bounded, too far behind). Query runs on its own
+	// goroutine and should honour ctx.
+	Query(ctx context.Context, req *QueryRequest, res *QueryResult) error
+
+	// Status describes the node, or one partition of it when
+	// req.OnePartition is set (failing with ErrPartitionNotFound when the
+	// node does not host it). The server encodes the result before
+	// Status's caller returns; the Handler may reuse it afterwards. Status
+	// runs on its own goroutine and is not on a hot path.
+	Status(ctx context.Context, req *StatusRequest) (*NodeStatus, error)
+}

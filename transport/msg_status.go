@@ -1,0 +1,159 @@
+package transport
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/lockstitch/lockstitch/wal"
+)
+
+// StatusRequest asks a node for its status: every partition it hosts, or
+// one.
+type StatusRequest struct {
+	// OnePartition limits the answer to Partition.
+	OnePartition bool
+	// Partition is the partition asked about when OnePartition is set.
+	Partition PartitionID
+}
+
+const statusSize = 16
+
+// appendStatus appends a Status frame.
+func appendStatus(dst []byte, id uint64, r *StatusRequest) []byte {
+	dst = AppendHeader(dst, Header{Version: Version, Type: TypeStatus, Length: statusSize, ID: id})
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(r.Partition))
+	scope := byte(0)
+	if r.OnePartition {
+		scope = 1
+	}
+	return append(dst, scope, 0, 0, 0, 0, 0, 0, 0)
+}
+
+// decodeStatus decodes a Status body into r.
+func decodeStatus(body []byte, r *StatusRequest) error {
+	if len(body) != statusSize {
+		return fmt.Errorf("%w: Status body of %d bytes", ErrProtocol, len(body))
+	}
+	r.Partition = PartitionID(binary.LittleEndian.Uint64(body))
+	switch body[8] {
+	case 0:
+		r.OnePartition = false
+	case 1:
+		r.OnePartition = true
+	default:
+		return fmt.Errorf("%w: Status scope %d", ErrProtocol, body[8])
+	}
+	return nil
+}
+
+// NodeStatus is a node's view of itself and the partitions it hosts.
+type NodeStatus struct {
+	// NodeID identifies the node.
+	NodeID uint64
+	// Partitions lists the partitions asked about.
+	Partitions []PartitionStatus
+}
+
+// PartitionStatus is a node's view of one partition.
+type PartitionStatus struct {
+	// Partition identifies the partition.
+	Partition PartitionID
+	// Role is what this node's replica does.
+	Role Role
+	// Leader is the leader's replica id, 0 when unknown.
+	Leader ReplicaID
+	// LeaderAddr is the leader's client address, "" when unknown.
+	LeaderAddr string
+	// Epoch is the partition's current epoch.
+	Epoch uint64
+	// Committed is the highest committed LSN this replica knows.
+	Committed wal.LSN
+	// Applied is the highest LSN this replica has applied.
+	Applied wal.LSN
+	// Replicas lists the configuration, with progress as the leader sees
+	// it (zero progress when this node is not the leader).
+	Replicas []ReplicaStatus
+}
+
+// ReplicaStatus is one replica of a partition.
+type ReplicaStatus struct {
+	// Replica identifies the replica.
+	Replica ReplicaID
+	// Addr is the client address of the replica's node.
+	Addr string
+	// Membership is the replica's kind in the configuration.
+	Membership Membership
+	// Match is the highest LSN the leader knows the replica holds.
+	Match wal.LSN
+	// Lag is how many ops the replica trails the leader's commit LSN, as
+	// the leader sees it.
+	Lag uint64
+}
+
+// Minimum encoded sizes, used to check counts before allocating.
+const (
+	partitionStatusMin = 8 + 1 + 8 + 1 + 8 + 8 + 8 + 1
+	replicaStatusMin   = 8 + 1 + 1 + 8 + 8
+)
+
+// appendStatusResult appends a StatusResult frame. Addresses longer than
+// the format allows are cut.
+func appendStatusResult(dst []byte, id uint64, s *NodeStatus) []byte {
+	dst, start := beginFrame(dst, TypeStatusResult, id)
+	dst = binary.LittleEndian.AppendUint64(dst, s.NodeID)
+	dst = binary.AppendUvarint(dst, uint64(len(s.Partitions)))
+	for i := range s.Partitions {
+		p := &s.Partitions[i]
+		dst = binary.LittleEndian.AppendUint64(dst, uint64(p.Partition))
+		dst = append(dst, byte(p.Role))
+		dst = binary.LittleEndian.AppendUint64(dst, uint64(p.Leader))
+		dst = appendString(dst, truncateUTF8(p.LeaderAddr, maxAddr))
+		dst = binary.LittleEndian.AppendUint64(dst, p.Epoch)
+		dst = binary.LittleEndian.AppendUint64(dst, uint64(p.Committed))
+		dst = binary.LittleEndian.AppendUint64(dst, uint64(p.Applied))
+		dst = binary.AppendUvarint(dst, uint64(len(p.Replicas)))
+		for j := range p.Replicas {
+			r := &p.Replicas[j]
+			dst = binary.LittleEndian.AppendUint64(dst, uint64(r.Replica))
+			dst = appendString(dst, truncateUTF8(r.Addr, maxAddr))
+			dst = append(dst, byte(r.Membership))
+			dst = binary.LittleEndian.AppendUint64(dst, uint64(r.Match))
+			dst = binary.LittleEndian.AppendUint64(dst, r.Lag)
+		}
+	}
+	return endFrame(dst, start)
+}
+
+// decodeStatusResult decodes a StatusResult body into s. It allocates.
+func decodeStatusResult(body []byte, s *NodeStatus) error {
+	d := decoder{b: body}
+	s.NodeID = d.u64()
+	np := d.count(partitionStatusMin)
+	s.Partitions = nil
+	if np > 0 {
+		s.Partitions = make([]PartitionStatus, np)
+	}
+	for i := 0; i < np && d.err == nil; i++ {
+		p := &s.Partitions[i]
+		p.Partition = PartitionID(d.u64())
+		p.Role = Role(d.u8())
+		p.Leader = ReplicaID(d.u64())
+		p.LeaderAddr = d.str(maxAddr)
+		p.Epoch = d.u64()
+		p.Committed = wal.LSN(d.u64())
+		p.Applied = wal.LSN(d.u64())
+		nr := d.count(replicaStatusMin)
+		if nr > 0 {
+			p.Replicas = make([]ReplicaStatus, nr)
+		}
+		for j := 0; j < nr && d.err == nil; j++ {
+			r := &p.Replicas[j]
+			r.Replica = ReplicaID(d.u64())
+			r.Addr = d.str(maxAddr)
+			r.Membership = Membership(d.u8())
+			r.Match = wal.LSN(d.u64())
+			r.Lag = d.u64()
+		}
+	}
+	return d.finish()
+}

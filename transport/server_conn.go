@@ -1,0 +1,333 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+)
+
+// Causes of a handler context's cancellation.
+var (
+	errCanceledByClient = errors.New("transport: cancelled by the client")
+	errConnClosed       = errors.New("transport: connection closed")
+)
+
+// serverConn is one client connection of a Server: a reader goroutine (the
+// connection's own) that decodes requests and dispatches them, and a
+// writer goroutine (outbox.run) that writes answers.
+type serverConn struct {
+	srv    *Server
+	nc     net.Conn
+	log    *slog.Logger
+	m      Metrics
+	fr     frameReader
+	out    outbox
+	maxOut int // largest body the client accepts
+
+	// ctx is the parent of every handler context of the connection; it is
+	// cancelled with errConnClosed when the connection ends.
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+
+	// Owned by the reader goroutine: decode targets reused per frame.
+	appendReq AppendRequest
+	batchReq  AppendBatchRequest
+
+	// Guarded by out.mu.
+	slots    []slotState
+	free     []uint32
+	busy     int
+	calls    map[uint64]*asyncCall // Read, Query, Status, Subscribe in progress
+	draining bool
+	idle     chan struct{} // closed when busy drops to 0 while draining
+
+	handlers sync.WaitGroup // goroutines running Read, Query, Status, Subscribe
+}
+
+// asyncCall is a request served on its own goroutine, which a Cancel frame
+// (or a drain, for a subscription) can cancel.
+type asyncCall struct {
+	cancel context.CancelCauseFunc
+	stream *Stream // for a subscription
+}
+
+// newServerConn prepares a connection accepted at accepted.
+func newServerConn(s *Server, nc net.Conn) *serverConn {
+	cfg := &s.cfg
+	c := &serverConn{
+		srv:   s,
+		nc:    nc,
+		log:   s.log.With("remote", nc.RemoteAddr().String()),
+		m:     s.metrics,
+		slots: make([]slotState, cfg.MaxInFlight),
+		free:  make([]uint32, cfg.MaxInFlight),
+		calls: make(map[uint64]*asyncCall),
+	}
+	for i := range c.free {
+		c.free[i] = uint32(len(c.free) - 1 - i)
+	}
+	c.ctx, c.cancel = context.WithCancelCause(s.ctx)
+	c.fr.init(nc, cfg.ReadBufferBytes, cfg.MaxFrameBytes, cfg.IdleTimeout, cfg.FrameTimeout)
+	c.out.init(cfg.MaxQueuedBytes)
+	return c
+}
+
+// serve runs the connection until it ends, then releases it.
+func (c *serverConn) serve(accepted time.Time) {
+	go func() {
+		if err := c.out.run(c.nc, c.srv.cfg.WriteTimeout, 0, nil); err != nil {
+			c.log.Info("transport: write failed, closing the connection", "err", err)
+			c.abort()
+		}
+	}()
+	graceful := false
+	if c.handshake(accepted) {
+		graceful = c.readLoop()
+	}
+	c.finish(graceful)
+}
+
+// handshake reads the Hello and answers it; it reports whether the
+// connection may go on.
+func (c *serverConn) handshake(accepted time.Time) bool {
+	c.fr.setFixed(accepted.Add(c.srv.cfg.HandshakeTimeout))
+	var h Header
+	body, err := c.fr.next(&h)
+	// Before a Hello there is no request: errors carry correlation id 0.
+	if err != nil {
+		h.ID = 0
+		c.readFailed(&h, err)
+		return false
+	}
+	c.m.FrameReceived(h.Type, HeaderSize+len(body))
+	if h.Type != TypeHello {
+		c.protocolError(0, fmt.Errorf("%w: %v frame before Hello", ErrProtocol, h.Type))
+		return false
+	}
+	var m helloMsg
+	if err := decodeHello(body, &m); err != nil {
+		c.protocolError(0, err)
+		return false
+	}
+	m.MaxVersion = h.Version
+	if m.MinVersion > Version || m.MaxVersion < Version || m.MinVersion > m.MaxVersion {
+		c.log.Info("transport: no common protocol version", "client", m.Name, "min", m.MinVersion, "max", m.MaxVersion)
+		c.sendError(0, &errorMsg{Code: CodeVersion, Message: fmt.Sprintf("server speaks version %d only", Version)})
+		return false
+	}
+	c.maxOut = int(min(m.MaxFrameBytes, maxFrameLimit))
+	c.fr.setFixed(time.Time{})
+	b, open := c.out.lock()
+	if open {
+		n := len(b)
+		b = appendWelcome(b, &welcomeMsg{NodeID: c.srv.cfg.NodeID, MaxFrameBytes: uint32(c.srv.cfg.MaxFrameBytes), MaxInFlight: uint32(c.srv.cfg.MaxInFlight)})
+		c.m.FrameSent(TypeWelcome, len(b)-n)
+	}
+	c.out.unlock(b)
+	c.log.Debug("transport: client connected", "client", m.Name)
+	return true
+}
+
+// readLoop reads and dispatches requests until the connection fails, the
+// client breaks the protocol, or a drain stops it. It reports whether the
+// connection should end gracefully (answering what is in flight).
+func (c *serverConn) readLoop() bool {
+	var h Header
+	for {
+		if !c.out.waitRoom(c.ctx, nil) {
+			return false
+		}
+		body, err := c.fr.next(&h)
+		if err != nil {
+			if errors.Is(err, errStopped) {
+				return true
+			}
+			c.readFailed(&h, err)
+			return false
+		}
+		c.m.FrameReceived(h.Type, HeaderSize+len(body))
+		if h.Version != Version {
+			c.protocolError(h.ID, fmt.Errorf("%w: frame of version %d on a version %d connection", ErrProtocol, h.Version, Version))
+			return false
+		}
+		if err := c.dispatch(&h, body); err != nil {
+			c.protocolError(h.ID, err)
+			return false
+		}
+	}
+}
+
+// readFailed handles a failed read: a frame over the limit gets an Error
+// frame; a closed or timed-out connection just ends.
+func (c *serverConn) readFailed(h *Header, err error) {
+	if errors.Is(err, ErrProtocol) {
+		c.protocolError(h.ID, err)
+		return
+	}
+	c.log.Debug("transport: connection ended", "err", err)
+}
+
+// protocolError answers a protocol violation with an Error frame; the
+// connection then closes.
+func (c *serverConn) protocolError(id uint64, err error) {
+	c.log.Info("transport: protocol violation, closing the connection", "err", err)
+	c.sendError(id, &errorMsg{Code: CodeProtocol, Message: err.Error()})
+}
+
+// sendError queues an Error frame outside any request.
+func (c *serverConn) sendError(id uint64, m *errorMsg) {
+	b, open := c.out.lock()
+	if open {
+		b = c.appendErrorLocked(b, id, m)
+	}
+	c.out.unlock(b)
+}
+
+// appendErrorLocked appends an Error frame and counts it.
+func (c *serverConn) appendErrorLocked(b []byte, id uint64, m *errorMsg) []byte {
+	n := len(b)
+	b = appendError(b, id, m)
+	c.m.FrameSent(TypeError, len(b)-n)
+	c.m.ErrorSent(m.Code)
+	return b
+}
+
+// begin takes an in-flight slot for request id, or answers Busy (no slot
+// free) or ShuttingDown (draining) and reports false.
+func (c *serverConn) begin(id uint64, ops int, async bool) (callRef, bool) {
+	b, open := c.out.lock()
+	var ref callRef
+	ok := false
+	switch {
+	case c.draining:
+		if open {
+			b = c.appendErrorLocked(b, id, &errorMsg{Code: CodeShuttingDown, Message: "server shutting down"})
+		}
+	case len(c.free) == 0:
+		if open {
+			b = c.appendErrorLocked(b, id, &errorMsg{Code: CodeBusy, Message: "too many requests in flight on the connection"})
+		}
+	default:
+		s := c.free[len(c.free)-1]
+		c.free = c.free[:len(c.free)-1]
+		st := &c.slots[s]
+		st.gen++
+		st.id, st.busy, st.ops, st.async = id, true, ops, async
+		c.busy++
+		ref, ok = callRef{c: c, slot: s, gen: st.gen}, true
+	}
+	c.out.unlock(b)
+	return ref, ok
+}
+
+// endCallLocked frees the slot of ref and returns the request's
+// correlation id. A stale ref (the request already ended) is a violated
+// contract: it unlocks out, storing b, and panics, naming who.
+func (c *serverConn) endCallLocked(b []byte, ref callRef, who string) uint64 {
+	st := &c.slots[ref.slot]
+	if !st.busy || st.gen != ref.gen {
+		c.out.unlock(b)
+		panic("transport: " + who + " called for a request that has already been completed")
+	}
+	st.busy = false
+	if st.async {
+		// Forget the call before its answer is queued, so that the client
+		// may reuse the id as soon as it has the answer.
+		if a := c.calls[st.id]; a != nil {
+			a.cancel(nil)
+			delete(c.calls, st.id)
+		}
+	}
+	c.free = append(c.free, ref.slot)
+	c.busy--
+	if c.busy == 0 && c.idle != nil {
+		close(c.idle)
+		c.idle = nil
+	}
+	return st.id
+}
+
+// register records an asynchronous call under its correlation id and
+// returns its context. A duplicate id is a protocol violation.
+func (c *serverConn) register(id uint64, stream *Stream) (context.Context, error) {
+	ctx, cancel := context.WithCancelCause(c.ctx)
+	c.out.mu.Lock()
+	defer c.out.mu.Unlock()
+	if _, dup := c.calls[id]; dup {
+		cancel(nil)
+		return nil, fmt.Errorf("%w: correlation id %d is already in flight", ErrProtocol, id)
+	}
+	c.calls[id] = &asyncCall{cancel: cancel, stream: stream}
+	return ctx, nil
+}
+
+// unregister forgets the asynchronous call id.
+func (c *serverConn) unregister(id uint64) {
+	c.out.mu.Lock()
+	if a := c.calls[id]; a != nil {
+		a.cancel(nil)
+		delete(c.calls, id)
+	}
+	c.out.mu.Unlock()
+}
+
+// drain stops the connection taking requests: it tells the client
+// (ShuttingDown, id 0), ends its subscriptions with ShuttingDown and stops
+// the reader; the connection closes once the requests in flight are
+// answered.
+func (c *serverConn) drain() {
+	b, open := c.out.lock()
+	if c.draining {
+		c.out.unlock(b)
+		return
+	}
+	c.draining = true
+	if open {
+		b = c.appendErrorLocked(b, 0, &errorMsg{Code: CodeShuttingDown, Message: "server shutting down"})
+	}
+	for _, a := range c.calls {
+		if a.stream != nil {
+			a.cancel(ErrShuttingDown)
+		}
+	}
+	c.out.unlock(b)
+	c.fr.stop()
+}
+
+// abort ends the connection at once: handler contexts are cancelled and
+// the socket closed, so the reader and writer fail.
+func (c *serverConn) abort() {
+	c.cancel(errConnClosed)
+	c.nc.Close()
+}
+
+// finish ends the connection. When graceful, it first waits for the
+// requests in flight to be answered (unless aborted meanwhile) and lets
+// the writer send what is queued.
+func (c *serverConn) finish(graceful bool) {
+	if graceful {
+		c.out.mu.Lock()
+		var idle chan struct{}
+		if c.busy > 0 {
+			c.idle = make(chan struct{})
+			idle = c.idle
+		}
+		c.out.mu.Unlock()
+		if idle != nil {
+			select {
+			case <-idle:
+			case <-c.ctx.Done():
+			}
+		}
+	}
+	c.cancel(errConnClosed)
+	c.out.close()
+	<-c.out.done // each write is bounded by WriteTimeout
+	c.nc.Close()
+	c.handlers.Wait()
+	c.fr.release()
+}
