@@ -94,8 +94,8 @@ const (
 	// without a quorum round trip. A leader that has just lost its
 	// leadership without knowing it may answer from a stale state.
 	LeaderLocal
-	// AnyReplica queries run on the replica they reach, if it is no more
-	// than QueryOptions.MaxLag ops behind the commit point it knows.
+	// AnyReplica queries run on the replica they reach, if its state holds
+	// every op committed more than QueryOptions.MaxStaleness ago.
 	AnyReplica
 )
 

@@ -3,15 +3,16 @@ package transport
 import (
 	"context"
 	"fmt"
+	"time"
 )
 
 // QueryOptions chooses a Query's consistency.
 type QueryOptions struct {
 	// Consistency is the level; zero means Linearizable.
 	Consistency Consistency
-	// MaxLag bounds, for Bounded, how far behind the answering replica may
-	// be, in ops.
-	MaxLag uint64
+	// MaxStaleness bounds, for Bounded, how stale the answering replica's
+	// state may be.
+	MaxStaleness time.Duration
 }
 
 // Query sends request to partition p's plugin and returns the answer,
@@ -24,7 +25,7 @@ func (cl *Client) Query(ctx context.Context, p PartitionID, opts QueryOptions, r
 	}
 	c := cl.getCall(TypeQuery)
 	c.partition = p
-	c.query = QueryRequest{Partition: p, Consistency: opts.Consistency, MaxLag: opts.MaxLag, Request: request}
+	c.query = QueryRequest{Partition: p, Consistency: opts.Consistency, MaxStaleness: opts.MaxStaleness, Request: request}
 	abandoned, err := cl.do(ctx, c)
 	if abandoned {
 		return QueryResult{Result: dst}, err

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/lockstitch/lockstitch/wal"
 )
@@ -44,7 +45,7 @@ func msgCases() []msgCase {
 	records := testRecords(17, 3)
 	subReq := SubscribeRequest{Partition: 5, Marker: 16, CreditBytes: 8 << 20, CreditOps: 4096}
 	credit := creditMsg{Bytes: 65536, Ops: 128}
-	queryReq := QueryRequest{Partition: 3, Consistency: Bounded, MaxLag: 50, Request: []byte("get k")}
+	queryReq := QueryRequest{Partition: 3, Consistency: Bounded, MaxStaleness: 50 * time.Microsecond, Request: []byte("get k")}
 	queryRes := QueryResult{LSN: 90, Committed: 95, Result: []byte("v")}
 	statusReq := StatusRequest{OnePartition: true, Partition: 3}
 	status := NodeStatus{NodeID: 2, Partitions: []PartitionStatus{{

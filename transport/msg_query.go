@@ -3,6 +3,8 @@ package transport
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
+	"time"
 
 	"github.com/lockstitch/lockstitch/wal"
 )
@@ -13,9 +15,10 @@ type QueryRequest struct {
 	Partition PartitionID
 	// Consistency is the level asked for.
 	Consistency Consistency
-	// MaxLag bounds, for Bounded, how many ops the answering replica's
-	// applied LSN may trail the commit LSN it knows.
-	MaxLag uint64
+	// MaxStaleness bounds, for Bounded, how stale the answering
+	// replica's state may be: it must hold every op committed before
+	// MaxStaleness ago. On the wire, in microseconds.
+	MaxStaleness time.Duration
 	// Request is opaque to the transport. When decoded, it aliases the
 	// frame, or a buffer the server owns for the duration of the call.
 	Request []byte
@@ -28,7 +31,7 @@ func appendQuery(dst []byte, id uint64, r *QueryRequest) []byte {
 	dst = AppendHeader(dst, Header{Version: Version, Type: TypeQuery, Length: uint32(queryFixed + len(r.Request)), ID: id})
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(r.Partition))
 	dst = append(dst, byte(r.Consistency), 0, 0, 0, 0, 0, 0, 0)
-	dst = binary.LittleEndian.AppendUint64(dst, r.MaxLag)
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(max(r.MaxStaleness, 0)/time.Microsecond))
 	return append(dst, r.Request...)
 }
 
@@ -41,7 +44,8 @@ func decodeQuery(body []byte, r *QueryRequest) error {
 	}
 	r.Partition = PartitionID(binary.LittleEndian.Uint64(body))
 	r.Consistency = Consistency(body[8])
-	r.MaxLag = binary.LittleEndian.Uint64(body[16:])
+	us := binary.LittleEndian.Uint64(body[16:])
+	r.MaxStaleness = time.Duration(min(us, math.MaxInt64/uint64(time.Microsecond))) * time.Microsecond
 	r.Request = body[queryFixed:len(body):len(body)]
 	return nil
 }

@@ -22,9 +22,9 @@ const (
 	// quorum round trip; a deposed leader may answer stale data for up to
 	// an election timeout.
 	LeaderLocal Consistency = 2
-	// Bounded answers from any replica whose applied LSN is within
-	// QueryRequest.MaxLag ops of the commit LSN it knows; a replica
-	// further behind refuses with ErrUnavailable.
+	// Bounded answers from any replica whose state holds every op
+	// committed more than QueryRequest.MaxStaleness ago; a replica that
+	// cannot show it refuses with ErrUnavailable.
 	Bounded Consistency = 3
 )
 
