@@ -257,9 +257,9 @@ func (b *batcher) complete(bt *batch, data []byte) {
 		case err != nil:
 			err = fmt.Errorf("%w: %v", ErrAborted, err)
 		case r.status == statusApplied:
-			res = AppendResult{LSN: r.lsn, Epoch: rr.epoch, Result: r.result}
+			res = AppendResult{LSN: r.lsn, Epoch: r.epoch, Result: r.result}
 		case r.status == statusDuplicate:
-			res = AppendResult{LSN: r.lsn, Epoch: rr.epoch, Duplicate: true}
+			res = AppendResult{LSN: r.lsn, Epoch: r.epoch, Duplicate: true}
 		default:
 			err = fmt.Errorf("%w: partition %d", ErrStaleSequence, b.p.id)
 		}

@@ -76,21 +76,21 @@ func TestAddrEntryRoundTrip(t *testing.T) {
 }
 
 func TestResultRoundTrip(t *testing.T) {
-	b := appendResultHeader(nil, 9, 3)
-	b = appendOpResult(b, statusApplied, 10, []byte("r1"))
-	b = appendOpResult(b, statusDuplicate, 4, nil)
-	b = appendOpResult(b, statusStale, 0, nil)
+	b := appendResultHeader(nil, 3)
+	b = appendOpResult(b, statusApplied, 10, 9, []byte("r1"))
+	b = appendOpResult(b, statusDuplicate, 4, 7, nil)
+	b = appendOpResult(b, statusStale, 0, 0, nil)
 	r, err := readResults(b)
-	if err != nil || r.epoch != 9 || r.count != 3 {
+	if err != nil || r.count != 3 {
 		t.Fatalf("header: %+v %v", r, err)
 	}
-	want := []opResult{{statusApplied, 10, []byte("r1")}, {statusDuplicate, 4, []byte{}}, {statusStale, 0, []byte{}}}
+	want := []opResult{{statusApplied, 10, 9, []byte("r1")}, {statusDuplicate, 4, 7, []byte{}}, {statusStale, 0, 0, []byte{}}}
 	for i, w := range want {
 		var got opResult
 		if err := r.next(&got); err != nil {
 			t.Fatal(err)
 		}
-		if got.status != w.status || got.lsn != w.lsn || !bytes.Equal(got.result, w.result) {
+		if got.status != w.status || got.lsn != w.lsn || got.epoch != w.epoch || !bytes.Equal(got.result, w.result) {
 			t.Fatalf("result %d: %+v", i, got)
 		}
 	}
@@ -98,11 +98,11 @@ func TestResultRoundTrip(t *testing.T) {
 
 func TestDedupe(t *testing.T) {
 	d := newDedupe()
-	if s, _ := d.check(1, 1); s != statusApplied {
+	if s, _, _ := d.check(1, 1); s != statusApplied {
 		t.Fatal("first op of a new producer not applied")
 	}
 	for seq := uint64(1); seq <= DedupeWindow+10; seq++ {
-		d.record(1, seq, LSN(seq*2))
+		d.record(1, seq, LSN(seq*2), 1)
 	}
 	cases := []struct {
 		seq    uint64
@@ -116,14 +116,14 @@ func TestDedupe(t *testing.T) {
 		{1, statusStale, 0},
 	}
 	for _, c := range cases {
-		if s, lsn := d.check(1, c.seq); s != c.status || lsn != c.lsn {
+		if s, lsn, _ := d.check(1, c.seq); s != c.status || lsn != c.lsn {
 			t.Errorf("check(1, %d) = %d, %d; want %d, %d", c.seq, s, lsn, c.status, c.lsn)
 		}
 	}
 	// Gaps in sequences: a skipped sequence inside the window is stale.
-	d.record(2, 5, 100)
-	d.record(2, 9, 101)
-	if s, _ := d.check(2, 7); s != statusStale {
+	d.record(2, 5, 100, 1)
+	d.record(2, 9, 101, 1)
+	if s, _, _ := d.check(2, 7); s != statusStale {
 		t.Errorf("skipped sequence: status %d, want stale", s)
 	}
 }
@@ -131,10 +131,10 @@ func TestDedupe(t *testing.T) {
 func TestDedupeEvictsLeastRecentlyUsed(t *testing.T) {
 	d := newDedupe()
 	for id := ProducerID(1); id <= MaxProducers; id++ {
-		d.record(id, 1, LSN(id))
+		d.record(id, 1, LSN(id), 1)
 	}
-	d.record(1, 2, 5000) // producer 1 becomes the most recent
-	d.record(MaxProducers+1, 1, 5001)
+	d.record(1, 2, 5000, 1) // producer 1 becomes the most recent
+	d.record(MaxProducers+1, 1, 5001, 1)
 	if len(d.byID) != MaxProducers {
 		t.Fatalf("%d producers, want %d", len(d.byID), MaxProducers)
 	}
@@ -159,7 +159,7 @@ func TestStateRoundTrip(t *testing.T) {
 		for i := 0; i < rng.IntN(3000); i++ {
 			id := ProducerID(rng.IntN(50) + 1)
 			seq := uint64(i + 1)
-			s.dedupe.record(id, seq, LSN(i))
+			s.dedupe.record(id, seq, LSN(i), Epoch(i/100))
 		}
 		b := s.appendTo(nil)
 		got, err := decodePartitionState(b)
@@ -243,7 +243,7 @@ func FuzzOpsEntry(f *testing.F) {
 func FuzzPartitionState(f *testing.F) {
 	s := newPartitionState()
 	s.addrs[1] = "a:1"
-	s.dedupe.record(1, 1, 1)
+	s.dedupe.record(1, 1, 1, 1)
 	f.Add(s.appendTo(nil))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		got, err := decodePartitionState(b)

@@ -18,9 +18,12 @@ const (
 	MaxProducers = 1024
 )
 
+// seqLSN is one op a producer appended: its sequence, and the LSN and
+// epoch it was committed with, which a retry is answered with.
 type seqLSN struct {
-	seq uint64
-	lsn LSN
+	seq   uint64
+	lsn   LSN
+	epoch Epoch
 }
 
 // producer is what a partition remembers of one idempotent producer: its
@@ -47,14 +50,14 @@ func (p *producer) push(e seqLSN) {
 	p.head = (p.head + 1) % len(p.ring)
 }
 
-// find returns the LSN of seq if it is among the recent sequences.
-func (p *producer) find(seq uint64) (LSN, bool) {
+// find returns the op of seq if it is among the recent sequences.
+func (p *producer) find(seq uint64) (seqLSN, bool) {
 	n := p.len()
 	i := sort.Search(n, func(i int) bool { return p.at(i).seq >= seq })
 	if i < n && p.at(i).seq == seq {
-		return p.at(i).lsn, true
+		return p.at(i), true
 	}
-	return 0, false
+	return seqLSN{}, false
 }
 
 // dedupe drops retried appends: for each producer it remembers the recent
@@ -72,21 +75,22 @@ type dedupe struct {
 
 func newDedupe() *dedupe { return &dedupe{byID: make(map[ProducerID]*producer)} }
 
-// check classifies (id, seq): statusApplied means "apply it".
-func (d *dedupe) check(id ProducerID, seq uint64) (byte, LSN) {
+// check classifies (id, seq): statusApplied means "apply it"; for a
+// duplicate it returns the original op's LSN and epoch.
+func (d *dedupe) check(id ProducerID, seq uint64) (byte, LSN, Epoch) {
 	p := d.byID[id]
 	if p == nil || seq > p.last().seq {
-		return statusApplied, 0
+		return statusApplied, 0, 0
 	}
-	if lsn, ok := p.find(seq); ok {
-		return statusDuplicate, lsn
+	if op, ok := p.find(seq); ok {
+		return statusDuplicate, op.lsn, op.epoch
 	}
-	return statusStale, 0
+	return statusStale, 0, 0
 }
 
-// record notes that (id, seq) was applied at lsn; seq must be above the
-// producer's last.
-func (d *dedupe) record(id ProducerID, seq uint64, lsn LSN) {
+// record notes that (id, seq) was applied at lsn in epoch; seq must be
+// above the producer's last.
+func (d *dedupe) record(id ProducerID, seq uint64, lsn LSN, epoch Epoch) {
 	p := d.byID[id]
 	if p == nil {
 		if len(d.byID) >= MaxProducers {
@@ -97,7 +101,7 @@ func (d *dedupe) record(id ProducerID, seq uint64, lsn LSN) {
 	} else {
 		d.unlink(p)
 	}
-	p.push(seqLSN{seq, lsn})
+	p.push(seqLSN{seq, lsn, epoch})
 	d.linkTail(p)
 }
 
@@ -131,7 +135,8 @@ func (d *dedupe) linkTail(p *producer) {
 }
 
 // appendTo encodes the table: the producer count, then each producer from
-// least to most recently used: id, entry count, and (seq, LSN) pairs.
+// least to most recently used: id, entry count, and (seq, LSN, epoch)
+// triples.
 func (d *dedupe) appendTo(b []byte) []byte {
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(d.byID)))
 	for p := d.head; p != nil; p = p.next {
@@ -141,6 +146,7 @@ func (d *dedupe) appendTo(b []byte) []byte {
 			e := p.at(i)
 			b = binary.LittleEndian.AppendUint64(b, e.seq)
 			b = binary.LittleEndian.AppendUint64(b, uint64(e.lsn))
+			b = binary.LittleEndian.AppendUint64(b, uint64(e.epoch))
 		}
 	}
 	return b
@@ -164,7 +170,7 @@ func decodeDedupe(b []byte) (*dedupe, int, error) {
 		id := ProducerID(binary.LittleEndian.Uint64(b[off:]))
 		m := int(binary.LittleEndian.Uint32(b[off+8:]))
 		off += 12
-		if m == 0 || m > DedupeWindow || m > (len(b)-off)/16 {
+		if m == 0 || m > DedupeWindow || m > (len(b)-off)/24 {
 			return nil, 0, fmt.Errorf("dedupe producer %d holds %d entries", id, m)
 		}
 		if _, dup := d.byID[id]; dup {
@@ -172,8 +178,8 @@ func decodeDedupe(b []byte) (*dedupe, int, error) {
 		}
 		p := &producer{id: id, ring: make([]seqLSN, m)}
 		for i := range m {
-			p.ring[i] = seqLSN{binary.LittleEndian.Uint64(b[off:]), LSN(binary.LittleEndian.Uint64(b[off+8:]))}
-			off += 16
+			p.ring[i] = seqLSN{binary.LittleEndian.Uint64(b[off:]), LSN(binary.LittleEndian.Uint64(b[off+8:])), Epoch(binary.LittleEndian.Uint64(b[off+16:]))}
+			off += 24
 			if i > 0 && p.ring[i].seq <= p.ring[i-1].seq {
 				return nil, 0, fmt.Errorf("dedupe producer %d: sequences not ascending", id)
 			}

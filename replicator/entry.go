@@ -44,9 +44,10 @@ import (
 //	16 8  applied LSN
 //
 // The result of an ops entry (statemachine Result.Data, returned to the
-// proposer) is the epoch (8 bytes) and op count (4), then per op: a status
-// byte (0 applied, 1 duplicate, 2 stale sequence), the op's LSN (8; the
-// original LSN for a duplicate), the plugin result's length (4) and bytes.
+// proposer) is the op count (4 bytes), then per op: a status byte (0
+// applied, 1 duplicate, 2 stale sequence), the op's LSN (8) and epoch (8)
+// (a duplicate's are the original op's), the plugin result's length (4)
+// and bytes.
 const (
 	entryOps      = 1
 	entryAddr     = 2
@@ -183,24 +184,26 @@ func readProgressEntry(b []byte) (ReplicaID, LSN, error) {
 type opResult struct {
 	status byte
 	lsn    LSN
+	epoch  Epoch
 	// result aliases the entry result.
 	result []byte
 }
 
-const opResultHeaderSize = 13
+const (
+	resultHeaderSize   = 4
+	opResultHeaderSize = 21
+)
 
-func appendResultHeader(b []byte, epoch Epoch, count int) []byte {
-	var h [12]byte
-	binary.LittleEndian.PutUint64(h[0:], uint64(epoch))
-	binary.LittleEndian.PutUint32(h[8:], uint32(count))
-	return append(b, h[:]...)
+func appendResultHeader(b []byte, count int) []byte {
+	return binary.LittleEndian.AppendUint32(b, uint32(count))
 }
 
-func appendOpResult(b []byte, status byte, lsn LSN, result []byte) []byte {
+func appendOpResult(b []byte, status byte, lsn LSN, epoch Epoch, result []byte) []byte {
 	var h [opResultHeaderSize]byte
 	h[0] = status
 	binary.LittleEndian.PutUint64(h[1:], uint64(lsn))
-	binary.LittleEndian.PutUint32(h[9:], uint32(len(result)))
+	binary.LittleEndian.PutUint64(h[9:], uint64(epoch))
+	binary.LittleEndian.PutUint32(h[17:], uint32(len(result)))
 	b = append(b, h[:]...)
 	return append(b, result...)
 }
@@ -208,31 +211,27 @@ func appendOpResult(b []byte, status byte, lsn LSN, result []byte) []byte {
 // resultReader walks an ops entry result.
 type resultReader struct {
 	b     []byte
-	epoch Epoch
 	count int
 }
 
 func readResults(b []byte) (resultReader, error) {
-	if len(b) < 12 {
+	if len(b) < resultHeaderSize {
 		return resultReader{}, fmt.Errorf("%w: result cut short", errBadEntry)
 	}
-	return resultReader{
-		b:     b[12:],
-		epoch: Epoch(binary.LittleEndian.Uint64(b)),
-		count: int(binary.LittleEndian.Uint32(b[8:])),
-	}, nil
+	return resultReader{b: b[resultHeaderSize:], count: int(binary.LittleEndian.Uint32(b))}, nil
 }
 
 func (r *resultReader) next(res *opResult) error {
 	if len(r.b) < opResultHeaderSize {
 		return fmt.Errorf("%w: op result cut short", errBadEntry)
 	}
-	n := int(binary.LittleEndian.Uint32(r.b[9:]))
+	n := int(binary.LittleEndian.Uint32(r.b[17:]))
 	if n > len(r.b)-opResultHeaderSize {
 		return fmt.Errorf("%w: op result length %d exceeds the result", errBadEntry, n)
 	}
 	res.status = r.b[0]
 	res.lsn = LSN(binary.LittleEndian.Uint64(r.b[1:]))
+	res.epoch = Epoch(binary.LittleEndian.Uint64(r.b[9:]))
 	res.result = r.b[opResultHeaderSize : opResultHeaderSize+n : opResultHeaderSize+n]
 	r.b = r.b[opResultHeaderSize+n:]
 	return nil

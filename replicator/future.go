@@ -21,9 +21,9 @@ type AppendOp struct {
 
 // AppendResult is the outcome of a committed append.
 type AppendResult struct {
-	// LSN is the op's LSN (for a duplicate, the LSN it got the first time).
-	LSN LSN
-	// Epoch is the partition's epoch when the op was committed.
+	// LSN and Epoch are the op's (for a duplicate, those it was committed
+	// with the first time).
+	LSN   LSN
 	Epoch Epoch
 	// Result is the plugin's result for the op (nil for a duplicate). It
 	// is not shared with anyone else; the receiver owns it.

@@ -195,6 +195,7 @@ func TestIdempotentProducer(t *testing.T) {
 	defer cancel()
 	const n = 20
 	lsns := make([]replicator.LSN, n)
+	epochs := make([]replicator.Epoch, n)
 	op := func(i int) replicator.AppendOp {
 		return replicator.AppendOp{Payload: opPayload(7, i), Producer: 7, Seq: uint64(i + 1)}
 	}
@@ -203,7 +204,7 @@ func TestIdempotentProducer(t *testing.T) {
 		if err != nil || res.Duplicate {
 			t.Fatalf("op %d: %+v, %v", i, res, err)
 		}
-		lsns[i] = res.LSN
+		lsns[i], epochs[i] = res.LSN, res.Epoch
 	}
 	retryAll := func(when string) {
 		t.Helper()
@@ -212,8 +213,8 @@ func TestIdempotentProducer(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s: retry of op %d: %v", when, i, err)
 			}
-			if !res.Duplicate || res.LSN != lsns[i] {
-				t.Fatalf("%s: retry of op %d returned %+v, want a duplicate of LSN %d", when, i, res, lsns[i])
+			if !res.Duplicate || res.LSN != lsns[i] || res.Epoch != epochs[i] {
+				t.Fatalf("%s: retry of op %d returned %+v, want a duplicate of LSN %d epoch %d", when, i, res, lsns[i], epochs[i])
 			}
 		}
 	}

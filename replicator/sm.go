@@ -82,6 +82,7 @@ type applyScratch struct {
 type opOutcome struct {
 	status byte
 	lsn    LSN
+	epoch  Epoch
 	plugin int // index into ops/results, or -1
 }
 
@@ -301,20 +302,20 @@ func (s *stateMachine) update(entries []sm.Entry) error {
 			continue
 		}
 		n := int(binary.LittleEndian.Uint32(e.Cmd[4:]))
-		size := 12
+		size := resultHeaderSize
 		for _, o := range sc.outcome[k : k+n] {
 			size += opResultHeaderSize
 			if o.plugin >= 0 {
 				size += len(sc.results[o.plugin])
 			}
 		}
-		data := appendResultHeader(make([]byte, 0, size), s.state.epoch, n)
+		data := appendResultHeader(make([]byte, 0, size), n)
 		for _, o := range sc.outcome[k : k+n] {
 			var res []byte
 			if o.plugin >= 0 {
 				res = sc.results[o.plugin]
 			}
-			data = appendOpResult(data, o.status, o.lsn, res)
+			data = appendOpResult(data, o.status, o.lsn, o.epoch, res)
 		}
 		k += n
 		e.Result = sm.Result{Value: uint64(n), Data: data}
@@ -346,18 +347,18 @@ func (s *stateMachine) assign(e *sm.Entry) error {
 			return fmt.Errorf("%w: op checksum %08x, payload checksum %08x", errBadEntry, op.CRC, got)
 		}
 		if op.Producer != 0 {
-			if status, lsn := s.state.dedupe.check(op.Producer, op.Seq); status != statusApplied {
-				sc.outcome = append(sc.outcome, opOutcome{status: status, lsn: lsn, plugin: -1})
+			if status, lsn, epoch := s.state.dedupe.check(op.Producer, op.Seq); status != statusApplied {
+				sc.outcome = append(sc.outcome, opOutcome{status: status, lsn: lsn, epoch: epoch, plugin: -1})
 				continue
 			}
 		}
 		s.state.lsn++
 		lsn := s.state.lsn
 		if op.Producer != 0 {
-			s.state.dedupe.record(op.Producer, op.Seq, lsn)
+			s.state.dedupe.record(op.Producer, op.Seq, lsn, s.state.epoch)
 		}
 		sc.recs = append(sc.recs, wal.Record{LSN: lsn, Epoch: uint64(s.state.epoch), Aux: e.Index, Payload: op.Payload})
-		out := opOutcome{status: statusApplied, lsn: lsn, plugin: -1}
+		out := opOutcome{status: statusApplied, lsn: lsn, epoch: s.state.epoch, plugin: -1}
 		if lsn > s.skipTo {
 			out.plugin = len(sc.ops)
 			sc.ops = append(sc.ops, Op{LSN: lsn, Epoch: s.state.epoch, Payload: op.Payload})

@@ -55,6 +55,11 @@ var (
 	// ErrTimeout reports a server that gave up waiting (for a quorum, an
 	// apply). Retryable.
 	ErrTimeout = errors.New("transport: timeout")
+	// ErrStaleSequence reports an append whose producer sequence is not
+	// above the producer's last one and is not among its recent ops: it
+	// cannot be told whether it was applied, so it is refused. Not
+	// retryable.
+	ErrStaleSequence = errors.New("transport: stale producer sequence")
 	// ErrClosed reports a call on a closed Client, Server or Subscription.
 	ErrClosed = errors.New("transport: closed")
 )
@@ -113,6 +118,9 @@ const (
 	CodeShuttingDown      Code = 17
 	CodeCanceled          Code = 18
 	CodeTimeout           Code = 19
+	CodeStaleSequence     Code = 20
+
+	lastCode = CodeStaleSequence
 )
 
 // sentinel returns the sentinel error of c, or nil for an unknown code.
@@ -148,6 +156,8 @@ func (c Code) sentinel() error {
 		return ErrCanceled
 	case CodeTimeout:
 		return ErrTimeout
+	case CodeStaleSequence:
+		return ErrStaleSequence
 	}
 	return nil
 }
@@ -185,6 +195,8 @@ func (c Code) String() string {
 		return "Canceled"
 	case CodeTimeout:
 		return "Timeout"
+	case CodeStaleSequence:
+		return "StaleSequence"
 	}
 	return fmt.Sprintf("Code(%d)", uint16(c))
 }
@@ -211,7 +223,7 @@ func errorFor(err error) errorMsg {
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, ErrTimeout):
 		m.Code = CodeTimeout
 	default:
-		for c := CodeProtocol; c <= CodeTimeout; c++ {
+		for c := CodeProtocol; c <= lastCode; c++ {
 			if s := c.sentinel(); s != nil && errors.Is(err, s) {
 				m.Code = c
 				break

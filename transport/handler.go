@@ -27,6 +27,7 @@ import (
 //	InvalidArgument    ErrInvalidArgument
 //	Timeout            ErrTimeout or context.DeadlineExceeded
 //	Canceled           ErrCanceled or context.Canceled
+//	StaleSequence      ErrStaleSequence: a producer sequence too old to tell
 //
 // Buffers: every slice in a request aliases a buffer the server reuses
 // once the method returns (for Append and AppendBatch: once Append or
