@@ -11,17 +11,30 @@ import (
 	"github.com/lockstitch/lockstitch/wal"
 )
 
+// AdminFunc serves the opaque administrative requests of the transport
+// (see transport.Handler.Admin).
+type AdminFunc func(ctx context.Context, req []byte) ([]byte, error)
+
 // NewHandler returns the transport.Handler that serves this node's
 // partitions to clients: a transport.Server built with it answers appends,
 // reads, subscriptions, queries and status. nodeID names the node in
-// status answers.
-func NewHandler(r *Replicator, nodeID uint64) transport.Handler {
-	return &handler{r: r, nodeID: nodeID}
+// status answers; admin serves administrative requests (nil refuses them).
+func NewHandler(r *Replicator, nodeID uint64, admin AdminFunc) transport.Handler {
+	return &handler{r: r, nodeID: nodeID, admin: admin}
 }
 
 type handler struct {
 	r      *Replicator
 	nodeID uint64
+	admin  AdminFunc
+}
+
+// Admin implements transport.Handler.
+func (h *handler) Admin(ctx context.Context, req []byte) ([]byte, error) {
+	if h.admin == nil {
+		return nil, fmt.Errorf("%w: this node serves no administrative requests", transport.ErrInvalidArgument)
+	}
+	return h.admin(ctx, req)
 }
 
 var _ transport.Handler = (*handler)(nil)

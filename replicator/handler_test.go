@@ -43,7 +43,7 @@ func newServed(t *testing.T, n int) *served {
 
 func (s *served) serve(i int) {
 	s.t.Helper()
-	srv, err := transport.NewServer(replicator.NewHandler(s.get(i), uint64(i+1)), transport.DefaultServerConfig())
+	srv, err := transport.NewServer(replicator.NewHandler(s.get(i), uint64(i+1), nil), transport.DefaultServerConfig())
 	if err != nil {
 		s.t.Fatal(err)
 	}

@@ -49,6 +49,7 @@ type call struct {
 	read     ReadRequest
 	query    QueryRequest
 	status   StatusRequest
+	admin    []byte // Admin; the caller's until the call ends
 
 	// Answers, filled by the connection's reader.
 	err       error
@@ -195,6 +196,8 @@ func (c *call) frameSize() int {
 		return n
 	case TypeQuery:
 		return queryFixed + len(c.query.Request)
+	case TypeAdmin:
+		return len(c.admin)
 	}
 	return 0
 }
@@ -212,6 +215,8 @@ func (c *call) encode(b []byte, id uint64, producer uint64) []byte {
 		return appendQuery(b, id, &c.query)
 	case TypeStatus:
 		return appendStatus(b, id, &c.status)
+	case TypeAdmin:
+		return appendAdmin(b, id, c.admin)
 	case TypePing:
 		return appendPing(b, id)
 	}
@@ -276,6 +281,8 @@ func (c *call) receive(t FrameType, body []byte) error {
 			return err
 		}
 		c.node = &s
+	case TypeAdminResult:
+		c.buf = append(c.buf[:0], body...)
 	case TypePong:
 		if err := decodeEmpty(t, body); err != nil {
 			return err

@@ -70,6 +70,26 @@ func (cl *Client) status(ctx context.Context, addr string, byAddr bool, req Stat
 	return st, err
 }
 
+// Admin sends an administrative request to the node at addr (any
+// connected node for "") and returns its answer. Both are opaque to the
+// transport. It is retried, like every call, when the connection is lost
+// or the node is busy: the request must be safe to repeat.
+func (cl *Client) Admin(ctx context.Context, addr string, req []byte) ([]byte, error) {
+	c := cl.getCall(TypeAdmin)
+	c.addr, c.byAddr, c.admin = addr, true, req
+	abandoned, err := cl.do(ctx, c)
+	if abandoned {
+		return nil, err
+	}
+	var res []byte
+	if err == nil {
+		res = append([]byte(nil), c.buf...)
+	}
+	c.admin = nil
+	cl.putCall(c)
+	return res, err
+}
+
 // Ping sends a Ping to the node at addr (any connected node for "") and
 // waits for its Pong.
 func (cl *Client) Ping(ctx context.Context, addr string) error {

@@ -75,6 +75,12 @@ func TestAppendReadQueryStatus(t *testing.T) {
 	if err := cl.Ping(ctx, addr); err != nil {
 		t.Fatal(err)
 	}
+	if res, err := cl.Admin(ctx, addr, []byte(`{"op":"x"}`)); err != nil || string(res) != `admin:{"op":"x"}` {
+		t.Fatalf("admin: %q, %v", res, err)
+	}
+	if _, err := cl.Admin(ctx, addr, []byte("fail")); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("failing admin: %v", err)
+	}
 }
 
 func TestAppendBatch(t *testing.T) {

@@ -48,6 +48,11 @@ func (m *memLog) Query(ctx context.Context, req *transport.QueryRequest, res *tr
 	return transport.ErrInvalidArgument
 }
 
+// Admin refuses: this node has no administrative requests.
+func (m *memLog) Admin(context.Context, []byte) ([]byte, error) {
+	return nil, transport.ErrInvalidArgument
+}
+
 func (m *memLog) Status(ctx context.Context, req *transport.StatusRequest) (*transport.NodeStatus, error) {
 	return &transport.NodeStatus{NodeID: 1}, nil
 }

@@ -191,6 +191,14 @@ func (f *fakeHandler) Query(ctx context.Context, req *QueryRequest, res *QueryRe
 	return nil
 }
 
+// Admin echoes the request, prefixed, or fails on "fail".
+func (f *fakeHandler) Admin(ctx context.Context, req []byte) ([]byte, error) {
+	if string(req) == "fail" {
+		return nil, fmt.Errorf("%w: asked to fail", ErrInvalidArgument)
+	}
+	return append([]byte("admin:"), req...), nil
+}
+
 func (f *fakeHandler) Status(ctx context.Context, req *StatusRequest) (*NodeStatus, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -320,6 +328,10 @@ func (nopHandler) Subscribe(ctx context.Context, req *SubscribeRequest, s *Strea
 
 func (nopHandler) Query(ctx context.Context, req *QueryRequest, res *QueryResult) error {
 	return ErrInvalidArgument
+}
+
+func (nopHandler) Admin(ctx context.Context, req []byte) ([]byte, error) {
+	return nil, ErrInvalidArgument
 }
 
 func (nopHandler) Status(ctx context.Context, req *StatusRequest) (*NodeStatus, error) {

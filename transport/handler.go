@@ -84,6 +84,12 @@ type Handler interface {
 	// goroutine and should honour ctx.
 	Query(ctx context.Context, req *QueryRequest, res *QueryResult) error
 
+	// Admin serves an administrative request (creating partitions,
+	// changing membership, ...). req and the answer are opaque to the
+	// transport; req aliases a buffer the server reuses once Admin
+	// returns. Admin runs on its own goroutine and is not on a hot path.
+	Admin(ctx context.Context, req []byte) ([]byte, error)
+
 	// Status describes the node, or one partition of it when
 	// req.OnePartition is set (failing with ErrPartitionNotFound when the
 	// node does not host it). The server encodes the result before

@@ -42,6 +42,7 @@ const (
 	TypeCancel      FrameType = 0x08
 	TypeQuery       FrameType = 0x09
 	TypeStatus      FrameType = 0x0A
+	TypeAdmin       FrameType = 0x0B
 
 	TypeWelcome           FrameType = 0x81
 	TypePong              FrameType = 0x82
@@ -52,6 +53,7 @@ const (
 	TypeEnd               FrameType = 0x87
 	TypeQueryResult       FrameType = 0x89
 	TypeStatusResult      FrameType = 0x8A
+	TypeAdminResult       FrameType = 0x8B
 	TypeError             FrameType = 0xFF
 )
 
@@ -78,6 +80,8 @@ func (t FrameType) String() string {
 		return "Query"
 	case TypeStatus:
 		return "Status"
+	case TypeAdmin:
+		return "Admin"
 	case TypeWelcome:
 		return "Welcome"
 	case TypePong:
@@ -96,6 +100,8 @@ func (t FrameType) String() string {
 		return "QueryResult"
 	case TypeStatusResult:
 		return "StatusResult"
+	case TypeAdminResult:
+		return "AdminResult"
 	case TypeError:
 		return "Error"
 	}

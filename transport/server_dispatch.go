@@ -88,6 +88,13 @@ func (c *serverConn) dispatch(h *Header, body []byte) error {
 			return err
 		}
 		return c.startAsync(h.ID, func(ctx context.Context, ref callRef) { c.serveStatus(ctx, ref, h.ID, &req) })
+	case TypeAdmin:
+		q := resultPool.Get()
+		q.B = append(q.B[:0], body...)
+		return c.startAsync(h.ID, func(ctx context.Context, ref callRef) {
+			defer resultPool.Put(q)
+			c.serveAdmin(ctx, ref, h.ID, q.B)
+		})
 	case TypeSubscribe:
 		var req SubscribeRequest
 		if err := decodeSubscribe(body, &req); err != nil {
@@ -195,6 +202,20 @@ func (c *serverConn) serveStatus(ctx context.Context, ref callRef, id uint64, re
 		return
 	}
 	ref.send(TypeStatusResult, frame)
+}
+
+// serveAdmin runs the Handler's Admin and answers.
+func (c *serverConn) serveAdmin(ctx context.Context, ref callRef, id uint64, req []byte) {
+	res, err := c.srv.h.Admin(ctx, req)
+	if err != nil {
+		ref.fail(err, "Admin")
+		return
+	}
+	if len(res) > c.maxOut {
+		ref.fail(fmt.Errorf("%w: admin answer of %d bytes exceeds the client's frame limit", ErrTooLarge, len(res)), "Admin")
+		return
+	}
+	ref.send(TypeAdminResult, appendAdminResult(nil, id, res))
 }
 
 // startSubscribe begins subscription id and runs the Handler's Subscribe
