@@ -104,7 +104,7 @@ func (r *Replicator) create(m partitionMeta) (*Partition, error) {
 // this node hosts; that node must then call JoinPartition. A voter is added
 // as non-voting and promotes itself once it has caught up.
 func (r *Replicator) AddReplica(ctx context.Context, id PartitionID, replica ReplicaID, raftAddr string, kind Kind) error {
-	return r.changeMembership(ctx, id, func(ccid uint64) error {
+	return r.changeMembership(ctx, id, func(ctx context.Context, ccid uint64) error {
 		if kind == Witness {
 			return r.nh.SyncRequestAddWitness(ctx, uint64(id), uint64(replica), raftAddr, ccid)
 		}
@@ -115,23 +115,26 @@ func (r *Replicator) AddReplica(ctx context.Context, id PartitionID, replica Rep
 // RemoveReplica removes a replica from a partition this node hosts. The
 // removed replica deletes its data; its id is never reused.
 func (r *Replicator) RemoveReplica(ctx context.Context, id PartitionID, replica ReplicaID) error {
-	return r.changeMembership(ctx, id, func(ccid uint64) error {
+	return r.changeMembership(ctx, id, func(ctx context.Context, ccid uint64) error {
 		return r.nh.SyncRequestDeleteReplica(ctx, uint64(id), uint64(replica), ccid)
 	})
 }
 
 // changeMembership applies a membership change with the current config
-// change id, retrying if another change raced with it.
-func (r *Replicator) changeMembership(ctx context.Context, id PartitionID, change func(ccid uint64) error) error {
+// change id, retrying if another change raced with it. change gets ctx
+// with a deadline, which dragonboat requires.
+func (r *Replicator) changeMembership(ctx context.Context, id PartitionID, change func(ctx context.Context, ccid uint64) error) error {
 	if _, err := r.Partition(id); err != nil {
 		return err
 	}
+	ctx, cancel := r.withDeadline(ctx)
+	defer cancel()
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
 		var m *dragonboat.Membership
 		m, err = r.nh.SyncGetShardMembership(ctx, uint64(id))
 		if err == nil {
-			err = change(m.ConfigChangeID)
+			err = change(ctx, m.ConfigChangeID)
 		}
 		if err == nil || ctx.Err() != nil || !(errors.Is(err, dragonboat.ErrRejected) || dragonboat.IsTempError(err)) {
 			break
@@ -202,6 +205,8 @@ func (r *Replicator) forgetCtx(ctx context.Context, p *partition, reason string)
 	if err := r.nh.StopReplica(uint64(p.id), uint64(p.replica)); err != nil && !errors.Is(err, dragonboat.ErrShardNotFound) {
 		return fmt.Errorf("replicator: stop partition %d: %w", p.id, err)
 	}
+	ctx, cancel := r.withDeadline(ctx)
+	defer cancel()
 	var err error
 	for {
 		err = r.nh.SyncRemoveData(ctx, uint64(p.id), uint64(p.replica))
@@ -229,4 +234,75 @@ func (r *Replicator) forgetCtx(ctx context.Context, p *partition, reason string)
 	}
 	p.log.Info("replica deleted", "reason", reason)
 	return nil
+}
+
+// Membership is a partition's replica set as Raft has committed it.
+type Membership struct {
+	// Replicas maps each current replica to its Raft address and kind.
+	Replicas map[ReplicaID]Member
+	// Removed lists replica ids removed from the partition: they can
+	// never be used again.
+	Removed []ReplicaID
+}
+
+// Member is one replica of a Membership.
+type Member struct {
+	RaftAddress string
+	Kind        Kind
+}
+
+// NextReplicaID returns the lowest replica id above every id the
+// partition has used, current or removed.
+func (m Membership) NextReplicaID() ReplicaID {
+	var top ReplicaID
+	for id := range m.Replicas {
+		top = max(top, id)
+	}
+	for _, id := range m.Removed {
+		top = max(top, id)
+	}
+	return top + 1
+}
+
+// Membership returns the partition's replica set, read linearizably
+// (through the leader).
+func (p *Partition) Membership(ctx context.Context) (Membership, error) {
+	ctx, cancel := p.r.withDeadline(ctx)
+	defer cancel()
+	m, err := p.r.nh.SyncGetShardMembership(ctx, uint64(p.id))
+	if err != nil {
+		return Membership{}, fmt.Errorf("%w: partition %d: membership: %v", ErrUnavailable, p.id, err)
+	}
+	out := Membership{Replicas: make(map[ReplicaID]Member)}
+	for id, a := range m.Nodes {
+		out.Replicas[ReplicaID(id)] = Member{a, Voter}
+	}
+	for id, a := range m.NonVotings {
+		out.Replicas[ReplicaID(id)] = Member{a, NonVoting}
+	}
+	for id, a := range m.Witnesses {
+		out.Replicas[ReplicaID(id)] = Member{a, Witness}
+	}
+	for id := range m.Removed {
+		out.Removed = append(out.Removed, ReplicaID(id))
+	}
+	return out, nil
+}
+
+// Options returns the plugin options the partition was created with.
+func (p *Partition) Options() map[string]string {
+	out := make(map[string]string, len(p.meta.Options))
+	for k, v := range p.meta.Options {
+		out[k] = v
+	}
+	return out
+}
+
+// withDeadline gives ctx the proposal timeout as a deadline if it has none:
+// dragonboat's synchronous calls need one.
+func (r *Replicator) withDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, r.cfg.ProposalTimeout)
 }

@@ -34,7 +34,11 @@ func (h *handler) Admin(ctx context.Context, req []byte) ([]byte, error) {
 	if h.admin == nil {
 		return nil, fmt.Errorf("%w: this node serves no administrative requests", transport.ErrInvalidArgument)
 	}
-	return h.admin(ctx, req)
+	res, err := h.admin(ctx, req)
+	if err != nil {
+		return nil, wireError(err)
+	}
+	return res, nil
 }
 
 var _ transport.Handler = (*handler)(nil)

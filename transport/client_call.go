@@ -38,6 +38,7 @@ type call struct {
 	addr      string
 	byAddr    bool
 	attempt   int
+	notFound  int         // nodes that answered PartitionNotFound
 	conn      *clientConn // where the current attempt went
 
 	// Requests.
@@ -77,7 +78,7 @@ func (cl *Client) putCall(c *call) {
 	c.gen++
 	c.state.Store(callIdle)
 	c.payload, c.payloads, c.query.Request, c.node, c.err, c.sendErr, c.conn = nil, nil, nil, nil, nil, nil, nil
-	c.addr, c.byAddr, c.attempt = "", false, 0
+	c.addr, c.byAddr, c.attempt, c.notFound = "", false, 0, 0
 	clear(c.batch)
 	c.batch = c.batch[:0]
 	if cap(c.buf) > maxKeptWriteBuffer {
@@ -150,6 +151,24 @@ func (c *call) wait(ctx context.Context, abandon bool) (answered bool, err error
 // retryable, attempts remain and ctx allows a backoff. It updates the
 // routing (a NotLeader hint, a lost connection) and sleeps the backoff.
 func (cl *Client) retry(ctx context.Context, c *call, err error) bool {
+	if errors.Is(err, ErrPartitionNotFound) && !c.byAddr && ctx.Err() == nil && !cl.isClosed() {
+		// The node may have lost its replica (removed, moved): ask the
+		// other seeds before concluding the partition does not exist.
+		c.notFound++
+		if c.notFound >= len(cl.seeds) {
+			return false
+		}
+		ps := cl.part(c.partition)
+		ps.conn.CompareAndSwap(c.conn, nil)
+		next := cl.seeds[int(cl.next.Add(1))%len(cl.seeds)]
+		if c.conn != nil && next == c.conn.ep.addr {
+			next = cl.seeds[int(cl.next.Add(1))%len(cl.seeds)]
+		}
+		ps.mu.Lock()
+		ps.hint = next
+		ps.mu.Unlock()
+		return true
+	}
 	if !retryable(err) || ctx.Err() != nil || cl.isClosed() {
 		return false
 	}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/lockstitch/lockstitch/wal"
 )
@@ -553,5 +554,32 @@ func TestDamagedRecordRefused(t *testing.T) {
 	defer sub.Close()
 	if err := sub.Next(ctx, new(wal.Record)); !errors.Is(err, ErrChecksum) {
 		t.Fatalf("Next on a damaged record: %v", err)
+	}
+}
+
+// TestPartitionNotFoundTriesOtherSeeds: a node that does not host the
+// partition (any more) sends the client on to its other seeds.
+func TestPartitionNotFoundTriesOtherSeeds(t *testing.T) {
+	gone := newFakeHandler()
+	gone.appendErr = ErrPartitionNotFound
+	_, without := startServer(t, gone, testServerConfig())
+	_, with := startServer(t, newFakeHandler(), testServerConfig())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cl, err := Dial(ctx, DefaultClientConfig(), without, with)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if _, err := cl.Append(ctx, 7, []byte("x")); err != nil {
+		t.Fatalf("append with a seed that hosts the partition: %v", err)
+	}
+	only, err := Dial(ctx, DefaultClientConfig(), without)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer only.Close()
+	if _, err := only.Append(ctx, 7, []byte("x")); !errors.Is(err, ErrPartitionNotFound) {
+		t.Fatalf("append with no seed hosting the partition: %v", err)
 	}
 }
