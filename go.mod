@@ -3,6 +3,7 @@ module github.com/lockstitch/lockstitch
 go 1.25
 
 require (
+	github.com/BurntSushi/toml v1.6.0
 	github.com/lni/dragonboat/v4 v4.0.0-20250723143628-076c7f6497dc
 	github.com/prometheus/client_golang v1.23.2
 	github.com/valyala/bytebufferpool v1.0.0

@@ -12,9 +12,10 @@ import (
 
 // dragonboat's logger is process-wide and can be installed once, before
 // its first log line. installDragonboatLogger routes it to the logger of
-// the most recently opened Replicator, at Warn and above; its raft and
-// transport packages at Error, as they log every election step and every
-// closed connection as warnings.
+// the most recently opened Replicator, at Warn and above; its raft,
+// transport and config packages at Error, as they log every election step,
+// every closed connection and, at each start, the absence of TLS (see
+// docs/operations.md) as warnings.
 var (
 	dbLoggerOnce sync.Once
 	dbLogger     atomic.Pointer[slog.Logger]
@@ -25,7 +26,8 @@ func installDragonboatLogger(l *slog.Logger) {
 	dbLoggerOnce.Do(func() {
 		logger.SetLoggerFactory(func(pkg string) logger.ILogger {
 			min := logger.WARNING
-			if pkg == "transport" || pkg == "raft" {
+			switch pkg {
+			case "transport", "raft", "config":
 				min = logger.ERROR
 			}
 			d := &dbLog{pkg: pkg}

@@ -1,0 +1,621 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+	"unicode/utf8"
+
+	"github.com/lockstitch/lockstitch/internal/node"
+	"github.com/lockstitch/lockstitch/transport"
+	"github.com/lockstitch/lockstitch/wal"
+)
+
+// defaultAddrs are the client addresses tried when --addr and
+// LOCKSTITCH_ADDR are not given: the nodes of lockstitch dev and the
+// default of lockstitch serve.
+const defaultAddrs = "127.0.0.1:7401,127.0.0.1:7402,127.0.0.1:7403,127.0.0.1:7400"
+
+// clientFlags are the flags every client command takes.
+type clientFlags struct {
+	addrs   *string
+	json    *bool
+	timeout *time.Duration
+}
+
+func addClientFlags(fs *flag.FlagSet) clientFlags {
+	addrs := os.Getenv("LOCKSTITCH_ADDR")
+	if addrs == "" {
+		addrs = defaultAddrs
+	}
+	return clientFlags{
+		addrs:   fs.String("addr", addrs, "comma-separated client addresses of nodes, host:port or unix:/path (env LOCKSTITCH_ADDR)"),
+		json:    fs.Bool("json", false, "print JSON instead of text"),
+		timeout: fs.Duration("timeout", 10*time.Second, "give up after this long"),
+	}
+}
+
+func (f clientFlags) addrList() []string {
+	var out []string
+	for _, a := range strings.Split(*f.addrs, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// dial connects to the first node that answers.
+func (f clientFlags) dial(ctx context.Context) (*transport.Client, error) {
+	addrs := f.addrList()
+	if len(addrs) == 0 {
+		return nil, errors.New("no node address given (--addr)")
+	}
+	cfg := transport.DefaultClientConfig()
+	cfg.Name = "lockstitch-cli"
+	cl, err := transport.Dial(ctx, cfg, addrs...)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach any node at %s: %w", strings.Join(addrs, ", "), err)
+	}
+	return cl, nil
+}
+
+// printJSON writes v as one line of JSON.
+func printJSON(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
+}
+
+// payloadText returns a payload as text if it is printable UTF-8, else as
+// hex with a 0x prefix.
+func payloadText(p []byte) string {
+	if utf8.Valid(p) && !strings.ContainsFunc(string(p), func(r rune) bool { return r < 0x20 && r != '\t' }) {
+		return string(p)
+	}
+	return "0x" + hex.EncodeToString(p)
+}
+
+// cmdAppend appends ops: its arguments, or one op per line of a file or
+// of stdin. Many appends are in flight at once; each op is idempotent
+// (the client's producer id and sequence).
+func cmdAppend(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("append", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cf := addClientFlags(fs)
+	part := fs.Uint64("partition", 1, "partition to append to")
+	file := fs.String("file", "", "append one op per line of this file (- for stdin)")
+	window := fs.Int("window", 256, "appends in flight at once")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: lockstitch append [flags] [op ...]\n\nAppends each argument as an op; with no argument (or --file), one op per line. Flags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *window < 1 {
+		return usageError(stderr, "--window must be at least 1")
+	}
+	var lines *bufio.Scanner
+	switch {
+	case fs.NArg() > 0 && *file != "":
+		return usageError(stderr, "give ops as arguments or --file, not both")
+	case *file != "" && *file != "-":
+		f, err := os.Open(*file)
+		if err != nil {
+			return fail(stderr, err)
+		}
+		defer f.Close()
+		lines = bufio.NewScanner(f)
+	case fs.NArg() == 0:
+		lines = bufio.NewScanner(os.Stdin)
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+	dctx, dcancel := context.WithTimeout(ctx, *cf.timeout)
+	cl, err := cf.dial(dctx)
+	dcancel()
+	if err != nil {
+		return fail(stderr, err)
+	}
+	defer cl.Close()
+
+	type result struct {
+		LSN   uint64 `json:"lsn"`
+		Epoch uint64 `json:"epoch"`
+	}
+	p := transport.PartitionID(*part)
+	if lines == nil {
+		// A few ops from the command line: report each.
+		for _, op := range fs.Args() {
+			actx, acancel := context.WithTimeout(ctx, *cf.timeout)
+			res, err := cl.Append(actx, p, []byte(op))
+			acancel()
+			if err != nil {
+				return fail(stderr, fmt.Errorf("append to partition %d: %w", *part, err))
+			}
+			if *cf.json {
+				printJSON(stdout, result{uint64(res.LSN), res.Epoch})
+			} else {
+				fmt.Fprintf(stdout, "partition %d LSN %d epoch %d\n", *part, res.LSN, res.Epoch)
+			}
+		}
+		return 0
+	}
+
+	// A stream of ops: pipeline them, with progress on stderr.
+	lines.Buffer(make([]byte, 64<<10), 64<<20)
+	inflight := make([]transport.AppendFuture, 0, *window)
+	var count int
+	var first, last wal.LSN
+	start := time.Now()
+	lastReport := start
+	wait := func(f transport.AppendFuture) error {
+		actx, acancel := context.WithTimeout(ctx, *cf.timeout)
+		defer acancel()
+		res, err := f.Wait(actx)
+		if err != nil {
+			return err
+		}
+		if first == 0 || res.LSN < first {
+			first = res.LSN
+		}
+		last = max(last, res.LSN)
+		count++
+		if now := time.Now(); now.Sub(lastReport) >= time.Second {
+			lastReport = now
+			fmt.Fprintf(stderr, "appended %d ops (%.0f ops/s)\n", count, float64(count)/now.Sub(start).Seconds())
+		}
+		return nil
+	}
+	for lines.Scan() {
+		op := append([]byte(nil), lines.Bytes()...)
+		if len(inflight) == *window {
+			if err := wait(inflight[0]); err != nil {
+				return fail(stderr, fmt.Errorf("append to partition %d after %d ops: %w", *part, count, err))
+			}
+			inflight = inflight[1:]
+		}
+		inflight = append(inflight, cl.AppendAsync(ctx, p, op))
+	}
+	if err := lines.Err(); err != nil {
+		return fail(stderr, fmt.Errorf("reading ops: %w", err))
+	}
+	for _, f := range inflight {
+		if err := wait(f); err != nil {
+			return fail(stderr, fmt.Errorf("append to partition %d after %d ops: %w", *part, count, err))
+		}
+	}
+	if *cf.json {
+		printJSON(stdout, map[string]any{"partition": *part, "count": count, "first": first, "last": last})
+	} else if count == 0 {
+		fmt.Fprintln(stdout, "no ops to append")
+	} else {
+		fmt.Fprintf(stdout, "appended %d ops to partition %d: LSN %d..%d in %v\n", count, *part, first, last, time.Since(start).Round(time.Millisecond))
+	}
+	return 0
+}
+
+// cmdTail prints ops from an LSN on, and with --follow keeps printing
+// them as they commit.
+func cmdTail(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("tail", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cf := addClientFlags(fs)
+	part := fs.Uint64("partition", 1, "partition to read")
+	from := fs.Uint64("from", 1, "first LSN to print")
+	follow := fs.Bool("follow", false, "keep printing ops as they commit, until interrupted")
+	limit := fs.Int("limit", 0, "stop after this many ops (0: no limit)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 || *from == 0 {
+		return usageError(stderr, "usage: lockstitch tail [--partition P] [--from N>=1] [--follow] [--limit N]")
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+	dctx, dcancel := context.WithTimeout(ctx, *cf.timeout)
+	cl, err := cf.dial(dctx)
+	dcancel()
+	if err != nil {
+		return fail(stderr, err)
+	}
+	defer cl.Close()
+	w := bufio.NewWriter(stdout)
+	defer w.Flush()
+	printed := 0
+	print := func(rec *wal.Record) {
+		if *cf.json {
+			printJSON(w, map[string]any{"lsn": rec.LSN, "epoch": rec.Epoch, "payload": payloadText(rec.Payload)})
+		} else {
+			fmt.Fprintf(w, "%d\t%d\t%s\n", rec.LSN, rec.Epoch, payloadText(rec.Payload))
+		}
+		printed++
+	}
+	p := transport.PartitionID(*part)
+	var rec wal.Record
+	if *follow {
+		sub, err := cl.Subscribe(ctx, p, wal.LSN(*from-1))
+		if err != nil {
+			return fail(stderr, fmt.Errorf("subscribe to partition %d: %w", *part, err))
+		}
+		defer sub.Close()
+		for *limit == 0 || printed < *limit {
+			if err := sub.Next(ctx, &rec); err != nil {
+				if ctx.Err() != nil {
+					return 0 // interrupted
+				}
+				w.Flush()
+				return fail(stderr, fmt.Errorf("following partition %d: %w", *part, err))
+			}
+			print(&rec)
+			w.Flush()
+		}
+		return 0
+	}
+	next := wal.LSN(*from)
+	var recs transport.Records
+	for *limit == 0 || printed < *limit {
+		rctx, rcancel := context.WithTimeout(ctx, *cf.timeout)
+		err := cl.Read(rctx, p, next, transport.ReadOptions{MaxOps: 1024, MaxBytes: 4 << 20}, &recs)
+		rcancel()
+		if err != nil {
+			w.Flush()
+			return fail(stderr, fmt.Errorf("read partition %d from %d: %w", *part, next, err))
+		}
+		n := 0
+		for recs.Next(&rec) == nil && (*limit == 0 || printed < *limit) {
+			print(&rec)
+			next = rec.LSN + 1
+			n++
+		}
+		if n == 0 {
+			break
+		}
+	}
+	return 0
+}
+
+// cmdQuery sends a request to a partition's plugin and prints the answer.
+func cmdQuery(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("query", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cf := addClientFlags(fs)
+	part := fs.Uint64("partition", 1, "partition to query")
+	consistency := fs.String("consistency", "linearizable", "linearizable, leader (leader-local) or any (any replica within --max-staleness)")
+	staleness := fs.Duration("max-staleness", time.Second, "for --consistency any: how stale the answer may be")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 1 {
+		return usageError(stderr, "usage: lockstitch query [flags] [request]")
+	}
+	opts := transport.QueryOptions{MaxStaleness: *staleness}
+	switch *consistency {
+	case "linearizable":
+		opts.Consistency = transport.Linearizable
+	case "leader":
+		opts.Consistency = transport.LeaderLocal
+	case "any":
+		opts.Consistency = transport.Bounded
+	default:
+		return usageError(stderr, "--consistency %q is not linearizable, leader or any", *consistency)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *cf.timeout)
+	defer cancel()
+	cl, err := cf.dial(ctx)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	defer cl.Close()
+	res, err := cl.Query(ctx, transport.PartitionID(*part), opts, []byte(fs.Arg(0)), nil)
+	if err != nil {
+		return fail(stderr, fmt.Errorf("query partition %d: %w", *part, err))
+	}
+	if *cf.json {
+		printJSON(stdout, map[string]any{"lsn": res.LSN, "committed": res.Committed, "result": payloadText(res.Result)})
+	} else {
+		fmt.Fprintln(stdout, payloadText(res.Result))
+	}
+	return 0
+}
+
+// cmdStatus prints a table per partition: leader, epoch, committed and
+// applied LSN, and each replica's lag as the leader sees it.
+func cmdStatus(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cf := addClientFlags(fs)
+	part := fs.Uint64("partition", 0, "only this partition")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		return usageError(stderr, "usage: lockstitch status [--partition P]")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *cf.timeout)
+	defer cancel()
+	cl, err := cf.dial(ctx)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	defer cl.Close()
+	var ids []transport.PartitionID
+	if *part != 0 {
+		ids = []transport.PartitionID{transport.PartitionID(*part)}
+	} else {
+		// Every partition any reachable node hosts.
+		seen := map[transport.PartitionID]bool{}
+		for _, a := range cf.addrList() {
+			ns, err := cl.Status(ctx, a)
+			if err != nil {
+				continue
+			}
+			for _, ps := range ns.Partitions {
+				if !seen[ps.Partition] {
+					seen[ps.Partition] = true
+					ids = append(ids, ps.Partition)
+				}
+			}
+		}
+		slices.Sort(ids)
+	}
+	var all []*transport.PartitionStatus
+	for _, id := range ids {
+		st, err := cl.PartitionStatus(ctx, id)
+		if err != nil {
+			return fail(stderr, fmt.Errorf("status of partition %d: %w", id, err))
+		}
+		all = append(all, st)
+	}
+	if *cf.json {
+		out := make([]map[string]any, 0, len(all))
+		for _, st := range all {
+			reps := make([]map[string]any, 0, len(st.Replicas))
+			for _, r := range st.Replicas {
+				reps = append(reps, map[string]any{"replica": r.Replica, "addr": r.Addr, "kind": r.Membership.String(), "match": r.Match, "lag": r.Lag})
+			}
+			out = append(out, map[string]any{"partition": st.Partition, "role": st.Role.String(), "leader": st.Leader,
+				"leader_addr": st.LeaderAddr, "epoch": st.Epoch, "committed": st.Committed, "applied": st.Applied, "replicas": reps})
+		}
+		printJSON(stdout, out)
+		return 0
+	}
+	if len(all) == 0 {
+		fmt.Fprintln(stdout, "no partitions")
+		return 0
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	for i, st := range all {
+		if i > 0 {
+			fmt.Fprintln(tw)
+		}
+		fmt.Fprintf(tw, "PARTITION\tLEADER\tLEADER ADDR\tEPOCH\tCOMMITTED\tAPPLIED\n")
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%d\t%d\t%d\n", st.Partition, st.Leader, st.LeaderAddr, st.Epoch, st.Committed, st.Applied)
+		fmt.Fprintf(tw, "  REPLICA\tKIND\tADDR\tAPPLIED\tLAG\t\n")
+		for _, r := range st.Replicas {
+			fmt.Fprintf(tw, "  %d\t%s\t%s\t%d\t%d\t\n", r.Replica, r.Membership, r.Addr, r.Match, r.Lag)
+		}
+	}
+	tw.Flush()
+	return 0
+}
+
+// adminCall sends an admin request to the given nodes in turn until one
+// serves it (a node that does not host the partition passes it on).
+func adminCall(ctx context.Context, cf clientFlags, req node.AdminRequest) (node.AdminResponse, error) {
+	var res node.AdminResponse
+	cl, err := cf.dial(ctx)
+	if err != nil {
+		return res, err
+	}
+	defer cl.Close()
+	body, _ := json.Marshal(req)
+	var lastErr error
+	for _, a := range cf.addrList() {
+		out, err := cl.Admin(ctx, a, body)
+		if err == nil {
+			return res, json.Unmarshal(out, &res)
+		}
+		lastErr = err
+		if !errors.Is(err, transport.ErrPartitionNotFound) && !errors.Is(err, transport.ErrUnavailable) && !errors.Is(err, transport.ErrShuttingDown) {
+			break
+		}
+	}
+	return res, lastErr
+}
+
+// cmdPartition: partition create|delete|list.
+func cmdPartition(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		return usageError(stderr, "usage: lockstitch partition create|delete|list [flags]")
+	}
+	fs := flag.NewFlagSet("partition "+args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cf := addClientFlags(fs)
+	var req node.AdminRequest
+	switch args[0] {
+	case "create":
+		id := fs.Uint64("id", 0, "partition id (required)")
+		plugin := fs.String("plugin", "log", "state machine plugin")
+		replicas := fs.Int("replicas", 0, "number of replicas (default: 3, or the cluster size)")
+		nodes := fs.String("nodes", "", "comma-separated ids of the nodes to place replicas on")
+		var opts []string
+		fs.Func("option", "plugin option key=value (repeatable)", func(s string) error { opts = append(opts, s); return nil })
+		if err := fs.Parse(args[1:]); err != nil {
+			return 2
+		}
+		req = node.AdminRequest{Op: "create_partition", Partition: *id, Plugin: *plugin, Replicas: *replicas}
+		for _, o := range opts {
+			k, v, ok := strings.Cut(o, "=")
+			if !ok {
+				return usageError(stderr, "--option %q is not key=value", o)
+			}
+			if req.Options == nil {
+				req.Options = map[string]string{}
+			}
+			req.Options[k] = v
+		}
+		if *nodes != "" {
+			for _, s := range strings.Split(*nodes, ",") {
+				n, err := strconv.ParseUint(strings.TrimSpace(s), 10, 64)
+				if err != nil {
+					return usageError(stderr, "--nodes %q: %v", *nodes, err)
+				}
+				req.Nodes = append(req.Nodes, n)
+			}
+		}
+		if *id == 0 {
+			return usageError(stderr, "partition create needs --id")
+		}
+	case "delete":
+		id := fs.Uint64("id", 0, "partition id (required)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return 2
+		}
+		if *id == 0 {
+			return usageError(stderr, "partition delete needs --id")
+		}
+		req = node.AdminRequest{Op: "delete_partition", Partition: *id}
+	case "list":
+		if err := fs.Parse(args[1:]); err != nil {
+			return 2
+		}
+		req = node.AdminRequest{Op: "list_partitions"}
+	default:
+		return usageError(stderr, "unknown partition command %q: create, delete or list", args[0])
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *cf.timeout)
+	defer cancel()
+	res, err := adminCall(ctx, cf, req)
+	if err != nil {
+		return fail(stderr, fmt.Errorf("partition %s: %w", args[0], err))
+	}
+	if *cf.json {
+		printJSON(stdout, res)
+		return 0
+	}
+	switch args[0] {
+	case "create":
+		fmt.Fprintf(stdout, "partition %d created (plugin %s), replicas on nodes:", req.Partition, req.Plugin)
+		for r := uint64(1); r <= uint64(len(res.Placement)); r++ {
+			fmt.Fprintf(stdout, " %d→node %d", r, res.Placement[r])
+		}
+		fmt.Fprintln(stdout)
+	case "delete":
+		fmt.Fprintf(stdout, "partition %d deleted\n", req.Partition)
+	case "list":
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "PARTITION\tLEADER NODE\tEPOCH\tCOMMITTED\tREPLICAS (node:role:applied)")
+		for _, p := range res.Partitions {
+			var reps []string
+			for _, r := range p.Replicas {
+				reps = append(reps, fmt.Sprintf("%d:%s:%d", r.Node, r.Role, r.Applied))
+			}
+			fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%s\n", p.Partition, p.Leader, p.Epoch, p.Committed, strings.Join(reps, " "))
+		}
+		tw.Flush()
+	}
+	return 0
+}
+
+// cmdMember: member add|remove.
+func cmdMember(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		return usageError(stderr, "usage: lockstitch member add|remove [flags]")
+	}
+	fs := flag.NewFlagSet("member "+args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cf := addClientFlags(fs)
+	part := fs.Uint64("partition", 0, "partition (required)")
+	var req node.AdminRequest
+	switch args[0] {
+	case "add":
+		nodeID := fs.Uint64("node", 0, "id of the node to host the new replica (required)")
+		kind := fs.String("kind", "voter", "voter, non-voting or witness")
+		if err := fs.Parse(args[1:]); err != nil {
+			return 2
+		}
+		if *part == 0 || *nodeID == 0 {
+			return usageError(stderr, "member add needs --partition and --node")
+		}
+		req = node.AdminRequest{Op: "add_member", Partition: *part, Node: *nodeID, Kind: *kind}
+	case "remove":
+		replica := fs.Uint64("replica", 0, "replica id to remove (required)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return 2
+		}
+		if *part == 0 || *replica == 0 {
+			return usageError(stderr, "member remove needs --partition and --replica")
+		}
+		req = node.AdminRequest{Op: "remove_member", Partition: *part, Replica: *replica}
+	default:
+		return usageError(stderr, "unknown member command %q: add or remove", args[0])
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *cf.timeout)
+	defer cancel()
+	res, err := adminCall(ctx, cf, req)
+	if err != nil {
+		return fail(stderr, fmt.Errorf("member %s: %w", args[0], err))
+	}
+	switch {
+	case *cf.json:
+		printJSON(stdout, res)
+	case args[0] == "add":
+		fmt.Fprintf(stdout, "replica %d of partition %d added on node %d (%s); it catches up, then serves\n", res.Replica, *part, req.Node, req.Kind)
+	default:
+		fmt.Fprintf(stdout, "replica %d removed from partition %d\n", req.Replica, *part)
+	}
+	return 0
+}
+
+// cmdLeader: leader transfer.
+func cmdLeader(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] != "transfer" {
+		return usageError(stderr, "usage: lockstitch leader transfer --partition P --to REPLICA")
+	}
+	fs := flag.NewFlagSet("leader transfer", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cf := addClientFlags(fs)
+	part := fs.Uint64("partition", 0, "partition (required)")
+	to := fs.Uint64("to", 0, "replica id to lead (required)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	if *part == 0 || *to == 0 {
+		return usageError(stderr, "leader transfer needs --partition and --to")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *cf.timeout)
+	defer cancel()
+	res, err := adminCall(ctx, cf, node.AdminRequest{Op: "transfer_leader", Partition: *part, Replica: *to})
+	if err != nil {
+		return fail(stderr, fmt.Errorf("leader transfer: %w", err))
+	}
+	if *cf.json {
+		printJSON(stdout, res)
+	} else {
+		fmt.Fprintf(stdout, "replica %d leads partition %d\n", *to, *part)
+	}
+	return 0
+}
+
+// signalContext is cancelled by SIGINT or SIGTERM.
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+}

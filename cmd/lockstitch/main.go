@@ -1,0 +1,108 @@
+// Command lockstitch runs Lockstitch nodes and talks to them.
+//
+//	lockstitch dev                      a local three-node cluster, no setup
+//	lockstitch serve [flags]            run a node
+//	lockstitch append [flags] [op ...]  append ops (or one per line of stdin or --file)
+//	lockstitch tail [flags]             print ops from an LSN on (--follow)
+//	lockstitch query [flags] [request]  ask a partition's plugin
+//	lockstitch status [flags]           leader, epoch, LSNs and lag per partition
+//	lockstitch partition create|delete|list
+//	lockstitch member add|remove
+//	lockstitch leader transfer
+//	lockstitch version
+//
+// Client commands take --addr (env LOCKSTITCH_ADDR), --json and --timeout.
+// Errors are one line on stderr; the exit code is 1 for a failure and 2
+// for a usage error. docs/operations.md documents every setting.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+	"strings"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `usage: lockstitch <command> [flags]
+
+commands:
+  dev                     run a local cluster of three nodes with a partition of each built-in plugin
+  serve                   run a node
+  append                  append ops to a partition
+  tail                    print a partition's ops from an LSN on (--follow to keep going)
+  query                   ask a partition's plugin
+  status                  show leader, epoch, committed and applied LSNs and lag per partition
+  partition create|delete|list
+  member add|remove       change a partition's replicas
+  leader transfer         move a partition's leadership
+  version                 print the version
+
+Run lockstitch <command> -h for its flags.
+`
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "dev":
+		return cmdDev(rest, stdout, stderr)
+	case "serve":
+		return cmdServe(rest, stdout, stderr)
+	case "append":
+		return cmdAppend(rest, stdout, stderr)
+	case "tail":
+		return cmdTail(rest, stdout, stderr)
+	case "query":
+		return cmdQuery(rest, stdout, stderr)
+	case "status":
+		return cmdStatus(rest, stdout, stderr)
+	case "partition":
+		return cmdPartition(rest, stdout, stderr)
+	case "member":
+		return cmdMember(rest, stdout, stderr)
+	case "leader":
+		return cmdLeader(rest, stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, version())
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "lockstitch: unknown command %q\n\n%s", cmd, usage)
+	return 2
+}
+
+// fail prints err as one line and returns the failure exit code.
+func fail(stderr io.Writer, err error) int {
+	fmt.Fprintf(stderr, "lockstitch: %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
+	return 1
+}
+
+// usageError prints a usage problem and returns the usage exit code.
+func usageError(stderr io.Writer, format string, args ...any) int {
+	fmt.Fprintf(stderr, "lockstitch: "+format+"\n", args...)
+	return 2
+}
+
+func version() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "lockstitch (unknown version)"
+	}
+	v := info.Main.Version
+	for _, s := range info.Settings {
+		if s.Key == "vcs.revision" {
+			v += " " + s.Value
+		}
+	}
+	return "lockstitch " + v + " " + info.GoVersion
+}

@@ -1,0 +1,240 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/lockstitch/lockstitch/internal/node"
+	"github.com/lockstitch/lockstitch/replicator"
+	"github.com/lockstitch/lockstitch/transport"
+)
+
+// serveSettings is the configuration of lockstitch serve. Every field is a
+// flag, an environment variable and a config file key (see settings.go);
+// docs/operations.md lists them.
+type serveSettings struct {
+	ID           uint64 `name:"id" help:"this node's id, unique in the cluster"`
+	DataDir      string `name:"data-dir" help:"directory for all the node's data"`
+	RaftAddr     string `name:"raft-addr" help:"host:port of this node's Raft traffic, as peers reach it"`
+	ClientAddr   string `name:"client-addr" help:"host:port clients and peers reach this node's client server at"`
+	ClientListen string `name:"client-listen" help:"host:port the client server binds (default: client-addr)"`
+	UnixSocket   string `name:"unix-socket" help:"path of a Unix socket the client server also listens on (sidecars)"`
+	AdminAddr    string `name:"admin-addr" help:"host:port of the admin HTTP listener (/metrics, /debug/pprof/, /healthz, /readyz); empty for none"`
+	Peers        string `name:"peers" help:"the cluster's nodes: id=raft-addr/client-addr,... (this node included); empty for a one-node cluster"`
+	LogLevel     string `name:"log-level" help:"debug, info, warn or error"`
+	LogFormat    string `name:"log-format" help:"text or json"`
+
+	ShutdownTimeout time.Duration `name:"shutdown-timeout" help:"how long a graceful stop waits for requests in flight"`
+
+	RTT                time.Duration `name:"rtt" help:"Raft tick: about the round trip time between nodes"`
+	ElectionRTT        uint64        `name:"election-rtt" help:"election timeout, in ticks"`
+	HeartbeatRTT       uint64        `name:"heartbeat-rtt" help:"heartbeat interval, in ticks"`
+	SnapshotEntries    uint64        `name:"snapshot-entries" help:"Raft entries between snapshots (and log compactions)"`
+	CompactionOverhead uint64        `name:"compaction-overhead" help:"Raft entries kept behind a snapshot"`
+	LogDB              string        `name:"logdb" help:"Raft log store: pebble or tan (fixed at the first start)"`
+	EngineWorkers      int           `name:"engine-workers" help:"size of dragonboat's worker pools; 0 for its defaults (fixed at the first start)"`
+	DeploymentID       uint64        `name:"deployment-id" help:"separates clusters that could reach each other (fixed at the first start)"`
+	MaxOpBytes         int           `name:"max-op-bytes" help:"largest op payload"`
+	MaxBatchBytes      int           `name:"max-batch-bytes" help:"largest Raft entry the leader coalesces appends into"`
+	MaxBatchOps        int           `name:"max-batch-ops" help:"most ops coalesced into one Raft entry"`
+	BatchLinger        time.Duration `name:"batch-linger" help:"how long a partial batch waits for more appends while others are in flight"`
+	MaxInflightBatches int           `name:"max-inflight-batches" help:"batches per partition proposed and not yet committed"`
+	MaxPendingOps      int           `name:"max-pending-ops" help:"appends queued per partition before Append answers Busy"`
+	MaxPendingBytes    int64         `name:"max-pending-bytes" help:"bytes queued per partition before Append answers Busy"`
+	ProposalTimeout    time.Duration `name:"proposal-timeout" help:"how long a batch may take to commit"`
+	SegmentBytes       int64         `name:"segment-bytes" help:"size of each partition's log segments"`
+	RetainBytes        int64         `name:"retain-bytes" help:"log bytes kept per partition (0: no limit)"`
+	RetainAge          time.Duration `name:"retain-age" help:"log age kept per partition (0: no limit)"`
+	CheckpointInterval time.Duration `name:"checkpoint-interval" help:"how often a busy partition makes its state durable"`
+	ProgressInterval   time.Duration `name:"progress-interval" help:"how often replicas report their progress (lag)"`
+
+	MaxFrameBytes    int           `name:"max-frame-bytes" help:"largest client frame accepted"`
+	MaxInFlight      int           `name:"max-in-flight" help:"requests in flight per client connection"`
+	MaxConns         int           `name:"max-conns" help:"client connections"`
+	HandshakeTimeout time.Duration `name:"handshake-timeout" help:"time for a new connection to say Hello"`
+	IdleTimeout      time.Duration `name:"idle-timeout" help:"time a silent connection is kept"`
+	WriteTimeout     time.Duration `name:"write-timeout" help:"time a client may take to read an answer"`
+}
+
+func defaultServeSettings() serveSettings {
+	rc := replicator.DefaultConfig()
+	tc := transport.DefaultServerConfig()
+	return serveSettings{
+		ID: 1, DataDir: "lockstitch-data",
+		RaftAddr: "127.0.0.1:7410", ClientAddr: "127.0.0.1:7400", AdminAddr: "127.0.0.1:7420",
+		LogLevel: "info", LogFormat: "text", ShutdownTimeout: 10 * time.Second,
+		RTT: rc.RTT, ElectionRTT: rc.ElectionRTT, HeartbeatRTT: rc.HeartbeatRTT,
+		SnapshotEntries: rc.SnapshotEntries, CompactionOverhead: rc.CompactionOverhead,
+		LogDB: string(rc.LogDB), EngineWorkers: rc.EngineWorkers, DeploymentID: rc.DeploymentID,
+		MaxOpBytes: rc.MaxOpBytes, MaxBatchBytes: rc.MaxBatchBytes, MaxBatchOps: rc.MaxBatchOps,
+		BatchLinger: rc.BatchLinger, MaxInflightBatches: rc.MaxInflightBatches,
+		MaxPendingOps: rc.MaxPendingOps, MaxPendingBytes: rc.MaxPendingBytes, ProposalTimeout: rc.ProposalTimeout,
+		SegmentBytes: rc.SegmentBytes, RetainBytes: rc.RetainBytes, RetainAge: rc.RetainAge,
+		CheckpointInterval: rc.CheckpointInterval, ProgressInterval: rc.ProgressInterval,
+		MaxFrameBytes: tc.MaxFrameBytes, MaxInFlight: tc.MaxInFlight, MaxConns: tc.MaxConns,
+		HandshakeTimeout: tc.HandshakeTimeout, IdleTimeout: tc.IdleTimeout, WriteTimeout: tc.WriteTimeout,
+	}
+}
+
+// nodeConfig turns settings into a node configuration and checks it.
+func (s serveSettings) nodeConfig(logger *slog.Logger) (node.Config, error) {
+	var errs []error
+	peers, err := parsePeers(s.Peers)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	rc := replicator.DefaultConfig()
+	rc.RTT, rc.ElectionRTT, rc.HeartbeatRTT = s.RTT, s.ElectionRTT, s.HeartbeatRTT
+	rc.SnapshotEntries, rc.CompactionOverhead = s.SnapshotEntries, s.CompactionOverhead
+	rc.LogDB, rc.EngineWorkers, rc.DeploymentID = replicator.LogDB(s.LogDB), s.EngineWorkers, s.DeploymentID
+	rc.MaxOpBytes, rc.MaxBatchBytes, rc.MaxBatchOps = s.MaxOpBytes, s.MaxBatchBytes, s.MaxBatchOps
+	rc.BatchLinger, rc.MaxInflightBatches = s.BatchLinger, s.MaxInflightBatches
+	rc.MaxPendingOps, rc.MaxPendingBytes, rc.ProposalTimeout = s.MaxPendingOps, s.MaxPendingBytes, s.ProposalTimeout
+	rc.SegmentBytes, rc.RetainBytes, rc.RetainAge = s.SegmentBytes, s.RetainBytes, s.RetainAge
+	rc.CheckpointInterval, rc.ProgressInterval = s.CheckpointInterval, s.ProgressInterval
+	tc := transport.DefaultServerConfig()
+	tc.MaxFrameBytes, tc.MaxInFlight, tc.MaxConns = s.MaxFrameBytes, s.MaxInFlight, s.MaxConns
+	tc.HandshakeTimeout, tc.IdleTimeout, tc.WriteTimeout = s.HandshakeTimeout, s.IdleTimeout, s.WriteTimeout
+	cfg := node.Config{
+		ID: s.ID, DataDir: s.DataDir, RaftAddr: s.RaftAddr, ClientAddr: s.ClientAddr, ClientListen: s.ClientListen,
+		UnixSocket: s.UnixSocket, AdminAddr: s.AdminAddr, Peers: peers, Replicator: rc, Transport: tc, Logger: logger,
+	}
+	// Check every layer now, so that a bad setting is one clear error
+	// before anything starts.
+	if err := cfg.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	rc.DataDir, rc.RaftAddress = s.DataDir, s.RaftAddr
+	if err := rc.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := tc.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if s.ShutdownTimeout <= 0 {
+		errs = append(errs, errors.New("shutdown-timeout must be positive"))
+	}
+	return cfg, errors.Join(errs...)
+}
+
+// parsePeers parses id=raft-addr/client-addr,...
+func parsePeers(s string) ([]node.Peer, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	var peers []node.Peer
+	for _, item := range strings.Split(s, ",") {
+		id, addrs, ok := strings.Cut(strings.TrimSpace(item), "=")
+		raft, client, ok2 := strings.Cut(addrs, "/")
+		n, err := strconv.ParseUint(id, 10, 64)
+		if !ok || !ok2 || err != nil || raft == "" || client == "" {
+			return nil, fmt.Errorf("peers: %q is not id=raft-addr/client-addr", item)
+		}
+		peers = append(peers, node.Peer{ID: n, RaftAddr: raft, ClientAddr: client})
+	}
+	return peers, nil
+}
+
+// newLogger builds the process logger.
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log-level %q is not debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log-format %q is not text or json", format)
+}
+
+func cmdServe(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	config := fs.String("config", os.Getenv("LOCKSTITCH_CONFIG"), "TOML config file (env LOCKSTITCH_CONFIG); flags and environment override it")
+	s := defaultServeSettings()
+	settings := bindSettings(fs, &s)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: lockstitch serve [flags]\n\nRuns a Lockstitch node. Flags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		return usageError(stderr, "serve takes no arguments, got %q", fs.Args())
+	}
+	if err := loadSettings(settings, *config); err != nil {
+		return fail(stderr, fmt.Errorf("invalid configuration: %w", err))
+	}
+	logger, err := newLogger(stderr, s.LogLevel, s.LogFormat)
+	if err != nil {
+		return fail(stderr, fmt.Errorf("invalid configuration: %w", err))
+	}
+	cfg, err := s.nodeConfig(logger)
+	if err != nil {
+		return fail(stderr, fmt.Errorf("invalid configuration: %w", err))
+	}
+	n, err := node.Start(cfg)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	return runUntilSignal(logger, s.ShutdownTimeout, []*node.Node{n})
+}
+
+// runUntilSignal serves until SIGINT or SIGTERM, then stops the nodes
+// gracefully; a second signal exits at once.
+func runUntilSignal(logger *slog.Logger, timeout time.Duration, nodes []*node.Node) int {
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	errs := make(chan error, len(nodes))
+	for _, n := range nodes {
+		go func() {
+			if err := <-n.Errors(); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	code := 0
+	select {
+	case s := <-sig:
+		logger.Info("signal received; stopping (send it again to exit at once)", "signal", s.String())
+	case err := <-errs:
+		logger.Error("stopping", "err", err)
+		code = 1
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		for _, n := range nodes {
+			if err := n.Shutdown(ctx); err != nil {
+				logger.Error("shutdown", "err", err)
+				code = 1
+			}
+		}
+	}()
+	select {
+	case <-done:
+		logger.Info("stopped")
+		return code
+	case s := <-sig:
+		logger.Warn("second signal: exiting at once", "signal", s.String())
+		return 1
+	}
+}
