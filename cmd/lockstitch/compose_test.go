@@ -1,0 +1,124 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lockstitch/lockstitch/internal/testutil"
+)
+
+// TestComposeCluster builds the container image, brings up the
+// three-node docker-compose cluster, appends through the client, stops one
+// container, appends again, reads everything back, and tears it down.
+//
+// It needs Docker and docker-compose; without them it is skipped, unless
+// LOCKSTITCH_REQUIRE_DOCKER is set (CI sets it), when it fails.
+func TestComposeCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs containers")
+	}
+	if err := dockerAvailable(); err != nil {
+		if os.Getenv("LOCKSTITCH_REQUIRE_DOCKER") != "" {
+			t.Fatalf("docker is required (LOCKSTITCH_REQUIRE_DOCKER): %v", err)
+		}
+		t.Skipf("docker not available: %v", err)
+	}
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(file), "..", "..")
+	_, adminPort, _ := strings.Cut(testutil.FreeAddr(t), ":")
+	run := func(timeout time.Duration, name string, args ...string) (string, error) {
+		cmd := exec.Command(name, args...)
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "LOCKSTITCH_ADMIN_PORT="+adminPort)
+		done := make(chan struct{})
+		var out []byte
+		var err error
+		go func() { out, err = cmd.CombinedOutput(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(timeout):
+			cmd.Process.Kill()
+			<-done
+			err = fmt.Errorf("timed out after %v", timeout)
+		}
+		return string(out), err
+	}
+	if out, err := run(5*time.Minute, "scripts/docker-build"); err != nil {
+		t.Fatalf("building the image: %v\n%s", err, out)
+	}
+	project := fmt.Sprintf("lockstitch-test-%d", os.Getpid())
+	compose := func(timeout time.Duration, args ...string) (string, error) {
+		return run(timeout, "docker-compose", append([]string{"-p", project}, args...)...)
+	}
+	t.Cleanup(func() {
+		if out, err := compose(2*time.Minute, "down", "-v", "--remove-orphans"); err != nil {
+			t.Logf("tearing down: %v\n%s", err, out)
+		}
+	})
+	if out, err := compose(2*time.Minute, "up", "-d"); err != nil {
+		t.Fatalf("compose up: %v\n%s", err, out)
+	}
+	client := func(node string, args ...string) (string, error) {
+		return compose(time.Minute, append([]string{"exec", "-T", node, "/lockstitch"}, args...)...)
+	}
+	// The nodes take a moment to start and to find each other.
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		out, err := client("node1", "partition", "create", "--id", "1", "--replicas", "3")
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			logs, _ := compose(time.Minute, "logs", "--tail=30")
+			t.Fatalf("partition create: %v\n%s\n%s", err, out, logs)
+		}
+		time.Sleep(time.Second)
+	}
+	appendOps := func(node string, from, to int) {
+		t.Helper()
+		var ops []string
+		for i := from; i < to; i++ {
+			ops = append(ops, fmt.Sprintf("op-%d", i))
+		}
+		if out, err := client(node, append([]string{"append", "--partition", "1", "--timeout", "30s"}, ops...)...); err != nil {
+			t.Fatalf("append on %s: %v\n%s", node, err, out)
+		}
+	}
+	appendOps("node1", 0, 10)
+	if out, err := compose(time.Minute, "stop", "node1"); err != nil {
+		t.Fatalf("stopping node1: %v\n%s", err, out)
+	}
+	appendOps("node2", 10, 20)
+	out, err := client("node3", "tail", "--partition", "1", "--from", "1", "--timeout", "30s")
+	if err != nil {
+		t.Fatalf("tail: %v\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 20 {
+		t.Fatalf("read back %d ops, want 20:\n%s", len(lines), out)
+	}
+	for i, l := range lines {
+		fields := strings.Split(l, "\t")
+		if len(fields) != 3 || fields[0] != fmt.Sprint(i+1) || fields[2] != fmt.Sprintf("op-%d", i) {
+			t.Fatalf("op %d read back as %q", i, l)
+		}
+	}
+}
+
+func dockerAvailable() error {
+	for _, tool := range []string{"docker", "docker-compose"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return err
+		}
+	}
+	if out, err := exec.Command("docker", "info").CombinedOutput(); err != nil {
+		return fmt.Errorf("docker info: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
