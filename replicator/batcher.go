@@ -18,16 +18,21 @@ import (
 //
 // Appends go into the open batch under mu. A batch is proposed as soon as
 // a slot among MaxInflightBatches is free and either nothing is in flight,
-// the batch is full, or it has waited BatchLinger; so under light load an
-// append is proposed at once, and under heavy load batches fill while
-// earlier ones commit. The queue (open, ready and in-flight batches) is
+// the batch is full, fewer than four ops per slot are pending, or it has
+// waited BatchLinger; so under light load an append is proposed at once,
+// and under heavy load batches fill while earlier ones commit. The queue (open, ready and in-flight batches) is
 // bounded by MaxPendingOps and MaxPendingBytes; beyond them appends fail
 // at once with ErrBusy.
 type batcher struct {
 	p   *partition
 	cfg *Config
 
-	mu           sync.Mutex
+	mu sync.Mutex
+	// proposeMu orders proposals: it is taken while mu is held and the
+	// next batch taken, and held through Propose, so batches reach Raft
+	// in the order they were queued. A producer's sequences stay in
+	// order, and so do its LSNs. Lock order: mu, then proposeMu.
+	proposeMu    sync.Mutex
 	open         *batch
 	ready        []*batch // full, waiting for a slot
 	pendingOps   int
@@ -52,6 +57,10 @@ type batch struct {
 // batchBuffers pools the encode buffers of batches; dragonboat copies a
 // proposal, so a buffer returns to the pool as soon as Propose returns.
 var batchBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+
+// lingerLoad is how many pending ops per in-flight slot make a partial
+// batch linger.
+const lingerLoad = 4
 
 // maxPooledBatchBytes keeps buffers grown by a large op out of the pool.
 const maxPooledBatchBytes = 256 << 10
@@ -133,8 +142,10 @@ func (b *batcher) enqueueOps(ops []AppendOp, cs []Completion) error {
 		next := b.open
 		b.open = nil
 		b.inflight++
+		b.proposeMu.Lock()
 		b.mu.Unlock()
 		b.propose(next)
+		b.proposeMu.Unlock()
 		return nil
 	}
 	b.mu.Unlock()
@@ -182,7 +193,11 @@ func (b *batcher) dispatch() time.Duration {
 			next = b.ready[0]
 			b.ready = b.ready[:copy(b.ready, b.ready[1:])]
 		case b.open != nil:
-			if age := time.Since(b.open.opened); b.inflight > 0 && age < b.cfg.BatchLinger {
+			// Linger only under load: when more ops are pending than the
+			// slots carry a few at a time, waiting builds bigger batches;
+			// under light load it would only add latency.
+			busy := b.inflight > 0 && b.pendingOps > lingerLoad*b.cfg.MaxInflightBatches
+			if age := time.Since(b.open.opened); busy && age < b.cfg.BatchLinger {
 				return b.cfg.BatchLinger - age
 			}
 			next, b.open = b.open, nil
@@ -190,8 +205,10 @@ func (b *batcher) dispatch() time.Duration {
 			return 0
 		}
 		b.inflight++
+		b.proposeMu.Lock()
 		b.mu.Unlock()
 		b.propose(next)
+		b.proposeMu.Unlock()
 		b.mu.Lock()
 	}
 	return 0

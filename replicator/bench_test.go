@@ -2,6 +2,7 @@ package replicator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -9,7 +10,9 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,10 +37,19 @@ func BenchmarkAppend(b *testing.B) {
 			b.Run(fmt.Sprintf("logdb=%s/%s", db, system), func(b *testing.B) {
 				var propose func(ctx context.Context, payload []byte) error
 				if system == "lockstitch" {
-					p := benchLockstitch(b, db)
+					nodes := benchLockstitch(b, db)
+					var leader atomic.Pointer[Partition]
+					leader.Store(benchLeader(b, nodes))
 					propose = func(ctx context.Context, payload []byte) error {
-						_, err := p.Append(ctx, AppendOp{Payload: payload})
-						return err
+						for {
+							_, err := leader.Load().Append(ctx, AppendOp{Payload: payload})
+							if !errors.Is(err, ErrNotLeader) && !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrAborted) {
+								return err
+							}
+							// A leader change under load: follow it, as a
+							// client does (raw dragonboat forwards proposals).
+							leader.Store(benchLeader(b, nodes))
+						}
 					}
 				} else {
 					nh, session := benchDragonboat(b, db)
@@ -47,7 +59,7 @@ func BenchmarkAppend(b *testing.B) {
 					}
 				}
 				for _, size := range []int{16, 1024} {
-					for _, conc := range []int{1, 16, 256} {
+					for _, conc := range benchConcs() {
 						b.Run(fmt.Sprintf("payload=%d/conc=%d", size, conc), func(b *testing.B) {
 							runAppends(b, conc, size, propose)
 						})
@@ -103,9 +115,8 @@ func benchAddr(b *testing.B) string {
 	return l.Addr().String()
 }
 
-// benchLockstitch starts three Replicators with one log partition and
-// returns the leader's replica.
-func benchLockstitch(b *testing.B, db LogDB) *Partition {
+// benchLockstitch starts three Replicators with one log partition.
+func benchLockstitch(b *testing.B, db LogDB) []*Replicator {
 	var nodes []*Replicator
 	spec := PartitionSpec{ID: 1, Plugin: LogPluginName, Replicas: map[ReplicaID]string{}}
 	var cfgs []Config
@@ -138,6 +149,11 @@ func benchLockstitch(b *testing.B, db LogDB) *Partition {
 			r.Close()
 		}
 	})
+	return nodes
+}
+
+// benchLeader waits for partition 1 to have a leader among nodes.
+func benchLeader(b *testing.B, nodes []*Replicator) *Partition {
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		for _, r := range nodes {
@@ -146,7 +162,7 @@ func benchLockstitch(b *testing.B, db LogDB) *Partition {
 				return p
 			}
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(time.Millisecond)
 	}
 	b.Fatal("no leader")
 	return nil
@@ -239,3 +255,15 @@ func (s *trivialSM) SaveSnapshot(interface{}, io.Writer, <-chan struct{}) error 
 }
 func (s *trivialSM) RecoverFromSnapshot(io.Reader, <-chan struct{}) error { return nil }
 func (s *trivialSM) Close() error                                         { return nil }
+
+// benchConcs returns the concurrencies of BenchmarkAppend: 1, 16 and 256,
+// plus those in LOCKSTITCH_BENCH_CONC (comma-separated).
+func benchConcs() []int {
+	concs := []int{1, 16, 256}
+	for _, s := range strings.Split(os.Getenv("LOCKSTITCH_BENCH_CONC"), ",") {
+		if n, err := strconv.Atoi(strings.TrimSpace(s)); err == nil && n > 0 {
+			concs = append(concs, n)
+		}
+	}
+	return concs
+}

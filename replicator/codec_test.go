@@ -120,11 +120,79 @@ func TestDedupe(t *testing.T) {
 			t.Errorf("check(1, %d) = %d, %d; want %d, %d", c.seq, s, lsn, c.status, c.lsn)
 		}
 	}
-	// Gaps in sequences: a skipped sequence inside the window is stale.
+	// A sequence inside the window that was never applied (a retry that
+	// comes after later ones) is applied; one below the window is stale.
 	d.record(2, 5, 100, 1)
 	d.record(2, 9, 101, 1)
-	if s, _, _ := d.check(2, 7); s != statusStale {
-		t.Errorf("skipped sequence: status %d, want stale", s)
+	if s, _, _ := d.check(2, 7); s != statusApplied {
+		t.Errorf("skipped sequence inside the window: status %d, want applied", s)
+	}
+	d.record(2, 7, 102, 1)
+	if s, lsn, _ := d.check(2, 7); s != statusDuplicate || lsn != 102 {
+		t.Errorf("after applying 7: status %d LSN %d", s, lsn)
+	}
+	// Nothing was forgotten yet: 4 was never applied.
+	if s, _, _ := d.check(2, 4); s != statusApplied {
+		t.Errorf("sequence below the first seen, nothing forgotten: status %d, want applied", s)
+	}
+}
+
+// TestDedupeOutOfOrderFullWindow fills a window, then applies sequences
+// out of order: the window stays sorted, keeps the highest ones, and
+// matches a model.
+func TestDedupeOutOfOrderFullWindow(t *testing.T) {
+	d := newDedupe()
+	rng := rand.New(rand.NewPCG(3, 4))
+	applied := map[uint64]LSN{}
+	var lsn LSN
+	// Sequences 1..3000 in a shuffled order within sliding chunks of 50.
+	var seqs []uint64
+	for base := uint64(1); base <= 3000; base += 50 {
+		chunk := make([]uint64, 50)
+		for i := range chunk {
+			chunk[i] = base + uint64(i)
+		}
+		rng.Shuffle(len(chunk), func(i, j int) { chunk[i], chunk[j] = chunk[j], chunk[i] })
+		seqs = append(seqs, chunk...)
+	}
+	for _, seq := range seqs {
+		s, _, _ := d.check(9, seq)
+		if s != statusApplied {
+			// Nothing was ever forgotten here: only sequences below the
+			// floor of a full window may be refused.
+			p := d.byID[9]
+			if s != statusStale || p.len() < DedupeWindow || seq >= p.floor {
+				t.Fatalf("sequence %d: status %d (floor %d)", seq, s, p.floor)
+			}
+			continue
+		}
+		lsn++
+		d.record(9, seq, lsn, 1)
+		applied[seq] = lsn
+		p := d.byID[9]
+		for i := 1; i < p.len(); i++ {
+			if p.at(i).seq <= p.at(i-1).seq {
+				t.Fatalf("window out of order after %d", seq)
+			}
+		}
+	}
+	p := d.byID[9]
+	if p.len() != DedupeWindow || p.last().seq != 3000 {
+		t.Fatalf("window of %d, last %d", p.len(), p.last().seq)
+	}
+	for i := 0; i < p.len(); i++ {
+		e := p.at(i)
+		if applied[e.seq] != e.lsn {
+			t.Fatalf("window holds %d at LSN %d, applied at %d", e.seq, e.lsn, applied[e.seq])
+		}
+	}
+	// Everything at or above the floor is either remembered or was never
+	// applied.
+	for seq := p.floor; seq <= 3000; seq++ {
+		s, l, _ := d.check(9, seq)
+		if _, ok := applied[seq]; ok && (s != statusDuplicate || l != applied[seq]) {
+			t.Fatalf("applied sequence %d: status %d LSN %d", seq, s, l)
+		}
 	}
 }
 
@@ -143,6 +211,14 @@ func TestDedupeEvictsLeastRecentlyUsed(t *testing.T) {
 	}
 	if _, ok := d.byID[1]; !ok {
 		t.Fatal("producer 1, used recently, was evicted")
+	}
+	// Producer 2 comes back: its old sequences are unknowable now.
+	if s, _, _ := d.check(2, 1); s != statusApplied {
+		t.Fatal("a forgotten producer's next op refused")
+	}
+	d.record(2, 5, 6000, 1)
+	if s, _, _ := d.check(2, 3); s != statusStale {
+		t.Fatalf("a sequence below a returning producer's first: status %d, want stale", s)
 	}
 }
 

@@ -10,6 +10,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// maxOpBytesLimit is the largest MaxOpBytes, and the largest op any
+// replica's log accepts when reading.
+const maxOpBytesLimit = 64 << 20
+
 // LogDB names the Raft log store of dragonboat.
 type LogDB string
 
@@ -73,8 +77,9 @@ type Config struct {
 	// leader coalesces concurrent appends to one partition.
 	MaxBatchBytes, MaxBatchOps int
 	// BatchLinger is how long a partial batch may wait for more appends
-	// while earlier batches are in flight; 0 sends it as soon as a slot
-	// is free.
+	// while earlier batches are in flight and many appends are pending
+	// (more than four per in-flight slot); 0 sends it as soon as a slot is
+	// free.
 	BatchLinger time.Duration
 	// MaxInflightBatches bounds the batches per partition proposed and
 	// not yet committed.
@@ -103,14 +108,15 @@ type Config struct {
 	ProgressInterval time.Duration
 }
 
-// DefaultConfig returns defaults for a LAN: a 10 ms tick, elections after
-// 100 ms, 64 KiB batches, 16 MiB log segments.
+// DefaultConfig returns defaults for a LAN: a 10 ms tick, heartbeats every
+// tick, elections after 300 ms without one (a loaded machine can miss a
+// shorter deadline), 64 KiB batches, 16 MiB log segments.
 func DefaultConfig() Config {
 	return Config{
 		Plugins:            map[string]PluginFactory{LogPluginName: NewLogPlugin},
 		DeploymentID:       1,
 		RTT:                10 * time.Millisecond,
-		ElectionRTT:        10,
+		ElectionRTT:        30,
 		HeartbeatRTT:       1,
 		SnapshotEntries:    20000,
 		CompactionOverhead: 5000,
@@ -119,7 +125,7 @@ func DefaultConfig() Config {
 		MaxBatchBytes:      64 << 10,
 		MaxBatchOps:        4096,
 		BatchLinger:        200 * time.Microsecond,
-		MaxInflightBatches: 8,
+		MaxInflightBatches: 32,
 		MaxPendingOps:      1 << 16,
 		MaxPendingBytes:    64 << 20,
 		ProposalTimeout:    5 * time.Second,
@@ -150,8 +156,8 @@ func (c Config) Validate() error {
 			bad("plugin %q has an empty name or a nil factory", name)
 		}
 	}
-	if c.RTT < time.Millisecond {
-		bad("RTT %v is below 1ms", c.RTT)
+	if c.RTT < time.Millisecond || c.RTT%time.Millisecond != 0 {
+		bad("RTT %v must be a whole number of milliseconds, at least 1ms", c.RTT)
 	}
 	if c.HeartbeatRTT == 0 || c.ElectionRTT < 10*c.HeartbeatRTT {
 		bad("ElectionRTT %d must be at least 10 x HeartbeatRTT %d (> 0)", c.ElectionRTT, c.HeartbeatRTT)
@@ -167,8 +173,8 @@ func (c Config) Validate() error {
 	if c.EngineWorkers < 0 {
 		bad("EngineWorkers %d is negative", c.EngineWorkers)
 	}
-	if c.MaxOpBytes < 1 || c.MaxOpBytes > 64<<20 {
-		bad("MaxOpBytes %d is outside [1, 64 MiB]", c.MaxOpBytes)
+	if c.MaxOpBytes < 1 || c.MaxOpBytes > maxOpBytesLimit {
+		bad("MaxOpBytes %d is outside [1, %d]", c.MaxOpBytes, maxOpBytesLimit)
 	}
 	if c.MaxBatchBytes < 1<<10 || c.MaxBatchOps < 1 {
 		bad("MaxBatchBytes %d must be at least 1 KiB and MaxBatchOps %d at least 1", c.MaxBatchBytes, c.MaxBatchOps)

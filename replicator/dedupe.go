@@ -29,9 +29,14 @@ type seqLSN struct {
 // producer is what a partition remembers of one idempotent producer: its
 // recent sequences and their LSNs, ascending.
 type producer struct {
-	id         ProducerID
-	ring       []seqLSN // grows to DedupeWindow, then wraps
-	head       int      // index of the oldest entry once full
+	id ProducerID
+	// floor: every applied sequence at or above it is in ring; below it
+	// nothing is known. 0 for a producer first seen before the partition
+	// ever forgot one, else its first sequence; it rises as a full ring
+	// drops its lowest entries.
+	floor      uint64
+	ring       []seqLSN // ascending; grows to DedupeWindow, then wraps
+	head       int      // index of the lowest entry once full
 	prev, next *producer
 }
 
@@ -41,13 +46,42 @@ func (p *producer) at(i int) seqLSN { return p.ring[(p.head+i)%len(p.ring)] }
 
 func (p *producer) last() seqLSN { return p.at(p.len() - 1) }
 
-func (p *producer) push(e seqLSN) {
-	if len(p.ring) < DedupeWindow {
-		p.ring = append(p.ring, e)
+func (p *producer) set(i int, e seqLSN) { p.ring[(p.head+i)%len(p.ring)] = e }
+
+// insert adds e, keeping the sequences ascending; when the window is full
+// the lowest sequence is forgotten and the floor rises past it. e.seq
+// must not be present.
+func (p *producer) insert(e seqLSN) {
+	n := p.len()
+	if n == DedupeWindow && e.seq < p.at(0).seq {
+		// Lower than everything remembered in a full window: it cannot be
+		// remembered without forgetting a higher one. Forget it instead.
+		p.floor = max(p.floor, p.at(0).seq)
 		return
 	}
-	p.ring[p.head] = e
-	p.head = (p.head + 1) % len(p.ring)
+	if n < DedupeWindow {
+		// Not full: head is 0 and the ring is a plain sorted slice.
+		i := sort.Search(n, func(i int) bool { return p.ring[i].seq > e.seq })
+		p.ring = append(p.ring, seqLSN{})
+		copy(p.ring[i+1:], p.ring[i:n])
+		p.ring[i] = e
+		return
+	}
+	if e.seq > p.last().seq {
+		// The common case: the next sequence replaces the lowest.
+		p.ring[p.head] = e
+		p.head = (p.head + 1) % n
+		p.floor = max(p.floor, p.at(0).seq)
+		return
+	}
+	// An out-of-order sequence: drop the lowest, shift the higher ones up.
+	p.head = (p.head + 1) % n
+	defer func() { p.floor = max(p.floor, p.at(0).seq) }()
+	i := sort.Search(n-1, func(i int) bool { return p.at(i).seq > e.seq })
+	for j := n - 1; j > i; j-- {
+		p.set(j, p.at(j-1))
+	}
+	p.set(i, e)
 }
 
 // find returns the op of seq if it is among the recent sequences.
@@ -61,16 +95,23 @@ func (p *producer) find(seq uint64) (seqLSN, bool) {
 }
 
 // dedupe drops retried appends: for each producer it remembers the recent
-// sequences it applied. Producers are kept in order of last use (a list
-// from least to most recent), which depends only on the order ops are
-// applied, so every replica evicts the same ones.
+// sequences it applied, all of them from the lowest it remembers up.
+// Producers are kept in order of last use (a list from least to most
+// recent), which depends only on the order ops are applied, so every
+// replica evicts the same ones.
 //
-// Rule: an op with a sequence above its producer's last is applied; one
-// at or below is a duplicate if remembered (the original LSN is returned),
-// else stale (rejected: it cannot be told whether it was applied).
+// Rule: an op whose sequence is remembered is a duplicate (the original
+// LSN and epoch are returned). One above the lowest remembered sequence
+// and not remembered was never applied, and is applied: a client that
+// retries a failed op after sending later ones is served. One below the
+// lowest remembered (or of a producer not remembered after others were)
+// may have been applied before it was forgotten: it is stale, rejected.
 type dedupe struct {
 	byID       map[ProducerID]*producer
 	head, tail *producer // least and most recently used
+	// forgotten is set once a producer has been evicted: from then on a
+	// producer first seen may have applied ops before it was forgotten.
+	forgotten bool
 }
 
 func newDedupe() *dedupe { return &dedupe{byID: make(map[ProducerID]*producer)} }
@@ -85,11 +126,14 @@ func (d *dedupe) check(id ProducerID, seq uint64) (byte, LSN, Epoch) {
 	if op, ok := p.find(seq); ok {
 		return statusDuplicate, op.lsn, op.epoch
 	}
+	if seq >= p.floor {
+		return statusApplied, 0, 0 // in the known range, not applied
+	}
 	return statusStale, 0, 0
 }
 
-// record notes that (id, seq) was applied at lsn in epoch; seq must be
-// above the producer's last.
+// record notes that (id, seq) was applied at lsn in epoch; check must
+// have classified it statusApplied.
 func (d *dedupe) record(id ProducerID, seq uint64, lsn LSN, epoch Epoch) {
 	p := d.byID[id]
 	if p == nil {
@@ -97,17 +141,21 @@ func (d *dedupe) record(id ProducerID, seq uint64, lsn LSN, epoch Epoch) {
 			d.evict(d.head)
 		}
 		p = &producer{id: id}
+		if d.forgotten {
+			p.floor = seq
+		}
 		d.byID[id] = p
 	} else {
 		d.unlink(p)
 	}
-	p.push(seqLSN{seq, lsn, epoch})
+	p.insert(seqLSN{seq, lsn, epoch})
 	d.linkTail(p)
 }
 
 func (d *dedupe) evict(p *producer) {
 	d.unlink(p)
 	delete(d.byID, p.id)
+	d.forgotten = true
 }
 
 func (d *dedupe) unlink(p *producer) {
@@ -134,13 +182,19 @@ func (d *dedupe) linkTail(p *producer) {
 	d.tail = p
 }
 
-// appendTo encodes the table: the producer count, then each producer from
-// least to most recently used: id, entry count, and (seq, LSN, epoch)
-// triples.
+// appendTo encodes the table: a byte 1 if a producer was ever forgotten,
+// the producer count, then each producer from least to most recently used:
+// id, floor, entry count, and ascending (seq, LSN, epoch) triples.
 func (d *dedupe) appendTo(b []byte) []byte {
+	forgotten := byte(0)
+	if d.forgotten {
+		forgotten = 1
+	}
+	b = append(b, forgotten)
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(d.byID)))
 	for p := d.head; p != nil; p = p.next {
 		b = binary.LittleEndian.AppendUint64(b, uint64(p.id))
+		b = binary.LittleEndian.AppendUint64(b, p.floor)
 		b = binary.LittleEndian.AppendUint32(b, uint32(p.len()))
 		for i := 0; i < p.len(); i++ {
 			e := p.at(i)
@@ -155,28 +209,30 @@ func (d *dedupe) appendTo(b []byte) []byte {
 // decodeDedupe decodes what appendTo wrote and returns the bytes consumed.
 func decodeDedupe(b []byte) (*dedupe, int, error) {
 	d := newDedupe()
-	if len(b) < 4 {
-		return nil, 0, fmt.Errorf("dedupe table cut short")
+	if len(b) < 5 || b[0] > 1 {
+		return nil, 0, fmt.Errorf("dedupe table header invalid")
 	}
-	n := int(binary.LittleEndian.Uint32(b))
+	d.forgotten = b[0] == 1
+	n := int(binary.LittleEndian.Uint32(b[1:]))
 	if n > MaxProducers {
 		return nil, 0, fmt.Errorf("dedupe table holds %d producers, limit %d", n, MaxProducers)
 	}
-	off := 4
+	off := 5
 	for range n {
-		if len(b)-off < 12 {
+		if len(b)-off < 20 {
 			return nil, 0, fmt.Errorf("dedupe producer cut short")
 		}
 		id := ProducerID(binary.LittleEndian.Uint64(b[off:]))
-		m := int(binary.LittleEndian.Uint32(b[off+8:]))
-		off += 12
+		floor := binary.LittleEndian.Uint64(b[off+8:])
+		m := int(binary.LittleEndian.Uint32(b[off+16:]))
+		off += 20
 		if m == 0 || m > DedupeWindow || m > (len(b)-off)/24 {
 			return nil, 0, fmt.Errorf("dedupe producer %d holds %d entries", id, m)
 		}
 		if _, dup := d.byID[id]; dup {
 			return nil, 0, fmt.Errorf("dedupe producer %d listed twice", id)
 		}
-		p := &producer{id: id, ring: make([]seqLSN, m)}
+		p := &producer{id: id, floor: floor, ring: make([]seqLSN, m)}
 		for i := range m {
 			p.ring[i] = seqLSN{binary.LittleEndian.Uint64(b[off:]), LSN(binary.LittleEndian.Uint64(b[off+8:])), Epoch(binary.LittleEndian.Uint64(b[off+16:]))}
 			off += 24

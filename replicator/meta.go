@@ -12,8 +12,9 @@ import (
 
 // partitionMeta is what a node remembers on disk about a replica it hosts,
 // so that the replica comes back by itself when the node restarts. It is
-// written when the replica is created and never changes afterwards, except
-// Kind after a promotion.
+// written when the replica is created and never changes afterwards; Kind
+// is what the replica was created or joined as (a promotion is recorded
+// by Raft's membership, not here).
 type partitionMeta struct {
 	Version   int               `json:"version"`
 	Partition PartitionID       `json:"partition"`

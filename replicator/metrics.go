@@ -16,9 +16,9 @@ const metricsNamespace = "lockstitch"
 // Config.Registerer is set; a nil *Metrics records nothing.
 //
 // Per-op metrics have no partition label. Per-partition gauges are
-// computed when scraped, one series per hosted partition (and, on the
-// leader, one lag series per replica), so a node with N partitions of R
-// replicas exports about 6N + (R-1)·L series, L being the partitions it
+// computed when scraped: eight series per hosted partition and, on the
+// leader, one lag series per other replica, so a node with N partitions of
+// R replicas exports 8N + (R-1)·L such series, L being the partitions it
 // leads.
 type Metrics struct {
 	appends        *prometheus.CounterVec
@@ -42,7 +42,7 @@ func newMetrics(reg prometheus.Registerer, r *Replicator) *Metrics {
 	m := &Metrics{
 		appends: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: metricsNamespace, Name: "appends_total",
-			Help: "Appends completed on this node as leader, by result.",
+			Help: "Appends handled by this node, by result: completed on the leader, or refused (not_leader on a follower, busy, too_large, ...).",
 		}, []string{"result"}),
 		appendDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: metricsNamespace, Name: "append_duration_seconds",

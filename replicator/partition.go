@@ -115,6 +115,13 @@ func (p *Partition) ID() PartitionID { return p.id }
 // Replica returns this node's replica id in the partition.
 func (p *Partition) Replica() ReplicaID { return p.replica }
 
+// Ready reports, from this replica's local state alone, whether it is
+// open and knows its partition's leader.
+func (p *Partition) Ready() bool {
+	_, err := p.state()
+	return err == nil && p.leader.Load() != 0
+}
+
 // Plugin returns the name of the partition's plugin.
 func (p *Partition) Plugin() string { return p.meta.Plugin }
 

@@ -202,7 +202,11 @@ func (p *Partition) Status(ctx context.Context) (PartitionStatus, error) {
 	s.mu.RUnlock()
 	st.LeaderAddr = addrs[st.Leader]
 
-	members := p.members(ctx)
+	members, fromLeader := p.members(ctx)
+	if fromLeader {
+		// Forget the reports of replicas that left the partition.
+		s.pruneProgress(members)
+	}
 	// The leader's applied LSN: its own, or its last report.
 	s.progressMu.Lock()
 	reports := make(map[ReplicaID]progressReport, len(s.progress))
@@ -242,12 +246,15 @@ type member struct {
 	addr string
 }
 
-// members returns the replica set, sorted by id.
-func (p *partition) members(ctx context.Context) []member {
+// members returns the replica set, sorted by id, and whether it is the
+// committed membership (else this replica's local view of the voters).
+func (p *partition) members(ctx context.Context) ([]member, bool) {
 	var out []member
+	committed := false
 	mctx, cancel := context.WithTimeout(ctx, 10*p.r.cfg.RTT*time.Duration(p.r.cfg.ElectionRTT))
 	defer cancel()
 	if m, err := p.r.nh.SyncGetShardMembership(mctx, uint64(p.id)); err == nil {
+		committed = true
 		for id, a := range m.Nodes {
 			out = append(out, member{ReplicaID(id), Voter, a})
 		}
@@ -267,7 +274,22 @@ func (p *partition) members(ctx context.Context) []member {
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].id < out[j].id })
-	return out
+	return out, committed
+}
+
+// pruneProgress drops the progress reports of replicas not in members.
+func (s *stateMachine) pruneProgress(members []member) {
+	keep := make(map[ReplicaID]bool, len(members))
+	for _, m := range members {
+		keep[m.id] = true
+	}
+	s.progressMu.Lock()
+	defer s.progressMu.Unlock()
+	for id := range s.progress {
+		if !keep[id] {
+			delete(s.progress, id)
+		}
+	}
 }
 
 var nodeHostInfoNoLog = dragonboat.NodeHostInfoOption{SkipLogInfo: true}

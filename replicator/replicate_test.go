@@ -239,16 +239,22 @@ func TestIdempotentProducer(t *testing.T) {
 	if err != nil || res.Duplicate || res.LSN != lsns[n-1]+1 {
 		t.Fatalf("next sequence: %+v, %v; want LSN %d", res, err, lsns[n-1]+1)
 	}
-	stale := replicator.AppendOp{Payload: []byte("x"), Producer: 8, Seq: 5}
-	if _, err := c.appendRetry(ctx, 1, stale); err != nil {
+	// A sequence below the window of a producer whose window is full
+	// cannot be told apart: it is refused.
+	ops := make([]replicator.AppendOp, replicator.DedupeWindow+10)
+	for i := range ops {
+		ops[i] = replicator.AppendOp{Payload: []byte("w"), Producer: 8, Seq: uint64(i + 2)}
+	}
+	p := c.partition(c.leader(1), 1)
+	if _, _, err := p.AppendBatch(ctx, ops); err != nil {
 		t.Fatal(err)
 	}
-	stale.Seq = 3
-	if _, err := c.appendRetry(ctx, 1, stale); !errors.Is(err, replicator.ErrStaleSequence) {
-		t.Fatalf("sequence below the last, never applied: %v, want ErrStaleSequence", err)
+	old := replicator.AppendOp{Payload: []byte("x"), Producer: 8, Seq: 1}
+	if _, err := c.appendRetry(ctx, 1, old); !errors.Is(err, replicator.ErrStaleSequence) {
+		t.Fatalf("sequence below a full window: %v, want ErrStaleSequence", err)
 	}
 	// Every replica holds each op once.
-	last := lsns[n-1] + 2
+	last := lsns[n-1] + 1 + replicator.LSN(len(ops))
 	for i := range c.nodes {
 		if recs := c.stream(i, 1, last); len(recs) != int(last) {
 			t.Fatalf("node %d holds %d ops, want %d", i+1, len(recs), last)

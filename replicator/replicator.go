@@ -1,6 +1,7 @@
 package replicator
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -48,7 +49,7 @@ func Open(cfg Config) (*Replicator, error) {
 	installDragonboatLogger(logger)
 	r := &Replicator{
 		cfg:   cfg,
-		log:   logger.With("node", cfg.RaftAddress),
+		log:   logger.With("raft", cfg.RaftAddress),
 		parts: make(map[PartitionID]*partition),
 		quit:  make(chan struct{}),
 	}
@@ -235,7 +236,6 @@ func (l *listener) NodeDeleted(info raftio.NodeInfo) {
 func (l *listener) NodeHostShuttingDown()                       {}
 func (l *listener) NodeUnloaded(raftio.NodeInfo)                {}
 func (l *listener) NodeReady(raftio.NodeInfo)                   {}
-func (l *listener) MembershipChanged(raftio.NodeInfo)           {}
 func (l *listener) ConnectionEstablished(raftio.ConnectionInfo) {}
 func (l *listener) ConnectionFailed(raftio.ConnectionInfo)      {}
 func (l *listener) SendSnapshotStarted(raftio.SnapshotInfo)     {}
@@ -247,3 +247,20 @@ func (l *listener) SnapshotCreated(raftio.SnapshotInfo)         {}
 func (l *listener) SnapshotCompacted(raftio.SnapshotInfo)       {}
 func (l *listener) LogCompacted(raftio.EntryInfo)               {}
 func (l *listener) LogDBCompacted(raftio.EntryInfo)             {}
+
+// MembershipChanged drops the progress of replicas that left.
+func (l *listener) MembershipChanged(info raftio.NodeInfo) {
+	if p := l.r.lookup(info.ShardID); p != nil && info.ReplicaID == uint64(p.replica) {
+		l.r.wg.Add(1)
+		go func() {
+			defer l.r.wg.Done()
+			if s, err := p.state(); err == nil {
+				ctx, cancel := context.WithTimeout(context.Background(), l.r.cfg.ProposalTimeout)
+				defer cancel()
+				if members, committed := p.members(ctx); committed {
+					s.pruneProgress(members)
+				}
+			}
+		}()
+	}
+}

@@ -76,7 +76,7 @@ func DefaultClientConfig() ClientConfig {
 		MaxFrameBytes:        32<<20 + 4<<10,
 		MaxInFlight:          4096,
 		ReadBufferBytes:      64 << 10,
-		MaxAttempts:          8,
+		MaxAttempts:          12,
 		BackoffMin:           5 * time.Millisecond,
 		BackoffMax:           time.Second,
 		SubscribeWindowOps:   4096,

@@ -583,3 +583,27 @@ func TestPartitionNotFoundTriesOtherSeeds(t *testing.T) {
 		t.Fatalf("append with no seed hosting the partition: %v", err)
 	}
 }
+
+// TestQueryResultsIntact runs many queries on one server, so that its
+// pooled buffers are reused: every answer must be exactly the handler's
+// result (a frame once overwrote the result it was built from).
+func TestQueryResultsIntact(t *testing.T) {
+	_, addr := startServer(t, newFakeHandler(), testServerConfig())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cl, err := Dial(ctx, DefaultClientConfig(), addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	for i := 0; i < 200; i++ {
+		req := bytes.Repeat([]byte{byte('a' + i%26)}, 1+i*7%300)
+		res, err := cl.Query(ctx, 7, QueryOptions{}, req, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := "echo:" + string(req); string(res.Result) != want {
+			t.Fatalf("query %d answered %q, want %q", i, res.Result, want)
+		}
+	}
+}

@@ -178,9 +178,15 @@ func (c *serverConn) serveQuery(ctx context.Context, ref callRef, id uint64, req
 	if err != nil {
 		ref.fail(err, "Query")
 	} else {
-		frame := appendQueryResult(bb.B[:0], id, &res)
-		ref.send(TypeQueryResult, frame)
-		bb.B = frame
+		// The frame goes into a buffer of its own: res.Result may alias
+		// bb, and the header would overwrite it before it is copied.
+		out := resultPool.Get()
+		out.B = appendQueryResult(out.B[:0], id, &res)
+		ref.send(TypeQueryResult, out.B)
+		resultPool.Put(out)
+	}
+	if cap(res.Result) > cap(bb.B) {
+		bb.B = res.Result // the handler grew it: keep the larger buffer
 	}
 	bb.B = bb.B[:0]
 	resultPool.Put(bb)

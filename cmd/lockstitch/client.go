@@ -94,20 +94,21 @@ func payloadText(p []byte) string {
 
 // cmdAppend appends ops: its arguments, or one op per line of a file or
 // of stdin. Many appends are in flight at once; each op is idempotent
-// (the client's producer id and sequence).
+// (the client's producer id and sequence). Lines keep their order unless
+// a leader change forces retries mid-stream (--window 1 keeps it always).
 func cmdAppend(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("append", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cf := addClientFlags(fs)
 	part := fs.Uint64("partition", 1, "partition to append to")
 	file := fs.String("file", "", "append one op per line of this file (- for stdin)")
-	window := fs.Int("window", 256, "appends in flight at once")
+	window := fs.Int("window", 256, "appends in flight at once; 1 keeps the ops in order even across a leader change")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: lockstitch append [flags] [op ...]\n\nAppends each argument as an op; with no argument (or --file), one op per line. Flags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseExit(err)
 	}
 	if *window < 1 {
 		return usageError(stderr, "--window must be at least 1")
@@ -184,8 +185,20 @@ func cmdAppend(args []string, stdout, stderr io.Writer) int {
 		}
 		return nil
 	}
-	for lines.Scan() {
+	for n := 0; lines.Scan(); n++ {
 		op := append([]byte(nil), lines.Bytes()...)
+		if n == 0 {
+			// The first op goes alone: it finds the leader, so the ops
+			// pipelined after it keep their order (a leader change in the
+			// middle can still reorder retried ones; --window 1 cannot).
+			actx, acancel := context.WithTimeout(ctx, *cf.timeout)
+			err := wait(cl.AppendAsync(actx, p, op))
+			acancel()
+			if err != nil {
+				return fail(stderr, fmt.Errorf("append to partition %d: %w", *part, err))
+			}
+			continue
+		}
 		if len(inflight) == *window {
 			if err := wait(inflight[0]); err != nil {
 				return fail(stderr, fmt.Errorf("append to partition %d after %d ops: %w", *part, count, err))
@@ -223,7 +236,7 @@ func cmdTail(args []string, stdout, stderr io.Writer) int {
 	follow := fs.Bool("follow", false, "keep printing ops as they commit, until interrupted")
 	limit := fs.Int("limit", 0, "stop after this many ops (0: no limit)")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseExit(err)
 	}
 	if fs.NArg() > 0 || *from == 0 {
 		return usageError(stderr, "usage: lockstitch tail [--partition P] [--from N>=1] [--follow] [--limit N]")
@@ -301,7 +314,7 @@ func cmdQuery(args []string, stdout, stderr io.Writer) int {
 	consistency := fs.String("consistency", "linearizable", "linearizable, leader (leader-local) or any (any replica within --max-staleness)")
 	staleness := fs.Duration("max-staleness", time.Second, "for --consistency any: how stale the answer may be")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseExit(err)
 	}
 	if fs.NArg() > 1 {
 		return usageError(stderr, "usage: lockstitch query [flags] [request]")
@@ -344,7 +357,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	cf := addClientFlags(fs)
 	part := fs.Uint64("partition", 0, "only this partition")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseExit(err)
 	}
 	if fs.NArg() > 0 {
 		return usageError(stderr, "usage: lockstitch status [--partition P]")
@@ -418,7 +431,8 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 }
 
 // adminCall sends an admin request to the given nodes in turn until one
-// serves it (a node that does not host the partition passes it on).
+// serves it: the next node is tried when one does not host the partition
+// or cannot serve now.
 func adminCall(ctx context.Context, cf clientFlags, req node.AdminRequest) (node.AdminResponse, error) {
 	var res node.AdminResponse
 	cl, err := cf.dial(ctx)
@@ -459,7 +473,7 @@ func cmdPartition(args []string, stdout, stderr io.Writer) int {
 		var opts []string
 		fs.Func("option", "plugin option key=value (repeatable)", func(s string) error { opts = append(opts, s); return nil })
 		if err := fs.Parse(args[1:]); err != nil {
-			return 2
+			return parseExit(err)
 		}
 		req = node.AdminRequest{Op: "create_partition", Partition: *id, Plugin: *plugin, Replicas: *replicas}
 		for _, o := range opts {
@@ -487,7 +501,7 @@ func cmdPartition(args []string, stdout, stderr io.Writer) int {
 	case "delete":
 		id := fs.Uint64("id", 0, "partition id (required)")
 		if err := fs.Parse(args[1:]); err != nil {
-			return 2
+			return parseExit(err)
 		}
 		if *id == 0 {
 			return usageError(stderr, "partition delete needs --id")
@@ -495,7 +509,7 @@ func cmdPartition(args []string, stdout, stderr io.Writer) int {
 		req = node.AdminRequest{Op: "delete_partition", Partition: *id}
 	case "list":
 		if err := fs.Parse(args[1:]); err != nil {
-			return 2
+			return parseExit(err)
 		}
 		req = node.AdminRequest{Op: "list_partitions"}
 	default:
@@ -550,7 +564,7 @@ func cmdMember(args []string, stdout, stderr io.Writer) int {
 		nodeID := fs.Uint64("node", 0, "id of the node to host the new replica (required)")
 		kind := fs.String("kind", "voter", "voter, non-voting or witness")
 		if err := fs.Parse(args[1:]); err != nil {
-			return 2
+			return parseExit(err)
 		}
 		if *part == 0 || *nodeID == 0 {
 			return usageError(stderr, "member add needs --partition and --node")
@@ -559,7 +573,7 @@ func cmdMember(args []string, stdout, stderr io.Writer) int {
 	case "remove":
 		replica := fs.Uint64("replica", 0, "replica id to remove (required)")
 		if err := fs.Parse(args[1:]); err != nil {
-			return 2
+			return parseExit(err)
 		}
 		if *part == 0 || *replica == 0 {
 			return usageError(stderr, "member remove needs --partition and --replica")
@@ -596,7 +610,7 @@ func cmdLeader(args []string, stdout, stderr io.Writer) int {
 	part := fs.Uint64("partition", 0, "partition (required)")
 	to := fs.Uint64("to", 0, "replica id to lead (required)")
 	if err := fs.Parse(args[1:]); err != nil {
-		return 2
+		return parseExit(err)
 	}
 	if *part == 0 || *to == 0 {
 		return usageError(stderr, "leader transfer needs --partition and --to")

@@ -36,7 +36,7 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseExit(err)
 	}
 	if fs.NArg() > 0 {
 		return usageError(stderr, "dev takes no arguments, got %q", fs.Args())
@@ -103,6 +103,22 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 			cl.Close()
 			stopAll()
 			return fail(stderr, fmt.Errorf("creating partition %d (%s): %w", i+1, name, err))
+		}
+	}
+	// Wait for every partition to have a leader, so that the commands the
+	// banner suggests work at once.
+	for i := range plugins {
+		for {
+			st, err := cl.PartitionStatus(ctx, transport.PartitionID(i+1))
+			if err == nil && st.Leader != 0 {
+				break
+			}
+			if ctx.Err() != nil {
+				cl.Close()
+				stopAll()
+				return fail(stderr, fmt.Errorf("partition %d has no leader after 30s: %v", i+1, err))
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 	}
 	cl.Close()

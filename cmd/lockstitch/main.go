@@ -1,22 +1,8 @@
-// Command lockstitch runs Lockstitch nodes and talks to them.
-//
-//	lockstitch dev                      a local three-node cluster, no setup
-//	lockstitch serve [flags]            run a node
-//	lockstitch append [flags] [op ...]  append ops (or one per line of stdin or --file)
-//	lockstitch tail [flags]             print ops from an LSN on (--follow)
-//	lockstitch query [flags] [request]  ask a partition's plugin
-//	lockstitch status [flags]           leader, epoch, LSNs and lag per partition
-//	lockstitch partition create|delete|list
-//	lockstitch member add|remove
-//	lockstitch leader transfer
-//	lockstitch version
-//
-// Client commands take --addr (env LOCKSTITCH_ADDR), --json and --timeout.
-// Errors are one line on stderr; the exit code is 1 for a failure and 2
-// for a usage error. docs/operations.md documents every setting.
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -85,6 +71,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 func fail(stderr io.Writer, err error) int {
 	fmt.Fprintf(stderr, "lockstitch: %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
 	return 1
+}
+
+// parseExit is the exit code after a flag parsing error: 0 when help was
+// asked for (-h), else the usage exit code. The flag package has printed
+// the message.
+func parseExit(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	return 2
 }
 
 // usageError prints a usage problem and returns the usage exit code.

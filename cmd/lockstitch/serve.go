@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -35,6 +36,9 @@ type serveSettings struct {
 	LogFormat    string `name:"log-format" help:"text or json"`
 
 	ShutdownTimeout time.Duration `name:"shutdown-timeout" help:"how long a graceful stop waits for requests in flight"`
+
+	MutexProfileFraction int `name:"mutex-profile-fraction" help:"sample 1 in N mutex contention events for /debug/pprof/mutex (0: off)"`
+	BlockProfileRate     int `name:"block-profile-rate" help:"sample blocking events lasting this many nanoseconds for /debug/pprof/block (0: off)"`
 
 	RTT                time.Duration `name:"rtt" help:"Raft tick: about the round trip time between nodes"`
 	ElectionRTT        uint64        `name:"election-rtt" help:"election timeout, in ticks"`
@@ -121,11 +125,17 @@ func (s serveSettings) nodeConfig(logger *slog.Logger) (node.Config, error) {
 	if err := tc.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if tc.MaxFrameBytes < rc.MaxOpBytes+appendFrameOverhead {
+		errs = append(errs, fmt.Errorf("max-frame-bytes %d must hold the largest op: at least max-op-bytes (%d) + %d", tc.MaxFrameBytes, rc.MaxOpBytes, appendFrameOverhead))
+	}
 	if s.ShutdownTimeout <= 0 {
 		errs = append(errs, errors.New("shutdown-timeout must be positive"))
 	}
 	return cfg, errors.Join(errs...)
 }
+
+// appendFrameOverhead is what an Append frame body adds to its payload.
+const appendFrameOverhead = 28
 
 // parsePeers parses id=raft-addr/client-addr,...
 func parsePeers(s string) ([]node.Peer, error) {
@@ -172,21 +182,26 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseExit(err)
 	}
 	if fs.NArg() > 0 {
 		return usageError(stderr, "serve takes no arguments, got %q", fs.Args())
 	}
-	if err := loadSettings(settings, *config); err != nil {
+	// Every problem, from every stage, in one report.
+	loadErr := loadSettings(settings, *config)
+	logger, logErr := newLogger(stderr, s.LogLevel, s.LogFormat)
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	cfg, cfgErr := s.nodeConfig(logger)
+	if err := errors.Join(loadErr, logErr, cfgErr); err != nil {
 		return fail(stderr, fmt.Errorf("invalid configuration: %w", err))
 	}
-	logger, err := newLogger(stderr, s.LogLevel, s.LogFormat)
-	if err != nil {
-		return fail(stderr, fmt.Errorf("invalid configuration: %w", err))
+	if s.MutexProfileFraction > 0 {
+		runtime.SetMutexProfileFraction(s.MutexProfileFraction)
 	}
-	cfg, err := s.nodeConfig(logger)
-	if err != nil {
-		return fail(stderr, fmt.Errorf("invalid configuration: %w", err))
+	if s.BlockProfileRate > 0 {
+		runtime.SetBlockProfileRate(s.BlockProfileRate)
 	}
 	n, err := node.Start(cfg)
 	if err != nil {

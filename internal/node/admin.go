@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/lockstitch/lockstitch/replicator"
 	"github.com/lockstitch/lockstitch/transport"
@@ -19,7 +20,8 @@ import (
 //	delete_partition  Partition: every node deletes its replica
 //	list_partitions   every node's partitions, merged
 //	add_member        Partition, Node (the node to host the new replica),
-//	                  Kind (voter, non-voting, witness): answers Replica
+//	                  Kind (voter, non-voting, witness): answers Replica; a
+//	                  repeat answers the replica already added
 //	remove_member     Partition, Replica
 //	transfer_leader   Partition, Replica
 //	start_replica     Spec (between nodes: start this node's replica)
@@ -105,7 +107,7 @@ func (n *Node) serveAdmin(ctx context.Context, body []byte) ([]byte, error) {
 	case "transfer_leader":
 		err = n.r.TransferLeader(ctx, replicator.PartitionID(req.Partition), replicator.ReplicaID(req.Replica))
 	case "start_replica":
-		err = n.startReplica(req.Spec)
+		err = n.startReplica(ctx, req.Spec)
 	case "stop_replica":
 		err = n.r.DeletePartition(ctx, replicator.PartitionID(req.Partition))
 		if errors.Is(err, replicator.ErrPartitionNotFound) {
@@ -151,11 +153,16 @@ func (n *Node) createPartition(ctx context.Context, req AdminRequest) (map[uint6
 	}
 	var chosen []Peer
 	if len(req.Nodes) > 0 {
+		seen := map[uint64]bool{}
 		for _, id := range req.Nodes {
 			p, ok := byID[id]
 			if !ok {
 				return nil, badRequest("node %d is not in the cluster", id)
 			}
+			if seen[id] {
+				return nil, badRequest("node %d is listed twice", id)
+			}
+			seen[id] = true
 			chosen = append(chosen, p)
 		}
 	} else {
@@ -190,10 +197,34 @@ func (n *Node) createPartition(ctx context.Context, req AdminRequest) (map[uint6
 	return placement, nil
 }
 
-// startReplica starts this node's replica described by s.
-func (n *Node) startReplica(s *ReplicaSpec) error {
+// startReplica starts this node's replica described by s. If the node
+// still hosts an older replica of the partition (being deleted after its
+// removal), it waits for that one to go.
+func (n *Node) startReplica(ctx context.Context, s *ReplicaSpec) error {
 	if s == nil {
 		return badRequest("start_replica needs a spec")
+	}
+	if _, err := parseKind(s.Kind); err != nil {
+		return err
+	}
+	for {
+		err := n.tryStartReplica(s)
+		if !errors.Is(err, errOtherReplica) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %v", transport.ErrUnavailable, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+var errOtherReplica = errors.New("node hosts another replica of the partition")
+
+func (n *Node) tryStartReplica(s *ReplicaSpec) error {
+	if p, err := n.r.Partition(replicator.PartitionID(s.Partition)); err == nil && uint64(p.Replica()) != s.Replica {
+		return fmt.Errorf("%w: replica %d, not %d", errOtherReplica, p.Replica(), s.Replica)
 	}
 	kind, err := parseKind(s.Kind)
 	if err != nil {
@@ -214,6 +245,9 @@ func (n *Node) startReplica(s *ReplicaSpec) error {
 		})
 	}
 	if errors.Is(err, replicator.ErrPartitionExists) {
+		if p, perr := n.r.Partition(replicator.PartitionID(s.Partition)); perr == nil && uint64(p.Replica()) != s.Replica {
+			return fmt.Errorf("%w: replica %d, not %d", errOtherReplica, p.Replica(), s.Replica)
+		}
 		return nil // a repeated request
 	}
 	return err
@@ -242,14 +276,27 @@ func (n *Node) addMember(ctx context.Context, req AdminRequest) (uint64, error) 
 	if err != nil {
 		return 0, err
 	}
-	for id, mem := range m.Replicas {
-		if mem.RaftAddress == target.RaftAddr {
-			return 0, badRequest("node %d already hosts replica %d of partition %d", target.ID, id, req.Partition)
-		}
-	}
 	id := m.NextReplicaID()
-	if err := n.r.AddReplica(ctx, p.ID(), id, target.RaftAddr, kind); err != nil {
-		return 0, err
+	added := false
+	for rid, mem := range m.Replicas {
+		if mem.RaftAddress != target.RaftAddr {
+			continue
+		}
+		// A repeated request: the replica is there already; make sure
+		// its node has started it.
+		joinedAs := kind
+		if kind == replicator.Voter {
+			joinedAs = replicator.NonVoting // voters join as non-voting first
+		}
+		if mem.Kind != kind && mem.Kind != joinedAs {
+			return 0, badRequest("node %d already hosts replica %d of partition %d, a %s", target.ID, rid, req.Partition, mem.Kind)
+		}
+		id, added = rid, true
+	}
+	if !added {
+		if err := n.r.AddReplica(ctx, p.ID(), id, target.RaftAddr, kind); err != nil {
+			return 0, err
+		}
 	}
 	spec := ReplicaSpec{Partition: req.Partition, Replica: uint64(id), Plugin: p.Plugin(), Options: p.Options(), Join: true, Kind: req.Kind}
 	if err := n.onNode(ctx, *target, AdminRequest{Op: "start_replica", Spec: &spec}); err != nil {

@@ -1,9 +1,3 @@
-// Package node runs one Lockstitch server: a Replicator, the transport
-// server that clients reach over TCP and a Unix socket, the admin HTTP
-// listener (/metrics, /debug/pprof/, /healthz, /readyz), and the cluster
-// administration that creates partitions across the nodes it knows.
-// cmd/lockstitch maps flags, environment and a config file onto Config and
-// runs a Node; lockstitch dev runs three in one process.
 package node
 
 import (
@@ -204,18 +198,11 @@ func (n *Node) Registry() *prometheus.Registry { return n.reg }
 func (n *Node) Errors() <-chan error { return n.serveErr }
 
 // Ready returns nil when every partition this node hosts is open and
-// knows its leader: what /readyz reports.
+// knows its leader: what /readyz reports. It looks at local state only.
 func (n *Node) Ready() error {
 	var waiting []string
 	for _, id := range n.r.Partitions() {
-		p, err := n.r.Partition(id)
-		if err != nil {
-			continue
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-		st, err := p.Status(ctx)
-		cancel()
-		if err != nil || st.Leader == 0 {
+		if p, err := n.r.Partition(id); err == nil && !p.Ready() {
 			waiting = append(waiting, fmt.Sprint(id))
 		}
 	}
