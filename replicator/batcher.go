@@ -144,8 +144,11 @@ func (b *batcher) enqueueOps(ops []AppendOp, cs []Completion) error {
 		b.inflight++
 		b.proposeMu.Lock()
 		b.mu.Unlock()
-		b.propose(next)
+		err := b.propose(next)
 		b.proposeMu.Unlock()
+		if err != nil {
+			b.finish(next, AppendResult{}, err)
+		}
 		return nil
 	}
 	b.mu.Unlock()
@@ -207,16 +210,22 @@ func (b *batcher) dispatch() time.Duration {
 		b.inflight++
 		b.proposeMu.Lock()
 		b.mu.Unlock()
-		b.propose(next)
+		err := b.propose(next)
 		b.proposeMu.Unlock()
+		if err != nil {
+			b.finish(next, AppendResult{}, err) // takes mu: not under proposeMu
+		}
 		b.mu.Lock()
 	}
 	return 0
 }
 
 // propose hands a batch to Raft; a goroutine per batch in flight waits
-// for its outcome.
-func (b *batcher) propose(bt *batch) {
+// for its outcome. It is called with proposeMu held; if the batch could
+// not be proposed it returns why, and the caller finishes the batch once
+// it has released proposeMu (finishing takes mu, which comes first in
+// the lock order).
+func (b *batcher) propose(bt *batch) error {
 	release := func() {
 		if cap(bt.buf) <= maxPooledBatchBytes {
 			*bt.bufp = bt.buf[:0]
@@ -227,18 +236,17 @@ func (b *batcher) propose(bt *batch) {
 	term, err := b.p.leaderTerm()
 	if err != nil {
 		release()
-		b.finish(bt, AppendResult{}, err)
-		return
+		return err
 	}
 	binary.LittleEndian.PutUint64(bt.buf[8:], term)
 	b.p.r.metrics.batchProposed(len(bt.waiters))
 	rs, err := b.p.r.nh.Propose(b.p.session, bt.buf, b.cfg.ProposalTimeout)
 	release()
 	if err != nil {
-		b.finish(bt, AppendResult{}, proposeError(b.p.id, err))
-		return
+		return proposeError(b.p.id, err)
 	}
 	go b.await(rs, bt)
+	return nil
 }
 
 func (b *batcher) await(rs *dragonboat.RequestState, bt *batch) {
