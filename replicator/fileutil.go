@@ -1,6 +1,7 @@
 package replicator
 
 import (
+	"errors"
 	"hash/crc32"
 	"os"
 	"path/filepath"
@@ -31,6 +32,28 @@ func writeFileAtomic(path string, data []byte) error {
 	}
 	if err != nil {
 		os.Remove(tmp)
+		return err
+	}
+	return (wal.OSFS{}).SyncDir(filepath.Dir(path))
+}
+
+// fileExists reports whether path exists.
+func fileExists(path string) (bool, error) {
+	_, err := os.Stat(path)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, os.ErrNotExist):
+		return false, nil
+	default:
+		return false, err
+	}
+}
+
+// removeFileDurable removes path, if it is there, and fsyncs its
+// directory so the removal survives a crash.
+func removeFileDurable(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
 	return (wal.OSFS{}).SyncDir(filepath.Dir(path))

@@ -128,7 +128,10 @@ func (s *stateMachine) open(stopc <-chan struct{}) (uint64, error) {
 	}
 	wcfg := wal.DefaultConfig()
 	wcfg.SegmentBytes = s.cfg.SegmentBytes
-	wcfg.MaxPayloadBytes = int64(s.cfg.MaxOpBytes)
+	// The log holds whatever was committed, including ops accepted under
+	// a larger MaxOpBytes before a restart: it is bounded by the hard
+	// limit, not the current setting.
+	wcfg.MaxPayloadBytes = maxOpBytesLimit
 	wcfg.Preallocate = false // checkpoints fsync; thousands of partitions must not each reserve a segment
 	wcfg.Sync = wal.SyncManual
 	wcfg.Logger = s.log
@@ -140,14 +143,27 @@ func (s *stateMachine) open(stopc <-chan struct{}) (uint64, error) {
 		s.log.Warn("operation log had a torn tail", "segment", rep.Segment, "offset", rep.Offset, "last", rep.LastLSN)
 	}
 	// Make the log end exactly at the checkpoint: Raft replays the rest.
+	restoring, err := fileExists(filepath.Join(s.dir, restoringName))
+	if err != nil {
+		l.Close()
+		return 0, err
+	}
 	switch last := l.Last(); {
+	case last == state.lsn:
 	case last > state.lsn && state.lsn+1 >= l.First():
 		err = l.TruncateBack(state.lsn)
-	case last != state.lsn:
-		// The log does not reach the checkpoint, or was reset past it:
-		// a snapshot restore was interrupted. Start the log after it.
-		s.log.Warn("operation log does not match the checkpoint; restarting it", "log_first", l.First(), "log_last", last, "checkpoint", state.lsn)
+	case restoring:
+		// A snapshot restore was interrupted after its checkpoint was
+		// written: the log still holds what came before the snapshot.
+		s.log.Warn("finishing an interrupted snapshot restore", "log_first", l.First(), "log_last", last, "checkpoint", state.lsn)
 		err = l.Reset(state.lsn + 1)
+	default:
+		// The checkpoint is only written once the log is durable up to
+		// it, so a log that does not reach it lost synced records.
+		err = fmt.Errorf("%w: operation log holds LSNs %d to %d but the checkpoint is at LSN %d; the log was damaged or removed", errBadState, l.First(), last, state.lsn)
+	}
+	if err == nil && restoring {
+		err = removeFileDurable(filepath.Join(s.dir, restoringName))
 	}
 	if err != nil {
 		l.Close()
@@ -528,10 +544,16 @@ func (s *stateMachine) saveSnapshot(snap *snapshot, w io.Writer, done <-chan str
 
 // RecoverFromSnapshot implements sm.IOnDiskStateMachine: the replica's
 // state is replaced by a snapshot streamed from the leader. The plugin is
-// restored and synced, the checkpoint written, and only then is the log
-// restarted after the snapshot's LSN, so a crash part way is recovered by
-// Open (see open).
+// restored and synced; then a marker file, the checkpoint, and only then
+// the log is restarted after the snapshot's LSN and the marker removed. A
+// crash part way is finished by Open (see open), which tells an
+// interrupted restore from a damaged log by the marker.
 func (s *stateMachine) RecoverFromSnapshot(r io.Reader, done <-chan struct{}) error {
+	// ckptMu first (the lock order checkpoint and Close use): a timed
+	// checkpoint must not write the state it copied before the restore
+	// over the restored one.
+	s.ckptMu.Lock()
+	defer s.ckptMu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cr := &countingReader{r: r}
@@ -590,17 +612,22 @@ func (s *stateMachine) recoverFromSnapshot(r io.Reader, done <-chan struct{}) er
 		return fmt.Errorf("plugin sync: %w", err)
 	}
 	s.pluginDurable.Store(uint64(durable))
+	marker := filepath.Join(s.dir, restoringName)
+	if err := writeFileAtomic(marker, nil); err != nil {
+		return fmt.Errorf("restore marker: %w", err)
+	}
 	if err := writeCheckpoint(s.dir, buf); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
 	if err := s.wal.Reset(state.lsn + 1); err != nil {
 		return fmt.Errorf("operation log: %w", err)
 	}
+	if err := removeFileDurable(marker); err != nil {
+		return fmt.Errorf("restore marker: %w", err)
+	}
 	s.state, s.skipTo = state, 0
 	s.publish()
-	s.ckptMu.Lock()
 	s.ckptIndex, s.ckptLSN, s.ckptAt = state.index, state.lsn, time.Now()
-	s.ckptMu.Unlock()
 	s.log.Info("replica restored from a snapshot", "lsn", state.lsn, "index", state.index)
 	return nil
 }

@@ -134,6 +134,10 @@ func decodePartitionState(b []byte) (*partitionState, error) {
 
 const checkpointName = "state.ckpt"
 
+// restoringName marks a snapshot restore in progress: present from before
+// the restored checkpoint is written until the log has been restarted.
+const restoringName = "restoring"
+
 // writeCheckpoint makes an encoded state the durable checkpoint in dir.
 func writeCheckpoint(dir string, state []byte) error {
 	return writeFileAtomic(filepath.Join(dir, checkpointName), state)

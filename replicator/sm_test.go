@@ -1,0 +1,211 @@
+package replicator
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	sm "github.com/lni/dragonboat/v4/statemachine"
+
+	"github.com/lockstitch/lockstitch/wal"
+)
+
+// newTestSM is a replica state machine in dir with the log plugin, outside
+// any NodeHost: the tests drive dragonboat's calls themselves.
+func newTestSM(t *testing.T, dir string) *stateMachine {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.SegmentBytes = 1 << 20
+	return &stateMachine{
+		id:       1,
+		replica:  1,
+		dir:      dir,
+		cfg:      &cfg,
+		log:      slog.New(slog.DiscardHandler),
+		factory:  NewLogPlugin,
+		progress: make(map[ReplicaID]progressReport),
+	}
+}
+
+// opsEntries makes n Raft entries from index first on, each with one op.
+func opsEntries(first uint64, n int) []sm.Entry {
+	es := make([]sm.Entry, n)
+	for i := range es {
+		p := []byte(fmt.Sprintf("op %d", first+uint64(i)))
+		b := appendBatchHeader(nil, 1)
+		es[i] = sm.Entry{Index: first + uint64(i), Cmd: appendBatchOp(b, p, wal.Checksum(p), 0, 0)}
+	}
+	return es
+}
+
+// applyAndClose opens a replica in dir, applies n ops (a checkpoint at
+// the end), and closes it.
+func applyAndClose(t *testing.T, dir string, n int) {
+	t.Helper()
+	s := newTestSM(t, dir)
+	if _, err := s.Open(nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Update(opsEntries(s.state.index+1, n)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func walBounds(t *testing.T, dir string) (first, last LSN) {
+	t.Helper()
+	l, err := wal.Open(filepath.Join(dir, "wal"), wal.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.First(), l.Last()
+}
+
+func TestOpenCutsLogBackToCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	applyAndClose(t, dir, 5)
+	// Ops past the checkpoint: logged, but the checkpoint was not written.
+	l, err := wal.Open(filepath.Join(dir, "wal"), wal.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for lsn := LSN(6); lsn <= 8; lsn++ {
+		if err := l.Append(&wal.Record{LSN: lsn, Payload: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s := newTestSM(t, dir)
+	index, err := s.Open(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if index != 5 || s.wal.Last() != 5 {
+		t.Fatalf("open returned index %d with the log at %d, want 5 and 5", index, s.wal.Last())
+	}
+	s.Close()
+}
+
+func TestOpenRefusesLogShorterThanCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	applyAndClose(t, dir, 5)
+	if err := os.RemoveAll(filepath.Join(dir, "wal")); err != nil {
+		t.Fatal(err)
+	}
+	s := newTestSM(t, dir)
+	if _, err := s.Open(nil); !errors.Is(err, errBadState) {
+		t.Fatalf("open with the log lost: %v, want errBadState", err)
+	}
+}
+
+func TestOpenFinishesInterruptedRestore(t *testing.T) {
+	dir := t.TempDir()
+	applyAndClose(t, dir, 5)
+	// A restore to LSN 20 that crashed after writing its checkpoint: the
+	// plugin is restored, the marker is there and the log still ends at 5.
+	st, err := readCheckpoint(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.lsn, st.index = 20, 30
+	pos := encodePosition(20, 1)
+	if err := writeFileAtomic(filepath.Join(dir, "plugin", logPluginFile), pos[:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeFileAtomic(filepath.Join(dir, restoringName), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeCheckpoint(dir, st.appendTo(nil)); err != nil {
+		t.Fatal(err)
+	}
+	s := newTestSM(t, dir)
+	index, err := s.Open(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if index != 30 || s.wal.First() != 21 {
+		t.Fatalf("open returned index %d with the log starting at %d, want 30 and 21", index, s.wal.First())
+	}
+	if _, err := os.Stat(filepath.Join(dir, restoringName)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("restore marker left behind: %v", err)
+	}
+	s.Close()
+	if first, last := walBounds(t, dir); first != 21 || last != 20 {
+		t.Fatalf("log after reopening: first %d last %d, want 21 and 20", first, last)
+	}
+}
+
+// TestRestoreNotOverwrittenByCheckpoint races timed checkpoints with a
+// snapshot restore: the checkpoint on disk afterwards must be the
+// restored state, never the state a checkpoint copied before it.
+func TestRestoreNotOverwrittenByCheckpoint(t *testing.T) {
+	for round := 0; round < 20; round++ {
+		src, dst := t.TempDir(), t.TempDir()
+		applyAndClose(t, src, 50)
+		from := newTestSM(t, src)
+		if _, err := from.Open(nil); err != nil {
+			t.Fatal(err)
+		}
+		snap, err := from.PrepareSnapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		if err := from.SaveSnapshot(snap, &buf, nil); err != nil {
+			t.Fatal(err)
+		}
+		from.Close()
+
+		s := newTestSM(t, dst)
+		if _, err := s.Open(nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Update(opsEntries(1, 3)); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			if err := s.checkpoint(); err != nil {
+				t.Error(err)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			if err := s.RecoverFromSnapshot(io.Reader(&buf), nil); err != nil {
+				t.Error(err)
+			}
+		}()
+		finished := make(chan struct{})
+		go func() { wg.Wait(); close(finished) }()
+		select {
+		case <-finished:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("round %d: checkpoint and restore deadlocked", round)
+		}
+		if t.Failed() {
+			return
+		}
+		st, err := readCheckpoint(dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.lsn != 50 || st.index != 50 {
+			t.Fatalf("round %d: checkpoint after restore at LSN %d index %d, want 50 and 50", round, st.lsn, st.index)
+		}
+		s.Close()
+	}
+}
