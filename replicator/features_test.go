@@ -375,3 +375,33 @@ func TestRolesAndEpochs(t *testing.T) {
 		p.mu.Unlock()
 	}
 }
+
+var errBadOption = errors.New("unknown option")
+
+// TestPluginFactoryErrorFailsCreate checks that a plugin rejecting its
+// options fails CreatePartition with the plugin's error, leaves nothing
+// behind, and that the node goes on serving other partitions.
+func TestPluginFactoryErrorFailsCreate(t *testing.T) {
+	c := newCluster(t, 1, func(cfg *replicator.Config) {
+		cfg.Plugins["picky"] = func(pc replicator.PluginContext) (replicator.StateMachine, error) {
+			if len(pc.Options) > 0 {
+				return nil, fmt.Errorf("picky: %w: %v", errBadOption, pc.Options)
+			}
+			return replicator.NewLogPlugin(pc)
+		}
+	})
+	spec := c.spec(1)
+	spec.Plugin, spec.Options = "picky", map[string]string{"color": "red"}
+	if _, err := c.get(0).CreatePartition(spec); !errors.Is(err, errBadOption) {
+		t.Fatalf("create with a bad option: %v, want the plugin's error", err)
+	}
+	if ids := c.get(0).Partitions(); len(ids) != 0 {
+		t.Fatalf("partitions after the failed create: %v", ids)
+	}
+	// The same id, now with good options, works.
+	spec.Options = nil
+	if _, err := c.get(0).CreatePartition(spec); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, c, 1, 0, 3)
+}

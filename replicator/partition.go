@@ -29,6 +29,9 @@ type partition struct {
 	dir     string
 	meta    partitionMeta
 	factory PluginFactory
+	// plugin is the instance built when the replica was started, handed
+	// to the state machine dragonboat creates (which opens it).
+	plugin  atomic.Pointer[pluginBox]
 	log     *slog.Logger
 	session *client.Session
 	batcher *batcher
@@ -79,8 +82,14 @@ func newPartition(r *Replicator, meta partitionMeta, factory PluginFactory) *par
 }
 
 // create is the dragonboat factory of this replica's state machine.
+// pluginBox holds a plugin instance for an atomic pointer.
+type pluginBox struct{ StateMachine }
+
 func (p *partition) create(shardID, replicaID uint64) sm.IOnDiskStateMachine {
 	s := newStateMachine(p)
+	if b := p.plugin.Swap(nil); b != nil {
+		s.pending = b.StateMachine
+	}
 	p.sm.Store(s)
 	return s
 }

@@ -33,7 +33,7 @@ type Op struct {
 //     state. It fills results[i] for ops[i] (nil for none); results are
 //     returned to the appender and must stay valid until the next call.
 //     It must not block on anything slow: it runs on a worker that other
-//     partitions share. An error stops the replica.
+//     partitions share.
 //  3. Sync makes the effects of every op applied so far durable and
 //     returns the last LSN it covers.
 //  4. PrepareSnapshot captures the state as of the last op applied. It
@@ -43,7 +43,20 @@ type Op struct {
 //     taken at lsn. It then must be as if the plugin had applied every op
 //     up to lsn.
 //  6. Query answers a read-only request against the state as of the last
-//     op applied; it must not change the state.
+//     op applied; it must not change the state. It must be quick: while
+//     queries run, Apply waits.
+//  7. Close releases what the plugin holds. It is called once, also for
+//     an instance that was never opened (the replica failed to start).
+//
+// Errors. A plugin shares its replica's fate: an error from Open, Apply,
+// Sync or Restore means its state can no longer be trusted to match the
+// other replicas', and it stops the whole node process (dragonboat panics;
+// the node restarts from its durable state). So these errors are for
+// broken disks and corrupt state, never for bad input: an op a plugin
+// rejects is still committed and applied everywhere, and the plugin
+// reports the rejection in its result for that op. Option errors belong
+// in the PluginFactory, which runs when the replica is started and fails
+// the start (CreatePartition, JoinPartition) with an error instead.
 type StateMachine interface {
 	Open(ctx context.Context) (LSN, error)
 	Apply(ops []Op, results [][]byte) error
@@ -83,5 +96,7 @@ type PluginContext struct {
 	Logger *slog.Logger
 }
 
-// PluginFactory builds a plugin for one replica of a partition.
+// PluginFactory builds a plugin for one replica of a partition, each time
+// the replica starts. It should check its options and fail with an error
+// when they are wrong; it should leave opening files to Open.
 type PluginFactory func(PluginContext) (StateMachine, error)

@@ -100,14 +100,42 @@ func (r *Replicator) start(m partitionMeta) (*partition, error) {
 		return nil, fmt.Errorf("%w: %q", ErrPluginNotFound, m.Plugin)
 	}
 	p := newPartition(r, m, factory)
+	// Build the plugin now: a factory that rejects its options fails the
+	// start here, with an error, rather than the replica's Open inside
+	// dragonboat, where an error stops the node.
+	pluginDir := filepath.Join(p.dir, "plugin")
+	if err := os.MkdirAll(pluginDir, 0o755); err != nil {
+		p.close()
+		return nil, fmt.Errorf("replicator: %w", err)
+	}
+	inst, err := factory(PluginContext{Partition: m.Partition, Replica: m.Replica, Dir: pluginDir, Options: m.Options, Logger: p.log})
+	if err != nil {
+		p.close()
+		return nil, fmt.Errorf("replicator: plugin %q: %w", m.Plugin, err)
+	}
+	if inst == nil {
+		p.close()
+		return nil, fmt.Errorf("replicator: plugin %q: factory returned no plugin", m.Plugin)
+	}
+	p.plugin.Store(&pluginBox{inst})
+	// closePlugin closes the instance if no state machine took it.
+	closePlugin := func() {
+		if b := p.plugin.Swap(nil); b != nil {
+			if err := b.Close(); err != nil {
+				p.log.Warn("closing unused plugin", "err", err)
+			}
+		}
+	}
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
+		closePlugin()
 		p.close()
 		return nil, ErrClosed
 	}
 	if _, ok := r.parts[m.Partition]; ok {
 		r.mu.Unlock()
+		closePlugin()
 		p.close()
 		return nil, fmt.Errorf("%w: %d", ErrPartitionExists, m.Partition)
 	}
@@ -126,7 +154,7 @@ func (r *Replicator) start(m partitionMeta) (*partition, error) {
 			members[uint64(id)] = addr
 		}
 	}
-	err := r.nh.StartOnDiskReplica(members, join, p.create, p.raftConfig())
+	err = r.nh.StartOnDiskReplica(members, join, p.create, p.raftConfig())
 	for attempt := 0; errors.Is(err, dragonboat.ErrShardAlreadyExist) && attempt < 100; attempt++ {
 		// The previous incarnation of this replica is still unloading.
 		time.Sleep(10 * time.Millisecond)
@@ -136,6 +164,7 @@ func (r *Replicator) start(m partitionMeta) (*partition, error) {
 		r.mu.Lock()
 		delete(r.parts, m.Partition)
 		r.mu.Unlock()
+		closePlugin()
 		p.close()
 		return nil, err
 	}

@@ -37,6 +37,7 @@ type stateMachine struct {
 	metrics *Metrics
 	factory PluginFactory
 	options map[string]string
+	pending StateMachine // built when the replica started; opened by Open
 
 	// mu is held for writing by Update, Sync, snapshots and Close, and
 	// for reading by queries and the checkpoint's copy of the state.
@@ -169,11 +170,15 @@ func (s *stateMachine) open(stopc <-chan struct{}) (uint64, error) {
 		l.Close()
 		return 0, err
 	}
-	plugin, err := s.factory(PluginContext{Partition: s.id, Replica: s.replica, Dir: pluginDir, Options: s.options, Logger: s.log})
-	if err != nil {
-		l.Close()
-		return 0, fmt.Errorf("plugin: %w", err)
+	plugin := s.pending
+	if plugin == nil {
+		plugin, err = s.factory(PluginContext{Partition: s.id, Replica: s.replica, Dir: pluginDir, Options: s.options, Logger: s.log})
+		if err != nil {
+			l.Close()
+			return 0, fmt.Errorf("plugin: %w", err)
+		}
 	}
+	s.pending = nil
 	ctx, cancel := contextFromStop(stopc)
 	defer cancel()
 	durable, err := plugin.Open(ctx)
