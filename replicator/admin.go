@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/lni/dragonboat/v4"
@@ -197,11 +198,22 @@ func (r *Replicator) forget(p *partition, reason string) {
 	}
 }
 
+// forgetCtx deletes p's replica: its Raft data and its directory. A
+// tombstone written first makes the deletion survive a crash: the next
+// start finishes it instead of starting the replica (see
+// finishDeletions). It may be called again after an error, and
+// concurrently: the steps are idempotent and run one caller at a time.
 func (r *Replicator) forgetCtx(ctx context.Context, p *partition, reason string) error {
-	if p.removed.Swap(true) {
+	p.forgetMu.Lock()
+	defer p.forgetMu.Unlock()
+	if p.forgotten {
 		return nil
 	}
+	p.removed.Store(true)
 	p.close()
+	if err := writeFileAtomic(filepath.Join(p.dir, tombstoneName), nil); err != nil {
+		return fmt.Errorf("replicator: delete partition %d: tombstone: %w", p.id, err)
+	}
 	if err := r.nh.StopReplica(uint64(p.id), uint64(p.replica)); err != nil && !errors.Is(err, dragonboat.ErrShardNotFound) {
 		return fmt.Errorf("replicator: stop partition %d: %w", p.id, err)
 	}
@@ -223,16 +235,28 @@ func (r *Replicator) forgetCtx(ctx context.Context, p *partition, reason string)
 		delete(r.parts, p.id)
 	}
 	r.mu.Unlock()
-	// Rename first so that a crash part way leaves a directory that the
-	// next start removes instead of a half-deleted replica.
-	gone := p.dir + removingSuffix
-	if err := os.Rename(p.dir, gone); err != nil {
+	if err := removeReplicaDir(p.dir); err != nil {
 		return fmt.Errorf("replicator: delete partition %d: %w", p.id, err)
 	}
-	if err := os.RemoveAll(gone); err != nil {
-		return fmt.Errorf("replicator: delete partition %d: %w", p.id, err)
-	}
+	p.forgotten = true
 	p.log.Info("replica deleted", "reason", reason)
+	return nil
+}
+
+// finishDeletions completes the deletions a crash interrupted: replicas
+// with a tombstone get their Raft data removed, then their directories.
+func (r *Replicator) finishDeletions(pending []pendingDeletion) error {
+	for _, d := range pending {
+		if d.meta != nil {
+			if err := r.nh.RemoveData(uint64(d.meta.Partition), uint64(d.meta.Replica)); err != nil {
+				return fmt.Errorf("remove Raft data of partition %d: %w", d.meta.Partition, err)
+			}
+		}
+		if err := removeReplicaDir(d.dir); err != nil {
+			return err
+		}
+		r.log.Info("finished deleting a replica", "dir", d.dir)
+	}
 	return nil
 }
 

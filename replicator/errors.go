@@ -19,6 +19,11 @@ var (
 	ErrPartitionNotFound = errors.New("replicator: partition not found")
 	// ErrPartitionExists reports the creation of a partition that exists.
 	ErrPartitionExists = errors.New("replicator: partition exists")
+	// ErrReplicaDeleted reports the start of a replica whose partition and
+	// replica id were used by a replica this node deleted (or that was
+	// removed from the partition): Raft never reuses them. Give the new
+	// replica another replica id, or the partition another id.
+	ErrReplicaDeleted = errors.New("replicator: replica id was deleted on this node")
 	// ErrPluginNotFound reports a plugin name missing from Config.Plugins.
 	ErrPluginNotFound = errors.New("replicator: plugin not registered")
 	// ErrTooLarge reports an op above the configured maximum size.

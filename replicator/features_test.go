@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -404,4 +405,72 @@ func TestPluginFactoryErrorFailsCreate(t *testing.T) {
 		t.Fatal(err)
 	}
 	appendN(t, c, 1, 0, 3)
+}
+
+// TestDeletePartition deletes a replica, directly and by a deletion that
+// a crash interrupted after its tombstone, and checks that each leaves
+// nothing behind: the replica id cannot be used again, and a replica of
+// the same partition under a new id starts afresh at LSN 1.
+func TestDeletePartition(t *testing.T) {
+	c := newCluster(t, 1, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dirOf := func(id replicator.PartitionID) string {
+		return filepath.Join(c.nodes[0].cfg.DataDir, "partitions", fmt.Sprint(id))
+	}
+	// recreate checks that replica 1 of id cannot come back and that
+	// replica 2 starts afresh.
+	recreate := func(id replicator.PartitionID) {
+		t.Helper()
+		spec := c.spec(id)
+		if _, err := c.get(0).CreatePartition(spec); !errors.Is(err, replicator.ErrReplicaDeleted) {
+			t.Fatalf("partition %d: reusing the deleted replica id: %v, want ErrReplicaDeleted", id, err)
+		}
+		if _, err := os.Stat(dirOf(id)); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("partition %d: directory after the refused create: %v", id, err)
+		}
+		spec.Replicas = map[replicator.ReplicaID]string{2: c.nodes[0].cfg.RaftAddress}
+		if _, err := c.get(0).CreatePartition(spec); err != nil {
+			t.Fatal(err)
+		}
+		res, err := c.appendRetry(ctx, id, replicator.AppendOp{Payload: []byte("first")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.LSN != 1 {
+			t.Fatalf("partition %d: the new replica appended at LSN %d, want 1", id, res.LSN)
+		}
+	}
+	for _, id := range []replicator.PartitionID{1, 2} {
+		c.create(id)
+		appendN(t, c, id, 0, 5)
+	}
+
+	if err := c.get(0).DeletePartition(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.get(0).Partition(1); !errors.Is(err, replicator.ErrPartitionNotFound) {
+		t.Fatalf("partition after delete: %v", err)
+	}
+	if _, err := os.Stat(dirOf(1)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("directory after delete: %v", err)
+	}
+	if err := c.get(0).DeletePartition(ctx, 1); !errors.Is(err, replicator.ErrPartitionNotFound) {
+		t.Fatalf("second delete: %v", err)
+	}
+	recreate(1)
+
+	// A deletion of partition 2 interrupted right after its tombstone.
+	c.stop(0)
+	if err := os.WriteFile(filepath.Join(dirOf(2), "deleting"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.start(0)
+	if ids := c.get(0).Partitions(); len(ids) != 1 || ids[0] != 1 {
+		t.Fatalf("partitions after restart: %v, want [1]", ids)
+	}
+	if _, err := os.Stat(dirOf(2)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("directory of the deleted replica after restart: %v", err)
+	}
+	recreate(2)
 }

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+
+	"github.com/lockstitch/lockstitch/wal"
 )
 
 // partitionMeta is what a node remembers on disk about a replica it hosts,
@@ -34,6 +36,8 @@ const (
 	metaName       = "partition.json"
 	partitionsDir  = "partitions"
 	removingSuffix = ".removing"
+	// tombstoneName in a replica directory marks a deletion in progress.
+	tombstoneName = "deleting"
 )
 
 // partitionDir returns the directory of a partition's replica under root.
@@ -65,39 +69,75 @@ func readMeta(dir string) (partitionMeta, error) {
 	return m, nil
 }
 
-// listMeta returns the replicas recorded under root, by partition id.
-// Directories left by an interrupted delete (".removing") are removed; a
-// directory without a record (a create that did not finish) is skipped.
-func listMeta(root string) ([]partitionMeta, error) {
+// pendingDeletion is a replica directory whose deletion was interrupted.
+type pendingDeletion struct {
+	dir string
+	// meta is set when the replica's Raft data may still exist (the
+	// tombstone was written but the directory not yet renamed).
+	meta *partitionMeta
+}
+
+// listMeta returns the replicas recorded under root, by partition id, and
+// the deletions a crash interrupted: directories renamed for removal
+// (".removing") and directories with a tombstone. A directory without a
+// record (a create that did not finish) is skipped.
+func listMeta(root string) ([]partitionMeta, []pendingDeletion, error) {
 	dir := filepath.Join(root, partitionsDir)
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var metas []partitionMeta
+	var pending []pendingDeletion
 	for _, e := range entries {
 		name := e.Name()
+		path := filepath.Join(dir, name)
 		if filepath.Ext(name) == removingSuffix {
-			if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {
-				return nil, err
-			}
+			pending = append(pending, pendingDeletion{dir: path})
 			continue
 		}
 		if _, err := strconv.ParseUint(name, 10, 64); err != nil || !e.IsDir() {
 			continue
 		}
-		m, err := readMeta(filepath.Join(dir, name))
+		m, err := readMeta(path)
 		if errors.Is(err, os.ErrNotExist) {
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return nil, nil, err
+		}
+		if _, err := os.Stat(filepath.Join(path, tombstoneName)); err == nil {
+			pending = append(pending, pendingDeletion{dir: path, meta: &m})
+			continue
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return nil, nil, err
 		}
 		metas = append(metas, m)
 	}
 	sort.Slice(metas, func(i, j int) bool { return metas[i].Partition < metas[j].Partition })
-	return metas, nil
+	return metas, pending, nil
+}
+
+// removeReplicaDir deletes a replica directory: renamed first (and the
+// rename made durable), so that a crash part way leaves a ".removing"
+// directory the next start deletes, never a half-deleted replica.
+func removeReplicaDir(dir string) error {
+	gone := dir
+	if filepath.Ext(dir) != removingSuffix {
+		gone = dir + removingSuffix
+		err := os.Rename(dir, gone)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		// ErrNotExist: an earlier attempt renamed it.
+		if err == nil {
+			if err := (wal.OSFS{}).SyncDir(filepath.Dir(dir)); err != nil {
+				return err
+			}
+		}
+	}
+	return os.RemoveAll(gone)
 }

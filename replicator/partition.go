@@ -64,6 +64,11 @@ type partition struct {
 	voter     atomic.Bool
 
 	removed atomic.Bool
+
+	// forgetMu serializes deleting the replica; forgotten is set once it
+	// is deleted.
+	forgetMu  sync.Mutex
+	forgotten bool
 }
 
 func newPartition(r *Replicator, meta partitionMeta, factory PluginFactory) *partition {

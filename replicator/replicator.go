@@ -76,10 +76,14 @@ func Open(cfg Config) (*Replicator, error) {
 	}
 	r.nh = nh
 	r.metrics = newMetrics(cfg.Registerer, r)
-	metas, err := listMeta(cfg.DataDir)
+	metas, pending, err := listMeta(cfg.DataDir)
 	if err != nil {
 		nh.Close()
 		return nil, fmt.Errorf("replicator: list partitions: %w", err)
+	}
+	if err := r.finishDeletions(pending); err != nil {
+		nh.Close()
+		return nil, fmt.Errorf("replicator: finish deleting replicas: %w", err)
 	}
 	for _, m := range metas {
 		if _, err := r.start(m); err != nil {
@@ -166,7 +170,10 @@ func (r *Replicator) start(m partitionMeta) (*partition, error) {
 		r.mu.Unlock()
 		closePlugin()
 		p.close()
-		return nil, err
+		if errors.Is(err, dragonboat.ErrReplicaRemoved) {
+			return nil, fmt.Errorf("%w: partition %d replica %d", ErrReplicaDeleted, m.Partition, m.Replica)
+		}
+		return nil, fmt.Errorf("replicator: start partition %d replica %d: %w", m.Partition, m.Replica, err)
 	}
 	p.log.Info("replica started", "plugin", m.Plugin, "kind", m.Kind.String(), "join", m.Join)
 	return p, nil
@@ -245,6 +252,21 @@ var (
 	_ raftio.ISystemEventListener = (*listener)(nil)
 )
 
+// background runs f on a goroutine that Close waits for, unless the node
+// is closing.
+func (r *Replicator) background(f func()) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.closed {
+		return
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		f()
+	}()
+}
+
 func (l *listener) LeaderUpdated(info raftio.LeaderInfo) {
 	if p := l.r.lookup(info.ShardID); p != nil && info.ReplicaID == uint64(p.replica) {
 		p.onLeader(info.LeaderID, info.Term)
@@ -253,12 +275,10 @@ func (l *listener) LeaderUpdated(info raftio.LeaderInfo) {
 
 func (l *listener) NodeDeleted(info raftio.NodeInfo) {
 	if p := l.r.lookup(info.ShardID); p != nil && info.ReplicaID == uint64(p.replica) {
-		// This replica was removed from its partition's membership.
-		l.r.wg.Add(1)
-		go func() {
-			defer l.r.wg.Done()
-			l.r.forget(p, "removed from the partition")
-		}()
+		// This replica was removed from its partition's membership. A
+		// closing node leaves the deletion to its next start, where Raft's
+		// replay reports the removal again.
+		l.r.background(func() { l.r.forget(p, "removed from the partition") })
 	}
 }
 
@@ -280,9 +300,7 @@ func (l *listener) LogDBCompacted(raftio.EntryInfo)             {}
 // MembershipChanged drops the progress of replicas that left.
 func (l *listener) MembershipChanged(info raftio.NodeInfo) {
 	if p := l.r.lookup(info.ShardID); p != nil && info.ReplicaID == uint64(p.replica) {
-		l.r.wg.Add(1)
-		go func() {
-			defer l.r.wg.Done()
+		l.r.background(func() {
 			if s, err := p.state(); err == nil {
 				ctx, cancel := context.WithTimeout(context.Background(), l.r.cfg.ProposalTimeout)
 				defer cancel()
@@ -290,6 +308,6 @@ func (l *listener) MembershipChanged(info raftio.NodeInfo) {
 					s.pruneProgress(members)
 				}
 			}
-		}()
+		})
 	}
 }

@@ -250,6 +250,9 @@ func (n *Node) tryStartReplica(s *ReplicaSpec) error {
 		}
 		return nil // a repeated request
 	}
+	if errors.Is(err, replicator.ErrReplicaDeleted) && !s.Join {
+		return fmt.Errorf("%w (a deleted partition's id cannot be used again: create it under a new id)", err)
+	}
 	return err
 }
 
