@@ -103,28 +103,56 @@ func (r *Replicator) create(m partitionMeta) (*Partition, error) {
 
 // AddReplica adds a replica, hosted by the node at raftAddr, to a partition
 // this node hosts; that node must then call JoinPartition. A voter is added
-// as non-voting and promotes itself once it has caught up.
+// as non-voting and promotes itself once it has caught up. Adding a
+// replica that is already a member at raftAddr succeeds.
 func (r *Replicator) AddReplica(ctx context.Context, id PartitionID, replica ReplicaID, raftAddr string, kind Kind) error {
-	return r.changeMembership(ctx, id, func(ctx context.Context, ccid uint64) error {
-		if kind == Witness {
-			return r.nh.SyncRequestAddWitness(ctx, uint64(id), uint64(replica), raftAddr, ccid)
+	rid := uint64(replica)
+	done := func(m *dragonboat.Membership) (bool, error) {
+		if _, gone := m.Removed[rid]; gone {
+			return false, fmt.Errorf("%w: replica %d was removed from partition %d", ErrReplicaDeleted, replica, id)
 		}
-		return r.nh.SyncRequestAddNonVoting(ctx, uint64(id), uint64(replica), raftAddr, ccid)
+		for _, set := range []map[uint64]string{m.Nodes, m.NonVotings, m.Witnesses} {
+			if addr, ok := set[rid]; ok {
+				if addr != raftAddr {
+					return false, fmt.Errorf("replicator: partition %d: replica %d is already a member at %s", id, replica, addr)
+				}
+				return true, nil
+			}
+		}
+		return false, nil
+	}
+	return r.changeMembership(ctx, id, done, func(ctx context.Context, ccid uint64) error {
+		if kind == Witness {
+			return r.nh.SyncRequestAddWitness(ctx, uint64(id), rid, raftAddr, ccid)
+		}
+		return r.nh.SyncRequestAddNonVoting(ctx, uint64(id), rid, raftAddr, ccid)
 	})
 }
 
 // RemoveReplica removes a replica from a partition this node hosts. The
-// removed replica deletes its data; its id is never reused.
+// removed replica deletes its data; its id is never reused. Removing a
+// replica that is not a member succeeds.
 func (r *Replicator) RemoveReplica(ctx context.Context, id PartitionID, replica ReplicaID) error {
-	return r.changeMembership(ctx, id, func(ctx context.Context, ccid uint64) error {
-		return r.nh.SyncRequestDeleteReplica(ctx, uint64(id), uint64(replica), ccid)
+	rid := uint64(replica)
+	done := func(m *dragonboat.Membership) (bool, error) {
+		for _, set := range []map[uint64]string{m.Nodes, m.NonVotings, m.Witnesses} {
+			if _, ok := set[rid]; ok {
+				return false, nil
+			}
+		}
+		return true, nil
+	}
+	return r.changeMembership(ctx, id, done, func(ctx context.Context, ccid uint64) error {
+		return r.nh.SyncRequestDeleteReplica(ctx, uint64(id), rid, ccid)
 	})
 }
 
 // changeMembership applies a membership change with the current config
-// change id, retrying if another change raced with it. change gets ctx
-// with a deadline, which dragonboat requires.
-func (r *Replicator) changeMembership(ctx context.Context, id PartitionID, change func(ctx context.Context, ccid uint64) error) error {
+// change id, unless done reports the membership has it already. It
+// retries when another change raced with it or the attempt timed out;
+// done tells a timed-out attempt that took effect from one that did not.
+// change gets ctx with a deadline, which dragonboat requires.
+func (r *Replicator) changeMembership(ctx context.Context, id PartitionID, done func(*dragonboat.Membership) (bool, error), change func(ctx context.Context, ccid uint64) error) error {
 	if _, err := r.Partition(id); err != nil {
 		return err
 	}
@@ -135,6 +163,13 @@ func (r *Replicator) changeMembership(ctx context.Context, id PartitionID, chang
 		var m *dragonboat.Membership
 		m, err = r.nh.SyncGetShardMembership(ctx, uint64(id))
 		if err == nil {
+			var ok bool
+			if ok, err = done(m); ok {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
 			err = change(ctx, m.ConfigChangeID)
 		}
 		if err == nil || ctx.Err() != nil || !(errors.Is(err, dragonboat.ErrRejected) || dragonboat.IsTempError(err)) {

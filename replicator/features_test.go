@@ -92,10 +92,17 @@ func TestQueriesAndLag(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	found := false
 	for _, r := range st.Replicas {
-		if r.Replica == follower.Replica() && (r.AppliedLSN != 25 || r.Lag != 35) {
-			t.Fatalf("stopped replica status %+v, want applied 25, lag 35", r)
+		if r.Replica == follower.Replica() {
+			found = true
+			if r.AppliedLSN != 25 || r.Lag != 35 {
+				t.Fatalf("stopped replica status %+v, want applied 25, lag 35", r)
+			}
 		}
+	}
+	if !found {
+		t.Fatalf("leader status does not list the stopped replica %d: %+v", follower.Replica(), st.Replicas)
 	}
 	// Restarted, it answers AnyReplica queries once it has opened and
 	// proved itself fresh, which implies it has caught up.
@@ -303,15 +310,27 @@ func TestSubscribeFollowsCommits(t *testing.T) {
 // rolePlugin is the log plugin plus a record of role changes and epochs.
 type rolePlugin struct {
 	replicator.StateMachine
-	mu     sync.Mutex
-	roles  []replicator.Role
-	epochs []replicator.Epoch
+	mu         sync.Mutex
+	roles      []replicator.Role
+	roleEpochs []replicator.Epoch // the epoch each role change came with
+	epochs     []replicator.Epoch // of each op applied
 }
 
 func (p *rolePlugin) RoleChanged(role replicator.Role, epoch replicator.Epoch) {
 	p.mu.Lock()
 	p.roles = append(p.roles, role)
+	p.roleEpochs = append(p.roleEpochs, epoch)
 	p.mu.Unlock()
+}
+
+// lastRole returns the last role change the plugin heard, with its epoch.
+func (p *rolePlugin) lastRole() (replicator.Role, replicator.Epoch, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.roles) == 0 {
+		return 0, 0, false
+	}
+	return p.roles[len(p.roles)-1], p.roleEpochs[len(p.roleEpochs)-1], true
 }
 
 func (p *rolePlugin) Apply(ops []replicator.Op, results [][]byte) error {
@@ -355,11 +374,18 @@ func TestRolesAndEpochs(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	newLeader := plugins[c.nodes[int(target)-1].cfg.RaftAddress]
+	oldLeader := plugins[c.nodes[l].cfg.RaftAddress]
 	waitFor(t, "the new leader's plugin to hear it leads", 10*time.Second, func() bool {
-		newLeader.mu.Lock()
-		defer newLeader.mu.Unlock()
-		return len(newLeader.roles) > 0 && newLeader.roles[len(newLeader.roles)-1] == replicator.RoleLeader
+		role, _, ok := newLeader.lastRole()
+		return ok && role == replicator.RoleLeader
 	})
+	waitFor(t, "the old leader's plugin to hear it follows", 10*time.Second, func() bool {
+		role, _, ok := oldLeader.lastRole()
+		return ok && role == replicator.RoleFollower
+	})
+	// The ops appended after the transfer were proposed by the new leader:
+	// they carry the epoch it was told when it became leader.
+	_, leaderEpoch, _ := newLeader.lastRole()
 	for addr, p := range plugins {
 		p.mu.Lock()
 		if len(p.epochs) != 20 {
@@ -369,6 +395,9 @@ func TestRolesAndEpochs(t *testing.T) {
 			if p.epochs[i] < p.epochs[i-1] {
 				t.Fatalf("plugin at %s: epoch fell from %d to %d", addr, p.epochs[i-1], p.epochs[i])
 			}
+		}
+		if p.epochs[19] != leaderEpoch {
+			t.Fatalf("plugin at %s: last op has epoch %d, the new leader was told epoch %d", addr, p.epochs[19], leaderEpoch)
 		}
 		if p.epochs[19] <= p.epochs[0] {
 			t.Fatalf("plugin at %s: epoch %d after a leader change, %d before", addr, p.epochs[19], p.epochs[0])

@@ -213,7 +213,9 @@ func (h *handler) Subscribe(ctx context.Context, req *transport.SubscribeRequest
 	for {
 		err := it.Next(&rec)
 		if err == io.EOF {
-			st.SetCommitted(LSN(s.applied.Load()))
+			// Everything in the log is committed; the applied LSN may
+			// trail the last record sent by an Update still running.
+			st.SetCommitted(max(LSN(s.applied.Load()), it.Position()-1))
 			if err := st.Flush(); err != nil {
 				return err
 			}

@@ -196,12 +196,12 @@ func TestServedOverTransport(t *testing.T) {
 	}
 	l := s.leader(1)
 	got := s.stream(l, 1, 301)
+	if len(got) != 301 {
+		t.Fatalf("stream holds %d ops after the failover, want 301", len(got))
+	}
 	var failover []string
 	for _, r := range got[201:] {
 		failover = append(failover, string(r.Payload))
-	}
-	if len(got) != 301 {
-		t.Fatalf("stream holds %d ops after the failover, want 301", len(got))
 	}
 	for i, p := range failover {
 		if p != fmt.Sprintf("failover %d", i) {

@@ -42,6 +42,9 @@ func (p *partition) maintain(now time.Time) {
 			p.log.Error("checkpoint failed", "err", err)
 		}
 	}
+	// A role change reported before the replica opened reaches the
+	// plugin here; otherwise this only compares roles.
+	p.notifyRole()
 	p.reportProgress(s, now)
 	p.registerAddress(s, now)
 	if p.meta.Join && p.meta.Kind == Voter && !p.voter.Load() && !p.promoting.Swap(true) {
@@ -124,6 +127,9 @@ func (p *partition) promote() {
 			return
 		case <-time.After(backoff):
 		}
+		if p.removed.Load() {
+			return
+		}
 		backoff = min(2*backoff, time.Second)
 	}
 }
@@ -141,7 +147,8 @@ func (p *partition) tryPromote() bool {
 	if _, ok := m.NonVotings[uint64(p.replica)]; !ok {
 		return false
 	}
-	if _, err := p.readIndexQuery(ctx, &queryRequest{ctx: ctx}); err != nil {
+	// Caught up: it has applied everything committed before now.
+	if err := p.readIndex(ctx, nil); err != nil {
 		return false
 	}
 	err = p.r.nh.SyncRequestAddReplica(ctx, uint64(p.id), uint64(p.replica), p.r.cfg.RaftAddress, m.ConfigChangeID)

@@ -30,6 +30,9 @@ type Metrics struct {
 	copyReceived   prometheus.Counter
 	copiesActive   prometheus.Gauge
 	copies         *prometheus.CounterVec
+
+	reg        prometheus.Registerer
+	collectors []prometheus.Collector
 }
 
 // Append outcomes, the values of the result label of appends_total.
@@ -83,9 +86,22 @@ func newMetrics(reg prometheus.Registerer, r *Replicator) *Metrics {
 	for _, res := range appendResults {
 		m.appends.WithLabelValues(res)
 	}
-	reg.MustRegister(m.appends, m.appendDuration, m.batchOps, m.checkpoints, m.checkpointDur,
-		m.copySent, m.copyReceived, m.copiesActive, m.copies, &partitionCollector{r: r})
+	m.reg = reg
+	m.collectors = []prometheus.Collector{m.appends, m.appendDuration, m.batchOps, m.checkpoints, m.checkpointDur,
+		m.copySent, m.copyReceived, m.copiesActive, m.copies, &partitionCollector{r: r}}
+	reg.MustRegister(m.collectors...)
 	return m
+}
+
+// unregister removes the node's metrics from the registry, so that a node
+// opened again later can register them.
+func (m *Metrics) unregister() {
+	if m == nil {
+		return
+	}
+	for _, c := range m.collectors {
+		m.reg.Unregister(c)
+	}
 }
 
 // appendDone records one append's outcome.

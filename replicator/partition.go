@@ -194,7 +194,9 @@ func (p *partition) onLeader(leader, term uint64) {
 	p.term.Store(term)
 	p.leader.Store(leader)
 	if was && leader != uint64(p.replica) {
-		go p.batcher.failQueued(p.notLeader())
+		// Not on dragonboat's event goroutine: notLeader may wait for
+		// the state machine's lock.
+		go func() { p.batcher.failQueued(p.notLeader()) }()
 	}
 	go p.notifyRole()
 }
@@ -232,7 +234,9 @@ func (p *partition) notifyRole() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if obs, ok := s.plugin.(RoleObserver); ok && !s.closed {
-		obs.RoleChanged(role, s.state.epoch)
+		// The current term: a new leader's ops will carry it, while the
+		// state's epoch is still that of the last op applied.
+		obs.RoleChanged(role, max(Epoch(p.term.Load()), s.state.epoch))
 	}
 }
 

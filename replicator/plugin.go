@@ -78,7 +78,10 @@ type Snapshot interface {
 }
 
 // RoleObserver is implemented by plugins that want to know when their
-// replica's role changes. RoleChanged must return quickly.
+// replica's role changes. RoleChanged gets the new role and the current
+// epoch: for a new leader, the epoch its ops will carry. It is called
+// between Apply calls and must return quickly. Bursts of changes
+// collapse into one call with the role as it is then.
 type RoleObserver interface {
 	RoleChanged(role Role, epoch Epoch)
 }

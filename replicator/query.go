@@ -57,7 +57,7 @@ func (p *Partition) Query(ctx context.Context, req []byte, opts QueryOptions) (Q
 		res, err := p.readIndexQuery(ctx, q)
 		if err != nil && !errors.Is(err, ErrPartitionNotFound) && !errors.Is(err, ErrClosed) {
 			nl := p.notLeader().(*NotLeaderError)
-			err = fmt.Errorf("%w: partition %d replica %d could not prove its state fresh: %v; the leader is replica %d at %q",
+			err = fmt.Errorf("%w: partition %d replica %d could not prove its state fresh: %w; the leader is replica %d at %q",
 				ErrTooStale, p.id, p.replica, err, nl.Leader, nl.LeaderAddr)
 		}
 		return res, err
@@ -66,47 +66,62 @@ func (p *Partition) Query(ctx context.Context, req []byte, opts QueryOptions) (Q
 }
 
 // readIndexQuery confirms the commit point with the leader, waits until
-// this replica has applied it, and then answers locally. A fresh leader
-// drops read indexes until it commits in its term: those are retried.
+// this replica has applied it, and then answers locally.
 func (p *partition) readIndexQuery(ctx context.Context, q *queryRequest) (QueryResult, error) {
+	var out QueryResult
+	err := p.readIndex(ctx, func(rs *dragonboat.RequestState) error {
+		v, err := p.r.nh.ReadLocalNode(rs, q)
+		if err != nil {
+			return err
+		}
+		r := v.(*queryResponse)
+		out = QueryResult{Result: r.result, LSN: r.lsn}
+		return nil
+	})
+	return out, err
+}
+
+// readIndex confirms the commit point with the leader and waits until
+// this replica has applied it; then it calls read, if not nil, with the
+// completed request. A fresh leader drops read indexes until it commits
+// in its term: those are retried.
+func (p *partition) readIndex(ctx context.Context, read func(*dragonboat.RequestState) error) error {
 	timeout := p.r.cfg.ProposalTimeout
 	if d, ok := ctx.Deadline(); ok {
 		timeout = time.Until(d)
 	}
 	for {
 		if timeout < p.r.cfg.RTT {
-			return QueryResult{}, fmt.Errorf("%w: partition %d: deadline too short for a read index", ErrUnavailable, p.id)
+			return fmt.Errorf("%w: partition %d: deadline too short for a read index", ErrUnavailable, p.id)
 		}
 		start := time.Now()
 		rs, err := p.r.nh.ReadIndex(uint64(p.id), timeout)
 		if err != nil {
-			return QueryResult{}, proposeError(p.id, err)
+			return proposeError(p.id, err)
 		}
 		var res dragonboat.RequestResult
 		select {
 		case res = <-rs.ResultC():
 		case <-ctx.Done():
 			// The request completes on its own within its timeout.
-			return QueryResult{}, ctx.Err()
+			return ctx.Err()
 		}
 		if res.Completed() {
 			p.markFresh(start)
-			v, err := p.r.nh.ReadLocalNode(rs, q)
-			rs.Release()
-			if err != nil {
-				return QueryResult{}, err
+			if read != nil {
+				err = read(rs)
 			}
-			r := v.(*queryResponse)
-			return QueryResult{Result: r.result, LSN: r.lsn}, nil
+			rs.Release()
+			return err
 		}
 		rs.Release()
 		if !res.Dropped() || ctx.Err() != nil {
-			return QueryResult{}, fmt.Errorf("%w: partition %d: read index did not complete", ErrUnavailable, p.id)
+			return fmt.Errorf("%w: partition %d: read index did not complete", ErrUnavailable, p.id)
 		}
 		select {
 		case <-time.After(p.r.cfg.RTT):
 		case <-ctx.Done():
-			return QueryResult{}, ctx.Err()
+			return ctx.Err()
 		}
 		timeout -= time.Since(start)
 	}

@@ -256,12 +256,23 @@ func TestWitness(t *testing.T) {
 		t.Fatalf("query on a witness: %v", err)
 	}
 	// With the witness, either data replica can fail and the partition
-	// still commits.
+	// still commits: first the follower, then (the follower back and
+	// caught up) the leader.
 	l := c.leader(1)
 	c.stop(1 - l)
 	appendN(t, c, 1, 10, 20)
 	if recs := c.stream(l, 1, 20); len(recs) != 20 {
 		t.Fatalf("leader holds %d ops", len(recs))
+	}
+	c.start(1 - l)
+	c.stream(1-l, 1, 20)
+	c.stop(l)
+	appendN(t, c, 1, 20, 30)
+	if recs := c.stream(1-l, 1, 30); len(recs) != 30 {
+		t.Fatalf("the other data replica holds %d ops", len(recs))
+	}
+	if nl := c.leader(1); nl != 1-l {
+		t.Fatalf("node %d leads, want node %d (the witness cannot lead)", nl+1, 2-l)
 	}
 }
 

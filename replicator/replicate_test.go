@@ -91,7 +91,7 @@ func TestLeaderFailover(t *testing.T) {
 	var mu sync.Mutex
 	acked := map[replicator.LSN][]byte{}
 	var wg sync.WaitGroup
-	errc := make(chan error, producers)
+	errc := make(chan error, producers*(each+1))
 	started := make(chan struct{}, producers)
 	for g := 0; g < producers; g++ {
 		wg.Add(1)
@@ -132,22 +132,36 @@ func TestLeaderFailover(t *testing.T) {
 	if l == old {
 		t.Fatalf("node %d still leads after being closed", l+1)
 	}
-	var last replicator.LSN
-	for lsn := range acked {
-		last = max(last, lsn)
+	// An op without a producer marks the end: everything before it is in
+	// the stream, and every op must be there exactly once.
+	end, err := c.appendRetry(ctx, 1, replicator.AppendOp{Payload: []byte("end")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := replicator.LSN(producers*each + 1); end.LSN != want {
+		t.Fatalf("the end marker got LSN %d, want %d: an op was lost or applied twice", end.LSN, want)
 	}
 	for i := range c.nodes {
 		if i == old {
 			continue
 		}
-		recs := c.stream(i, 1, last)
+		recs := c.stream(i, 1, end.LSN)
+		seen := map[string]int{}
 		for _, r := range recs {
 			if want, ok := acked[r.LSN]; ok && !bytes.Equal(want, r.Payload) {
 				t.Fatalf("node %d: LSN %d holds %q, acknowledged %q", i+1, r.LSN, r.Payload, want)
 			}
+			seen[string(r.Payload)]++
 		}
-		if len(recs) != int(last) {
-			t.Fatalf("node %d: %d ops up to LSN %d", i+1, len(recs), last)
+		if len(recs) != int(end.LSN) {
+			t.Fatalf("node %d: %d ops up to LSN %d", i+1, len(recs), end.LSN)
+		}
+		for g := 0; g < producers; g++ {
+			for j := 0; j < each; j++ {
+				if n := seen[string(opPayload(g, j))]; n != 1 {
+					t.Fatalf("node %d: op %q is in the stream %d times", i+1, opPayload(g, j), n)
+				}
+			}
 		}
 	}
 }
@@ -299,5 +313,61 @@ func TestFullClusterRestart(t *testing.T) {
 		if recs := c.stream(i, 2, 30); len(recs) != 30 {
 			t.Fatalf("node %d: partition 2 holds %d ops", i+1, len(recs))
 		}
+	}
+}
+
+// TestAppendsAcrossLeaderTransfers keeps concurrent producers appending
+// while leadership moves around: batches queued on a replica that stops
+// leading fail (some when they are proposed) and are retried. Every
+// append must complete, exactly once, and nothing may hang.
+func TestAppendsAcrossLeaderTransfers(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.create(1)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	const producers, each = 16, 100
+	var wg sync.WaitGroup
+	errc := make(chan error, producers)
+	for g := 0; g < producers; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				op := replicator.AppendOp{Payload: opPayload(g, i), Producer: replicator.ProducerID(g + 1), Seq: uint64(i + 1)}
+				if _, err := c.appendRetry(ctx, 1, op); err != nil {
+					errc <- fmt.Errorf("producer %d op %d: %w", g, i, err)
+					return
+				}
+			}
+		}()
+	}
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+	for transfers := 0; transfers < 4; transfers++ {
+		select {
+		case <-finished:
+		case <-time.After(100 * time.Millisecond):
+		}
+		l := c.leader(1)
+		target := replicator.ReplicaID((l+1)%3 + 1)
+		if err := c.get(l).TransferLeader(ctx, 1, target); err != nil && !retryable(err) {
+			t.Fatalf("transfer %d: %v", transfers, err)
+		}
+	}
+	select {
+	case <-finished:
+	case <-ctx.Done():
+		t.Fatal("appends did not finish: a batch was never completed")
+	}
+	close(errc)
+	for err := range errc {
+		t.Fatal(err)
+	}
+	end, err := c.appendRetry(ctx, 1, replicator.AppendOp{Payload: []byte("end")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := replicator.LSN(producers*each + 1); end.LSN != want {
+		t.Fatalf("the end marker got LSN %d, want %d: an op was lost or applied twice", end.LSN, want)
 	}
 }

@@ -78,15 +78,21 @@ func Open(cfg Config) (*Replicator, error) {
 	r.metrics = newMetrics(cfg.Registerer, r)
 	metas, pending, err := listMeta(cfg.DataDir)
 	if err != nil {
-		nh.Close()
+		r.closeNodeHost()
 		return nil, fmt.Errorf("replicator: list partitions: %w", err)
 	}
 	if err := r.finishDeletions(pending); err != nil {
-		nh.Close()
+		r.closeNodeHost()
 		return nil, fmt.Errorf("replicator: finish deleting replicas: %w", err)
 	}
 	for _, m := range metas {
 		if _, err := r.start(m); err != nil {
+			r.mu.Lock()
+			r.closed = true
+			for _, p := range r.parts {
+				p.close()
+			}
+			r.mu.Unlock()
 			r.closeNodeHost()
 			return nil, fmt.Errorf("replicator: restart partition %d: %w", m.Partition, err)
 		}
@@ -235,6 +241,7 @@ func (r *Replicator) Close() error {
 
 func (r *Replicator) closeNodeHost() {
 	r.nh.Close()
+	r.metrics.unregister()
 }
 
 func (r *Replicator) lookup(shardID uint64) *partition {

@@ -272,6 +272,7 @@ func (s *stateMachine) update(entries []sm.Entry) error {
 	for i := range entries {
 		e := &entries[i]
 		if len(e.Cmd) == 0 {
+			s.state.index = e.Index
 			continue
 		}
 		switch e.Cmd[0] {

@@ -42,7 +42,7 @@ const (
 	stateMagic   = "lstchsta"
 	stateVersion = 1
 	// maxStateBytes bounds an encoded state read from disk or a peer:
-	// a full dedupe table is 16 MiB.
+	// a full dedupe table is about 24 MiB (see MaxProducers).
 	maxStateBytes = 64 << 20
 )
 

@@ -11,9 +11,10 @@ import (
 type LSN = wal.LSN
 
 // Epoch is the Raft term of the leader that proposed an op, made
-// non-decreasing along a partition's stream: an op committed after a
-// leader change carries a higher epoch than every op before the change.
-// A plugin that compares epochs can fence work started under an older
+// non-decreasing along a partition's stream: ops proposed by a newer
+// leader carry a higher epoch than every op before them, while ops an
+// old leader proposed and its successor committed keep the old one. A
+// plugin that compares epochs can fence work started under an older
 // leader.
 type Epoch uint64
 
