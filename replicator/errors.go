@@ -48,9 +48,6 @@ var (
 	// not have been committed (the leader changed or the node is closing).
 	// Retry it with the same producer id and sequence to be safe.
 	ErrAborted = errors.New("replicator: append outcome unknown")
-	// ErrStopped reports that the replica stopped after a failure (a
-	// failed disk write, a plugin error, corruption): see its status.
-	ErrStopped = errors.New("replicator: replica stopped")
 	// ErrClosed reports a call on a closed Replicator.
 	ErrClosed = errors.New("replicator: closed")
 )

@@ -379,7 +379,7 @@ func wireError(err error) error {
 		// The outcome is unknown: a timeout, retryable with the same
 		// producer sequence.
 		code = transport.ErrTimeout
-	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrTooStale), errors.Is(err, ErrStopped):
+	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrTooStale):
 		code = transport.ErrUnavailable
 	case errors.Is(err, ErrClosed):
 		code = transport.ErrShuttingDown

@@ -305,4 +305,11 @@ func (p *Partition) AppendTo(op AppendOp, c Completion) error {
 // close stops the partition's goroutines; dragonboat stops the replica.
 func (p *partition) close() {
 	p.batcher.close()
+	// A plugin built for the replica that no state machine took (the
+	// start failed, or the replica is a witness) is closed here.
+	if b := p.plugin.Swap(nil); b != nil {
+		if err := b.Close(); err != nil {
+			p.log.Warn("closing unused plugin", "err", err)
+		}
+	}
 }

@@ -89,10 +89,14 @@ func Open(cfg Config) (*Replicator, error) {
 		if _, err := r.start(m); err != nil {
 			r.mu.Lock()
 			r.closed = true
+			started := make([]*partition, 0, len(r.parts))
 			for _, p := range r.parts {
-				p.close()
+				started = append(started, p)
 			}
 			r.mu.Unlock()
+			for _, p := range started {
+				p.close()
+			}
 			r.closeNodeHost()
 			return nil, fmt.Errorf("replicator: restart partition %d: %w", m.Partition, err)
 		}
@@ -127,25 +131,15 @@ func (r *Replicator) start(m partitionMeta) (*partition, error) {
 		p.close()
 		return nil, fmt.Errorf("replicator: plugin %q: factory returned no plugin", m.Plugin)
 	}
-	p.plugin.Store(&pluginBox{inst})
-	// closePlugin closes the instance if no state machine took it.
-	closePlugin := func() {
-		if b := p.plugin.Swap(nil); b != nil {
-			if err := b.Close(); err != nil {
-				p.log.Warn("closing unused plugin", "err", err)
-			}
-		}
-	}
+	p.plugin.Store(&pluginBox{inst}) // p.close closes it if no state machine takes it
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
-		closePlugin()
 		p.close()
 		return nil, ErrClosed
 	}
 	if _, ok := r.parts[m.Partition]; ok {
 		r.mu.Unlock()
-		closePlugin()
 		p.close()
 		return nil, fmt.Errorf("%w: %d", ErrPartitionExists, m.Partition)
 	}
@@ -174,7 +168,6 @@ func (r *Replicator) start(m partitionMeta) (*partition, error) {
 		r.mu.Lock()
 		delete(r.parts, m.Partition)
 		r.mu.Unlock()
-		closePlugin()
 		p.close()
 		if errors.Is(err, dragonboat.ErrReplicaRemoved) {
 			return nil, fmt.Errorf("%w: partition %d replica %d", ErrReplicaDeleted, m.Partition, m.Replica)
