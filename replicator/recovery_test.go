@@ -396,10 +396,15 @@ func TestCrashedNodeRecovers(t *testing.T) {
 	}
 	cs := childSpec{DataDir: childCfg.DataDir, RaftAddress: childCfg.RaftAddress, Spec: spec}
 	child := startChild(t, cs)
-
-	// Append from two goroutines; kill the child in the middle.
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	// The appends go through this process's nodes, which answer NotLeader
+	// while the child leads: keep the leadership here.
+	if err := c.get(0).TransferLeader(ctx, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+
+	// Append from two goroutines; kill the child in the middle.
 	var wg sync.WaitGroup
 	errc := make(chan error, 2)
 	for g := 0; g < 2; g++ {
