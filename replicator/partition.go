@@ -86,10 +86,11 @@ func newPartition(r *Replicator, meta partitionMeta, factory PluginFactory) *par
 	return p
 }
 
-// create is the dragonboat factory of this replica's state machine.
 // pluginBox holds a plugin instance for an atomic pointer.
 type pluginBox struct{ StateMachine }
 
+// create is the dragonboat factory of this replica's state machine; it
+// hands it the plugin built when the replica started.
 func (p *partition) create(shardID, replicaID uint64) sm.IOnDiskStateMachine {
 	s := newStateMachine(p)
 	if b := p.plugin.Swap(nil); b != nil {
