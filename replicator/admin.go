@@ -129,9 +129,11 @@ func (r *Replicator) AddReplica(ctx context.Context, id PartitionID, replica Rep
 	})
 }
 
-// RemoveReplica removes a replica from a partition this node hosts. The
-// removed replica deletes its data; its id is never reused. Removing a
-// replica that is not a member succeeds.
+// RemoveReplica removes a replica from a partition this node hosts; its id
+// is never reused. Removing a replica that is not a member succeeds. The
+// removed replica deletes its data if it applies its own removal, which
+// is not certain: the other replicas stop sending it the log once they
+// have applied it. Call DeletePartition on its node to be sure.
 func (r *Replicator) RemoveReplica(ctx context.Context, id PartitionID, replica ReplicaID) error {
 	rid := uint64(replica)
 	done := func(m *dragonboat.Membership) (bool, error) {

@@ -103,16 +103,13 @@ func (n *Node) serveAdmin(ctx context.Context, body []byte) ([]byte, error) {
 	case "add_member":
 		res.Replica, err = n.addMember(ctx, req)
 	case "remove_member":
-		err = n.r.RemoveReplica(ctx, replicator.PartitionID(req.Partition), replicator.ReplicaID(req.Replica))
+		err = n.removeMember(ctx, req)
 	case "transfer_leader":
 		err = n.r.TransferLeader(ctx, replicator.PartitionID(req.Partition), replicator.ReplicaID(req.Replica))
 	case "start_replica":
 		err = n.startReplica(ctx, req.Spec)
 	case "stop_replica":
-		err = n.r.DeletePartition(ctx, replicator.PartitionID(req.Partition))
-		if errors.Is(err, replicator.ErrPartitionNotFound) {
-			err = nil
-		}
+		err = n.stopReplica(ctx, req)
 	default:
 		err = badRequest("unknown admin op %q", req.Op)
 	}
@@ -252,6 +249,39 @@ func (n *Node) tryStartReplica(s *ReplicaSpec) error {
 	}
 	if errors.Is(err, replicator.ErrReplicaDeleted) && !s.Join {
 		return fmt.Errorf("%w (a deleted partition's id cannot be used again: create it under a new id)", err)
+	}
+	return err
+}
+
+// removeMember removes a replica from its partition, then has the node
+// that hosts it delete it. A removed replica learns of its removal only
+// if it applies the change, which the others stop sending it once they
+// have: it cannot be left to find out.
+func (n *Node) removeMember(ctx context.Context, req AdminRequest) error {
+	if req.Replica == 0 {
+		return badRequest("remove_member needs a replica")
+	}
+	if err := n.r.RemoveReplica(ctx, replicator.PartitionID(req.Partition), replicator.ReplicaID(req.Replica)); err != nil {
+		return err
+	}
+	if err := n.onEveryNode(ctx, AdminRequest{Op: "stop_replica", Partition: req.Partition, Replica: req.Replica}); err != nil {
+		return fmt.Errorf("replica %d removed from partition %d, but not yet deleted everywhere (repeat the command): %w", req.Replica, req.Partition, err)
+	}
+	return nil
+}
+
+// stopReplica deletes this node's replica of a partition: any replica,
+// or only the one req.Replica names.
+func (n *Node) stopReplica(ctx context.Context, req AdminRequest) error {
+	if req.Replica != 0 {
+		p, err := n.r.Partition(replicator.PartitionID(req.Partition))
+		if err != nil || uint64(p.Replica()) != req.Replica {
+			return nil // not hosted here
+		}
+	}
+	err := n.r.DeletePartition(ctx, replicator.PartitionID(req.Partition))
+	if errors.Is(err, replicator.ErrPartitionNotFound) {
+		return nil
 	}
 	return err
 }
