@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -27,9 +28,16 @@ import (
 // dragonboat SyncPropose (one Raft entry per op, a trivial state machine),
 // on the same cluster shape: three NodeHosts in this process on loopback,
 // the same Raft settings and LogDB. Each cell runs `conc` goroutines, each
-// appending `payload`-byte ops one after another.
+// appending `payload`-byte ops one after another. Besides ops/s, each cell
+// reports the process's CPU time per op and cores busy, and the bytes it
+// wrote to storage per op (all three nodes).
 //
 //	go test ./replicator -run '^$' -bench Append -benchtime 2s -count 5
+//
+// Knobs for experiments (Lockstitch side): LOCKSTITCH_BENCH_INFLIGHT,
+// LOCKSTITCH_BENCH_LINGER and LOCKSTITCH_BENCH_SNAPSHOT_BYTES set
+// MaxInflightBatches, BatchLinger and SnapshotBytes; LOCKSTITCH_BENCH_CONC
+// adds concurrencies (comma-separated).
 func BenchmarkAppend(b *testing.B) {
 	installDragonboatLogger(slog.New(slog.DiscardHandler))
 	for _, db := range []LogDB{LogDBPebble, LogDBTan} {
@@ -78,6 +86,7 @@ func runAppends(b *testing.B, conc, size int, propose func(context.Context, []by
 	b.ReportAllocs()
 	b.ResetTimer()
 	start := time.Now()
+	cpu0, disk0 := cpuTime(), diskWritten()
 	var wg sync.WaitGroup
 	errs := make(chan error, conc)
 	for g := 0; g < conc; g++ {
@@ -99,11 +108,50 @@ func runAppends(b *testing.B, conc, size int, propose func(context.Context, []by
 		}()
 	}
 	wg.Wait()
-	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "ops/s")
+	elapsed := time.Since(start)
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "ops/s")
+	// CPU time of the whole process (all three nodes) per op, and the
+	// cores busy on average: whether a cell is bound by CPU or by latency.
+	cpu := cpuTime() - cpu0
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/op")
+	b.ReportMetric(cpu.Seconds()/elapsed.Seconds(), "cores")
+	// Bytes the process sent to storage per op: the Raft logs, their
+	// LogDB's flushes and compactions, and Lockstitch's operation logs.
+	if d := diskWritten() - disk0; disk0 >= 0 && d >= 0 {
+		b.ReportMetric(float64(d)/float64(b.N), "disk-B/op")
+	}
 	close(errs)
 	for err := range errs {
 		b.Fatal(err)
 	}
+}
+
+// cpuTime returns the user and system CPU time this process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// diskWritten returns the bytes this process has caused to be written to
+// storage (write_bytes of /proc/self/io), or -1 where that is not known.
+func diskWritten() int64 {
+	data, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "write_bytes: "); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return -1
+			}
+			return n
+		}
+	}
+	return -1
 }
 
 func benchAddr(b *testing.B) string {
@@ -127,6 +175,9 @@ func benchLockstitch(b *testing.B, db LogDB) []*Replicator {
 		cfg.LogDB = db
 		if v := os.Getenv("LOCKSTITCH_BENCH_INFLIGHT"); v != "" {
 			cfg.MaxInflightBatches, _ = strconv.Atoi(v)
+		}
+		if v := os.Getenv("LOCKSTITCH_BENCH_SNAPSHOT_BYTES"); v != "" {
+			cfg.SnapshotBytes, _ = strconv.ParseInt(v, 10, 64)
 		}
 		if v := os.Getenv("LOCKSTITCH_BENCH_LINGER"); v != "" {
 			cfg.BatchLinger, _ = time.ParseDuration(v)
@@ -201,6 +252,9 @@ func benchDragonboat(b *testing.B, db LogDB) (*dragonboat.NodeHost, *client.Sess
 			ShardID: 1, ReplicaID: uint64(i + 1),
 			ElectionRTT: def.ElectionRTT, HeartbeatRTT: def.HeartbeatRTT, CheckQuorum: true, PreVote: true,
 			SnapshotEntries: def.SnapshotEntries, CompactionOverhead: def.CompactionOverhead, OrderedConfigChange: true,
+			// As partition.raftConfig sets it; with one op per entry,
+			// snapshots by entry count already follow the log's size.
+			DisableAutoCompactions: true,
 		}
 		if err := nh.StartOnDiskReplica(members, false, newTrivialSM, rc); err != nil {
 			b.Fatal(err)

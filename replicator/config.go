@@ -64,6 +64,15 @@ type Config struct {
 	// snapshot, so that a briefly absent replica catches up from the log
 	// instead of a copy.
 	CompactionOverhead uint64
+	// SnapshotBytes triggers snapshots by size as well: a replica that
+	// has applied this many bytes of Raft entries since its last such
+	// snapshot takes one and compacts Raft's log up to the one before, so
+	// that the log keeps between one and two times SnapshotBytes behind
+	// it. Batched entries are large (up to MaxBatchBytes), so counting
+	// entries alone would let Raft's log grow to gigabytes, and the LogDB
+	// rewrite it in its compactions; removed early, most entries never
+	// leave the LogDB's memtable. 0 counts entries only.
+	SnapshotBytes int64
 	// LogDB selects Raft's log store. Fixed at first start.
 	LogDB LogDB
 	// EngineWorkers sizes dragonboat's worker pools (step, apply,
@@ -120,6 +129,7 @@ func DefaultConfig() Config {
 		HeartbeatRTT:       1,
 		SnapshotEntries:    20000,
 		CompactionOverhead: 5000,
+		SnapshotBytes:      4 << 20,
 		LogDB:              LogDBPebble,
 		MaxOpBytes:         4 << 20,
 		MaxBatchBytes:      64 << 10,
@@ -164,6 +174,9 @@ func (c Config) Validate() error {
 	}
 	if c.SnapshotEntries != 0 && c.CompactionOverhead >= c.SnapshotEntries {
 		bad("CompactionOverhead %d must be below SnapshotEntries %d", c.CompactionOverhead, c.SnapshotEntries)
+	}
+	if c.SnapshotBytes != 0 && c.SnapshotBytes < 1<<20 {
+		bad("SnapshotBytes %d must be 0 or at least 1 MiB", c.SnapshotBytes)
 	}
 	switch c.LogDB {
 	case LogDBPebble, LogDBTan:

@@ -272,6 +272,50 @@ func TestSnapshotCatchUp(t *testing.T) {
 	}
 }
 
+// TestSnapshotBySize checks the size trigger of snapshots: with snapshots
+// by entry count off, a few MiB of large ops make the replicas compact
+// Raft's log, so a follower that missed them gets a copy on restart
+// instead of replaying the log. With SnapshotBytes at 0 as well, the same
+// follower replays the log (the control).
+func TestSnapshotBySize(t *testing.T) {
+	for _, bySize := range []bool{true, false} {
+		t.Run(fmt.Sprintf("bySize=%v", bySize), func(t *testing.T) {
+			c := newCluster(t, 3, func(cfg *replicator.Config) {
+				cfg.SnapshotEntries, cfg.CompactionOverhead = 0, 0
+				cfg.SnapshotBytes = 0
+				if bySize {
+					cfg.SnapshotBytes = 1 << 20
+				}
+			})
+			c.create(1)
+			appendN(t, c, 1, 0, 10)
+			l := c.leader(1)
+			f := (l + 1) % 3
+			c.stop(f)
+			// 4 MiB in 32 KiB ops: four size-triggered snapshots, the
+			// later ones compacting the log past LSN 10.
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			payload := bytes.Repeat([]byte{'s'}, 32<<10)
+			for i := 0; i < 128; i++ {
+				if _, err := c.appendRetry(ctx, 1, replicator.AppendOp{Payload: payload}); err != nil {
+					t.Fatalf("append %d: %v", i, err)
+				}
+			}
+			c.start(f)
+			p := c.partition(f, 1)
+			waitFor(t, "the restarted follower to catch up", 30*time.Second, func() bool {
+				st, err := p.Status(context.Background())
+				return err == nil && st.AppliedLSN == 138
+			})
+			st, _ := p.Status(context.Background())
+			if copied := st.FirstLSN > 10; copied != bySize {
+				t.Fatalf("follower log starts at %d: copied %v, want %v", st.FirstLSN, copied, bySize)
+			}
+		})
+	}
+}
+
 // TestSubscribeFollowsCommits subscribes on a follower before and while
 // ops commit: it gets every op once, in order.
 func TestSubscribeFollowsCommits(t *testing.T) {

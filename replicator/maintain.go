@@ -2,7 +2,10 @@ package replicator
 
 import (
 	"context"
+	"errors"
 	"time"
+
+	"github.com/lni/dragonboat/v4"
 )
 
 // maintain is the node's housekeeping goroutine: timed checkpoints,
@@ -18,18 +21,78 @@ func (r *Replicator) maintain() {
 		select {
 		case <-r.quit:
 			return
-		case now := <-t.C:
-			r.mu.RLock()
-			parts := make([]*partition, 0, len(r.parts))
-			for _, p := range r.parts {
-				parts = append(parts, p)
+		case <-r.snapshotKick:
+			for _, p := range r.partitions() {
+				if p.snapshotWanted.Swap(false) {
+					p.requestSnapshot()
+				}
 			}
-			r.mu.RUnlock()
-			for _, p := range parts {
+		case now := <-t.C:
+			for _, p := range r.partitions() {
 				p.maintain(now)
 			}
 		}
 	}
+}
+
+// partitions returns the partitions this node hosts.
+func (r *Replicator) partitions() []*partition {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	parts := make([]*partition, 0, len(r.parts))
+	for _, p := range r.parts {
+		parts = append(parts, p)
+	}
+	return parts
+}
+
+// wantSnapshot is called by the state machine, from Update, once it has
+// applied Config.SnapshotBytes of Raft entries since it last called it:
+// the maintenance goroutine requests the snapshot.
+func (p *partition) wantSnapshot() {
+	p.snapshotWanted.Store(true)
+	select {
+	case p.r.snapshotKick <- struct{}{}:
+	default:
+	}
+}
+
+// requestSnapshot asks dragonboat for a snapshot of this replica (which
+// syncs the state machine first) and to compact Raft's log up to the
+// previous size-triggered snapshot, or by CompactionOverhead if there was
+// none. One request runs at a time: one made while another runs is
+// dropped, and the next SnapshotBytes of entries asks again.
+func (p *partition) requestSnapshot() {
+	if p.meta.Kind == Witness || p.snapshotting.Swap(true) {
+		return
+	}
+	var opt dragonboat.SnapshotOption
+	if prev := p.sizeSnapshot.Load(); prev > 0 {
+		opt.OverrideCompactionOverhead, opt.CompactionIndex = true, prev
+	}
+	rs, err := p.r.nh.RequestSnapshot(uint64(p.id), opt, p.r.cfg.ProposalTimeout)
+	if err != nil {
+		p.snapshotting.Store(false)
+		p.log.Debug("size-triggered snapshot not requested", "err", err)
+		return
+	}
+	p.r.wg.Add(1) // maintain holds the group open, so Close waits for this
+	go func() {
+		defer p.r.wg.Done()
+		defer p.snapshotting.Store(false)
+		var res dragonboat.RequestResult
+		select {
+		case res = <-rs.ResultC():
+			rs.Release()
+		case <-p.r.quit:
+			return // closing: the NodeHost closes after this returns
+		}
+		if res.Completed() {
+			p.sizeSnapshot.Store(res.SnapshotIndex())
+		} else {
+			p.log.Debug("size-triggered snapshot not taken", "rejected", res.Rejected(), "timeout", res.Timeout())
+		}
+	}()
 }
 
 func (p *partition) maintain(now time.Time) {
@@ -56,7 +119,25 @@ func (p *partition) maintain(now time.Time) {
 	if now.Sub(p.lastRetention) >= 5*p.r.cfg.CheckpointInterval {
 		p.lastRetention = now
 		p.retain(s, now)
+		p.compactLogDB()
 	}
+}
+
+// compactLogDB asks the LogDB to reclaim the space of removed Raft log
+// entries, when more were removed since the last time. Its own
+// compactions drop them as they go (partition.raftConfig disables the
+// one dragonboat forces after each snapshot); this bounds how long the
+// space of an idle partition's entries stays taken.
+func (p *partition) compactLogDB() {
+	removed := p.logRemoved.Load()
+	if removed <= p.logCompacted {
+		return
+	}
+	if _, err := p.r.nh.RequestCompaction(uint64(p.id), uint64(p.replica)); err != nil && !errors.Is(err, dragonboat.ErrRejected) {
+		p.log.Debug("log compaction not requested", "err", err)
+		return
+	}
+	p.logCompacted = removed
 }
 
 // reportProgress proposes a progress entry when this replica's applied

@@ -65,6 +65,18 @@ type partition struct {
 
 	removed atomic.Bool
 
+	// Size-triggered snapshots (Config.SnapshotBytes): wanted when the
+	// state machine asks for one, snapshotting while a request runs, and
+	// sizeSnapshot the Raft index of the last one taken.
+	snapshotWanted atomic.Bool
+	snapshotting   atomic.Bool
+	sizeSnapshot   atomic.Uint64
+	// logRemoved is how far Raft's log has been removed (dragonboat's
+	// LogCompacted event), logCompacted how far the LogDB was last asked
+	// to compact it (maintain only).
+	logRemoved   atomic.Uint64
+	logCompacted uint64
+
 	// forgetMu serializes deleting the replica; forgotten is set once it
 	// is deleted.
 	forgetMu  sync.Mutex
@@ -117,6 +129,12 @@ func (p *partition) raftConfig() config.Config {
 		// promoted or not (dragonboat requires it).
 		IsNonVoting: p.meta.Join && p.meta.Kind != Witness,
 		IsWitness:   p.meta.Kind == Witness,
+		// Removing entries from Raft's log deletes them in the LogDB;
+		// dragonboat would also force a LogDB compaction of the range
+		// after every snapshot, flushing live entries with the dead. The
+		// LogDB's own compactions drop deleted entries as they go, and
+		// retention asks for a compaction now and then (maintain.go).
+		DisableAutoCompactions: true,
 	}
 	if rc.IsWitness {
 		rc.SnapshotEntries, rc.CompactionOverhead = 0, 0

@@ -31,6 +31,9 @@ type Replicator struct {
 
 	quit chan struct{}
 	wg   sync.WaitGroup
+	// snapshotKick wakes the maintenance goroutine when a state machine
+	// wants a size-triggered snapshot (partition.snapshotWanted).
+	snapshotKick chan struct{}
 }
 
 // Open starts a node: its NodeHost, then every partition replica recorded
@@ -52,6 +55,8 @@ func Open(cfg Config) (*Replicator, error) {
 		log:   logger.With("raft", cfg.RaftAddress),
 		parts: make(map[PartitionID]*partition),
 		quit:  make(chan struct{}),
+
+		snapshotKick: make(chan struct{}, 1),
 	}
 	events := &listener{r: r}
 	nhc := config.NodeHostConfig{
@@ -294,8 +299,16 @@ func (l *listener) SnapshotReceived(raftio.SnapshotInfo)        {}
 func (l *listener) SnapshotRecovered(raftio.SnapshotInfo)       {}
 func (l *listener) SnapshotCreated(raftio.SnapshotInfo)         {}
 func (l *listener) SnapshotCompacted(raftio.SnapshotInfo)       {}
-func (l *listener) LogCompacted(raftio.EntryInfo)               {}
-func (l *listener) LogDBCompacted(raftio.EntryInfo)             {}
+
+// LogCompacted records how far the replica's Raft log is removed, which
+// maintain uses to ask for LogDB compactions.
+func (l *listener) LogCompacted(info raftio.EntryInfo) {
+	if p := l.r.lookup(info.ShardID); p != nil && info.ReplicaID == uint64(p.replica) {
+		p.logRemoved.Store(info.Index)
+	}
+}
+
+func (l *listener) LogDBCompacted(raftio.EntryInfo) {}
 
 // MembershipChanged drops the progress of replicas that left.
 func (l *listener) MembershipChanged(info raftio.NodeInfo) {

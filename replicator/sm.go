@@ -38,6 +38,8 @@ type stateMachine struct {
 	factory PluginFactory
 	options map[string]string
 	pending StateMachine // built when the replica started; opened by Open
+	// wantSnapshot asks for a size-triggered snapshot; it does not block.
+	wantSnapshot func()
 
 	// mu is held for writing by Update, Sync, snapshots and Close, and
 	// for reading by queries and the checkpoint's copy of the state.
@@ -48,6 +50,9 @@ type stateMachine struct {
 	skipTo  LSN // ops up to here are already in the plugin (it was ahead)
 	closed  bool
 	scratch applyScratch
+	// entryBytes counts the bytes of Raft entries applied since the last
+	// call of wantSnapshot (Config.SnapshotBytes).
+	entryBytes int64
 
 	// Published for readers that do not take mu.
 	ready        atomic.Bool   // opened and not closed
@@ -100,6 +105,8 @@ func newStateMachine(p *partition) *stateMachine {
 		factory:  p.factory,
 		options:  p.meta.Options,
 		progress: make(map[ReplicaID]progressReport),
+
+		wantSnapshot: p.wantSnapshot,
 	}
 }
 
@@ -271,6 +278,7 @@ func (s *stateMachine) update(entries []sm.Entry) error {
 	// Pass 1: decode, drop duplicates, assign LSNs.
 	for i := range entries {
 		e := &entries[i]
+		s.entryBytes += int64(len(e.Cmd))
 		if len(e.Cmd) == 0 {
 			s.state.index = e.Index
 			continue
@@ -314,6 +322,10 @@ func (s *stateMachine) update(entries []sm.Entry) error {
 		if err := s.plugin.Apply(sc.ops, results); err != nil {
 			return fmt.Errorf("plugin apply: %w", err)
 		}
+	}
+	if limit := s.cfg.SnapshotBytes; limit > 0 && s.entryBytes >= limit && s.wantSnapshot != nil {
+		s.entryBytes = 0
+		s.wantSnapshot()
 	}
 	// Pass 3: the results the proposers get back.
 	k := 0

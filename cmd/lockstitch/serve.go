@@ -45,6 +45,7 @@ type serveSettings struct {
 	HeartbeatRTT       uint64        `name:"heartbeat-rtt" help:"heartbeat interval, in ticks"`
 	SnapshotEntries    uint64        `name:"snapshot-entries" help:"Raft entries between snapshots (and log compactions)"`
 	CompactionOverhead uint64        `name:"compaction-overhead" help:"Raft entries kept behind a snapshot"`
+	SnapshotBytes      int64         `name:"snapshot-bytes" help:"bytes of Raft entries between snapshots by size (0: by entry count only)"`
 	LogDB              string        `name:"logdb" help:"Raft log store: pebble or tan (fixed at the first start)"`
 	EngineWorkers      int           `name:"engine-workers" help:"size of dragonboat's worker pools; 0 for its defaults (fixed at the first start)"`
 	DeploymentID       uint64        `name:"deployment-id" help:"separates clusters that could reach each other (fixed at the first start)"`
@@ -78,7 +79,7 @@ func defaultServeSettings() serveSettings {
 		RaftAddr: "127.0.0.1:7410", ClientAddr: "127.0.0.1:7400", AdminAddr: "127.0.0.1:7420",
 		LogLevel: "info", LogFormat: "text", ShutdownTimeout: 10 * time.Second,
 		RTT: rc.RTT, ElectionRTT: rc.ElectionRTT, HeartbeatRTT: rc.HeartbeatRTT,
-		SnapshotEntries: rc.SnapshotEntries, CompactionOverhead: rc.CompactionOverhead,
+		SnapshotEntries: rc.SnapshotEntries, CompactionOverhead: rc.CompactionOverhead, SnapshotBytes: rc.SnapshotBytes,
 		LogDB: string(rc.LogDB), EngineWorkers: rc.EngineWorkers, DeploymentID: rc.DeploymentID,
 		MaxOpBytes: rc.MaxOpBytes, MaxBatchBytes: rc.MaxBatchBytes, MaxBatchOps: rc.MaxBatchOps,
 		BatchLinger: rc.BatchLinger, MaxInflightBatches: rc.MaxInflightBatches,
@@ -99,7 +100,7 @@ func (s serveSettings) nodeConfig(logger *slog.Logger) (node.Config, error) {
 	}
 	rc := replicator.DefaultConfig()
 	rc.RTT, rc.ElectionRTT, rc.HeartbeatRTT = s.RTT, s.ElectionRTT, s.HeartbeatRTT
-	rc.SnapshotEntries, rc.CompactionOverhead = s.SnapshotEntries, s.CompactionOverhead
+	rc.SnapshotEntries, rc.CompactionOverhead, rc.SnapshotBytes = s.SnapshotEntries, s.CompactionOverhead, s.SnapshotBytes
 	rc.LogDB, rc.EngineWorkers, rc.DeploymentID = replicator.LogDB(s.LogDB), s.EngineWorkers, s.DeploymentID
 	rc.MaxOpBytes, rc.MaxBatchBytes, rc.MaxBatchOps = s.MaxOpBytes, s.MaxBatchBytes, s.MaxBatchOps
 	rc.BatchLinger, rc.MaxInflightBatches = s.BatchLinger, s.MaxInflightBatches

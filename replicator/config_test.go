@@ -1,0 +1,49 @@
+package replicator_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lockstitch/lockstitch/replicator"
+)
+
+// TestConfigValidate checks that the defaults, given a directory and an
+// address, are valid, and that each bad setting is reported by name.
+func TestConfigValidate(t *testing.T) {
+	base := func() replicator.Config {
+		cfg := replicator.DefaultConfig()
+		cfg.DataDir = t.TempDir()
+		cfg.RaftAddress = "127.0.0.1:7000"
+		return cfg
+	}
+	if err := base().Validate(); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	for _, tc := range []struct {
+		name  string
+		tweak func(*replicator.Config)
+		want  string
+	}{
+		{"no dir", func(c *replicator.Config) { c.DataDir = "" }, "DataDir"},
+		{"bad address", func(c *replicator.Config) { c.RaftAddress = "nowhere" }, "RaftAddress"},
+		{"sub-ms tick", func(c *replicator.Config) { c.RTT = 500 * time.Microsecond }, "RTT"},
+		{"short election", func(c *replicator.Config) { c.ElectionRTT = 5 }, "ElectionRTT"},
+		{"overhead above snapshots", func(c *replicator.Config) { c.CompactionOverhead = c.SnapshotEntries }, "CompactionOverhead"},
+		{"tiny size snapshots", func(c *replicator.Config) { c.SnapshotBytes = 64 << 10 }, "SnapshotBytes"},
+		{"negative size snapshots", func(c *replicator.Config) { c.SnapshotBytes = -1 }, "SnapshotBytes"},
+		{"unknown logdb", func(c *replicator.Config) { c.LogDB = "rocks" }, "LogDB"},
+	} {
+		cfg := base()
+		tc.tweak(&cfg)
+		err := cfg.Validate()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error naming %s", tc.name, err, tc.want)
+		}
+	}
+	cfg := base()
+	cfg.SnapshotBytes = 0 // off: entry counts only
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("SnapshotBytes 0: %v", err)
+	}
+}
