@@ -16,11 +16,15 @@ import (
 // Raft entries (see entry.go), so Raft's per-entry costs are paid once per
 // batch. Each op keeps its own LSN and result.
 //
-// Appends go into the open batch under mu. A batch is proposed as soon as
-// a slot among MaxInflightBatches is free and either nothing is in flight,
-// the batch is full, fewer than four ops per slot are pending, or it has
-// waited BatchLinger; so under light load an append is proposed at once,
-// and under heavy load batches fill while earlier ones commit. The queue (open, ready and in-flight batches) is
+// Appends go into the open batch under mu. It is a group commit: a full
+// batch is proposed as soon as one of MaxInflightBatches slots is free,
+// and the open, partial batch once nothing is in flight. When batches
+// complete, their callers tend to append again at once, so the open batch
+// then waits, up to BatchLinger, until it holds as many ops as it did plus
+// those of the completed batches: the appenders stay in one cohort per
+// Raft round trip instead of splitting into many small batches, each
+// paying Raft's per-proposal costs. Under light load an append is
+// proposed at once. The queue (open, ready and in-flight batches) is
 // bounded by MaxPendingOps and MaxPendingBytes; beyond them appends fail
 // at once with ErrBusy.
 type batcher struct {
@@ -39,6 +43,11 @@ type batcher struct {
 	pendingBytes int64
 	inflight     int
 	closed       bool
+	// returning is how many ops the open batch waits for: those it held
+	// when batches completed since it was last proposed, plus theirs,
+	// whose callers may be about to append again; until gatherUntil.
+	returning   int
+	gatherUntil time.Time
 
 	kick chan struct{}
 	quit chan struct{}
@@ -57,10 +66,6 @@ type batch struct {
 // batchBuffers pools the encode buffers of batches; dragonboat copies a
 // proposal, so a buffer returns to the pool as soon as Propose returns.
 var batchBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
-
-// lingerLoad is how many pending ops per in-flight slot make a partial
-// batch linger.
-const lingerLoad = 4
 
 // maxPooledBatchBytes keeps buffers grown by a large op out of the pool.
 const maxPooledBatchBytes = 256 << 10
@@ -136,11 +141,12 @@ func (b *batcher) enqueueOps(ops []AppendOp, cs []Completion) error {
 	}
 	b.pendingOps += len(ops)
 	b.pendingBytes += total
-	if b.inflight == 0 && len(b.ready) == 0 {
+	if b.inflight == 0 && len(b.ready) == 0 && b.gathered(now) {
 		// Idle: propose from this goroutine, sparing a hand-off to the
 		// batcher's under light load.
 		next := b.open
 		b.open = nil
+		b.returning = 0
 		b.inflight++
 		b.proposeMu.Lock()
 		b.mu.Unlock()
@@ -196,14 +202,16 @@ func (b *batcher) dispatch() time.Duration {
 			next = b.ready[0]
 			b.ready = b.ready[:copy(b.ready, b.ready[1:])]
 		case b.open != nil:
-			// Linger only under load: when more ops are pending than the
-			// slots carry a few at a time, waiting builds bigger batches;
-			// under light load it would only add latency.
-			busy := b.inflight > 0 && b.pendingOps > lingerLoad*b.cfg.MaxInflightBatches
-			if age := time.Since(b.open.opened); busy && age < b.cfg.BatchLinger {
-				return b.cfg.BatchLinger - age
+			// Group commit: a partial batch waits for the batches in
+			// flight, then briefly for their callers to append again.
+			if b.inflight > 0 {
+				return 0 // release kicks
+			}
+			if now := time.Now(); !b.gathered(now) {
+				return b.gatherUntil.Sub(now)
 			}
 			next, b.open = b.open, nil
+			b.returning = 0
 		default:
 			return 0
 		}
@@ -303,9 +311,21 @@ func (b *batcher) finish(bt *batch, r AppendResult, err error) {
 	b.release(bt)
 }
 
+// gathered reports whether the open batch may be proposed as far as the
+// callers of completed batches go: as many ops as they had are in it, or
+// the linger since the last completion is over. It is called with mu held.
+func (b *batcher) gathered(now time.Time) bool {
+	return b.open == nil || len(b.open.waiters) >= b.returning || !now.Before(b.gatherUntil)
+}
+
 func (b *batcher) release(bt *batch) {
 	b.mu.Lock()
 	b.inflight--
+	if b.returning == 0 && b.open != nil {
+		b.returning = len(b.open.waiters)
+	}
+	b.returning += len(bt.waiters)
+	b.gatherUntil = time.Now().Add(b.cfg.BatchLinger)
 	b.pendingOps -= len(bt.waiters)
 	b.pendingBytes -= bt.bytes
 	b.mu.Unlock()

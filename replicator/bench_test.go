@@ -78,8 +78,38 @@ func BenchmarkAppend(b *testing.B) {
 	}
 }
 
+// BenchmarkCoalescingCeiling bounds what coalescing over dragonboat can
+// give on this machine: raw dragonboat SyncPropose with the ops already
+// packed by the caller, perEntry 16-byte ops to a Raft entry, 256 ops in
+// flight in all (256/perEntry goroutines), to BenchmarkAppend's trivial
+// state machine on the same cluster shape. There is no batcher, no
+// result per op, no operation log and no plugin: no coalescing layer
+// does less work per op. perEntry=1 is BenchmarkAppend's raw cell at
+// concurrency 256.
+//
+//	go test ./replicator -run '^$' -bench CoalescingCeiling -benchtime 2s -count 6
+func BenchmarkCoalescingCeiling(b *testing.B) {
+	installDragonboatLogger(slog.New(slog.DiscardHandler))
+	nh, session := benchDragonboat(b, LogDBPebble)
+	propose := func(ctx context.Context, payload []byte) error {
+		_, err := nh.SyncPropose(ctx, session, payload)
+		return err
+	}
+	for _, perEntry := range []int{1, 16, 64, 256} {
+		b.Run(fmt.Sprintf("payload=16/inflight=256/per-entry=%d", perEntry), func(b *testing.B) {
+			runProposals(b, 256/perEntry, 16, perEntry, propose)
+		})
+	}
+}
+
 // runAppends spreads b.N appends over conc goroutines.
 func runAppends(b *testing.B, conc, size int, propose func(context.Context, []byte) error) {
+	runProposals(b, conc, size, 1, propose)
+}
+
+// runProposals spreads b.N ops over conc goroutines, which propose them
+// perProposal at a time (size bytes each, packed into one payload).
+func runProposals(b *testing.B, conc, size, perProposal int, propose func(context.Context, []byte) error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	b.SetBytes(int64(size))
@@ -89,15 +119,16 @@ func runAppends(b *testing.B, conc, size int, propose func(context.Context, []by
 	cpu0, disk0 := cpuTime(), diskWritten()
 	var wg sync.WaitGroup
 	errs := make(chan error, conc)
+	proposals := (b.N + perProposal - 1) / perProposal
 	for g := 0; g < conc; g++ {
-		n := b.N / conc
-		if g < b.N%conc {
+		n := proposals / conc
+		if g < proposals%conc {
 			n++
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			payload := make([]byte, size)
+			payload := make([]byte, size*perProposal)
 			for i := 0; i < n; i++ {
 				payload[0] = byte(i)
 				if err := propose(ctx, payload); err != nil {

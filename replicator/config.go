@@ -85,13 +85,12 @@ type Config struct {
 	// MaxBatchBytes and MaxBatchOps bound the Raft entry into which the
 	// leader coalesces concurrent appends to one partition.
 	MaxBatchBytes, MaxBatchOps int
-	// BatchLinger is how long a partial batch may wait for more appends
-	// while earlier batches are in flight and many appends are pending
-	// (more than four per in-flight slot); 0 sends it as soon as a slot is
-	// free.
+	// BatchLinger is how long, after batches complete, the open partial
+	// batch may wait for their callers to append again (see batcher.go);
+	// 0 proposes it as soon as nothing is in flight.
 	BatchLinger time.Duration
 	// MaxInflightBatches bounds the batches per partition proposed and
-	// not yet committed.
+	// not yet committed: full ones; a partial batch waits until none is.
 	MaxInflightBatches int
 	// MaxPendingOps and MaxPendingBytes bound each partition's queue of
 	// appends not yet committed; beyond them Append fails with ErrBusy.
