@@ -52,8 +52,8 @@ type serveSettings struct {
 	MaxOpBytes         int           `name:"max-op-bytes" help:"largest op payload"`
 	MaxBatchBytes      int           `name:"max-batch-bytes" help:"largest Raft entry the leader coalesces appends into"`
 	MaxBatchOps        int           `name:"max-batch-ops" help:"most ops coalesced into one Raft entry"`
-	BatchLinger        time.Duration `name:"batch-linger" help:"how long a partial batch waits for more appends while others are in flight"`
-	MaxInflightBatches int           `name:"max-inflight-batches" help:"batches per partition proposed and not yet committed"`
+	BatchLinger        time.Duration `name:"batch-linger" help:"how long, after batches commit, a partial batch waits for their callers' next appends"`
+	MaxInflightBatches int           `name:"max-inflight-batches" help:"full batches per partition proposed and not yet committed"`
 	MaxPendingOps      int           `name:"max-pending-ops" help:"appends queued per partition before Append answers Busy"`
 	MaxPendingBytes    int64         `name:"max-pending-bytes" help:"bytes queued per partition before Append answers Busy"`
 	ProposalTimeout    time.Duration `name:"proposal-timeout" help:"how long a batch may take to commit"`
