@@ -60,7 +60,6 @@ type batch struct {
 	waiters []Completion
 	starts  []time.Time // when each op was queued
 	bytes   int64       // payload bytes, for the pending bound
-	opened  time.Time
 }
 
 // batchBuffers pools the encode buffers of batches; dragonboat copies a
@@ -131,7 +130,7 @@ func (b *batcher) enqueueOps(ops []AppendOp, cs []Completion) error {
 		}
 		if b.open == nil {
 			bufp := batchBuffers.Get().(*[]byte)
-			b.open = &batch{bufp: bufp, buf: appendBatchHeader((*bufp)[:0], 0), opened: time.Now()}
+			b.open = &batch{bufp: bufp, buf: appendBatchHeader((*bufp)[:0], 0)}
 		}
 		o := b.open
 		o.buf = appendBatchOp(o.buf, op.Payload, op.CRC, op.Producer, op.Seq)
