@@ -222,11 +222,9 @@ func (r *Replicator) Close() error {
 		return nil
 	}
 	r.closed = true
-	parts := make([]*partition, 0, len(r.parts))
-	for _, p := range r.parts {
-		parts = append(parts, p)
-	}
 	r.mu.Unlock()
+	// Closed, so no partition is added from here on.
+	parts := r.partitions()
 	close(r.quit)
 	r.wg.Wait()
 	for _, p := range parts {
