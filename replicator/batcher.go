@@ -18,15 +18,15 @@ import (
 //
 // Appends go into the open batch under mu. It is a group commit: a full
 // batch is proposed as soon as one of MaxInflightBatches slots is free,
-// and the open, partial batch once nothing is in flight. When batches
-// complete, their callers tend to append again at once, so the open batch
-// then waits, up to BatchLinger, until it holds as many ops as it did plus
-// those of the completed batches: the appenders stay in one cohort per
-// Raft round trip instead of splitting into many small batches, each
-// paying Raft's per-proposal costs. Under light load an append is
-// proposed at once. The queue (open, ready and in-flight batches) is
-// bounded by MaxPendingOps and MaxPendingBytes; beyond them appends fail
-// at once with ErrBusy.
+// and the open, partial batch once nothing is in flight. When a batch
+// completes, its callers tend to append again at once, so the open batch
+// then waits, up to BatchLinger, until as many ops have been appended as
+// the batch had: the appenders stay in one cohort per Raft round trip
+// instead of splitting into many small batches, each paying Raft's
+// per-proposal costs. Under light load an append is proposed at once.
+// The queue (open, ready and in-flight batches) is bounded by
+// MaxPendingOps and MaxPendingBytes; beyond them appends fail at once
+// with ErrBusy.
 type batcher struct {
 	p   *partition
 	cfg *Config
@@ -43,11 +43,14 @@ type batcher struct {
 	pendingBytes int64
 	inflight     int
 	closed       bool
-	// returning is how many ops the open batch waits for: those it held
-	// when batches completed since it was last proposed, plus theirs,
-	// whose callers may be about to append again; until gatherUntil.
-	returning   int
+	// away counts the ops of completed batches whose callers have not
+	// appended again (as far as the batcher can tell: it counts ops, not
+	// callers). While it is above zero the open batch waits for them, but
+	// no later than gatherUntil, the last completion plus BatchLinger.
+	away        int
 	gatherUntil time.Time
+	// armed is the deadline the run goroutine's timer is set for.
+	armed time.Time
 
 	kick chan struct{}
 	quit chan struct{}
@@ -66,8 +69,45 @@ type batch struct {
 // proposal, so a buffer returns to the pool as soon as Propose returns.
 var batchBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
 
-// maxPooledBatchBytes keeps buffers grown by a large op out of the pool.
-const maxPooledBatchBytes = 256 << 10
+// batches pools batches, for their waiters and starts, once every caller
+// of one has been told its outcome.
+var batches = sync.Pool{New: func() any { return new(batch) }}
+
+// maxPooledBatchBytes and maxPooledBatchOps keep buffers grown by a large
+// op or batch out of the pools.
+const (
+	maxPooledBatchBytes = 256 << 10
+	maxPooledBatchOps   = 1024
+)
+
+func newBatch() *batch {
+	bt := batches.Get().(*batch)
+	bt.bufp = batchBuffers.Get().(*[]byte)
+	bt.buf = appendBatchHeader((*bt.bufp)[:0], 0)
+	return bt
+}
+
+// releaseBuf gives the batch's encode buffer back, once it is proposed
+// or will not be.
+func (bt *batch) releaseBuf() {
+	if bt.bufp != nil && cap(bt.buf) <= maxPooledBatchBytes {
+		*bt.bufp = bt.buf[:0]
+		batchBuffers.Put(bt.bufp)
+	}
+	bt.buf, bt.bufp = nil, nil
+}
+
+// recycle gives the batch back once its callers have been told; they
+// keep no reference to it.
+func (bt *batch) recycle() {
+	bt.releaseBuf()
+	if cap(bt.waiters) > maxPooledBatchOps {
+		return
+	}
+	clear(bt.waiters)
+	bt.waiters, bt.starts, bt.bytes = bt.waiters[:0], bt.starts[:0], 0
+	batches.Put(bt)
+}
 
 func newBatcher(p *partition) *batcher {
 	b := &batcher{
@@ -129,8 +169,7 @@ func (b *batcher) enqueueOps(ops []AppendOp, cs []Completion) error {
 			b.open = nil
 		}
 		if b.open == nil {
-			bufp := batchBuffers.Get().(*[]byte)
-			b.open = &batch{bufp: bufp, buf: appendBatchHeader((*bufp)[:0], 0)}
+			b.open = newBatch()
 		}
 		o := b.open
 		o.buf = appendBatchOp(o.buf, op.Payload, op.CRC, op.Producer, op.Seq)
@@ -140,26 +179,17 @@ func (b *batcher) enqueueOps(ops []AppendOp, cs []Completion) error {
 	}
 	b.pendingOps += len(ops)
 	b.pendingBytes += total
-	if b.inflight == 0 && len(b.ready) == 0 && b.gathered(now) {
-		// Idle: propose from this goroutine, sparing a hand-off to the
-		// batcher's under light load.
-		next := b.open
-		b.open = nil
-		b.returning = 0
-		b.inflight++
-		b.proposeMu.Lock()
-		b.mu.Unlock()
-		err := b.propose(next)
-		b.proposeMu.Unlock()
-		if err != nil {
-			b.finish(next, AppendResult{}, err)
-		}
-		return nil
-	}
+	b.away = max(b.away-len(ops), 0)
+	// Propose from this goroutine what may go now, sparing a hand-off to
+	// the batcher's; wake that only to set its timer for a new deadline.
+	wait := b.dispatchLocked(now)
+	kick := wait > 0 && !b.armed.Equal(b.gatherUntil)
 	b.mu.Unlock()
-	select {
-	case b.kick <- struct{}{}:
-	default:
+	if kick {
+		select {
+		case b.kick <- struct{}{}:
+		default:
+		}
 	}
 	return nil
 }
@@ -194,6 +224,20 @@ func (b *batcher) run() {
 func (b *batcher) dispatch() time.Duration {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	wait := b.dispatchLocked(time.Now())
+	if wait > 0 {
+		b.armed = b.gatherUntil
+	}
+	return wait
+}
+
+// dispatchLocked proposes batches while a slot is free for them: full
+// ones first, in order, then the open one once nothing is in flight and
+// the callers of the last batches are back, or the linger is over. It is
+// called with mu held and returns with it held, but releases it around
+// each proposal. It returns how long until the linger ends, if that is
+// what holds the open batch back, or 0.
+func (b *batcher) dispatchLocked(now time.Time) time.Duration {
 	for b.inflight < b.cfg.MaxInflightBatches {
 		var next *batch
 		switch {
@@ -201,16 +245,17 @@ func (b *batcher) dispatch() time.Duration {
 			next = b.ready[0]
 			b.ready = b.ready[:copy(b.ready, b.ready[1:])]
 		case b.open != nil:
-			// Group commit: a partial batch waits for the batches in
-			// flight, then briefly for their callers to append again.
 			if b.inflight > 0 {
-				return 0 // release kicks
+				return 0 // a completion kicks
 			}
-			if now := time.Now(); !b.gathered(now) {
-				return b.gatherUntil.Sub(now)
+			if b.away > 0 {
+				if now.Before(b.gatherUntil) {
+					return b.gatherUntil.Sub(now)
+				}
+				// The callers not back by now are taken to have gone.
+				b.away = 0
 			}
 			next, b.open = b.open, nil
-			b.returning = 0
 		default:
 			return 0
 		}
@@ -223,6 +268,7 @@ func (b *batcher) dispatch() time.Duration {
 			b.finish(next, AppendResult{}, err) // takes mu: not under proposeMu
 		}
 		b.mu.Lock()
+		now = time.Now()
 	}
 	return 0
 }
@@ -233,22 +279,15 @@ func (b *batcher) dispatch() time.Duration {
 // it has released proposeMu (finishing takes mu, which comes first in
 // the lock order).
 func (b *batcher) propose(bt *batch) error {
-	release := func() {
-		if cap(bt.buf) <= maxPooledBatchBytes {
-			*bt.bufp = bt.buf[:0]
-			batchBuffers.Put(bt.bufp)
-		}
-		bt.buf, bt.bufp = nil, nil
-	}
 	term, err := b.p.leaderTerm()
 	if err != nil {
-		release()
+		bt.releaseBuf()
 		return err
 	}
 	binary.LittleEndian.PutUint64(bt.buf[8:], term)
 	b.p.r.metrics.batchProposed(len(bt.waiters))
 	rs, err := b.p.r.nh.Propose(b.p.session, bt.buf, b.cfg.ProposalTimeout)
-	release()
+	bt.releaseBuf()
 	if err != nil {
 		return proposeError(b.p.id, err)
 	}
@@ -280,6 +319,7 @@ func (b *batcher) complete(bt *batch, data []byte) {
 		b.finish(bt, AppendResult{}, fmt.Errorf("%w: %v", ErrAborted, err))
 		return
 	}
+	b.release(bt)
 	m := b.p.r.metrics
 	for i, c := range bt.waiters {
 		var r opResult
@@ -298,32 +338,26 @@ func (b *batcher) complete(bt *batch, data []byte) {
 		m.appendDone(bt.starts[i], err, res.Duplicate)
 		c.Complete(res, err)
 	}
-	b.release(bt)
+	bt.recycle()
 }
 
 // finish fails every waiter of a batch with err.
 func (b *batcher) finish(bt *batch, r AppendResult, err error) {
+	b.release(bt)
 	for i, c := range bt.waiters {
 		b.p.r.metrics.appendDone(bt.starts[i], err, false)
 		c.Complete(r, err)
 	}
-	b.release(bt)
+	bt.recycle()
 }
 
-// gathered reports whether the open batch may be proposed as far as the
-// callers of completed batches go: as many ops as they had are in it, or
-// the linger since the last completion is over. It is called with mu held.
-func (b *batcher) gathered(now time.Time) bool {
-	return b.open == nil || len(b.open.waiters) >= b.returning || !now.Before(b.gatherUntil)
-}
-
+// release gives back a finished batch's slot and queue space, before its
+// callers are told: those that append again at once are then counted
+// back, and may find the slot free.
 func (b *batcher) release(bt *batch) {
 	b.mu.Lock()
 	b.inflight--
-	if b.returning == 0 && b.open != nil {
-		b.returning = len(b.open.waiters)
-	}
-	b.returning += len(bt.waiters)
+	b.away += len(bt.waiters)
 	b.gatherUntil = time.Now().Add(b.cfg.BatchLinger)
 	b.pendingOps -= len(bt.waiters)
 	b.pendingBytes -= bt.bytes
@@ -353,6 +387,7 @@ func (b *batcher) failQueued(err error) {
 			b.p.r.metrics.appendDone(bt.starts[i], err, false)
 			c.Complete(AppendResult{}, err)
 		}
+		bt.recycle()
 	}
 }
 

@@ -87,7 +87,8 @@ type Config struct {
 	MaxBatchBytes, MaxBatchOps int
 	// BatchLinger is how long, after batches complete, the open partial
 	// batch may wait for their callers to append again (see batcher.go);
-	// 0 proposes it as soon as nothing is in flight.
+	// 0 proposes it as soon as nothing is in flight. Waking a few hundred
+	// blocked callers takes a few hundred microseconds.
 	BatchLinger time.Duration
 	// MaxInflightBatches bounds the batches per partition proposed and
 	// not yet committed: full ones; a partial batch waits until none is.
@@ -133,7 +134,7 @@ func DefaultConfig() Config {
 		MaxOpBytes:         4 << 20,
 		MaxBatchBytes:      64 << 10,
 		MaxBatchOps:        4096,
-		BatchLinger:        200 * time.Microsecond,
+		BatchLinger:        500 * time.Microsecond,
 		MaxInflightBatches: 32,
 		MaxPendingOps:      1 << 16,
 		MaxPendingBytes:    64 << 20,
