@@ -1,6 +1,9 @@
 package replicator
 
-import "context"
+import (
+	"context"
+	"sync"
+)
 
 // AppendOp is one operation to append.
 type AppendOp struct {
@@ -69,4 +72,22 @@ func (f *Future) Wait(ctx context.Context) (AppendResult, error) {
 	case <-ctx.Done():
 		return AppendResult{}, ctx.Err()
 	}
+}
+
+// appendWaiter is Append's Completion. Unlike a Future it can be reused:
+// Complete signals on a buffered channel instead of closing it, so
+// Append takes one from appendWaiters and gives it back once it has
+// been completed, sparing a future and a channel per append.
+type appendWaiter struct {
+	done chan struct{} // capacity 1
+	res  AppendResult
+	err  error
+}
+
+var appendWaiters = sync.Pool{New: func() any { return &appendWaiter{done: make(chan struct{}, 1)} }}
+
+// Complete implements Completion.
+func (w *appendWaiter) Complete(r AppendResult, err error) {
+	w.res, w.err = r, err
+	w.done <- struct{}{}
 }

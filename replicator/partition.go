@@ -264,11 +264,21 @@ func (p *partition) notifyRole() {
 // returns a *NotLeaderError naming the leader. If ctx ends first the op
 // may still commit.
 func (p *Partition) Append(ctx context.Context, op AppendOp) (AppendResult, error) {
-	f := NewFuture()
-	if err := p.AppendTo(op, f); err != nil {
+	w := appendWaiters.Get().(*appendWaiter)
+	if err := p.AppendTo(op, w); err != nil {
+		appendWaiters.Put(w)
 		return AppendResult{}, err
 	}
-	return f.Wait(ctx)
+	select {
+	case <-w.done:
+		res, err := w.res, w.err
+		w.res, w.err = AppendResult{}, nil
+		appendWaiters.Put(w)
+		return res, err
+	case <-ctx.Done():
+		// The batcher still holds w and will complete it: not reused.
+		return AppendResult{}, ctx.Err()
+	}
 }
 
 // AppendBatch appends ops in order and waits for all of them. They are

@@ -78,6 +78,84 @@ func TestConcurrentAppendsIdenticalStreams(t *testing.T) {
 	}
 }
 
+// TestCanceledAppendWaits mixes appends whose wait ends with their
+// context, while their op is queued or in flight, with appends that wait
+// for their outcome. Append reuses its waiters; one whose wait was
+// abandoned must not hand its late outcome to a later append: every
+// completed append must find its own payload at the LSN it was given.
+func TestCanceledAppendWaits(t *testing.T) {
+	c := newCluster(t, 1, nil)
+	c.create(1)
+	p := c.partition(c.leader(1), 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const goroutines, each = 8, 200
+	var mu sync.Mutex
+	acked := map[replicator.LSN][]byte{}
+	canceled := 0
+	var wg sync.WaitGroup
+	errc := make(chan error, goroutines)
+	for g := 0; g < goroutines; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				actx, acancel := ctx, context.CancelFunc(func() {})
+				if g%2 == 1 {
+					// Deadlines from 0 to 700 µs: some end before the
+					// op is proposed, some while it is in Raft.
+					actx, acancel = context.WithTimeout(ctx, time.Duration(i%8)*100*time.Microsecond)
+				}
+				res, err := p.Append(actx, replicator.AppendOp{Payload: opPayload(g, i)})
+				acancel()
+				if errors.Is(err, context.DeadlineExceeded) && g%2 == 1 {
+					mu.Lock()
+					canceled++
+					mu.Unlock()
+					continue
+				}
+				if err != nil {
+					errc <- fmt.Errorf("goroutine %d op %d: %w", g, i, err)
+					return
+				}
+				mu.Lock()
+				if _, dup := acked[res.LSN]; dup {
+					errc <- fmt.Errorf("LSN %d acknowledged twice", res.LSN)
+				}
+				acked[res.LSN] = opPayload(g, i)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Fatal(err)
+	}
+	if canceled == 0 {
+		t.Fatal("no wait ended with its context: the test did not exercise abandoned waiters")
+	}
+	// Canceled ops may still have committed: the stream holds them too.
+	st, err := p.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := c.stream(0, 1, st.AppliedLSN)
+	found := 0
+	for _, r := range recs {
+		if want, ok := acked[r.LSN]; ok {
+			if !bytes.Equal(r.Payload, want) {
+				t.Fatalf("LSN %d holds %q, acknowledged for %q", r.LSN, r.Payload, want)
+			}
+			found++
+		}
+	}
+	if found != len(acked) {
+		t.Fatalf("%d of %d acknowledged LSNs are in the stream", found, len(acked))
+	}
+	t.Logf("%d appends acknowledged, %d waits canceled, %d ops committed", len(acked), canceled, len(recs))
+}
+
 // TestLeaderFailover closes the leader's node while producers append and
 // retry; a new leader takes over and no acknowledged op is lost, moved or
 // applied twice.
