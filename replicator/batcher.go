@@ -163,7 +163,7 @@ func (b *batcher) enqueueOps(ops []AppendOp, cs []Completion) error {
 	}
 	for i := range ops {
 		op := &ops[i]
-		size := opHeaderSize + len(op.Payload)
+		size := maxOpHeaderSize + len(op.Payload)
 		if o := b.open; o != nil && (len(o.buf)+size > b.cfg.MaxBatchBytes || len(o.waiters) >= b.cfg.MaxBatchOps) {
 			b.ready = append(b.ready, o)
 			b.open = nil

@@ -2,6 +2,7 @@ package replicator
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -12,42 +13,67 @@ import (
 )
 
 func TestOpsEntryRoundTrip(t *testing.T) {
-	b := appendBatchHeader(nil, 42)
 	type op struct {
 		payload  []byte
 		producer ProducerID
 		seq      uint64
 	}
-	ops := []op{{[]byte("a"), 0, 0}, {nil, 7, 1}, {bytes.Repeat([]byte("x"), 1000), 7, 2}}
-	for _, o := range ops {
-		b = appendBatchOp(b, o.payload, wal.Checksum(o.payload), o.producer, o.seq)
-	}
-	r, err := readOps(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.term != 42 || r.count != len(ops) {
-		t.Fatalf("header: term %d count %d", r.term, r.count)
-	}
-	var e entryOp
-	for i, o := range ops {
-		ok, err := r.next(&e)
-		if !ok || err != nil {
-			t.Fatalf("op %d: %v %v", i, ok, err)
+	ops := []op{{[]byte("a"), 0, 0}, {nil, 7, 1}, {bytes.Repeat([]byte("x"), 1000), 7, 2}, {[]byte("big ids"), 1 << 62, 1<<64 - 1}}
+	for _, version := range []int{1, opsVersion} {
+		b := appendBatchHeader(nil, 42)
+		for _, o := range ops {
+			if version == 1 {
+				b = appendBatchOpV1(b, o.payload, wal.Checksum(o.payload), o.producer, o.seq)
+			} else {
+				b = appendBatchOp(b, o.payload, wal.Checksum(o.payload), o.producer, o.seq)
+			}
 		}
-		if !bytes.Equal(e.Payload, o.payload) || e.CRC != wal.Checksum(o.payload) || e.Producer != o.producer || e.Seq != o.seq {
-			t.Fatalf("op %d decoded as %+v", i, e)
+		r, err := readOps(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.term != 42 || r.count != len(ops) || int(r.version) != version {
+			t.Fatalf("version %d header: term %d count %d version %d", version, r.term, r.count, r.version)
+		}
+		var e entryOp
+		for i, o := range ops {
+			ok, err := r.next(&e)
+			if !ok || err != nil {
+				t.Fatalf("version %d op %d: %v %v", version, i, ok, err)
+			}
+			if !bytes.Equal(e.Payload, o.payload) || e.CRC != wal.Checksum(o.payload) || e.Producer != o.producer || e.Seq != o.seq {
+				t.Fatalf("version %d op %d decoded as %+v", version, i, e)
+			}
+		}
+		if ok, err := r.next(&e); ok || err != nil {
+			t.Fatalf("version %d after the last op: %v %v", version, ok, err)
+		}
+		// Every cut is rejected, never misread.
+		for cut := 0; cut < len(b); cut++ {
+			if err := walkOps(b[:cut]); err == nil {
+				t.Fatalf("version %d entry cut at %d decoded", version, cut)
+			}
 		}
 	}
-	if ok, err := r.next(&e); ok || err != nil {
-		t.Fatalf("after the last op: %v %v", ok, err)
+	// A small op without a producer costs 6 bytes of header in version 2.
+	b := appendBatchHeader(nil, 1)
+	if n := len(appendBatchOp(b, make([]byte, 16), 0, 0, 0)) - len(b); n != 16+6 {
+		t.Fatalf("a 16-byte op takes %d bytes", n)
 	}
-	// Every cut is rejected, never misread.
-	for cut := 0; cut < len(b); cut++ {
-		if err := walkOps(b[:cut]); err == nil {
-			t.Fatalf("entry cut at %d decoded", cut)
-		}
-	}
+}
+
+// appendBatchOpV1 encodes an op of a version 1 ops entry (after a header
+// whose version byte it sets), as nodes wrote before version 2; they
+// still read it.
+func appendBatchOpV1(b []byte, payload []byte, crc uint32, producer ProducerID, seq uint64) []byte {
+	b[1] = 1
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(payload)))
+	b = binary.LittleEndian.AppendUint32(b, crc)
+	b = binary.LittleEndian.AppendUint64(b, uint64(producer))
+	b = binary.LittleEndian.AppendUint64(b, seq)
+	b = append(b, payload...)
+	binary.LittleEndian.PutUint32(b[4:], binary.LittleEndian.Uint32(b[4:])+1)
+	return b
 }
 
 func walkOps(b []byte) error {
@@ -304,6 +330,7 @@ func FuzzOpsEntry(f *testing.F) {
 	b := appendBatchHeader(nil, 3)
 	b = appendBatchOp(b, []byte("hello"), wal.Checksum([]byte("hello")), 1, 2)
 	f.Add(b)
+	f.Add(appendBatchOpV1(appendBatchHeader(nil, 3), []byte("hello"), wal.Checksum([]byte("hello")), 1, 2))
 	f.Add(appendAddrEntry(nil, 1, "x:1"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		walkOps(b)
