@@ -127,7 +127,7 @@ func (b *batcher) enqueue(ops []AppendOp, cs []Completion) error {
 	err := b.enqueueOps(ops, cs)
 	if err != nil && b.p.r.metrics != nil {
 		for range ops {
-			b.p.r.metrics.appendDone(time.Time{}, err, false)
+			b.p.r.metrics.appendDone(time.Time{}, time.Time{}, err, false)
 		}
 	}
 	return err
@@ -320,7 +320,7 @@ func (b *batcher) complete(bt *batch, data []byte) {
 		return
 	}
 	b.release(bt)
-	m := b.p.r.metrics
+	m, now := b.p.r.metrics, time.Now()
 	for i, c := range bt.waiters {
 		var r opResult
 		var res AppendResult
@@ -335,7 +335,7 @@ func (b *batcher) complete(bt *batch, data []byte) {
 		default:
 			err = fmt.Errorf("%w: partition %d", ErrStaleSequence, b.p.id)
 		}
-		m.appendDone(bt.starts[i], err, res.Duplicate)
+		m.appendDone(bt.starts[i], now, err, res.Duplicate)
 		c.Complete(res, err)
 	}
 	bt.recycle()
@@ -344,8 +344,9 @@ func (b *batcher) complete(bt *batch, data []byte) {
 // finish fails every waiter of a batch with err.
 func (b *batcher) finish(bt *batch, r AppendResult, err error) {
 	b.release(bt)
+	now := time.Now()
 	for i, c := range bt.waiters {
-		b.p.r.metrics.appendDone(bt.starts[i], err, false)
+		b.p.r.metrics.appendDone(bt.starts[i], now, err, false)
 		c.Complete(r, err)
 	}
 	bt.recycle()
@@ -382,9 +383,10 @@ func (b *batcher) failQueued(err error) {
 		b.pendingBytes -= bt.bytes
 	}
 	b.mu.Unlock()
+	now := time.Now()
 	for _, bt := range queued {
 		for i, c := range bt.waiters {
-			b.p.r.metrics.appendDone(bt.starts[i], err, false)
+			b.p.r.metrics.appendDone(bt.starts[i], now, err, false)
 			c.Complete(AppendResult{}, err)
 		}
 		bt.recycle()

@@ -2,6 +2,7 @@ package replicator_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -68,6 +69,27 @@ lockstitch_partition_leader{partition="1"} 1
 	if ok < 1 {
 		t.Errorf("appends_total{result=ok} = %v on the leader", ok)
 	}
+	// Other outcomes are counted under their own result.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	op := replicator.AppendOp{Payload: []byte("once"), Producer: 9, Seq: 1}
+	for i := 0; i < 2; i++ {
+		if _, err := c.partition(l, 1).Append(ctx, op); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := (l + 1) % len(c.nodes)
+	freg := regs[c.nodes[f].cfg.RaftAddress]
+	before := appendsCounted(t, freg, "not_leader")
+	if _, err := c.partition(f, 1).Append(ctx, op); !errors.Is(err, replicator.ErrNotLeader) {
+		t.Fatalf("append on a follower: %v", err)
+	}
+	if n := appendsCounted(t, reg, "duplicate"); n != 1 {
+		t.Errorf("appends_total{result=duplicate} = %v on the leader, want 1", n)
+	}
+	if n := appendsCounted(t, freg, "not_leader"); n != before+1 {
+		t.Errorf("appends_total{result=not_leader} = %v on a follower, want %v", n, before+1)
+	}
 	problems, err := promlint.NewWithMetricFamilies(mfs).Lint()
 	if err != nil {
 		t.Fatal(err)
@@ -75,4 +97,24 @@ lockstitch_partition_leader{partition="1"} 1
 	for _, p := range problems {
 		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
 	}
+}
+
+// appendsCounted returns appends_total{result=result} in reg.
+func appendsCounted(t *testing.T, reg *prometheus.Registry, result string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "lockstitch_appends_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if m.GetLabel()[0].GetValue() == result {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return -1
 }
