@@ -22,6 +22,7 @@ import (
 	"github.com/lni/dragonboat/v4/config"
 	"github.com/lni/dragonboat/v4/plugin/tan"
 	sm "github.com/lni/dragonboat/v4/statemachine"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // BenchmarkAppend compares appends through Partition.Append with raw
@@ -36,8 +37,10 @@ import (
 //
 // Knobs for experiments (Lockstitch side): LOCKSTITCH_BENCH_INFLIGHT,
 // LOCKSTITCH_BENCH_LINGER and LOCKSTITCH_BENCH_SNAPSHOT_BYTES set
-// MaxInflightBatches, BatchLinger and SnapshotBytes; LOCKSTITCH_BENCH_CONC
-// adds concurrencies (comma-separated).
+// MaxInflightBatches, BatchLinger and SnapshotBytes;
+// LOCKSTITCH_BENCH_METRICS=1 records metrics (as a server does) into a
+// registry per node; LOCKSTITCH_BENCH_CONC adds concurrencies
+// (comma-separated).
 func BenchmarkAppend(b *testing.B) {
 	installDragonboatLogger(slog.New(slog.DiscardHandler))
 	for _, db := range []LogDB{LogDBPebble, LogDBTan} {
@@ -209,6 +212,9 @@ func benchLockstitch(b *testing.B, db LogDB) []*Replicator {
 		}
 		if v := os.Getenv("LOCKSTITCH_BENCH_SNAPSHOT_BYTES"); v != "" {
 			cfg.SnapshotBytes, _ = strconv.ParseInt(v, 10, 64)
+		}
+		if os.Getenv("LOCKSTITCH_BENCH_METRICS") == "1" {
+			cfg.Registerer = prometheus.NewRegistry()
 		}
 		if v := os.Getenv("LOCKSTITCH_BENCH_LINGER"); v != "" {
 			cfg.BatchLinger, _ = time.ParseDuration(v)
