@@ -33,7 +33,10 @@ import (
 // reports the process's CPU time per op and cores busy, and the bytes it
 // wrote to storage per op (all three nodes).
 //
-//	go test ./replicator -run '^$' -bench Append -benchtime 2s -count 5
+//	go test ./replicator -run '^$' -bench Append -benchtime 2s
+//
+// bench/replicator-vs-dragonboat runs it in interleaved rounds and
+// summarizes them with the two systems side by side.
 //
 // Knobs for experiments (Lockstitch side): LOCKSTITCH_BENCH_INFLIGHT,
 // LOCKSTITCH_BENCH_LINGER and LOCKSTITCH_BENCH_SNAPSHOT_BYTES set
@@ -45,7 +48,7 @@ func BenchmarkAppend(b *testing.B) {
 	installDragonboatLogger(slog.New(slog.DiscardHandler))
 	for _, db := range []LogDB{LogDBPebble, LogDBTan} {
 		for _, system := range []string{"lockstitch", "dragonboat"} {
-			b.Run(fmt.Sprintf("logdb=%s/%s", db, system), func(b *testing.B) {
+			b.Run(fmt.Sprintf("logdb=%s/system=%s", db, system), func(b *testing.B) {
 				var propose func(ctx context.Context, payload []byte) error
 				if system == "lockstitch" {
 					nodes := benchLockstitch(b, db)
