@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +15,27 @@ import (
 )
 
 func opPayload(g, i int) []byte { return []byte(fmt.Sprintf("op g=%d i=%d", g, i)) }
+
+// ackLog records which payload each acknowledged LSN was given to, from
+// many goroutines.
+type ackLog struct {
+	mu sync.Mutex
+	m  map[replicator.LSN][]byte
+}
+
+func newAckLog() *ackLog { return &ackLog{m: map[replicator.LSN][]byte{}} }
+
+// add records an acknowledgement; an LSN acknowledged for another payload
+// is an error (the same payload again is a deduplicated retry).
+func (a *ackLog) add(lsn replicator.LSN, payload []byte) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if prev, ok := a.m[lsn]; ok && !bytes.Equal(prev, payload) {
+		return fmt.Errorf("LSN %d acknowledged for %q and for %q", lsn, prev, payload)
+	}
+	a.m[lsn] = payload
+	return nil
+}
 
 // TestConcurrentAppendsIdenticalStreams appends from many goroutines at
 // once and checks that every replica holds the same dense stream, which
@@ -26,8 +48,8 @@ func TestConcurrentAppendsIdenticalStreams(t *testing.T) {
 	const goroutines, each = 16, 150
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	var mu sync.Mutex
-	acked := map[replicator.LSN][]byte{}
+	acks := newAckLog()
+	acked := acks.m
 	var wg sync.WaitGroup
 	errc := make(chan error, goroutines)
 	for g := 0; g < goroutines; g++ {
@@ -44,12 +66,9 @@ func TestConcurrentAppendsIdenticalStreams(t *testing.T) {
 					errc <- fmt.Errorf("goroutine %d op %d: %w", g, i, err)
 					return
 				}
-				mu.Lock()
-				if _, dup := acked[res.LSN]; dup {
-					errc <- fmt.Errorf("LSN %d acknowledged twice", res.LSN)
+				if err := acks.add(res.LSN, opPayload(g, i)); err != nil {
+					errc <- err
 				}
-				acked[res.LSN] = opPayload(g, i)
-				mu.Unlock()
 			}
 		}()
 	}
@@ -90,9 +109,9 @@ func TestCanceledAppendWaits(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	const goroutines, each = 8, 200
-	var mu sync.Mutex
-	acked := map[replicator.LSN][]byte{}
-	canceled := 0
+	acks := newAckLog()
+	acked := acks.m
+	var canceled atomic.Int64
 	var wg sync.WaitGroup
 	errc := make(chan error, goroutines)
 	for g := 0; g < goroutines; g++ {
@@ -109,21 +128,16 @@ func TestCanceledAppendWaits(t *testing.T) {
 				res, err := p.Append(actx, replicator.AppendOp{Payload: opPayload(g, i)})
 				acancel()
 				if errors.Is(err, context.DeadlineExceeded) && g%2 == 1 {
-					mu.Lock()
-					canceled++
-					mu.Unlock()
+					canceled.Add(1)
 					continue
 				}
 				if err != nil {
 					errc <- fmt.Errorf("goroutine %d op %d: %w", g, i, err)
 					return
 				}
-				mu.Lock()
-				if _, dup := acked[res.LSN]; dup {
-					errc <- fmt.Errorf("LSN %d acknowledged twice", res.LSN)
+				if err := acks.add(res.LSN, opPayload(g, i)); err != nil {
+					errc <- err
 				}
-				acked[res.LSN] = opPayload(g, i)
-				mu.Unlock()
 			}
 		}()
 	}
@@ -132,7 +146,7 @@ func TestCanceledAppendWaits(t *testing.T) {
 	for err := range errc {
 		t.Fatal(err)
 	}
-	if canceled == 0 {
+	if canceled.Load() == 0 {
 		t.Fatal("no wait ended with its context: the test did not exercise abandoned waiters")
 	}
 	// Canceled ops may still have committed: the stream holds them too.
@@ -153,7 +167,7 @@ func TestCanceledAppendWaits(t *testing.T) {
 	if found != len(acked) {
 		t.Fatalf("%d of %d acknowledged LSNs are in the stream", found, len(acked))
 	}
-	t.Logf("%d appends acknowledged, %d waits canceled, %d ops committed", len(acked), canceled, len(recs))
+	t.Logf("%d appends acknowledged, %d waits canceled, %d ops committed", len(acked), canceled.Load(), len(recs))
 }
 
 // TestLeaderFailover closes the leader's node while producers append and
@@ -166,8 +180,8 @@ func TestLeaderFailover(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	const producers, each = 4, 60
-	var mu sync.Mutex
-	acked := map[replicator.LSN][]byte{}
+	acks := newAckLog()
+	acked := acks.m
 	var wg sync.WaitGroup
 	errc := make(chan error, producers*(each+1))
 	started := make(chan struct{}, producers)
@@ -185,12 +199,9 @@ func TestLeaderFailover(t *testing.T) {
 					errc <- err
 					return
 				}
-				mu.Lock()
-				if prev, ok := acked[res.LSN]; ok && !bytes.Equal(prev, op.Payload) {
-					errc <- fmt.Errorf("LSN %d acknowledged for two ops", res.LSN)
+				if err := acks.add(res.LSN, op.Payload); err != nil {
+					errc <- err
 				}
-				acked[res.LSN] = op.Payload
-				mu.Unlock()
 			}
 		}()
 	}
