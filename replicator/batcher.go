@@ -1,9 +1,11 @@
 package replicator
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -23,7 +25,10 @@ import (
 // then waits, up to BatchLinger, until as many ops have been appended as
 // the batch had: the appenders stay in one cohort per Raft round trip
 // instead of splitting into many small batches, each paying Raft's
-// per-proposal costs. Under light load an append is proposed at once.
+// per-proposal costs. The wait ends early once BatchGap passes with no
+// append: callers coming back arrive microseconds apart, so a gap means
+// the rest are not coming. Under light load an append is proposed at
+// once.
 // The queue (open, ready and in-flight batches) is bounded by
 // MaxPendingOps and MaxPendingBytes; beyond them appends fail at once
 // with ErrBusy.
@@ -46,11 +51,20 @@ type batcher struct {
 	// away counts the ops of completed batches whose callers have not
 	// appended again (as far as the batcher can tell: it counts ops, not
 	// callers). While it is above zero the open batch waits for them, but
-	// no later than gatherUntil, the last completion plus BatchLinger.
+	// no later than gatherUntil, the last completion plus BatchLinger,
+	// and no later than BatchGap after lastArrival, the last append or
+	// the end of a completion.
 	away        int
 	gatherUntil time.Time
-	// armed is the deadline the run goroutine's timer is set for.
+	lastArrival time.Time
+	// armed is the deadline the run goroutine's timer is set for, or
+	// zero.
 	armed time.Time
+	// flying holds the batches proposed and not yet released.
+	flying []*batch
+	// watches holds the contexts of Append calls whose ops are queued
+	// or in flight, by their Done channel.
+	watches map[<-chan struct{}]*ctxWatch
 
 	kick chan struct{}
 	quit chan struct{}
@@ -61,6 +75,7 @@ type batch struct {
 	bufp    *[]byte // from batchBuffers; buf is *bufp grown
 	buf     []byte
 	waiters []Completion
+	watched []*ctxWatch // the context watch of each op, or nil
 	starts  []time.Time // when each op was queued
 	bytes   int64       // payload bytes, for the pending bound
 }
@@ -105,7 +120,8 @@ func (bt *batch) recycle() {
 		return
 	}
 	clear(bt.waiters)
-	bt.waiters, bt.starts, bt.bytes = bt.waiters[:0], bt.starts[:0], 0
+	clear(bt.watched)
+	bt.waiters, bt.watched, bt.starts, bt.bytes = bt.waiters[:0], bt.watched[:0], bt.starts[:0], 0
 	batches.Put(bt)
 }
 
@@ -123,27 +139,31 @@ func newBatcher(p *partition) *batcher {
 
 // enqueue adds ops to the open batch; cs[i] receives ops[i]'s outcome.
 // Either every op is queued or none is and the error says why.
-func (b *batcher) enqueue(ops []AppendOp, cs []Completion) error {
-	err := b.enqueueOps(ops, cs)
+//
+// ctx, if not nil, is the context the callers wait with, and cs are then
+// *appendWaiter. enqueue returns whether a ctxWatch will cancel their
+// waits when ctx ends; if not, the callers must watch ctx themselves.
+func (b *batcher) enqueue(ops []AppendOp, cs []Completion, ctx context.Context) (watched bool, err error) {
+	watched, err = b.enqueueOps(ops, cs, ctx)
 	if err != nil && b.p.r.metrics != nil {
 		for range ops {
 			b.p.r.metrics.appendDone(time.Time{}, time.Time{}, err, false)
 		}
 	}
-	return err
+	return watched, err
 }
 
-func (b *batcher) enqueueOps(ops []AppendOp, cs []Completion) error {
+func (b *batcher) enqueueOps(ops []AppendOp, cs []Completion, ctx context.Context) (bool, error) {
 	now := time.Now()
 	var total int64
 	for i := range ops {
 		op := &ops[i]
 		if len(op.Payload) > b.cfg.MaxOpBytes {
-			return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(op.Payload), b.cfg.MaxOpBytes)
+			return false, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(op.Payload), b.cfg.MaxOpBytes)
 		}
 		crc := wal.Checksum(op.Payload)
 		if op.CRC != 0 && op.CRC != crc {
-			return fmt.Errorf("%w: op %d: checksum %08x, payload checksum %08x", ErrChecksum, i, op.CRC, crc)
+			return false, fmt.Errorf("%w: op %d: checksum %08x, payload checksum %08x", ErrChecksum, i, op.CRC, crc)
 		}
 		op.CRC = crc
 		total += int64(len(op.Payload))
@@ -151,15 +171,21 @@ func (b *batcher) enqueueOps(ops []AppendOp, cs []Completion) error {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
-		return ErrClosed
+		return false, ErrClosed
 	}
 	if err := b.p.leaderOnly(); err != nil {
 		b.mu.Unlock()
-		return err
+		return false, err
 	}
 	if n, size := b.pendingOps, b.pendingBytes; n+len(ops) > b.cfg.MaxPendingOps || size+total > b.cfg.MaxPendingBytes {
 		b.mu.Unlock()
-		return fmt.Errorf("%w: partition %d has %d ops (%d bytes) pending", ErrBusy, b.p.id, n, size)
+		return false, fmt.Errorf("%w: partition %d has %d ops (%d bytes) pending", ErrBusy, b.p.id, n, size)
+	}
+	var cw *ctxWatch
+	watched := false
+	if ctx != nil && ctx.Done() != nil {
+		cw = b.watchLocked(ctx, len(ops))
+		watched = cw.stop != nil // cw may be reused once mu is released
 	}
 	for i := range ops {
 		op := &ops[i]
@@ -174,16 +200,20 @@ func (b *batcher) enqueueOps(ops []AppendOp, cs []Completion) error {
 		o := b.open
 		o.buf = appendBatchOp(o.buf, op.Payload, op.CRC, op.Producer, op.Seq)
 		o.waiters = append(o.waiters, cs[i])
+		o.watched = append(o.watched, cw)
 		o.starts = append(o.starts, now)
 		o.bytes += int64(len(op.Payload))
 	}
 	b.pendingOps += len(ops)
 	b.pendingBytes += total
 	b.away = max(b.away-len(ops), 0)
+	b.lastArrival = now
 	// Propose from this goroutine what may go now, sparing a hand-off to
-	// the batcher's; wake that only to set its timer for a new deadline.
+	// the batcher's; wake that only if its timer is not set to fire by
+	// the deadline. (Appends only move the deadline later: the timer
+	// then fires early, and the batcher sets it again.)
 	wait := b.dispatchLocked(now)
-	kick := wait > 0 && !b.armed.Equal(b.gatherUntil)
+	kick := wait > 0 && (b.armed.IsZero() || now.Add(wait).Before(b.armed))
 	b.mu.Unlock()
 	if kick {
 		select {
@@ -191,7 +221,7 @@ func (b *batcher) enqueueOps(ops []AppendOp, cs []Completion) error {
 		default:
 		}
 	}
-	return nil
+	return watched, nil
 }
 
 func (b *batcher) run() {
@@ -224,9 +254,11 @@ func (b *batcher) run() {
 func (b *batcher) dispatch() time.Duration {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	wait := b.dispatchLocked(time.Now())
+	now := time.Now()
+	wait := b.dispatchLocked(now)
+	b.armed = time.Time{}
 	if wait > 0 {
-		b.armed = b.gatherUntil
+		b.armed = now.Add(wait)
 	}
 	return wait
 }
@@ -249,8 +281,12 @@ func (b *batcher) dispatchLocked(now time.Time) time.Duration {
 				return 0 // a completion kicks
 			}
 			if b.away > 0 {
-				if now.Before(b.gatherUntil) {
-					return b.gatherUntil.Sub(now)
+				until := b.gatherUntil
+				if gap := b.cfg.BatchGap; gap > 0 && b.lastArrival.Add(gap).Before(until) {
+					until = b.lastArrival.Add(gap)
+				}
+				if now.Before(until) {
+					return until.Sub(now)
 				}
 				// The callers not back by now are taken to have gone.
 				b.away = 0
@@ -260,6 +296,7 @@ func (b *batcher) dispatchLocked(now time.Time) time.Duration {
 			return 0
 		}
 		b.inflight++
+		b.flying = append(b.flying, next)
 		b.proposeMu.Lock()
 		b.mu.Unlock()
 		err := b.propose(next)
@@ -338,6 +375,7 @@ func (b *batcher) complete(bt *batch, data []byte) {
 		m.appendDone(bt.starts[i], now, err, res.Duplicate)
 		c.Complete(res, err)
 	}
+	b.told()
 	bt.recycle()
 }
 
@@ -349,6 +387,7 @@ func (b *batcher) finish(bt *batch, r AppendResult, err error) {
 		b.p.r.metrics.appendDone(bt.starts[i], now, err, false)
 		c.Complete(r, err)
 	}
+	b.told()
 	bt.recycle()
 }
 
@@ -357,9 +396,14 @@ func (b *batcher) finish(bt *batch, r AppendResult, err error) {
 // back, and may find the slot free.
 func (b *batcher) release(bt *batch) {
 	b.mu.Lock()
+	if i := slices.Index(b.flying, bt); i >= 0 {
+		b.flying = slices.Delete(b.flying, i, i+1)
+	}
+	b.unwatchLocked(bt)
 	b.inflight--
 	b.away += len(bt.waiters)
-	b.gatherUntil = time.Now().Add(b.cfg.BatchLinger)
+	now := time.Now()
+	b.gatherUntil, b.lastArrival = now.Add(b.cfg.BatchLinger), now
 	b.pendingOps -= len(bt.waiters)
 	b.pendingBytes -= bt.bytes
 	b.mu.Unlock()
@@ -367,6 +411,15 @@ func (b *batcher) release(bt *batch) {
 	case b.kick <- struct{}{}:
 	default:
 	}
+}
+
+// told marks the end of a completion: its callers come back only once all
+// have been told, which takes a while for hundreds, so the gap is counted
+// from here.
+func (b *batcher) told() {
+	b.mu.Lock()
+	b.lastArrival = time.Now()
+	b.mu.Unlock()
 }
 
 // failQueued fails the appends not yet proposed (the replica lost its
@@ -381,6 +434,7 @@ func (b *batcher) failQueued(err error) {
 	for _, bt := range queued {
 		b.pendingOps -= len(bt.waiters)
 		b.pendingBytes -= bt.bytes
+		b.unwatchLocked(bt)
 	}
 	b.mu.Unlock()
 	now := time.Now()
@@ -406,6 +460,101 @@ func (b *batcher) close() {
 	close(b.quit)
 	<-b.done
 	b.failQueued(ErrClosed)
+}
+
+// ctxWatch ends the waits of Append calls that share a context when it
+// ends. A caller waiting alone selects on its context and its waiter; but
+// when many share one context (a server's connection, a benchmark's
+// run), their selects contend on the context's channel, and waking them
+// costs about a fifth more. So the second op queued with a context still
+// pending starts a goroutine that watches it for all of them, and those
+// callers wait on their waiter alone.
+type ctxWatch struct {
+	ctx  context.Context
+	done <-chan struct{}
+	// refs counts the queued and in-flight ops queued with ctx.
+	refs int
+	// stop, once the watching goroutine runs, ends it.
+	stop chan struct{}
+}
+
+var ctxWatches = sync.Pool{New: func() any { return new(ctxWatch) }}
+
+// watchLocked counts n more ops queued with ctx and returns its watch.
+func (b *batcher) watchLocked(ctx context.Context, n int) *ctxWatch {
+	done := ctx.Done()
+	cw := b.watches[done]
+	switch {
+	case cw == nil:
+		cw = ctxWatches.Get().(*ctxWatch)
+		cw.ctx, cw.done = ctx, done
+		if b.watches == nil {
+			b.watches = make(map[<-chan struct{}]*ctxWatch)
+		}
+		b.watches[done] = cw
+	case cw.stop == nil:
+		cw.stop = make(chan struct{})
+		go b.watch(cw)
+	}
+	cw.refs += n
+	return cw
+}
+
+// unwatchLocked uncounts a released batch's ops from their watches and
+// ends the watches no op needs any more.
+func (b *batcher) unwatchLocked(bt *batch) {
+	for _, cw := range bt.watched {
+		if cw == nil {
+			continue
+		}
+		if cw.refs--; cw.refs > 0 {
+			continue
+		}
+		if b.watches[cw.done] == cw {
+			delete(b.watches, cw.done)
+		}
+		if cw.stop != nil {
+			close(cw.stop) // the goroutine still uses cw: not reused
+			continue
+		}
+		*cw = ctxWatch{}
+		ctxWatches.Put(cw)
+	}
+}
+
+// watch cancels the waits of cw's ops once its context ends.
+func (b *batcher) watch(cw *ctxWatch) {
+	select {
+	case <-cw.done:
+	case <-cw.stop:
+		return
+	case <-b.quit:
+		return
+	}
+	err := cw.ctx.Err()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	// Later appends with this context (the check before queuing raced
+	// with its end) get a watch of their own, which ends at once.
+	if b.watches[cw.done] == cw {
+		delete(b.watches, cw.done)
+	}
+	cancel := func(bt *batch) {
+		for i, w := range bt.watched {
+			if w == cw {
+				bt.waiters[i].(*appendWaiter).cancel(err)
+			}
+		}
+	}
+	for _, bt := range b.flying {
+		cancel(bt)
+	}
+	for _, bt := range b.ready {
+		cancel(bt)
+	}
+	if b.open != nil {
+		cancel(b.open)
+	}
 }
 
 // proposeError maps an error from Propose, which means the batch was not

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -93,5 +94,198 @@ func TestProposeFailureUnderLoad(t *testing.T) {
 	}
 	if failed == 0 {
 		t.Fatal("no append failed after the replica stopped")
+	}
+}
+
+// gatePlugin is the log plugin whose Apply waits while the gate is shut,
+// so that appends stay in flight for as long as a test needs.
+type gatePlugin struct {
+	StateMachine
+	shut    *atomic.Bool
+	release chan struct{}
+}
+
+func (g gatePlugin) Apply(ops []Op, results [][]byte) error {
+	if g.shut.Load() {
+		<-g.release
+	}
+	return g.StateMachine.Apply(ops, results)
+}
+
+// TestSharedContextCancel ends the context that many waiting appends
+// share, while some of their ops are proposed and stuck in the plugin's
+// Apply and the rest are queued behind them. Every wait must end at once
+// with the context's error (those callers do not select on the context:
+// the batcher's watch of it must reach both the batches in flight and the
+// open one), and the watch must be gone once the ops are done.
+func TestSharedContextCancel(t *testing.T) {
+	var shut atomic.Bool
+	release := make(chan struct{})
+	cfg := DefaultConfig()
+	cfg.DataDir = filepath.Join(t.TempDir(), "node")
+	cfg.RaftAddress = testutil.FreeAddr(t)
+	cfg.RTT = 5 * time.Millisecond
+	cfg.LogDB = LogDBTan
+	cfg.EngineWorkers = 2
+	cfg.MaxBatchOps = 8 // full batches are proposed while one is stuck
+	cfg.Plugins["gate"] = func(pc PluginContext) (StateMachine, error) {
+		sm, err := NewLogPlugin(pc)
+		return gatePlugin{StateMachine: sm, shut: &shut, release: release}, err
+	}
+	r, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	opened := false
+	openGate := func() {
+		if !opened {
+			opened = true
+			close(release)
+		}
+	}
+	defer openGate() // before Close, which waits for the stuck apply
+	p, err := r.CreatePartition(PartitionSpec{ID: 1, Plugin: "gate", Replicas: map[ReplicaID]string{1: cfg.RaftAddress}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bg, cancelBg := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancelBg()
+	for {
+		if _, err := p.Append(bg, AppendOp{Payload: []byte("first")}); err == nil {
+			break
+		} else if bg.Err() != nil {
+			t.Fatalf("no leader: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	b := p.batcher
+	pending := func() int {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.pendingOps
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for !cond() {
+			if bg.Err() != nil {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+
+	shut.Store(true)
+	blocked := make(chan error, 1)
+	go func() {
+		_, err := p.Append(bg, AppendOp{Payload: []byte("blocker")})
+		blocked <- err
+	}()
+	waitFor("the blocker to be in flight", func() bool { return pending() == 1 })
+	ctx, cancel := context.WithCancel(bg)
+	defer cancel()
+	const n = 64
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			_, err := p.Append(ctx, AppendOp{Payload: []byte("shared")})
+			errs <- err
+		}()
+	}
+	waitFor("the shared appends to be queued", func() bool { return pending() == n+1 })
+	b.mu.Lock()
+	cw, flying := b.watches[ctx.Done()], len(b.flying)
+	watching := cw != nil && cw.stop != nil && cw.refs == n
+	b.mu.Unlock()
+	if !watching {
+		t.Fatalf("no watch of the shared context covers its %d ops: %+v", n, cw)
+	}
+	if flying < 2 {
+		t.Fatalf("%d batches in flight, want the blocker's and full ones", flying)
+	}
+	cancel()
+	deadline := time.After(10 * time.Second)
+	for i := 0; i < n; i++ {
+		select {
+		case err := <-errs:
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("a shared append ended with %v, want %v", err, context.Canceled)
+			}
+		case <-deadline:
+			t.Fatalf("%d of %d waits did not end with their context", n-i, n)
+		}
+	}
+	openGate()
+	if err := <-blocked; err != nil {
+		t.Fatalf("blocker: %v", err)
+	}
+	waitFor("the canceled ops to be done", func() bool { return pending() == 0 })
+	b.mu.Lock()
+	left := len(b.watches)
+	b.mu.Unlock()
+	if left != 0 {
+		t.Fatalf("%d context watches left with no op pending", left)
+	}
+	// The canceled ops committed; appends after them go on from there.
+	res, err := p.Append(bg, AppendOp{Payload: []byte("after")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := LSN(n + 3); res.LSN != want {
+		t.Fatalf("append after the canceled ones got LSN %d, want %d", res.LSN, want)
+	}
+}
+
+// TestGapEndsLinger has a burst of callers append once each and go away;
+// the batcher, counting them as away, would hold the next append for the
+// whole BatchLinger (a second here) for them to come back. BatchGap with
+// no append must end that wait.
+func TestGapEndsLinger(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.DataDir = filepath.Join(t.TempDir(), "node")
+	cfg.RaftAddress = testutil.FreeAddr(t)
+	cfg.RTT = 5 * time.Millisecond
+	cfg.LogDB = LogDBTan
+	cfg.EngineWorkers = 2
+	cfg.BatchLinger, cfg.BatchGap = time.Second, 2*time.Millisecond
+	r, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	p, err := r.CreatePartition(PartitionSpec{ID: 1, Plugin: LogPluginName, Replicas: map[ReplicaID]string{1: cfg.RaftAddress}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		if _, err := p.Append(ctx, AppendOp{Payload: []byte("first")}); err == nil {
+			break
+		} else if ctx.Err() != nil {
+			t.Fatalf("no leader: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for round := 0; round < 3; round++ {
+		var wg sync.WaitGroup
+		for i := 0; i < 64; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := p.Append(ctx, AppendOp{Payload: []byte("burst")}); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		start := time.Now()
+		if _, err := p.Append(ctx, AppendOp{Payload: []byte("alone")}); err != nil {
+			t.Fatal(err)
+		}
+		// A commit takes milliseconds; the linger would add a second.
+		if d := time.Since(start); d > 500*time.Millisecond {
+			t.Fatalf("round %d: an append after the burst took %v: it waited for callers that had gone", round, d)
+		}
 	}
 }

@@ -223,6 +223,9 @@ func benchLockstitch(b *testing.B, db LogDB) []*Replicator {
 		if v := os.Getenv("LOCKSTITCH_BENCH_LINGER"); v != "" {
 			cfg.BatchLinger, _ = time.ParseDuration(v)
 		}
+		if v := os.Getenv("LOCKSTITCH_BENCH_GAP"); v != "" {
+			cfg.BatchGap, _ = time.ParseDuration(v)
+		}
 		cfgs = append(cfgs, cfg)
 		spec.Replicas[ReplicaID(i+1)] = cfg.RaftAddress
 	}

@@ -88,8 +88,15 @@ type Config struct {
 	// BatchLinger is how long, after batches complete, the open partial
 	// batch may wait for their callers to append again (see batcher.go);
 	// 0 proposes it as soon as nothing is in flight. Waking a few hundred
-	// blocked callers takes a few hundred microseconds.
+	// blocked callers takes a few hundred microseconds, up to a
+	// millisecond on a busy machine.
 	BatchLinger time.Duration
+	// BatchGap ends that wait early once this long has passed with no
+	// append: the callers still away are taken to have gone. Callers that
+	// come back do so microseconds apart; callers that do not wait for
+	// their appends (open-loop load) pay at most this, not BatchLinger.
+	// 0 waits the whole BatchLinger.
+	BatchGap time.Duration
 	// MaxInflightBatches bounds the batches per partition proposed and
 	// not yet committed: full ones; a partial batch waits until none is.
 	MaxInflightBatches int
@@ -134,7 +141,8 @@ func DefaultConfig() Config {
 		MaxOpBytes:         4 << 20,
 		MaxBatchBytes:      64 << 10,
 		MaxBatchOps:        4096,
-		BatchLinger:        500 * time.Microsecond,
+		BatchLinger:        2 * time.Millisecond,
+		BatchGap:           100 * time.Microsecond,
 		MaxInflightBatches: 32,
 		MaxPendingOps:      1 << 16,
 		MaxPendingBytes:    64 << 20,
@@ -194,6 +202,9 @@ func (c Config) Validate() error {
 	}
 	if c.BatchLinger < 0 || c.BatchLinger > time.Second {
 		bad("BatchLinger %v is outside [0, 1s]", c.BatchLinger)
+	}
+	if c.BatchGap < 0 || c.BatchGap > c.BatchLinger {
+		bad("BatchGap %v is outside [0, BatchLinger %v]", c.BatchGap, c.BatchLinger)
 	}
 	if c.MaxInflightBatches < 1 {
 		bad("MaxInflightBatches %d is below 1", c.MaxInflightBatches)

@@ -33,6 +33,8 @@ func TestConfigValidate(t *testing.T) {
 		{"tiny size snapshots", func(c *replicator.Config) { c.SnapshotBytes = 64 << 10 }, "SnapshotBytes"},
 		{"negative size snapshots", func(c *replicator.Config) { c.SnapshotBytes = -1 }, "SnapshotBytes"},
 		{"unknown logdb", func(c *replicator.Config) { c.LogDB = "rocks" }, "LogDB"},
+		{"gap above linger", func(c *replicator.Config) { c.BatchGap = c.BatchLinger + 1 }, "BatchGap"},
+		{"negative gap", func(c *replicator.Config) { c.BatchGap = -1 }, "BatchGap"},
 	} {
 		cfg := base()
 		tc.tweak(&cfg)

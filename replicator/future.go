@@ -3,6 +3,7 @@ package replicator
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 )
 
 // AppendOp is one operation to append.
@@ -78,16 +79,41 @@ func (f *Future) Wait(ctx context.Context) (AppendResult, error) {
 // Complete signals on a buffered channel instead of closing it, so
 // Append takes one from appendWaiters and gives it back once it has
 // been completed, sparing a future and a channel per append.
+//
+// The batcher may also end the wait early, when the append's context
+// ends (see ctxWatch): state says which of the two came first, and only
+// that one signals, so done never holds more than one signal.
 type appendWaiter struct {
-	done chan struct{} // capacity 1
-	res  AppendResult
-	err  error
+	done  chan struct{} // capacity 1
+	state atomic.Uint32 // waiterWaiting, then waiterCompleted or waiterCanceled
+	res   AppendResult
+	err   error
 }
+
+const (
+	waiterWaiting uint32 = iota
+	waiterCompleted
+	waiterCanceled
+)
 
 var appendWaiters = sync.Pool{New: func() any { return &appendWaiter{done: make(chan struct{}, 1)} }}
 
-// Complete implements Completion.
+// Complete implements Completion. An outcome that comes after the wait
+// was canceled is dropped.
 func (w *appendWaiter) Complete(r AppendResult, err error) {
+	if !w.state.CompareAndSwap(waiterWaiting, waiterCompleted) {
+		return
+	}
 	w.res, w.err = r, err
+	w.done <- struct{}{}
+}
+
+// cancel ends the wait with err (the context's), unless the outcome came
+// first.
+func (w *appendWaiter) cancel(err error) {
+	if !w.state.CompareAndSwap(waiterWaiting, waiterCanceled) {
+		return
+	}
+	w.err = err
 	w.done <- struct{}{}
 }

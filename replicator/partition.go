@@ -261,24 +261,44 @@ func (p *partition) notifyRole() {
 
 // Append appends one op and waits until it is committed by a quorum and
 // applied on this replica. Only the leader accepts appends; a follower
-// returns a *NotLeaderError naming the leader. If ctx ends first the op
-// may still commit.
+// returns a *NotLeaderError naming the leader. If ctx has ended, nothing
+// is appended; if it ends while the op is queued or in flight, Append
+// returns ctx.Err() at once and the op may still commit.
 func (p *Partition) Append(ctx context.Context, op AppendOp) (AppendResult, error) {
+	if err := ctx.Err(); err != nil {
+		return AppendResult{}, err
+	}
+	if p.removed.Load() {
+		return AppendResult{}, fmt.Errorf("%w: %d", ErrPartitionNotFound, p.id)
+	}
 	w := appendWaiters.Get().(*appendWaiter)
-	if err := p.AppendTo(op, w); err != nil {
+	ops := [1]AppendOp{op}
+	cs := [1]Completion{w}
+	watched, err := p.batcher.enqueue(ops[:], cs[:], ctx)
+	if err != nil {
 		appendWaiters.Put(w)
 		return AppendResult{}, err
 	}
-	select {
-	case <-w.done:
-		res, err := w.res, w.err
-		w.res, w.err = AppendResult{}, nil
-		appendWaiters.Put(w)
-		return res, err
-	case <-ctx.Done():
-		// The batcher still holds w and will complete it: not reused.
-		return AppendResult{}, ctx.Err()
+	if watched || ctx.Done() == nil {
+		// The batcher ends the wait if ctx ends first: with many appends
+		// sharing a context, that is cheaper than each selecting on it.
+		<-w.done
+	} else {
+		select {
+		case <-w.done:
+		case <-ctx.Done():
+			// The batcher still holds w and will complete it: not reused.
+			return AppendResult{}, ctx.Err()
+		}
 	}
+	if w.state.Load() == waiterCanceled {
+		return AppendResult{}, w.err // not reused either
+	}
+	res, err := w.res, w.err
+	w.res, w.err = AppendResult{}, nil
+	w.state.Store(waiterWaiting)
+	appendWaiters.Put(w)
+	return res, err
 }
 
 // AppendBatch appends ops in order and waits for all of them. They are
@@ -292,7 +312,7 @@ func (p *Partition) AppendBatch(ctx context.Context, ops []AppendOp) ([]AppendRe
 		fs[i] = NewFuture()
 		cs[i] = fs[i]
 	}
-	if err := p.batcher.enqueue(append([]AppendOp(nil), ops...), cs); err != nil {
+	if _, err := p.batcher.enqueue(append([]AppendOp(nil), ops...), cs, nil); err != nil {
 		return nil, nil, err
 	}
 	results := make([]AppendResult, len(ops))
@@ -328,7 +348,8 @@ func (p *Partition) AppendTo(op AppendOp, c Completion) error {
 	}
 	ops := [1]AppendOp{op}
 	cs := [1]Completion{c}
-	return p.batcher.enqueue(ops[:], cs[:])
+	_, err := p.batcher.enqueue(ops[:], cs[:], nil)
+	return err
 }
 
 // close stops the partition's goroutines; dragonboat stops the replica.

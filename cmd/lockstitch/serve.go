@@ -53,6 +53,7 @@ type serveSettings struct {
 	MaxBatchBytes      int           `name:"max-batch-bytes" help:"largest Raft entry the leader coalesces appends into"`
 	MaxBatchOps        int           `name:"max-batch-ops" help:"most ops coalesced into one Raft entry"`
 	BatchLinger        time.Duration `name:"batch-linger" help:"how long, after batches commit, a partial batch waits for their callers' next appends"`
+	BatchGap           time.Duration `name:"batch-gap" help:"how long with no append ends that wait early"`
 	MaxInflightBatches int           `name:"max-inflight-batches" help:"full batches per partition proposed and not yet committed"`
 	MaxPendingOps      int           `name:"max-pending-ops" help:"appends queued per partition before Append answers Busy"`
 	MaxPendingBytes    int64         `name:"max-pending-bytes" help:"bytes queued per partition before Append answers Busy"`
@@ -82,7 +83,7 @@ func defaultServeSettings() serveSettings {
 		SnapshotEntries: rc.SnapshotEntries, CompactionOverhead: rc.CompactionOverhead, SnapshotBytes: rc.SnapshotBytes,
 		LogDB: string(rc.LogDB), EngineWorkers: rc.EngineWorkers, DeploymentID: rc.DeploymentID,
 		MaxOpBytes: rc.MaxOpBytes, MaxBatchBytes: rc.MaxBatchBytes, MaxBatchOps: rc.MaxBatchOps,
-		BatchLinger: rc.BatchLinger, MaxInflightBatches: rc.MaxInflightBatches,
+		BatchLinger: rc.BatchLinger, BatchGap: rc.BatchGap, MaxInflightBatches: rc.MaxInflightBatches,
 		MaxPendingOps: rc.MaxPendingOps, MaxPendingBytes: rc.MaxPendingBytes, ProposalTimeout: rc.ProposalTimeout,
 		SegmentBytes: rc.SegmentBytes, RetainBytes: rc.RetainBytes, RetainAge: rc.RetainAge,
 		CheckpointInterval: rc.CheckpointInterval, ProgressInterval: rc.ProgressInterval,
@@ -103,7 +104,7 @@ func (s serveSettings) nodeConfig(logger *slog.Logger) (node.Config, error) {
 	rc.SnapshotEntries, rc.CompactionOverhead, rc.SnapshotBytes = s.SnapshotEntries, s.CompactionOverhead, s.SnapshotBytes
 	rc.LogDB, rc.EngineWorkers, rc.DeploymentID = replicator.LogDB(s.LogDB), s.EngineWorkers, s.DeploymentID
 	rc.MaxOpBytes, rc.MaxBatchBytes, rc.MaxBatchOps = s.MaxOpBytes, s.MaxBatchBytes, s.MaxBatchOps
-	rc.BatchLinger, rc.MaxInflightBatches = s.BatchLinger, s.MaxInflightBatches
+	rc.BatchLinger, rc.BatchGap, rc.MaxInflightBatches = s.BatchLinger, s.BatchGap, s.MaxInflightBatches
 	rc.MaxPendingOps, rc.MaxPendingBytes, rc.ProposalTimeout = s.MaxPendingOps, s.MaxPendingBytes, s.ProposalTimeout
 	rc.SegmentBytes, rc.RetainBytes, rc.RetainAge = s.SegmentBytes, s.RetainBytes, s.RetainAge
 	rc.CheckpointInterval, rc.ProgressInterval = s.CheckpointInterval, s.ProgressInterval
