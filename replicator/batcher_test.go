@@ -17,36 +17,15 @@ import (
 // are proposed (the replica no longer answers as leader). Every append
 // must end, with an error or not; none may hang on the batcher's locks.
 func TestProposeFailureUnderLoad(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.DataDir = filepath.Join(t.TempDir(), "node")
-	cfg.RaftAddress = testutil.FreeAddr(t)
-	cfg.RTT = 5 * time.Millisecond
-	cfg.LogDB = LogDBTan
-	cfg.EngineWorkers = 2
-	r, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, p := singleNode(ctx, t, LogPluginName, nil)
 	hung := false
 	defer func() {
 		if !hung { // closing would wait for the stuck batcher
 			r.Close()
 		}
 	}()
-	p, err := r.CreatePartition(PartitionSpec{ID: 1, Plugin: LogPluginName, Replicas: map[ReplicaID]string{1: cfg.RaftAddress}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for {
-		if _, err := p.Append(ctx, AppendOp{Payload: []byte("first")}); err == nil {
-			break
-		} else if ctx.Err() != nil {
-			t.Fatalf("no leader: %v", err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 
 	const appenders = 32
 	var wg sync.WaitGroup
@@ -97,6 +76,41 @@ func TestProposeFailureUnderLoad(t *testing.T) {
 	}
 }
 
+// singleNode opens a one-node Replicator (tan, a 5 ms tick), with tweak
+// applied to its configuration, creates partition 1 with plugin on it
+// and waits until the partition has taken an append. The caller closes
+// the Replicator.
+func singleNode(ctx context.Context, t *testing.T, plugin string, tweak func(*Config)) (*Replicator, *Partition) {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.DataDir = filepath.Join(t.TempDir(), "node")
+	cfg.RaftAddress = testutil.FreeAddr(t)
+	cfg.RTT = 5 * time.Millisecond
+	cfg.LogDB = LogDBTan
+	cfg.EngineWorkers = 2
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	r, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := r.CreatePartition(PartitionSpec{ID: 1, Plugin: plugin, Replicas: map[ReplicaID]string{1: cfg.RaftAddress}})
+	if err != nil {
+		r.Close()
+		t.Fatal(err)
+	}
+	for {
+		if _, err := p.Append(ctx, AppendOp{Payload: []byte("first")}); err == nil {
+			return r, p
+		} else if ctx.Err() != nil {
+			r.Close()
+			t.Fatalf("no leader: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // gatePlugin is the log plugin whose Apply waits while the gate is shut,
 // so that appends stay in flight for as long as a test needs.
 type gatePlugin struct {
@@ -121,21 +135,15 @@ func (g gatePlugin) Apply(ops []Op, results [][]byte) error {
 func TestSharedContextCancel(t *testing.T) {
 	var shut atomic.Bool
 	release := make(chan struct{})
-	cfg := DefaultConfig()
-	cfg.DataDir = filepath.Join(t.TempDir(), "node")
-	cfg.RaftAddress = testutil.FreeAddr(t)
-	cfg.RTT = 5 * time.Millisecond
-	cfg.LogDB = LogDBTan
-	cfg.EngineWorkers = 2
-	cfg.MaxBatchOps = 8 // full batches are proposed while one is stuck
-	cfg.Plugins["gate"] = func(pc PluginContext) (StateMachine, error) {
-		sm, err := NewLogPlugin(pc)
-		return gatePlugin{StateMachine: sm, shut: &shut, release: release}, err
-	}
-	r, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	bg, cancelBg := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancelBg()
+	r, p := singleNode(bg, t, "gate", func(cfg *Config) {
+		cfg.MaxBatchOps = 8 // full batches are proposed while one is stuck
+		cfg.Plugins["gate"] = func(pc PluginContext) (StateMachine, error) {
+			sm, err := NewLogPlugin(pc)
+			return gatePlugin{StateMachine: sm, shut: &shut, release: release}, err
+		}
+	})
 	defer r.Close()
 	opened := false
 	openGate := func() {
@@ -145,20 +153,6 @@ func TestSharedContextCancel(t *testing.T) {
 		}
 	}
 	defer openGate() // before Close, which waits for the stuck apply
-	p, err := r.CreatePartition(PartitionSpec{ID: 1, Plugin: "gate", Replicas: map[ReplicaID]string{1: cfg.RaftAddress}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	bg, cancelBg := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancelBg()
-	for {
-		if _, err := p.Append(bg, AppendOp{Payload: []byte("first")}); err == nil {
-			break
-		} else if bg.Err() != nil {
-			t.Fatalf("no leader: %v", err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 	b := p.batcher
 	pending := func() int {
 		b.mu.Lock()
@@ -241,32 +235,12 @@ func TestSharedContextCancel(t *testing.T) {
 // whole BatchLinger (a second here) for them to come back. BatchGap with
 // no append must end that wait.
 func TestGapEndsLinger(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.DataDir = filepath.Join(t.TempDir(), "node")
-	cfg.RaftAddress = testutil.FreeAddr(t)
-	cfg.RTT = 5 * time.Millisecond
-	cfg.LogDB = LogDBTan
-	cfg.EngineWorkers = 2
-	cfg.BatchLinger, cfg.BatchGap = time.Second, 2*time.Millisecond
-	r, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	p, err := r.CreatePartition(PartitionSpec{ID: 1, Plugin: LogPluginName, Replicas: map[ReplicaID]string{1: cfg.RaftAddress}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for {
-		if _, err := p.Append(ctx, AppendOp{Payload: []byte("first")}); err == nil {
-			break
-		} else if ctx.Err() != nil {
-			t.Fatalf("no leader: %v", err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	r, p := singleNode(ctx, t, LogPluginName, func(cfg *Config) {
+		cfg.BatchLinger, cfg.BatchGap = time.Second, 2*time.Millisecond
+	})
+	defer r.Close()
 	for round := 0; round < 3; round++ {
 		var wg sync.WaitGroup
 		for i := 0; i < 64; i++ {
