@@ -95,7 +95,7 @@ type Config struct {
 	// append: the callers still away are taken to have gone. Callers that
 	// come back do so microseconds apart; callers that do not wait for
 	// their appends (open-loop load) pay at most this, not BatchLinger.
-	// 0 waits the whole BatchLinger.
+	// 0, or a gap at or above BatchLinger, waits the whole BatchLinger.
 	BatchGap time.Duration
 	// MaxInflightBatches bounds the batches per partition proposed and
 	// not yet committed: full ones; a partial batch waits until none is.
@@ -203,8 +203,8 @@ func (c Config) Validate() error {
 	if c.BatchLinger < 0 || c.BatchLinger > time.Second {
 		bad("BatchLinger %v is outside [0, 1s]", c.BatchLinger)
 	}
-	if c.BatchGap < 0 || c.BatchGap > c.BatchLinger {
-		bad("BatchGap %v is outside [0, BatchLinger %v]", c.BatchGap, c.BatchLinger)
+	if c.BatchGap < 0 || c.BatchGap > time.Second {
+		bad("BatchGap %v is outside [0, 1s]", c.BatchGap)
 	}
 	if c.MaxInflightBatches < 1 {
 		bad("MaxInflightBatches %d is below 1", c.MaxInflightBatches)

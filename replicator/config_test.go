@@ -33,7 +33,7 @@ func TestConfigValidate(t *testing.T) {
 		{"tiny size snapshots", func(c *replicator.Config) { c.SnapshotBytes = 64 << 10 }, "SnapshotBytes"},
 		{"negative size snapshots", func(c *replicator.Config) { c.SnapshotBytes = -1 }, "SnapshotBytes"},
 		{"unknown logdb", func(c *replicator.Config) { c.LogDB = "rocks" }, "LogDB"},
-		{"gap above linger", func(c *replicator.Config) { c.BatchGap = c.BatchLinger + 1 }, "BatchGap"},
+		{"gap above a second", func(c *replicator.Config) { c.BatchGap = 2 * time.Second }, "BatchGap"},
 		{"negative gap", func(c *replicator.Config) { c.BatchGap = -1 }, "BatchGap"},
 	} {
 		cfg := base()
@@ -47,5 +47,10 @@ func TestConfigValidate(t *testing.T) {
 	cfg.SnapshotBytes = 0 // off: entry counts only
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("SnapshotBytes 0: %v", err)
+	}
+	cfg = base()
+	cfg.BatchLinger = 0 // propose at once; the default gap then has no effect
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("BatchLinger 0: %v", err)
 	}
 }
