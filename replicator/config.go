@@ -142,7 +142,7 @@ func DefaultConfig() Config {
 		MaxBatchBytes:      64 << 10,
 		MaxBatchOps:        4096,
 		BatchLinger:        2 * time.Millisecond,
-		BatchGap:           100 * time.Microsecond,
+		BatchGap:           300 * time.Microsecond,
 		MaxInflightBatches: 32,
 		MaxPendingOps:      1 << 16,
 		MaxPendingBytes:    64 << 20,
