@@ -146,6 +146,57 @@ func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool)
 	}
 }
 
+// appenders runs f(0) to f(n-1), each on its own goroutine, as a test's
+// concurrent producers do; wait waits for them and fails the test with
+// the error each returned.
+type appenders struct {
+	errs chan error // one slot per goroutine
+	done chan struct{}
+}
+
+func goAppenders(n int, f func(g int) error) *appenders {
+	a := &appenders{errs: make(chan error, n), done: make(chan struct{})}
+	var wg sync.WaitGroup
+	for g := 0; g < n; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(g); err != nil {
+				a.errs <- err
+			}
+		}()
+	}
+	go func() {
+		wg.Wait()
+		close(a.errs)
+		close(a.done)
+	}()
+	return a
+}
+
+func (a *appenders) wait(t testing.TB) {
+	t.Helper()
+	<-a.done
+	for err := range a.errs {
+		t.Error(err)
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+}
+
+// waitApplied waits until p has applied LSN lsn and returns its status.
+func waitApplied(t testing.TB, p *replicator.Partition, lsn replicator.LSN) replicator.PartitionStatus {
+	t.Helper()
+	var st replicator.PartitionStatus
+	waitFor(t, fmt.Sprintf("replica %d to apply LSN %d", p.Replica(), lsn), 30*time.Second, func() bool {
+		var err error
+		st, err = p.Status(context.Background())
+		return err == nil && st.AppliedLSN >= lsn
+	})
+	return st
+}
+
 // leader waits until a running node's replica of id leads, and returns
 // that node's index.
 func (c *cluster) leader(id replicator.PartitionID) int {
@@ -207,10 +258,7 @@ func retryable(err error) bool {
 func (c *cluster) stream(i int, id replicator.PartitionID, last replicator.LSN) []replicator.Record {
 	c.t.Helper()
 	p := c.partition(i, id)
-	waitFor(c.t, fmt.Sprintf("node %d to apply LSN %d", i+1, last), 30*time.Second, func() bool {
-		st, err := p.Status(context.Background())
-		return err == nil && st.AppliedLSN >= last
-	})
+	waitApplied(c.t, p, last)
 	recs, err := p.Read(1, int(last)+1, 1<<30)
 	if err != nil {
 		c.t.Fatalf("node %d: read: %v", i+1, err)

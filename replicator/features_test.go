@@ -242,11 +242,7 @@ func TestSnapshotCatchUp(t *testing.T) {
 	appendN(t, c, 1, 10, 200)
 	c.start(f)
 	p := c.partition(f, 1)
-	waitFor(t, "the restarted follower to catch up", 30*time.Second, func() bool {
-		st, err := p.Status(context.Background())
-		return err == nil && st.AppliedLSN == 200
-	})
-	st, _ := p.Status(context.Background())
+	st := waitApplied(t, p, 200)
 	if st.FirstLSN <= 10 {
 		t.Fatalf("follower log starts at %d: it replayed Raft's log instead of receiving a copy", st.FirstLSN)
 	}
@@ -254,10 +250,7 @@ func TestSnapshotCatchUp(t *testing.T) {
 		t.Fatalf("subscribing below the copy: %v, want ErrTruncated", err)
 	}
 	appendN(t, c, 1, 200, 210)
-	waitFor(t, "the follower to apply LSN 210", 30*time.Second, func() bool {
-		st, err := p.Status(context.Background())
-		return err == nil && st.AppliedLSN == 210
-	})
+	waitApplied(t, p, 210)
 	recs, err := p.Read(st.FirstLSN, 1000, 1<<30)
 	if err != nil {
 		t.Fatal(err)
@@ -304,11 +297,7 @@ func TestSnapshotBySize(t *testing.T) {
 			}
 			c.start(f)
 			p := c.partition(f, 1)
-			waitFor(t, "the restarted follower to catch up", 30*time.Second, func() bool {
-				st, err := p.Status(context.Background())
-				return err == nil && st.AppliedLSN == 138
-			})
-			st, _ := p.Status(context.Background())
+			st := waitApplied(t, p, 138)
 			if copied := st.FirstLSN > 10; copied != bySize {
 				t.Fatalf("follower log starts at %d: copied %v, want %v", st.FirstLSN, copied, bySize)
 			}

@@ -222,11 +222,7 @@ func TestLogRetention(t *testing.T) {
 	appendN(t, c, 1, 0, 5)
 	for i := range c.nodes {
 		p := c.partition(i, 1)
-		waitFor(t, "every node to apply LSN 305", 30*time.Second, func() bool {
-			st, err := p.Status(ctx)
-			return err == nil && st.AppliedLSN == 305
-		})
-		st, _ := p.Status(ctx)
+		st := waitApplied(t, p, 305)
 		recs, err := p.Read(st.FirstLSN, 1000, 1<<30)
 		if err != nil || recs[len(recs)-1].LSN != 305 || len(recs) != int(305-st.FirstLSN+1) {
 			t.Fatalf("node %d: read from %d: %d records, %v", i+1, st.FirstLSN, len(recs), err)
@@ -405,21 +401,15 @@ func TestCrashedNodeRecovers(t *testing.T) {
 	}
 
 	// Append from two goroutines; kill the child in the middle.
-	var wg sync.WaitGroup
-	errc := make(chan error, 2)
-	for g := 0; g < 2; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < 300; i++ {
-				op := replicator.AppendOp{Payload: opPayload(g, i), Producer: replicator.ProducerID(g + 1), Seq: uint64(i + 1)}
-				if _, err := c.appendRetry(ctx, 1, op); err != nil {
-					errc <- err
-					return
-				}
+	a := goAppenders(2, func(g int) error {
+		for i := 0; i < 300; i++ {
+			op := replicator.AppendOp{Payload: opPayload(g, i), Producer: replicator.ProducerID(g + 1), Seq: uint64(i + 1)}
+			if _, err := c.appendRetry(ctx, 1, op); err != nil {
+				return err
 			}
-		}()
-	}
+		}
+		return nil
+	})
 	// Kill the child once it has applied some ops, while more arrive.
 	waitFor(t, "the child node to apply ops", 30*time.Second, func() bool {
 		return childApplied(c, 0) >= 50 || childApplied(c, 1) >= 50
@@ -428,11 +418,7 @@ func TestCrashedNodeRecovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	child.Wait()
-	wg.Wait()
-	close(errc)
-	for err := range errc {
-		t.Fatal(err)
-	}
+	a.wait(t)
 	// Restart the child from its directory: it recovers and catches up.
 	// Then stop everything and read its data back in this process.
 	child = startChild(t, cs)

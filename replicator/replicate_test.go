@@ -37,6 +37,16 @@ func (a *ackLog) add(lsn replicator.LSN, payload []byte) error {
 	return nil
 }
 
+// ack records the outcome of goroutine g's op i, whose payload is
+// opPayload(g, i): an append error, or an LSN acknowledged for another
+// payload, is returned.
+func (a *ackLog) ack(g, i int, res replicator.AppendResult, err error) error {
+	if err != nil {
+		return fmt.Errorf("goroutine %d op %d: %w", g, i, err)
+	}
+	return a.add(res.LSN, opPayload(g, i))
+}
+
 // TestConcurrentAppendsIdenticalStreams appends from many goroutines at
 // once and checks that every replica holds the same dense stream, which
 // holds every acknowledged op at the LSN it was acknowledged with.
@@ -50,33 +60,19 @@ func TestConcurrentAppendsIdenticalStreams(t *testing.T) {
 	defer cancel()
 	acks := newAckLog()
 	acked := acks.m
-	var wg sync.WaitGroup
-	errc := make(chan error, goroutines)
-	for g := 0; g < goroutines; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			futures := make([]*replicator.Future, each)
-			for i := range futures {
-				futures[i] = p.AppendAsync(replicator.AppendOp{Payload: opPayload(g, i)})
+	goAppenders(goroutines, func(g int) error {
+		futures := make([]*replicator.Future, each)
+		for i := range futures {
+			futures[i] = p.AppendAsync(replicator.AppendOp{Payload: opPayload(g, i)})
+		}
+		for i, f := range futures {
+			res, err := f.Wait(ctx)
+			if err := acks.ack(g, i, res, err); err != nil {
+				return err
 			}
-			for i, f := range futures {
-				res, err := f.Wait(ctx)
-				if err != nil {
-					errc <- fmt.Errorf("goroutine %d op %d: %w", g, i, err)
-					return
-				}
-				if err := acks.add(res.LSN, opPayload(g, i)); err != nil {
-					errc <- err
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errc)
-	for err := range errc {
-		t.Fatal(err)
-	}
+		}
+		return nil
+	}).wait(t)
 	last := replicator.LSN(goroutines * each)
 	if len(acked) != int(last) {
 		t.Fatalf("%d distinct LSNs acknowledged for %d ops", len(acked), last)
@@ -112,40 +108,26 @@ func TestCanceledAppendWaits(t *testing.T) {
 	acks := newAckLog()
 	acked := acks.m
 	var canceled atomic.Int64
-	var wg sync.WaitGroup
-	errc := make(chan error, goroutines)
-	for g := 0; g < goroutines; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < each; i++ {
-				actx, acancel := ctx, context.CancelFunc(func() {})
-				if g%2 == 1 {
-					// Deadlines from 0 to 700 µs: some end before the
-					// op is proposed, some while it is in Raft.
-					actx, acancel = context.WithTimeout(ctx, time.Duration(i%8)*100*time.Microsecond)
-				}
-				res, err := p.Append(actx, replicator.AppendOp{Payload: opPayload(g, i)})
-				acancel()
-				if errors.Is(err, context.DeadlineExceeded) && g%2 == 1 {
-					canceled.Add(1)
-					continue
-				}
-				if err != nil {
-					errc <- fmt.Errorf("goroutine %d op %d: %w", g, i, err)
-					return
-				}
-				if err := acks.add(res.LSN, opPayload(g, i)); err != nil {
-					errc <- err
-				}
+	goAppenders(goroutines, func(g int) error {
+		for i := 0; i < each; i++ {
+			actx, acancel := ctx, context.CancelFunc(func() {})
+			if g%2 == 1 {
+				// Deadlines from 0 to 700 µs: some end before the op
+				// is proposed, some while it is in Raft.
+				actx, acancel = context.WithTimeout(ctx, time.Duration(i%8)*100*time.Microsecond)
 			}
-		}()
-	}
-	wg.Wait()
-	close(errc)
-	for err := range errc {
-		t.Fatal(err)
-	}
+			res, err := p.Append(actx, replicator.AppendOp{Payload: opPayload(g, i)})
+			acancel()
+			if errors.Is(err, context.DeadlineExceeded) && g%2 == 1 {
+				canceled.Add(1)
+				continue
+			}
+			if err := acks.ack(g, i, res, err); err != nil {
+				return err
+			}
+		}
+		return nil
+	}).wait(t)
 	if canceled.Load() == 0 {
 		t.Fatal("no wait ended with its context: the test did not exercise abandoned waiters")
 	}
@@ -182,38 +164,28 @@ func TestLeaderFailover(t *testing.T) {
 	const producers, each = 4, 60
 	acks := newAckLog()
 	acked := acks.m
-	var wg sync.WaitGroup
-	errc := make(chan error, producers*(each+1))
 	started := make(chan struct{}, producers)
-	for g := 0; g < producers; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < each; i++ {
-				if i == each/3 {
-					started <- struct{}{}
-				}
-				op := replicator.AppendOp{Payload: opPayload(g, i), Producer: replicator.ProducerID(g + 1), Seq: uint64(i + 1)}
-				res, err := c.appendRetry(ctx, 1, op)
-				if err != nil {
-					errc <- err
-					return
-				}
-				if err := acks.add(res.LSN, op.Payload); err != nil {
-					errc <- err
-				}
+	a := goAppenders(producers, func(g int) error {
+		for i := 0; i < each; i++ {
+			if i == each/3 {
+				started <- struct{}{}
 			}
-		}()
-	}
+			op := replicator.AppendOp{Payload: opPayload(g, i), Producer: replicator.ProducerID(g + 1), Seq: uint64(i + 1)}
+			res, err := c.appendRetry(ctx, 1, op)
+			if err != nil {
+				return err
+			}
+			if err := acks.add(res.LSN, op.Payload); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	for range producers {
 		<-started
 	}
 	c.stop(old)
-	wg.Wait()
-	close(errc)
-	for err := range errc {
-		t.Fatal(err)
-	}
+	a.wait(t)
 	if len(acked) != producers*each {
 		t.Fatalf("%d ops acknowledged at distinct LSNs, want %d: an op was applied twice", len(acked), producers*each)
 	}
@@ -415,26 +387,18 @@ func TestAppendsAcrossLeaderTransfers(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	const producers, each = 16, 100
-	var wg sync.WaitGroup
-	errc := make(chan error, producers)
-	for g := 0; g < producers; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < each; i++ {
-				op := replicator.AppendOp{Payload: opPayload(g, i), Producer: replicator.ProducerID(g + 1), Seq: uint64(i + 1)}
-				if _, err := c.appendRetry(ctx, 1, op); err != nil {
-					errc <- fmt.Errorf("producer %d op %d: %w", g, i, err)
-					return
-				}
+	a := goAppenders(producers, func(g int) error {
+		for i := 0; i < each; i++ {
+			op := replicator.AppendOp{Payload: opPayload(g, i), Producer: replicator.ProducerID(g + 1), Seq: uint64(i + 1)}
+			if _, err := c.appendRetry(ctx, 1, op); err != nil {
+				return fmt.Errorf("producer %d op %d: %w", g, i, err)
 			}
-		}()
-	}
-	finished := make(chan struct{})
-	go func() { wg.Wait(); close(finished) }()
+		}
+		return nil
+	})
 	for transfers := 0; transfers < 4; transfers++ {
 		select {
-		case <-finished:
+		case <-a.done:
 		case <-time.After(100 * time.Millisecond):
 		}
 		l := c.leader(1)
@@ -444,14 +408,11 @@ func TestAppendsAcrossLeaderTransfers(t *testing.T) {
 		}
 	}
 	select {
-	case <-finished:
+	case <-a.done:
 	case <-ctx.Done():
 		t.Fatal("appends did not finish: a batch was never completed")
 	}
-	close(errc)
-	for err := range errc {
-		t.Fatal(err)
-	}
+	a.wait(t)
 	end, err := c.appendRetry(ctx, 1, replicator.AppendOp{Payload: []byte("end")})
 	if err != nil {
 		t.Fatal(err)
