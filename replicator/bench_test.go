@@ -29,7 +29,10 @@ import (
 // BenchmarkAppend compares appends through Partition.Append with raw
 // dragonboat SyncPropose (one Raft entry per op, a trivial state machine),
 // on the same cluster shape: three NodeHosts in this process on loopback,
-// the same Raft settings and LogDB. Each cell runs `conc` goroutines, each
+// the same Raft settings and LogDB store. The raw side's pebble LogDB is
+// dragonboat's own; Lockstitch's does not sync a move of the commit index
+// on its own (lazyCommitLogDB; BenchmarkCoalescingCeiling runs raw
+// dragonboat with it too). Each cell runs `conc` goroutines, each
 // appending `payload`-byte ops one after another. Besides ops/s, each cell
 // reports the process's CPU time per op and cores busy, and the bytes it
 // wrote to storage per op (all three nodes).
@@ -67,7 +70,7 @@ func BenchmarkAppend(b *testing.B) {
 						}
 					}
 				} else {
-					nh, session := benchDragonboat(b, db)
+					nh, session := benchDragonboat(b, db, false)
 					propose = func(ctx context.Context, payload []byte) error {
 						_, err := nh.SyncPropose(ctx, session, payload)
 						return err
@@ -89,15 +92,17 @@ func BenchmarkAppend(b *testing.B) {
 // give on this machine: raw dragonboat SyncPropose with the ops already
 // packed by the caller, perEntry 16-byte ops to a Raft entry, 256 ops in
 // flight in all (256/perEntry goroutines), to BenchmarkAppend's trivial
-// state machine on the same cluster shape. There is no batcher, no
-// result per op, no operation log and no plugin: no coalescing layer
-// does less work per op. perEntry=1 is BenchmarkAppend's raw cell at
-// concurrency 256.
+// state machine on the same cluster shape, with the LogDB Lockstitch
+// uses (pebble without a sync per commit index move, lazyCommitLogDB).
+// There is no batcher, no result per op, no operation log and no plugin:
+// no coalescing layer does less work per op. perEntry=1 is
+// BenchmarkAppend's raw cell at concurrency 256 but for the LogDB: what
+// raw dragonboat would gain from lazyCommitLogDB alone.
 //
 //	go test ./replicator -run '^$' -bench CoalescingCeiling -benchtime 2s -count 6
 func BenchmarkCoalescingCeiling(b *testing.B) {
 	installDragonboatLogger(slog.New(slog.DiscardHandler))
-	nh, session := benchDragonboat(b, LogDBPebble)
+	nh, session := benchDragonboat(b, LogDBPebble, true)
 	propose := func(ctx context.Context, payload []byte) error {
 		_, err := nh.SyncPropose(ctx, session, payload)
 		return err
@@ -265,8 +270,9 @@ func benchLeader(b *testing.B, nodes []*Replicator) *Partition {
 
 // benchDragonboat starts three NodeHosts configured as Replicator.Open
 // configures them, with one shard of a trivial state machine, and returns
-// the leader's NodeHost.
-func benchDragonboat(b *testing.B, db LogDB) (*dragonboat.NodeHost, *client.Session) {
+// the leader's NodeHost. Its pebble LogDB is dragonboat's own, or, with
+// lazyCommit, the one Replicator.Open sets up.
+func benchDragonboat(b *testing.B, db LogDB, lazyCommit bool) (*dragonboat.NodeHost, *client.Session) {
 	def := DefaultConfig()
 	members := map[uint64]dragonboat.Target{}
 	var nhcs []config.NodeHostConfig
@@ -278,6 +284,9 @@ func benchDragonboat(b *testing.B, db LogDB) (*dragonboat.NodeHost, *client.Sess
 			DeploymentID:   def.DeploymentID,
 		}
 		nhc.Expert.LogDB = config.GetSmallMemLogDBConfig()
+		if lazyCommit {
+			nhc.Expert.LogDBFactory = pebbleLogDB{}
+		}
 		if db == LogDBTan {
 			nhc.Expert.LogDBFactory = tan.Factory
 			nhc.Expert.LogDB = config.GetTinyMemLogDBConfig()

@@ -68,6 +68,7 @@ func Open(cfg Config) (*Replicator, error) {
 		SystemEventListener: events,
 	}
 	nhc.Expert.LogDB = config.GetSmallMemLogDBConfig()
+	nhc.Expert.LogDBFactory = pebbleLogDB{}
 	if cfg.LogDB == LogDBTan {
 		nhc.Expert.LogDBFactory = tan.Factory
 		nhc.Expert.LogDB = config.GetTinyMemLogDBConfig()

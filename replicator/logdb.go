@@ -1,0 +1,285 @@
+package replicator
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+	_ "unsafe" // go:linkname, for newPebbleLogDB
+
+	"github.com/lni/dragonboat/v4/config"
+	"github.com/lni/dragonboat/v4/raftio"
+	pb "github.com/lni/dragonboat/v4/raftpb"
+)
+
+// Raft's persistent state is its log, its term and its vote; the commit
+// index is volatile (the Raft paper, figure 2): a replica that restarts
+// with an older one learns the newer one from the leader. Dragonboat's
+// default LogDB, pebble, still syncs every change of the commit index on
+// its own, and the commit index moves once per Raft round on every
+// replica: on the leader when a quorum has acknowledged, on a follower
+// when the leader tells it, with the next entries or an empty Replicate
+// message. That is a second fsync per round and replica, on the same disk
+// as the first. Dragonboat's tan LogDB writes such a change without
+// syncing it (tan's stateSyncChange); lazyCommitLogDB gives the pebble
+// LogDB the same rule. See docs/decisions.md.
+
+// pebbleLogDBName is the name dragonboat records for its default LogDB in
+// a node's directory: lazyCommitLogDB keeps it, so a directory made with
+// or without the wrapper opens with the other.
+const pebbleLogDBName = "sharded-pebble"
+
+// maxCommitDelay bounds how long a commit-only state waits for a write
+// that syncs anyway. Under load the next entries come within a Raft
+// round; an idle replica's held state is written, and synced, at its next
+// Raft tick after this.
+const maxCommitDelay = 10 * time.Millisecond
+
+// newPebbleLogDB is dragonboat's constructor of its default LogDB, which
+// dragonboat does not export: NodeHost calls it when
+// NodeHostConfig.Expert.LogDBFactory is nil. Its signature has only
+// exported types; TestLazyCommitLogDBPebble opens one through it.
+//
+//go:linkname newPebbleLogDB github.com/lni/dragonboat/v4/internal/logdb.NewDefaultLogDB
+func newPebbleLogDB(config.NodeHostConfig, config.LogDBCallback, []string, []string) (raftio.ILogDB, error)
+
+// pebbleLogDB is the config.LogDBFactory of dragonboat's default pebble
+// LogDB wrapped in a lazyCommitLogDB.
+type pebbleLogDB struct{}
+
+func (pebbleLogDB) Name() string { return pebbleLogDBName }
+
+func (pebbleLogDB) Create(cfg config.NodeHostConfig, cb config.LogDBCallback, dirs, wals []string) (raftio.ILogDB, error) {
+	db, err := newPebbleLogDB(cfg, cb, dirs, wals)
+	if err != nil {
+		return nil, err
+	}
+	// NodeHost runs this check on its own default LogDB only.
+	if c, ok := db.(interface{ SelfCheckFailed() (bool, error) }); ok {
+		failed, err := c.SelfCheckFailed()
+		if err == nil && failed {
+			err = errors.New("LogDB self check failed: its entries were written in a format this dragonboat does not read")
+		}
+		if err != nil {
+			return nil, errors.Join(err, db.Close())
+		}
+	}
+	return newLazyCommitLogDB(db), nil
+}
+
+// lazyCommitLogDB is a raftio.ILogDB that does not write a Raft state
+// whose only change is the commit index on its own: it holds it until the
+// same step worker next saves something that is synced anyway (entries, a
+// snapshot, a new term or vote), and writes it in that batch. A held state
+// is written at once, and synced, when it is older than maxCommitDelay at
+// a step worker's call (dragonboat's step workers save at every Raft
+// tick), before a snapshot of its replica is recorded or its state read,
+// and at Close; it is dropped when the replica's data is removed or a
+// snapshot imported.
+//
+// What is acknowledged does not change: entries, terms and votes are
+// synced before SaveRaftState returns, as before. A crash loses at most
+// the commit index's last moves, which the replica learns again; and a
+// snapshot is never recorded above the commit index on disk, which
+// dragonboat checks on restart.
+type lazyCommitLogDB struct {
+	raftio.ILogDB
+	now func() time.Time
+
+	mu      sync.Mutex
+	workers map[uint64]*stateWorker // by the worker ID of SaveRaftState
+}
+
+type replicaKey struct{ shard, replica uint64 }
+
+// stateWorker is what lazyCommitLogDB keeps for one of dragonboat's step
+// workers. Its mutex is held through the inner SaveRaftState calls with
+// the worker's ID: the inner LogDB keeps a context per worker ID, and a
+// held state must not be written after a newer one.
+type stateWorker struct {
+	mu     sync.Mutex
+	id     uint64
+	held   map[replicaKey]pb.State
+	since  time.Time               // when the oldest held state was held
+	synced map[replicaKey]pb.State // the last state written, per replica
+	buf    []pb.Update
+}
+
+func newLazyCommitLogDB(db raftio.ILogDB) *lazyCommitLogDB {
+	return &lazyCommitLogDB{ILogDB: db, now: time.Now, workers: make(map[uint64]*stateWorker)}
+}
+
+func (l *lazyCommitLogDB) worker(id uint64) *stateWorker {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	w := l.workers[id]
+	if w == nil {
+		w = &stateWorker{id: id, held: make(map[replicaKey]pb.State), synced: make(map[replicaKey]pb.State)}
+		l.workers[id] = w
+	}
+	return w
+}
+
+// eachWorker calls f on every worker, with the worker's mutex held.
+func (l *lazyCommitLogDB) eachWorker(f func(*stateWorker) error) error {
+	l.mu.Lock()
+	ws := make([]*stateWorker, 0, len(l.workers))
+	for _, w := range l.workers {
+		ws = append(ws, w)
+	}
+	l.mu.Unlock()
+	var errs []error
+	for _, w := range ws {
+		w.mu.Lock()
+		errs = append(errs, f(w))
+		w.mu.Unlock()
+	}
+	return errors.Join(errs...)
+}
+
+// SaveRaftState implements raftio.ILogDB.
+func (l *lazyCommitLogDB) SaveRaftState(updates []pb.Update, workerID uint64) error {
+	w := l.worker(workerID)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	now := l.now()
+	syncs := len(w.held) > 0 && now.Sub(w.since) >= maxCommitDelay
+	for i := 0; i < len(updates) && !syncs; i++ {
+		ud := &updates[i]
+		syncs = len(ud.EntriesToSave) > 0 || !pb.IsEmptySnapshot(ud.Snapshot) ||
+			!pb.IsEmptyState(ud.State) && !w.commitOnly(ud.ShardID, ud.ReplicaID, ud.State)
+	}
+	if !syncs {
+		for i := range updates {
+			if ud := &updates[i]; !pb.IsEmptyState(ud.State) {
+				if len(w.held) == 0 {
+					w.since = now
+				}
+				w.held[replicaKey{ud.ShardID, ud.ReplicaID}] = ud.State
+			}
+		}
+		return nil // nothing else in updates is written
+	}
+	return w.save(l.ILogDB, updates)
+}
+
+// commitOnly reports whether st differs from the replica's last written
+// state in its commit index alone (moved forward).
+func (w *stateWorker) commitOnly(shard, replica uint64, st pb.State) bool {
+	last, ok := w.synced[replicaKey{shard, replica}]
+	return ok && st.Term == last.Term && st.Vote == last.Vote && st.Commit >= last.Commit
+}
+
+// save writes updates and every held state with them; a held state gives
+// way to a newer one of its replica in updates.
+func (w *stateWorker) save(db raftio.ILogDB, updates []pb.Update) error {
+	out := append(w.buf[:0], updates...)
+	defer func() {
+		clear(out) // no entries kept alive
+		w.buf = out[:0]
+	}()
+	for k, st := range w.held {
+		i := 0
+		for ; i < len(out) && (out[i].ShardID != k.shard || out[i].ReplicaID != k.replica); i++ {
+		}
+		switch {
+		case i == len(out):
+			out = append(out, pb.Update{ShardID: k.shard, ReplicaID: k.replica, State: st})
+		case pb.IsEmptyState(out[i].State):
+			out[i].State = st
+		}
+	}
+	if err := db.SaveRaftState(out, w.id); err != nil {
+		return err
+	}
+	clear(w.held)
+	for i := range out {
+		if !pb.IsEmptyState(out[i].State) {
+			w.synced[replicaKey{out[i].ShardID, out[i].ReplicaID}] = out[i].State
+		}
+	}
+	return nil
+}
+
+// flush writes the held state of one replica, or of every replica if
+// match is nil. It is called with w.mu held.
+func (w *stateWorker) flush(db raftio.ILogDB, match func(replicaKey) bool) error {
+	var updates []pb.Update
+	for k, st := range w.held {
+		if match == nil || match(k) {
+			updates = append(updates, pb.Update{ShardID: k.shard, ReplicaID: k.replica, State: st})
+		}
+	}
+	if len(updates) == 0 {
+		return nil
+	}
+	if err := db.SaveRaftState(updates, w.id); err != nil {
+		return err
+	}
+	for _, ud := range updates {
+		k := replicaKey{ud.ShardID, ud.ReplicaID}
+		delete(w.held, k)
+		w.synced[k] = ud.State
+	}
+	return nil
+}
+
+func (l *lazyCommitLogDB) flushReplica(shard, replica uint64) error {
+	k := replicaKey{shard, replica}
+	return l.eachWorker(func(w *stateWorker) error {
+		if _, ok := w.held[k]; !ok {
+			return nil
+		}
+		return w.flush(l.ILogDB, func(h replicaKey) bool { return h == k })
+	})
+}
+
+func (l *lazyCommitLogDB) forgetReplica(shard, replica uint64) {
+	k := replicaKey{shard, replica}
+	_ = l.eachWorker(func(w *stateWorker) error {
+		delete(w.held, k)
+		delete(w.synced, k)
+		return nil
+	})
+}
+
+// ReadRaftState implements raftio.ILogDB: it reads what was last saved.
+func (l *lazyCommitLogDB) ReadRaftState(shard, replica, lastIndex uint64) (raftio.RaftState, error) {
+	if err := l.flushReplica(shard, replica); err != nil {
+		return raftio.RaftState{}, fmt.Errorf("write held Raft state: %w", err)
+	}
+	return l.ILogDB.ReadRaftState(shard, replica, lastIndex)
+}
+
+// SaveSnapshots implements raftio.ILogDB. On restart dragonboat requires
+// the commit index on disk to be at or above the snapshot's index: the
+// replicas' held states are written first.
+func (l *lazyCommitLogDB) SaveSnapshots(updates []pb.Update) error {
+	for _, ud := range updates {
+		if err := l.flushReplica(ud.ShardID, ud.ReplicaID); err != nil {
+			return fmt.Errorf("write held Raft state: %w", err)
+		}
+	}
+	return l.ILogDB.SaveSnapshots(updates)
+}
+
+// RemoveNodeData implements raftio.ILogDB.
+func (l *lazyCommitLogDB) RemoveNodeData(shard, replica uint64) error {
+	l.forgetReplica(shard, replica)
+	return l.ILogDB.RemoveNodeData(shard, replica)
+}
+
+// ImportSnapshot implements raftio.ILogDB.
+func (l *lazyCommitLogDB) ImportSnapshot(ss pb.Snapshot, replica uint64) error {
+	l.forgetReplica(ss.ShardID, replica)
+	return l.ILogDB.ImportSnapshot(ss, replica)
+}
+
+// Close implements raftio.ILogDB: held states are written first.
+func (l *lazyCommitLogDB) Close() error {
+	err := l.eachWorker(func(w *stateWorker) error { return w.flush(l.ILogDB, nil) })
+	if err != nil {
+		err = fmt.Errorf("write held Raft states: %w", err)
+	}
+	return errors.Join(err, l.ILogDB.Close())
+}

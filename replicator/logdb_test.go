@@ -1,0 +1,298 @@
+package replicator
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lni/dragonboat/v4/config"
+	"github.com/lni/dragonboat/v4/raftio"
+	pb "github.com/lni/dragonboat/v4/raftpb"
+)
+
+// recordingLogDB records what reaches the LogDB behind a lazyCommitLogDB.
+type recordingLogDB struct {
+	raftio.ILogDB // nil: other methods are not called
+	calls         []string
+}
+
+func describeUpdates(updates []pb.Update) string {
+	var parts []string
+	for _, ud := range updates {
+		s := fmt.Sprintf("%d/%d", ud.ShardID, ud.ReplicaID)
+		if n := len(ud.EntriesToSave); n > 0 {
+			s += fmt.Sprintf(" e%d-%d", ud.EntriesToSave[0].Index, ud.EntriesToSave[n-1].Index)
+		}
+		if !pb.IsEmptyState(ud.State) {
+			s += fmt.Sprintf(" t%d v%d c%d", ud.State.Term, ud.State.Vote, ud.State.Commit)
+		}
+		if !pb.IsEmptySnapshot(ud.Snapshot) {
+			s += fmt.Sprintf(" ss%d", ud.Snapshot.Index)
+		}
+		parts = append(parts, s)
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ", ")
+}
+
+func (r *recordingLogDB) SaveRaftState(updates []pb.Update, worker uint64) error {
+	r.calls = append(r.calls, fmt.Sprintf("save w%d: %s", worker, describeUpdates(updates)))
+	return nil
+}
+
+func (r *recordingLogDB) SaveSnapshots(updates []pb.Update) error {
+	r.calls = append(r.calls, "snapshots: "+describeUpdates(updates))
+	return nil
+}
+
+func (r *recordingLogDB) ReadRaftState(shard, replica, _ uint64) (raftio.RaftState, error) {
+	r.calls = append(r.calls, fmt.Sprintf("read %d/%d", shard, replica))
+	return raftio.RaftState{}, nil
+}
+
+func (r *recordingLogDB) RemoveNodeData(shard, replica uint64) error {
+	r.calls = append(r.calls, fmt.Sprintf("remove %d/%d", shard, replica))
+	return nil
+}
+
+func (r *recordingLogDB) ImportSnapshot(ss pb.Snapshot, replica uint64) error {
+	r.calls = append(r.calls, fmt.Sprintf("import %d/%d", ss.ShardID, replica))
+	return nil
+}
+
+func (r *recordingLogDB) Close() error {
+	r.calls = append(r.calls, "close")
+	return nil
+}
+
+// take returns the calls recorded since the last take.
+func (r *recordingLogDB) take() []string {
+	c := r.calls
+	r.calls = nil
+	return c
+}
+
+func entries(from, to uint64) []pb.Entry {
+	var es []pb.Entry
+	for i := from; i <= to; i++ {
+		es = append(es, pb.Entry{Index: i, Term: 2})
+	}
+	return es
+}
+
+func st(term, vote, commit uint64) pb.State { return pb.State{Term: term, Vote: vote, Commit: commit} }
+
+type lazyFixture struct {
+	t     *testing.T
+	inner *recordingLogDB
+	db    *lazyCommitLogDB
+	clock time.Time
+}
+
+func newLazyFixture(t *testing.T) *lazyFixture {
+	f := &lazyFixture{t: t, inner: &recordingLogDB{}, clock: time.Unix(1000, 0)}
+	f.db = newLazyCommitLogDB(f.inner)
+	f.db.now = func() time.Time { return f.clock }
+	return f
+}
+
+func (f *lazyFixture) save(worker uint64, updates ...pb.Update) {
+	f.t.Helper()
+	if err := f.db.SaveRaftState(updates, worker); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func (f *lazyFixture) expect(want ...string) {
+	f.t.Helper()
+	if got := f.inner.take(); !slices.Equal(got, want) {
+		f.t.Fatalf("the LogDB got\n  %q\nwant\n  %q", got, want)
+	}
+}
+
+func TestLazyCommitLogDBHoldsCommitOnlyStates(t *testing.T) {
+	f := newLazyFixture(t)
+	// A replica's first state is written as it comes: nothing is known
+	// of its term and vote yet.
+	f.save(1, pb.Update{ShardID: 7, ReplicaID: 1, State: st(2, 1, 0), EntriesToSave: entries(1, 1)})
+	f.expect("save w1: 7/1 e1-1 t2 v1 c0")
+	// The commit index moves: held, nothing written.
+	f.save(1, pb.Update{ShardID: 7, ReplicaID: 1, State: st(2, 1, 1)})
+	f.save(1, pb.Update{ShardID: 7, ReplicaID: 1}) // messages only
+	f.expect()
+	// The next entries carry it.
+	f.save(1, pb.Update{ShardID: 7, ReplicaID: 1, EntriesToSave: entries(2, 2)})
+	f.expect("save w1: 7/1 e2-2 t2 v1 c1")
+	// A newer state in the same write wins over the held one.
+	f.save(1, pb.Update{ShardID: 7, ReplicaID: 1, State: st(2, 1, 2)})
+	f.save(1, pb.Update{ShardID: 7, ReplicaID: 1, State: st(2, 1, 3), EntriesToSave: entries(3, 3)})
+	f.expect("save w1: 7/1 e3-3 t2 v1 c3")
+	// A held state of another replica of the same worker rides along.
+	f.save(1, pb.Update{ShardID: 9, ReplicaID: 1, State: st(5, 0, 0), EntriesToSave: entries(1, 1)})
+	f.expect("save w1: 9/1 e1-1 t5 v0 c0")
+	f.save(1, pb.Update{ShardID: 9, ReplicaID: 1, State: st(5, 0, 1)})
+	f.save(1, pb.Update{ShardID: 7, ReplicaID: 1, EntriesToSave: entries(4, 4)})
+	f.expect("save w1: 7/1 e4-4, 9/1 t5 v0 c1")
+	// Nothing is held by a worker for another's replicas.
+	f.save(1, pb.Update{ShardID: 7, ReplicaID: 1, State: st(2, 1, 4)})
+	f.save(2, pb.Update{ShardID: 8, ReplicaID: 1, State: st(1, 1, 0), EntriesToSave: entries(1, 1)})
+	f.expect("save w2: 8/1 e1-1 t1 v1 c0")
+}
+
+func TestLazyCommitLogDBSyncsTermAndVote(t *testing.T) {
+	f := newLazyFixture(t)
+	f.save(1, pb.Update{ShardID: 7, ReplicaID: 1, State: st(2, 1, 5)})
+	f.expect("save w1: 7/1 t2 v1 c5")
+	f.save(1, pb.Update{ShardID: 7, ReplicaID: 1, State: st(2, 1, 6)})
+	f.expect()
+	// A new term, or a vote, is written at once, with the state held.
+	f.save(1, pb.Update{ShardID: 7, ReplicaID: 1, State: st(3, 0, 6)})
+	f.expect("save w1: 7/1 t3 v0 c6")
+	f.save(1, pb.Update{ShardID: 7, ReplicaID: 1, State: st(3, 2, 6)})
+	f.expect("save w1: 7/1 t3 v2 c6")
+	// A commit index that goes back (a snapshot restored over the log)
+	// is written too.
+	f.save(1, pb.Update{ShardID: 7, ReplicaID: 1, State: st(3, 2, 4)})
+	f.expect("save w1: 7/1 t3 v2 c4")
+	// A snapshot is written at once, and a held state with it.
+	f.save(1, pb.Update{ShardID: 7, ReplicaID: 1, State: st(3, 2, 9)})
+	f.save(1, pb.Update{ShardID: 8, ReplicaID: 1, Snapshot: pb.Snapshot{Index: 20, Term: 3}})
+	f.expect("save w1: 7/1 t3 v2 c9, 8/1 ss20")
+}
+
+func TestLazyCommitLogDBWritesOldHeldStates(t *testing.T) {
+	f := newLazyFixture(t)
+	f.save(1, pb.Update{ShardID: 7, ReplicaID: 1, State: st(2, 1, 5)})
+	f.expect("save w1: 7/1 t2 v1 c5")
+	f.save(1, pb.Update{ShardID: 7, ReplicaID: 1, State: st(2, 1, 6)})
+	f.clock = f.clock.Add(maxCommitDelay / 2)
+	f.save(1, pb.Update{ShardID: 7, ReplicaID: 1, State: st(2, 1, 7)})
+	f.save(1) // a Raft tick with nothing to save
+	f.expect()
+	// The age counts from the first state held, not the last.
+	f.clock = f.clock.Add(maxCommitDelay / 2)
+	f.save(1)
+	f.expect("save w1: 7/1 t2 v1 c7")
+	f.save(1)
+	f.expect()
+}
+
+func TestLazyCommitLogDBWritesBeforeSnapshotsReadsAndClose(t *testing.T) {
+	f := newLazyFixture(t)
+	f.save(1, pb.Update{ShardID: 7, ReplicaID: 1, State: st(2, 1, 5)}, pb.Update{ShardID: 9, ReplicaID: 1, State: st(2, 1, 5)})
+	f.save(1, pb.Update{ShardID: 7, ReplicaID: 1, State: st(2, 1, 30)}, pb.Update{ShardID: 9, ReplicaID: 1, State: st(2, 1, 40)})
+	f.expect("save w1: 7/1 t2 v1 c5, 9/1 t2 v1 c5")
+	// Dragonboat checks on restart that a recorded snapshot is not above
+	// the commit index on disk.
+	if err := f.db.SaveSnapshots([]pb.Update{{ShardID: 7, ReplicaID: 1, Snapshot: pb.Snapshot{Index: 25, Term: 2}}}); err != nil {
+		t.Fatal(err)
+	}
+	f.expect("save w1: 7/1 t2 v1 c30", "snapshots: 7/1 ss25")
+	f.save(1, pb.Update{ShardID: 7, ReplicaID: 1, State: st(2, 1, 31)})
+	if _, err := f.db.ReadRaftState(7, 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	f.expect("save w1: 7/1 t2 v1 c31", "read 7/1")
+	f.save(1, pb.Update{ShardID: 7, ReplicaID: 1, State: st(2, 1, 32)})
+	if err := f.db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got := f.inner.take()
+	if want := []string{"save w1: 7/1 t2 v1 c32, 9/1 t2 v1 c40", "close"}; !slices.Equal(got, want) {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+}
+
+func TestLazyCommitLogDBForgetsRemovedReplicas(t *testing.T) {
+	f := newLazyFixture(t)
+	f.save(1, pb.Update{ShardID: 7, ReplicaID: 1, State: st(2, 1, 5)}, pb.Update{ShardID: 8, ReplicaID: 1, State: st(2, 1, 5)})
+	f.save(1, pb.Update{ShardID: 7, ReplicaID: 1, State: st(2, 1, 6)}, pb.Update{ShardID: 8, ReplicaID: 1, State: st(2, 1, 6)})
+	f.inner.take()
+	if err := f.db.RemoveNodeData(7, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.db.ImportSnapshot(pb.Snapshot{ShardID: 8, Index: 3}, 1); err != nil {
+		t.Fatal(err)
+	}
+	f.expect("remove 7/1", "import 8/1")
+	// No state of theirs is written after: removed data stays removed.
+	f.clock = f.clock.Add(time.Second)
+	f.save(1, pb.Update{ShardID: 9, ReplicaID: 1, EntriesToSave: entries(1, 1)})
+	f.expect("save w1: 9/1 e1-1")
+	// And what is known of them is forgotten: a new replica's first
+	// state is written.
+	f.save(1, pb.Update{ShardID: 7, ReplicaID: 1, State: st(2, 1, 6)})
+	f.expect("save w1: 7/1 t2 v1 c6")
+}
+
+func TestLazyCommitLogDBKeepsNoEntries(t *testing.T) {
+	f := newLazyFixture(t)
+	f.save(1, pb.Update{ShardID: 7, ReplicaID: 1, State: st(2, 1, 5), EntriesToSave: entries(1, 64)})
+	w := f.db.worker(1)
+	for _, ud := range w.buf[:cap(w.buf)] {
+		if ud.EntriesToSave != nil {
+			t.Fatal("the worker's buffer keeps entries alive after the save")
+		}
+	}
+}
+
+// TestLazyCommitLogDBPebble opens dragonboat's pebble LogDB through the
+// factory Open uses (newPebbleLogDB is reached with go:linkname: this
+// fails if dragonboat changes it), writes through the wrapper and reads
+// back after a reopen.
+func TestLazyCommitLogDBPebble(t *testing.T) {
+	dir := t.TempDir()
+	nhc := config.NodeHostConfig{NodeHostDir: dir, RTTMillisecond: 10, RaftAddress: "127.0.0.1:1"}
+	nhc.Expert.LogDB = config.GetTinyMemLogDBConfig()
+	if err := nhc.Prepare(); err != nil {
+		t.Fatal(err)
+	}
+	open := func() raftio.ILogDB {
+		t.Helper()
+		db, err := pebbleLogDB{}.Create(nhc, func(config.LogDBInfo) {}, []string{filepath.Join(dir, "db")}, []string{filepath.Join(dir, "wal")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if db.Name() != pebbleLogDBName {
+			t.Fatalf("name %q, want %q (dragonboat's own default)", db.Name(), pebbleLogDBName)
+		}
+		return db
+	}
+	db := open()
+	ents := make([]pb.Entry, 8)
+	for i := range ents {
+		ents[i] = pb.Entry{Index: uint64(i + 1), Term: 2, Cmd: []byte{byte(i)}}
+	}
+	if err := db.SaveRaftState([]pb.Update{{ShardID: 3, ReplicaID: 1, State: st(2, 1, 0), EntriesToSave: ents}}, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.SaveRaftState([]pb.Update{{ShardID: 3, ReplicaID: 1, State: st(2, 1, 6)}}, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = open()
+	defer db.Close()
+	rs, err := db.ReadRaftState(3, 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rs.State != st(2, 1, 6) || rs.FirstIndex != 1 || rs.EntryCount != 8 {
+		t.Fatalf("read state %+v, first %d, %d entries; want t2 v1 c6, 1, 8", rs.State, rs.FirstIndex, rs.EntryCount)
+	}
+	got, _, err := db.IterateEntries(nil, 0, 3, 1, 1, 9, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 8 || got[7].Cmd[0] != 7 {
+		t.Fatalf("read %d entries back, want 8", len(got))
+	}
+	if _, err := db.ReadRaftState(3, 2, 0); !errors.Is(err, raftio.ErrNoSavedLog) {
+		t.Fatalf("state of a replica never saved: %v, want ErrNoSavedLog", err)
+	}
+}
