@@ -3,15 +3,19 @@ package replicator
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/lni/dragonboat/v4"
 	"github.com/lni/dragonboat/v4/config"
 	"github.com/lni/dragonboat/v4/raftio"
 	pb "github.com/lni/dragonboat/v4/raftpb"
+
+	"github.com/lockstitch/lockstitch/internal/testutil"
 )
 
 // recordingLogDB records what reaches the LogDB behind a lazyCommitLogDB.
@@ -114,6 +118,14 @@ func (f *lazyFixture) expect(want ...string) {
 	}
 }
 
+// known writes a first state for replica shard/1 through worker 1, so
+// that its term and vote are known.
+func (f *lazyFixture) known(shard uint64, s pb.State) {
+	f.t.Helper()
+	f.save(1, pb.Update{ShardID: shard, ReplicaID: 1, State: s})
+	f.expect(fmt.Sprintf("save w1: %d/1 t%d v%d c%d", shard, s.Term, s.Vote, s.Commit))
+}
+
 func TestLazyCommitLogDBHoldsCommitOnlyStates(t *testing.T) {
 	f := newLazyFixture(t)
 	// A replica's first state is written as it comes: nothing is known
@@ -145,8 +157,7 @@ func TestLazyCommitLogDBHoldsCommitOnlyStates(t *testing.T) {
 
 func TestLazyCommitLogDBSyncsTermAndVote(t *testing.T) {
 	f := newLazyFixture(t)
-	f.save(1, pb.Update{ShardID: 7, ReplicaID: 1, State: st(2, 1, 5)})
-	f.expect("save w1: 7/1 t2 v1 c5")
+	f.known(7, st(2, 1, 5))
 	f.save(1, pb.Update{ShardID: 7, ReplicaID: 1, State: st(2, 1, 6)})
 	f.expect()
 	// A new term, or a vote, is written at once, with the state held.
@@ -166,8 +177,7 @@ func TestLazyCommitLogDBSyncsTermAndVote(t *testing.T) {
 
 func TestLazyCommitLogDBWritesOldHeldStates(t *testing.T) {
 	f := newLazyFixture(t)
-	f.save(1, pb.Update{ShardID: 7, ReplicaID: 1, State: st(2, 1, 5)})
-	f.expect("save w1: 7/1 t2 v1 c5")
+	f.known(7, st(2, 1, 5))
 	f.save(1, pb.Update{ShardID: 7, ReplicaID: 1, State: st(2, 1, 6)})
 	f.clock = f.clock.Add(maxCommitDelay / 2)
 	f.save(1, pb.Update{ShardID: 7, ReplicaID: 1, State: st(2, 1, 7)})
@@ -294,5 +304,23 @@ func TestLazyCommitLogDBPebble(t *testing.T) {
 	}
 	if _, err := db.ReadRaftState(3, 2, 0); !errors.Is(err, raftio.ErrNoSavedLog) {
 		t.Fatalf("state of a replica never saved: %v, want ErrNoSavedLog", err)
+	}
+}
+
+// TestLazyCommitLogDBOpensDragonboatsDirectory checks that the wrapper and
+// dragonboat's own pebble LogDB each open a node directory the other made:
+// NodeHost refuses a directory written by a LogDB of another name.
+func TestLazyCommitLogDBOpensDragonboatsDirectory(t *testing.T) {
+	installDragonboatLogger(slog.New(slog.DiscardHandler))
+	dir, addr := t.TempDir(), testutil.FreeAddr(t)
+	for i, factory := range []config.LogDBFactory{nil, pebbleLogDB{}, nil} {
+		nhc := config.NodeHostConfig{NodeHostDir: dir, RTTMillisecond: 10, RaftAddress: addr}
+		nhc.Expert.LogDB = config.GetTinyMemLogDBConfig()
+		nhc.Expert.LogDBFactory = factory
+		nh, err := dragonboat.NewNodeHost(nhc)
+		if err != nil {
+			t.Fatalf("open %d (factory %T): %v", i, factory, err)
+		}
+		nh.Close()
 	}
 }
