@@ -464,9 +464,10 @@ func (b *batcher) close() {
 
 // ctxWatch ends the waits of Append calls that share a context when it
 // ends. A caller waiting alone selects on its context and its waiter; but
-// when many share one context (a server's connection, a benchmark's
-// run), their selects contend on the context's channel, and waking them
-// costs about a fifth more. So the second op queued with a context still
+// when many share one context (goroutines of a service serving under one
+// long-lived context, a benchmark's run), their selects contend on the
+// context's channel, and waking them costs about a fifth more. (The
+// transport's handler appends with AppendTo and its own completions.) So the second op queued with a context still
 // pending starts a goroutine that watches it for all of them, and those
 // callers wait on their waiter alone.
 type ctxWatch struct {

@@ -159,15 +159,6 @@ func TestSharedContextCancel(t *testing.T) {
 		defer b.mu.Unlock()
 		return b.pendingOps
 	}
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		for !cond() {
-			if bg.Err() != nil {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(time.Millisecond)
-		}
-	}
 
 	shut.Store(true)
 	blocked := make(chan error, 1)
@@ -175,7 +166,7 @@ func TestSharedContextCancel(t *testing.T) {
 		_, err := p.Append(bg, AppendOp{Payload: []byte("blocker")})
 		blocked <- err
 	}()
-	waitFor("the blocker to be in flight", func() bool { return pending() == 1 })
+	testutil.WaitFor(t, "the blocker to be in flight", 10*time.Second, func() bool { return pending() == 1 })
 	ctx, cancel := context.WithCancel(bg)
 	defer cancel()
 	const n = 64
@@ -186,7 +177,7 @@ func TestSharedContextCancel(t *testing.T) {
 			errs <- err
 		}()
 	}
-	waitFor("the shared appends to be queued", func() bool { return pending() == n+1 })
+	testutil.WaitFor(t, "the shared appends to be queued", 10*time.Second, func() bool { return pending() == n+1 })
 	b.mu.Lock()
 	cw, flying := b.watches[ctx.Done()], len(b.flying)
 	watching := cw != nil && cw.stop != nil && cw.refs == n
@@ -213,7 +204,7 @@ func TestSharedContextCancel(t *testing.T) {
 	if err := <-blocked; err != nil {
 		t.Fatalf("blocker: %v", err)
 	}
-	waitFor("the canceled ops to be done", func() bool { return pending() == 0 })
+	testutil.WaitFor(t, "the canceled ops to be done", 10*time.Second, func() bool { return pending() == 0 })
 	b.mu.Lock()
 	left := len(b.watches)
 	b.mu.Unlock()
@@ -232,8 +223,8 @@ func TestSharedContextCancel(t *testing.T) {
 
 // TestGapEndsLinger has a burst of callers append once each and go away;
 // the batcher, counting them as away, would hold the next append for the
-// whole BatchLinger (a second here) for them to come back. BatchGap with
-// no append must end that wait.
+// whole BatchLinger (a second here, the most it may be) for them to come
+// back. BatchGap with no append must end that wait.
 func TestGapEndsLinger(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -241,6 +232,7 @@ func TestGapEndsLinger(t *testing.T) {
 		cfg.BatchLinger, cfg.BatchGap = time.Second, 2*time.Millisecond
 	})
 	defer r.Close()
+	maxAway := 0
 	for round := 0; round < 3; round++ {
 		var wg sync.WaitGroup
 		for i := 0; i < 64; i++ {
@@ -253,6 +245,9 @@ func TestGapEndsLinger(t *testing.T) {
 			}()
 		}
 		wg.Wait()
+		p.batcher.mu.Lock()
+		maxAway = max(maxAway, p.batcher.away)
+		p.batcher.mu.Unlock()
 		start := time.Now()
 		if _, err := p.Append(ctx, AppendOp{Payload: []byte("alone")}); err != nil {
 			t.Fatal(err)
@@ -261,5 +256,10 @@ func TestGapEndsLinger(t *testing.T) {
 		if d := time.Since(start); d > 500*time.Millisecond {
 			t.Fatalf("round %d: an append after the burst took %v: it waited for callers that had gone", round, d)
 		}
+	}
+	// The lone append counts one caller back: with fewer than two away,
+	// it would not have waited for any.
+	if maxAway < 2 {
+		t.Fatalf("at most %d callers away after a burst: the test did not exercise the wait", maxAway)
 	}
 }

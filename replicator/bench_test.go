@@ -43,8 +43,9 @@ import (
 // summarizes them with the two systems side by side.
 //
 // Knobs for experiments (Lockstitch side): LOCKSTITCH_BENCH_INFLIGHT,
-// LOCKSTITCH_BENCH_LINGER and LOCKSTITCH_BENCH_SNAPSHOT_BYTES set
-// MaxInflightBatches, BatchLinger and SnapshotBytes;
+// LOCKSTITCH_BENCH_LINGER, LOCKSTITCH_BENCH_GAP and
+// LOCKSTITCH_BENCH_SNAPSHOT_BYTES set MaxInflightBatches, BatchLinger,
+// BatchGap and SnapshotBytes;
 // LOCKSTITCH_BENCH_METRICS=1 records metrics (as a server does) into a
 // registry per node; LOCKSTITCH_BENCH_CONC adds concurrencies
 // (comma-separated).

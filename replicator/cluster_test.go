@@ -133,19 +133,6 @@ func (c *cluster) partition(i int, id replicator.PartitionID) *replicator.Partit
 	return p
 }
 
-// waitFor polls cond every 10 ms until it holds or the deadline passes:
-// the cluster runs on real time (Raft ticks, disk, loopback TCP).
-func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // appenders runs f(0) to f(n-1), each on its own goroutine, as a test's
 // concurrent producers do; wait waits for them and fails the test with
 // the error each returned.
@@ -189,7 +176,7 @@ func (a *appenders) wait(t testing.TB) {
 func waitApplied(t testing.TB, p *replicator.Partition, lsn replicator.LSN) replicator.PartitionStatus {
 	t.Helper()
 	var st replicator.PartitionStatus
-	waitFor(t, fmt.Sprintf("replica %d to apply LSN %d", p.Replica(), lsn), 30*time.Second, func() bool {
+	testutil.WaitFor(t, fmt.Sprintf("replica %d to apply LSN %d", p.Replica(), lsn), 30*time.Second, func() bool {
 		var err error
 		st, err = p.Status(context.Background())
 		return err == nil && st.AppliedLSN >= lsn
@@ -202,7 +189,7 @@ func waitApplied(t testing.TB, p *replicator.Partition, lsn replicator.LSN) repl
 func (c *cluster) leader(id replicator.PartitionID) int {
 	c.t.Helper()
 	leader := -1
-	waitFor(c.t, fmt.Sprintf("a leader of partition %d", id), 20*time.Second, func() bool {
+	testutil.WaitFor(c.t, fmt.Sprintf("a leader of partition %d", id), 20*time.Second, func() bool {
 		for i := range c.nodes {
 			r := c.get(i)
 			if r == nil {

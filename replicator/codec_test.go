@@ -19,10 +19,10 @@ func TestOpsEntryRoundTrip(t *testing.T) {
 		seq      uint64
 	}
 	ops := []op{{[]byte("a"), 0, 0}, {nil, 7, 1}, {bytes.Repeat([]byte("x"), 1000), 7, 2}, {[]byte("big ids"), 1 << 62, 1<<64 - 1}}
-	for _, version := range []int{1, opsVersion} {
+	for _, version := range []int{opsVersionV1, opsVersion} {
 		b := appendBatchHeader(nil, 42)
 		for _, o := range ops {
-			if version == 1 {
+			if version == opsVersionV1 {
 				b = appendBatchOpV1(b, o.payload, wal.Checksum(o.payload), o.producer, o.seq)
 			} else {
 				b = appendBatchOp(b, o.payload, wal.Checksum(o.payload), o.producer, o.seq)

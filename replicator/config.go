@@ -19,7 +19,9 @@ type LogDB string
 
 // Raft log stores. The choice is fixed at a node's first start.
 const (
-	// LogDBPebble is dragonboat's default: 16 pebble instances.
+	// LogDBPebble is dragonboat's default: 16 pebble instances, with a
+	// move of the commit index written with the next synced save instead
+	// of synced on its own (lazyCommitLogDB).
 	LogDBPebble LogDB = "pebble"
 	// LogDBTan is dragonboat's tan store (docs/benchmarks.md compares them).
 	LogDBTan LogDB = "tan"

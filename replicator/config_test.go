@@ -49,7 +49,9 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatalf("SnapshotBytes 0: %v", err)
 	}
 	cfg = base()
-	cfg.BatchLinger = 0 // propose at once; the default gap then has no effect
+	// Propose at once; the default gap then has no effect. (A rule that
+	// the gap be at most the linger once rejected this.)
+	cfg.BatchLinger = 0
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("BatchLinger 0: %v", err)
 	}

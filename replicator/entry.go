@@ -60,12 +60,13 @@ const (
 	entryProgress = 3
 
 	entryVersion    = 1
+	opsVersionV1    = 1 // read only: fixed 24-byte op headers
 	opsVersion      = 2
 	entryHeaderSize = 16
 	// opHeaderSizeV1 is the op header of version 1 ops entries;
 	// maxOpHeaderSize bounds that of version 2.
 	opHeaderSizeV1  = 24
-	maxOpHeaderSize = 2*binary.MaxVarintLen64 + 4 + binary.MaxVarintLen64
+	maxOpHeaderSize = 3*binary.MaxVarintLen64 + 4 // length, producer, sequence; CRC
 )
 
 // Op statuses in an ops entry result.
@@ -119,7 +120,7 @@ func readOps(b []byte) (opsReader, error) {
 	if len(b) < entryHeaderSize || b[0] != entryOps {
 		return opsReader{}, fmt.Errorf("%w: not an ops entry", errBadEntry)
 	}
-	if b[1] != 1 && b[1] != opsVersion {
+	if b[1] != opsVersionV1 && b[1] != opsVersion {
 		return opsReader{}, fmt.Errorf("%w: ops entry version %d", errBadEntry, b[1])
 	}
 	return opsReader{

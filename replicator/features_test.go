@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lockstitch/lockstitch/internal/testutil"
 	"github.com/lockstitch/lockstitch/replicator"
 )
 
@@ -68,7 +69,7 @@ func TestQueriesAndLag(t *testing.T) {
 	}
 
 	// Lag: every replica reports; once quiet, each is at the leader's LSN.
-	waitFor(t, "every replica to report LSN 25", 10*time.Second, func() bool {
+	testutil.WaitFor(t, "every replica to report LSN 25", 10*time.Second, func() bool {
 		st, err := leader.Status(ctx)
 		if err != nil || len(st.Replicas) != 3 {
 			return false
@@ -108,7 +109,7 @@ func TestQueriesAndLag(t *testing.T) {
 	// proved itself fresh, which implies it has caught up.
 	c.start(f)
 	follower = c.partition(f, 1)
-	waitFor(t, "the restarted follower to answer", 20*time.Second, func() bool {
+	testutil.WaitFor(t, "the restarted follower to answer", 20*time.Second, func() bool {
 		res, err = follower.Query(ctx, nil, opts)
 		if err != nil && !errors.Is(err, replicator.ErrUnavailable) && !errors.Is(err, replicator.ErrTooStale) {
 			t.Fatalf("any-replica query after a restart: %v", err)
@@ -141,7 +142,7 @@ func TestMembershipChanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "replica 4 to be promoted to voter", 30*time.Second, func() bool {
+	testutil.WaitFor(t, "replica 4 to be promoted to voter", 30*time.Second, func() bool {
 		st, err := c.partition(l, 1).Status(ctx)
 		if err != nil {
 			return false
@@ -168,7 +169,7 @@ func TestMembershipChanges(t *testing.T) {
 	if err := c.get(3).RemoveReplica(ctx, 1, 1); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "node 1 to delete its removed replica", 30*time.Second, func() bool {
+	testutil.WaitFor(t, "node 1 to delete its removed replica", 30*time.Second, func() bool {
 		return len(c.get(0).Partitions()) == 0
 	})
 	appendN(t, c, 1, 110, 120)
@@ -408,11 +409,11 @@ func TestRolesAndEpochs(t *testing.T) {
 	defer mu.Unlock()
 	newLeader := plugins[c.nodes[int(target)-1].cfg.RaftAddress]
 	oldLeader := plugins[c.nodes[l].cfg.RaftAddress]
-	waitFor(t, "the new leader's plugin to hear it leads", 10*time.Second, func() bool {
+	testutil.WaitFor(t, "the new leader's plugin to hear it leads", 10*time.Second, func() bool {
 		role, _, ok := newLeader.lastRole()
 		return ok && role == replicator.RoleLeader
 	})
-	waitFor(t, "the old leader's plugin to hear it follows", 10*time.Second, func() bool {
+	testutil.WaitFor(t, "the old leader's plugin to hear it follows", 10*time.Second, func() bool {
 		role, _, ok := oldLeader.lastRole()
 		return ok && role == replicator.RoleFollower
 	})

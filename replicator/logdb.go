@@ -189,16 +189,7 @@ func (w *stateWorker) save(db raftio.ILogDB, updates []pb.Update) error {
 			out[i].State = st
 		}
 	}
-	if err := db.SaveRaftState(out, w.id); err != nil {
-		return err
-	}
-	clear(w.held)
-	for i := range out {
-		if !pb.IsEmptyState(out[i].State) {
-			w.synced[replicaKey{out[i].ShardID, out[i].ReplicaID}] = out[i].State
-		}
-	}
-	return nil
+	return w.write(db, out) // every held state is in out now
 }
 
 // flush writes the held state of one replica, or of every replica if
@@ -213,13 +204,21 @@ func (w *stateWorker) flush(db raftio.ILogDB, match func(replicaKey) bool) error
 	if len(updates) == 0 {
 		return nil
 	}
+	return w.write(db, updates)
+}
+
+// write hands updates to the LogDB; the states in them are then the
+// last written of their replicas, and no longer held.
+func (w *stateWorker) write(db raftio.ILogDB, updates []pb.Update) error {
 	if err := db.SaveRaftState(updates, w.id); err != nil {
 		return err
 	}
-	for _, ud := range updates {
-		k := replicaKey{ud.ShardID, ud.ReplicaID}
-		delete(w.held, k)
-		w.synced[k] = ud.State
+	for i := range updates {
+		if st := updates[i].State; !pb.IsEmptyState(st) {
+			k := replicaKey{updates[i].ShardID, updates[i].ReplicaID}
+			delete(w.held, k)
+			w.synced[k] = st
+		}
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 
+	lstest "github.com/lockstitch/lockstitch/internal/testutil"
 	"github.com/lockstitch/lockstitch/replicator"
 )
 
@@ -25,7 +26,7 @@ func TestMetrics(t *testing.T) {
 	appendN(t, c, 1, 0, 40)
 	l := c.leader(1)
 	reg := regs[c.nodes[l].cfg.RaftAddress]
-	waitFor(t, "lag gauges for both followers at 0", 10*time.Second, func() bool {
+	lstest.WaitFor(t, "lag gauges for both followers at 0", 10*time.Second, func() bool {
 		n, err := testutil.GatherAndCount(reg, "lockstitch_replica_lag_ops")
 		if err != nil || n != 2 {
 			return false
@@ -53,20 +54,12 @@ lockstitch_partition_leader{partition="1"} 1
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ok float64
 	for _, mf := range mfs {
-		if mf.GetName() == "lockstitch_appends_total" {
-			for _, m := range mf.GetMetric() {
-				if m.GetLabel()[0].GetValue() == "ok" {
-					ok = m.GetCounter().GetValue()
-				}
-			}
-		}
 		if mf.GetName() == "lockstitch_append_duration_seconds" && mf.GetMetric()[0].GetHistogram().GetSampleCount() == 0 {
 			t.Error("append latency histogram is empty")
 		}
 	}
-	if ok < 1 {
+	if ok := appendsCounted(t, reg, "ok"); ok < 1 {
 		t.Errorf("appends_total{result=ok} = %v on the leader", ok)
 	}
 	// Other outcomes are counted under their own result.

@@ -268,13 +268,8 @@ func (p *Partition) Append(ctx context.Context, op AppendOp) (AppendResult, erro
 	if err := ctx.Err(); err != nil {
 		return AppendResult{}, err
 	}
-	if p.removed.Load() {
-		return AppendResult{}, fmt.Errorf("%w: %d", ErrPartitionNotFound, p.id)
-	}
 	w := appendWaiters.Get().(*appendWaiter)
-	ops := [1]AppendOp{op}
-	cs := [1]Completion{w}
-	watched, err := p.batcher.enqueue(ops[:], cs[:], ctx)
+	watched, err := p.enqueueOne(op, w, ctx)
 	if err != nil {
 		appendWaiters.Put(w)
 		return AppendResult{}, err
@@ -343,13 +338,19 @@ func (p *Partition) AppendAsync(op AppendOp) *Future {
 // queued and c is not called. This is the allocation-free path for
 // servers that pool their completions.
 func (p *Partition) AppendTo(op AppendOp, c Completion) error {
+	_, err := p.enqueueOne(op, c, nil)
+	return err
+}
+
+// enqueueOne queues one op for c, without allocating; see
+// batcher.enqueue for ctx and what it returns.
+func (p *Partition) enqueueOne(op AppendOp, c Completion, ctx context.Context) (watched bool, err error) {
 	if p.removed.Load() {
-		return fmt.Errorf("%w: %d", ErrPartitionNotFound, p.id)
+		return false, fmt.Errorf("%w: %d", ErrPartitionNotFound, p.id)
 	}
 	ops := [1]AppendOp{op}
 	cs := [1]Completion{c}
-	_, err := p.batcher.enqueue(ops[:], cs[:], nil)
-	return err
+	return p.batcher.enqueue(ops[:], cs[:], ctx)
 }
 
 // close stops the partition's goroutines; dragonboat stops the replica.

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lockstitch/lockstitch/internal/testutil"
 	"github.com/lockstitch/lockstitch/replicator"
 )
 
@@ -142,7 +143,7 @@ func sumOf(id replicator.PartitionID, n int) [3]uint64 {
 func queryPlugin(t *testing.T, p *replicator.Partition) [3]uint64 {
 	t.Helper()
 	var got [3]uint64
-	waitFor(t, "a linearizable query", 20*time.Second, func() bool {
+	testutil.WaitFor(t, "a linearizable query", 20*time.Second, func() bool {
 		res, err := p.Query(context.Background(), nil, replicator.QueryOptions{Consistency: replicator.Linearizable})
 		if err != nil {
 			return false
@@ -202,7 +203,7 @@ func TestLogRetention(t *testing.T) {
 		}
 	}
 	p := c.partition(c.leader(1), 1)
-	waitFor(t, "retention to drop segments", 30*time.Second, func() bool {
+	testutil.WaitFor(t, "retention to drop segments", 30*time.Second, func() bool {
 		st, err := p.Status(ctx)
 		return err == nil && st.FirstLSN > 1
 	})
@@ -411,7 +412,7 @@ func TestCrashedNodeRecovers(t *testing.T) {
 		return nil
 	})
 	// Kill the child once it has applied some ops, while more arrive.
-	waitFor(t, "the child node to apply ops", 30*time.Second, func() bool {
+	testutil.WaitFor(t, "the child node to apply ops", 30*time.Second, func() bool {
 		return childApplied(c, 0) >= 50 || childApplied(c, 1) >= 50
 	})
 	if err := child.Process.Signal(syscall.SIGKILL); err != nil {
@@ -424,7 +425,7 @@ func TestCrashedNodeRecovers(t *testing.T) {
 	child = startChild(t, cs)
 	l := c.leader(1)
 	want := c.stream(l, 1, 600)
-	waitFor(t, "the restarted node to report LSN 600", 30*time.Second, func() bool {
+	testutil.WaitFor(t, "the restarted node to report LSN 600", 30*time.Second, func() bool {
 		return childApplied(c, l) == 600
 	})
 	child.Process.Signal(syscall.SIGTERM)
@@ -440,7 +441,7 @@ func TestCrashedNodeRecovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got []replicator.Record
-	waitFor(t, "the reopened replica to open", 20*time.Second, func() bool {
+	testutil.WaitFor(t, "the reopened replica to open", 20*time.Second, func() bool {
 		got, err = p.Read(1, 1000, 1<<30)
 		return err == nil
 	})

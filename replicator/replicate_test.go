@@ -128,15 +128,17 @@ func TestCanceledAppendWaits(t *testing.T) {
 		}
 		return nil
 	}).wait(t)
-	if canceled.Load() == 0 {
-		t.Fatal("no wait ended with its context: the test did not exercise abandoned waiters")
-	}
 	// Canceled ops may still have committed: the stream holds them too.
 	st, err := p.Status(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	recs := c.stream(0, 1, st.AppliedLSN)
+	if len(recs) <= len(acked) {
+		// (A wait that ended before its op was queued, at 0 µs, abandons
+		// no waiter: only a canceled op that committed proves one was.)
+		t.Fatalf("%d ops committed for %d acknowledged: no abandoned waiter got a late outcome, so the test did not exercise them", len(recs), len(acked))
+	}
 	found := 0
 	for _, r := range recs {
 		if want, ok := acked[r.LSN]; ok {
