@@ -6,19 +6,22 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/lni/dragonboat/v4"
+
+	"github.com/lockstitch/lockstitch"
 )
 
 // PartitionSpec describes a new partition.
 type PartitionSpec struct {
-	ID      PartitionID
+	ID      lockstitch.PartitionID
 	Plugin  string
 	Options map[string]string
 	// Replicas is the initial replica set, all voters: each replica's id
 	// and the Raft address of the node that hosts it.
-	Replicas map[ReplicaID]string
+	Replicas map[lockstitch.ReplicaID]string
 }
 
 // CreatePartition starts this node's replica of a new partition: the one
@@ -30,9 +33,9 @@ func (r *Replicator) CreatePartition(spec PartitionSpec) (*Partition, error) {
 		return nil, errors.New("replicator: partition id 0 is reserved")
 	}
 	if _, ok := r.cfg.Plugins[spec.Plugin]; !ok {
-		return nil, fmt.Errorf("%w: %q", ErrPluginNotFound, spec.Plugin)
+		return nil, fmt.Errorf("%w: %q", lockstitch.ErrPluginNotFound, spec.Plugin)
 	}
-	var self ReplicaID
+	var self lockstitch.ReplicaID
 	for id, addr := range spec.Replicas {
 		if id == 0 {
 			return nil, errors.New("replicator: replica id 0 is reserved")
@@ -47,19 +50,22 @@ func (r *Replicator) CreatePartition(spec PartitionSpec) (*Partition, error) {
 	if self == 0 {
 		return nil, fmt.Errorf("replicator: no replica of partition %d at this node's address %s", spec.ID, r.cfg.RaftAddress)
 	}
+	if slices.Contains(r.Retired(spec.ID), self) {
+		return nil, fmt.Errorf("%w: partition %d replica %d", lockstitch.ErrReplicaDeleted, spec.ID, self)
+	}
 	return r.create(partitionMeta{
 		Partition: spec.ID, Replica: self, Plugin: spec.Plugin, Options: spec.Options,
-		Kind: Voter, Members: spec.Replicas,
+		Kind: lockstitch.Voter, Members: spec.Replicas,
 	})
 }
 
 // JoinSpec describes a replica that AddReplica added to a partition.
 type JoinSpec struct {
-	Partition PartitionID
-	Replica   ReplicaID
-	// Kind is what the replica is to become. A voter joins as non-voting,
-	// catches up, then promotes itself.
-	Kind    Kind
+	Partition lockstitch.PartitionID
+	Replica   lockstitch.ReplicaID
+	// Kind is what the replica is to become (zero means Voter). A voter
+	// joins as non-voting, catches up, then promotes itself.
+	Kind    lockstitch.Kind
 	Plugin  string
 	Options map[string]string
 }
@@ -72,8 +78,17 @@ func (r *Replicator) JoinPartition(spec JoinSpec) (*Partition, error) {
 	if spec.Partition == 0 || spec.Replica == 0 {
 		return nil, errors.New("replicator: partition and replica ids must not be 0")
 	}
+	if spec.Kind == 0 {
+		spec.Kind = lockstitch.Voter
+	}
+	if !spec.Kind.Valid() {
+		return nil, fmt.Errorf("%w: replica kind %d", lockstitch.ErrInvalidArgument, spec.Kind)
+	}
 	if _, ok := r.cfg.Plugins[spec.Plugin]; !ok {
-		return nil, fmt.Errorf("%w: %q", ErrPluginNotFound, spec.Plugin)
+		return nil, fmt.Errorf("%w: %q", lockstitch.ErrPluginNotFound, spec.Plugin)
+	}
+	if slices.Contains(r.Retired(spec.Partition), spec.Replica) {
+		return nil, fmt.Errorf("%w: partition %d replica %d", lockstitch.ErrReplicaDeleted, spec.Partition, spec.Replica)
 	}
 	return r.create(partitionMeta{
 		Partition: spec.Partition, Replica: spec.Replica, Plugin: spec.Plugin, Options: spec.Options,
@@ -85,7 +100,7 @@ func (r *Replicator) JoinPartition(spec JoinSpec) (*Partition, error) {
 func (r *Replicator) create(m partitionMeta) (*Partition, error) {
 	dir := partitionDir(r.cfg.DataDir, m.Partition)
 	if _, err := readMeta(dir); err == nil {
-		return nil, fmt.Errorf("%w: %d", ErrPartitionExists, m.Partition)
+		return nil, fmt.Errorf("%w: %d", lockstitch.ErrPartitionExists, m.Partition)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("replicator: %w", err)
@@ -103,13 +118,17 @@ func (r *Replicator) create(m partitionMeta) (*Partition, error) {
 
 // AddReplica adds a replica, hosted by the node at raftAddr, to a partition
 // this node hosts; that node must then call JoinPartition. A voter is added
-// as non-voting and promotes itself once it has caught up. Adding a
-// replica that is already a member at raftAddr succeeds.
-func (r *Replicator) AddReplica(ctx context.Context, id PartitionID, replica ReplicaID, raftAddr string, kind Kind) error {
+// as non-voting and promotes itself once it has caught up (a zero kind
+// means Voter). Adding a replica that is already a member at raftAddr
+// succeeds.
+func (r *Replicator) AddReplica(ctx context.Context, id lockstitch.PartitionID, replica lockstitch.ReplicaID, raftAddr string, kind lockstitch.Kind) error {
+	if kind != 0 && !kind.Valid() {
+		return fmt.Errorf("%w: replica kind %d", lockstitch.ErrInvalidArgument, kind)
+	}
 	rid := uint64(replica)
 	done := func(m *dragonboat.Membership) (bool, error) {
 		if _, gone := m.Removed[rid]; gone {
-			return false, fmt.Errorf("%w: replica %d was removed from partition %d", ErrReplicaDeleted, replica, id)
+			return false, fmt.Errorf("%w: replica %d was removed from partition %d", lockstitch.ErrReplicaDeleted, replica, id)
 		}
 		for _, set := range []map[uint64]string{m.Nodes, m.NonVotings, m.Witnesses} {
 			if addr, ok := set[rid]; ok {
@@ -122,7 +141,7 @@ func (r *Replicator) AddReplica(ctx context.Context, id PartitionID, replica Rep
 		return false, nil
 	}
 	return r.changeMembership(ctx, id, done, func(ctx context.Context, ccid uint64) error {
-		if kind == Witness {
+		if kind == lockstitch.Witness {
 			return r.nh.SyncRequestAddWitness(ctx, uint64(id), rid, raftAddr, ccid)
 		}
 		return r.nh.SyncRequestAddNonVoting(ctx, uint64(id), rid, raftAddr, ccid)
@@ -133,9 +152,15 @@ func (r *Replicator) AddReplica(ctx context.Context, id PartitionID, replica Rep
 // is never reused. Removing a replica that is not a member succeeds. The
 // removed replica deletes its data if it applies its own removal, which
 // is not certain: the other replicas stop sending it the log once they
-// have applied it. Call DeletePartition on its node to be sure.
-func (r *Replicator) RemoveReplica(ctx context.Context, id PartitionID, replica ReplicaID) error {
+// have applied it. Call DeletePartition on its node to be sure. Removing
+// this node's own replica succeeds once the replica has applied its
+// removal and stopped.
+func (r *Replicator) RemoveReplica(ctx context.Context, id lockstitch.PartitionID, replica lockstitch.ReplicaID) error {
 	rid := uint64(replica)
+	self := false
+	if p, err := r.Partition(id); err == nil {
+		self = p.Replica() == replica
+	}
 	done := func(m *dragonboat.Membership) (bool, error) {
 		for _, set := range []map[uint64]string{m.Nodes, m.NonVotings, m.Witnesses} {
 			if _, ok := set[rid]; ok {
@@ -144,9 +169,13 @@ func (r *Replicator) RemoveReplica(ctx context.Context, id PartitionID, replica 
 		}
 		return true, nil
 	}
-	return r.changeMembership(ctx, id, done, func(ctx context.Context, ccid uint64) error {
+	err := r.changeMembership(ctx, id, done, func(ctx context.Context, ccid uint64) error {
 		return r.nh.SyncRequestDeleteReplica(ctx, uint64(id), rid, ccid)
 	})
+	if self && errors.Is(err, lockstitch.ErrPartitionNotFound) {
+		return nil // the replica applied its own removal and stopped
+	}
+	return err
 }
 
 // changeMembership applies a membership change with the current config
@@ -154,7 +183,7 @@ func (r *Replicator) RemoveReplica(ctx context.Context, id PartitionID, replica 
 // retries when another change raced with it or the attempt timed out;
 // done tells a timed-out attempt that took effect from one that did not.
 // change gets ctx with a deadline, which dragonboat requires.
-func (r *Replicator) changeMembership(ctx context.Context, id PartitionID, done func(*dragonboat.Membership) (bool, error), change func(ctx context.Context, ccid uint64) error) error {
+func (r *Replicator) changeMembership(ctx context.Context, id lockstitch.PartitionID, done func(*dragonboat.Membership) (bool, error), change func(ctx context.Context, ccid uint64) error) error {
 	if _, err := r.Partition(id); err != nil {
 		return err
 	}
@@ -179,16 +208,21 @@ func (r *Replicator) changeMembership(ctx context.Context, id PartitionID, done 
 		}
 		time.Sleep(r.cfg.RTT)
 	}
-	if err != nil {
-		return fmt.Errorf("replicator: partition %d: membership change: %w", id, err)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, dragonboat.ErrShardNotFound), errors.Is(err, dragonboat.ErrShardClosed):
+		return fmt.Errorf("%w: partition %d: membership change: the replica stopped: %v", lockstitch.ErrPartitionNotFound, id, err)
+	case errors.Is(err, dragonboat.ErrRejected), dragonboat.IsTempError(err), errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%w: partition %d: membership change: %v", lockstitch.ErrUnavailable, id, err)
 	}
-	return nil
+	return fmt.Errorf("replicator: partition %d: membership change: %w", id, err)
 }
 
 // TransferLeader makes target the partition's leader. Dragonboat's
 // transfer is best effort, so it is retried until target leads or ctx
 // ends.
-func (r *Replicator) TransferLeader(ctx context.Context, id PartitionID, target ReplicaID) error {
+func (r *Replicator) TransferLeader(ctx context.Context, id lockstitch.PartitionID, target lockstitch.ReplicaID) error {
 	if _, err := r.Partition(id); err != nil {
 		return err
 	}
@@ -216,12 +250,12 @@ func (r *Replicator) TransferLeader(ctx context.Context, id PartitionID, target 
 
 // DeletePartition stops this node's replica of a partition and deletes its
 // data. To delete a partition, delete every replica of it.
-func (r *Replicator) DeletePartition(ctx context.Context, id PartitionID) error {
+func (r *Replicator) DeletePartition(ctx context.Context, id lockstitch.PartitionID) error {
 	r.mu.RLock()
 	p, ok := r.parts[id]
 	r.mu.RUnlock()
 	if !ok {
-		return fmt.Errorf("%w: %d", ErrPartitionNotFound, id)
+		return fmt.Errorf("%w: %d", lockstitch.ErrPartitionNotFound, id)
 	}
 	return r.forgetCtx(ctx, p, "deleted")
 }
@@ -245,6 +279,9 @@ func (r *Replicator) forgetCtx(ctx context.Context, p *partition, reason string)
 	defer p.forgetMu.Unlock()
 	if p.forgotten {
 		return nil
+	}
+	if err := r.retired.add(p.id, p.replica); err != nil {
+		return fmt.Errorf("replicator: delete partition %d: %w", p.id, err)
 	}
 	p.removed.Store(true)
 	p.close()
@@ -285,6 +322,9 @@ func (r *Replicator) forgetCtx(ctx context.Context, p *partition, reason string)
 func (r *Replicator) finishDeletions(pending []pendingDeletion) error {
 	for _, d := range pending {
 		if d.meta != nil {
+			if err := r.retired.add(d.meta.Partition, d.meta.Replica); err != nil {
+				return err
+			}
 			if err := r.nh.RemoveData(uint64(d.meta.Partition), uint64(d.meta.Replica)); err != nil {
 				return fmt.Errorf("remove Raft data of partition %d: %w", d.meta.Partition, err)
 			}
@@ -300,22 +340,22 @@ func (r *Replicator) finishDeletions(pending []pendingDeletion) error {
 // Membership is a partition's replica set as Raft has committed it.
 type Membership struct {
 	// Replicas maps each current replica to its Raft address and kind.
-	Replicas map[ReplicaID]Member
+	Replicas map[lockstitch.ReplicaID]Member
 	// Removed lists replica ids removed from the partition: they can
 	// never be used again.
-	Removed []ReplicaID
+	Removed []lockstitch.ReplicaID
 }
 
 // Member is one replica of a Membership.
 type Member struct {
 	RaftAddress string
-	Kind        Kind
+	Kind        lockstitch.Kind
 }
 
 // NextReplicaID returns the lowest replica id above every id the
 // partition has used, current or removed.
-func (m Membership) NextReplicaID() ReplicaID {
-	var top ReplicaID
+func (m Membership) NextReplicaID() lockstitch.ReplicaID {
+	var top lockstitch.ReplicaID
 	for id := range m.Replicas {
 		top = max(top, id)
 	}
@@ -332,20 +372,20 @@ func (p *Partition) Membership(ctx context.Context) (Membership, error) {
 	defer cancel()
 	m, err := p.r.nh.SyncGetShardMembership(ctx, uint64(p.id))
 	if err != nil {
-		return Membership{}, fmt.Errorf("%w: partition %d: membership: %v", ErrUnavailable, p.id, err)
+		return Membership{}, fmt.Errorf("%w: partition %d: membership: %v", lockstitch.ErrUnavailable, p.id, err)
 	}
-	out := Membership{Replicas: make(map[ReplicaID]Member)}
+	out := Membership{Replicas: make(map[lockstitch.ReplicaID]Member)}
 	for id, a := range m.Nodes {
-		out.Replicas[ReplicaID(id)] = Member{a, Voter}
+		out.Replicas[lockstitch.ReplicaID(id)] = Member{a, lockstitch.Voter}
 	}
 	for id, a := range m.NonVotings {
-		out.Replicas[ReplicaID(id)] = Member{a, NonVoting}
+		out.Replicas[lockstitch.ReplicaID(id)] = Member{a, lockstitch.NonVoting}
 	}
 	for id, a := range m.Witnesses {
-		out.Replicas[ReplicaID(id)] = Member{a, Witness}
+		out.Replicas[lockstitch.ReplicaID(id)] = Member{a, lockstitch.Witness}
 	}
 	for id := range m.Removed {
-		out.Removed = append(out.Removed, ReplicaID(id))
+		out.Removed = append(out.Removed, lockstitch.ReplicaID(id))
 	}
 	return out, nil
 }

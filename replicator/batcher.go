@@ -11,6 +11,7 @@ import (
 
 	"github.com/lni/dragonboat/v4"
 
+	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/wal"
 )
 
@@ -159,11 +160,11 @@ func (b *batcher) enqueueOps(ops []AppendOp, cs []Completion, ctx context.Contex
 	for i := range ops {
 		op := &ops[i]
 		if len(op.Payload) > b.cfg.MaxOpBytes {
-			return false, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(op.Payload), b.cfg.MaxOpBytes)
+			return false, fmt.Errorf("%w: %d bytes, limit %d", lockstitch.ErrTooLarge, len(op.Payload), b.cfg.MaxOpBytes)
 		}
 		crc := wal.Checksum(op.Payload)
 		if op.CRC != 0 && op.CRC != crc {
-			return false, fmt.Errorf("%w: op %d: checksum %08x, payload checksum %08x", ErrChecksum, i, op.CRC, crc)
+			return false, fmt.Errorf("%w: op %d: checksum %08x, payload checksum %08x", lockstitch.ErrChecksum, i, op.CRC, crc)
 		}
 		op.CRC = crc
 		total += int64(len(op.Payload))
@@ -171,7 +172,7 @@ func (b *batcher) enqueueOps(ops []AppendOp, cs []Completion, ctx context.Contex
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
-		return false, ErrClosed
+		return false, lockstitch.ErrClosed
 	}
 	if err := b.p.leaderOnly(); err != nil {
 		b.mu.Unlock()
@@ -179,7 +180,7 @@ func (b *batcher) enqueueOps(ops []AppendOp, cs []Completion, ctx context.Contex
 	}
 	if n, size := b.pendingOps, b.pendingBytes; n+len(ops) > b.cfg.MaxPendingOps || size+total > b.cfg.MaxPendingBytes {
 		b.mu.Unlock()
-		return false, fmt.Errorf("%w: partition %d has %d ops (%d bytes) pending", ErrBusy, b.p.id, n, size)
+		return false, fmt.Errorf("%w: partition %d has %d ops (%d bytes) pending", lockstitch.ErrBusy, b.p.id, n, size)
 	}
 	var cw *ctxWatch
 	watched := false
@@ -340,9 +341,9 @@ func (b *batcher) await(rs *dragonboat.RequestState, bt *batch) {
 		b.complete(bt, res.GetResult().Data)
 	case res.Dropped():
 		// Dropped before it reached the log: not committed.
-		b.finish(bt, AppendResult{}, fmt.Errorf("%w: partition %d: proposal dropped (no leader, or a leader transfer)", ErrUnavailable, b.p.id))
+		b.finish(bt, AppendResult{}, fmt.Errorf("%w: partition %d: proposal dropped (no leader, or a leader transfer)", lockstitch.ErrUnavailable, b.p.id))
 	default:
-		b.finish(bt, AppendResult{}, fmt.Errorf("%w: partition %d: proposal did not complete (timeout, replica stopped or rejected)", ErrAborted, b.p.id))
+		b.finish(bt, AppendResult{}, fmt.Errorf("%w: partition %d: proposal did not complete (timeout, replica stopped or rejected)", lockstitch.ErrAborted, b.p.id))
 	}
 }
 
@@ -353,7 +354,7 @@ func (b *batcher) complete(bt *batch, data []byte) {
 		err = fmt.Errorf("%w: %d results for %d ops", errBadEntry, rr.count, len(bt.waiters))
 	}
 	if err != nil {
-		b.finish(bt, AppendResult{}, fmt.Errorf("%w: %v", ErrAborted, err))
+		b.finish(bt, AppendResult{}, fmt.Errorf("%w: %v", lockstitch.ErrAborted, err))
 		return
 	}
 	b.release(bt)
@@ -364,13 +365,13 @@ func (b *batcher) complete(bt *batch, data []byte) {
 		err := rr.next(&r)
 		switch {
 		case err != nil:
-			err = fmt.Errorf("%w: %v", ErrAborted, err)
+			err = fmt.Errorf("%w: %v", lockstitch.ErrAborted, err)
 		case r.status == statusApplied:
 			res = AppendResult{LSN: r.lsn, Epoch: r.epoch, Result: r.result}
 		case r.status == statusDuplicate:
 			res = AppendResult{LSN: r.lsn, Epoch: r.epoch, Duplicate: true}
 		default:
-			err = fmt.Errorf("%w: partition %d", ErrStaleSequence, b.p.id)
+			err = fmt.Errorf("%w: partition %d", lockstitch.ErrStaleSequence, b.p.id)
 		}
 		m.appendDone(bt.starts[i], now, err, res.Duplicate)
 		c.Complete(res, err)
@@ -459,7 +460,7 @@ func (b *batcher) close() {
 	b.mu.Unlock()
 	close(b.quit)
 	<-b.done
-	b.failQueued(ErrClosed)
+	b.failQueued(lockstitch.ErrClosed)
 }
 
 // ctxWatch ends the waits of Append calls that share a context when it
@@ -560,14 +561,14 @@ func (b *batcher) watch(cw *ctxWatch) {
 
 // proposeError maps an error from Propose, which means the batch was not
 // proposed, to ours.
-func proposeError(id PartitionID, err error) error {
+func proposeError(id lockstitch.PartitionID, err error) error {
 	switch {
 	case errors.Is(err, dragonboat.ErrSystemBusy):
-		return fmt.Errorf("%w: partition %d: Raft proposal queue full", ErrBusy, id)
+		return fmt.Errorf("%w: partition %d: Raft proposal queue full", lockstitch.ErrBusy, id)
 	case errors.Is(err, dragonboat.ErrPayloadTooBig):
-		return fmt.Errorf("%w: partition %d: %v", ErrTooLarge, id, err)
+		return fmt.Errorf("%w: partition %d: %v", lockstitch.ErrTooLarge, id, err)
 	case dragonboat.IsTempError(err):
-		return fmt.Errorf("%w: partition %d: %v", ErrUnavailable, id, err)
+		return fmt.Errorf("%w: partition %d: %v", lockstitch.ErrUnavailable, id, err)
 	}
-	return fmt.Errorf("%w: partition %d: %v", ErrUnavailable, id, err)
+	return fmt.Errorf("%w: partition %d: %v", lockstitch.ErrUnavailable, id, err)
 }

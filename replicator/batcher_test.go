@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/internal/testutil"
 )
 
@@ -95,7 +96,7 @@ func singleNode(ctx context.Context, t *testing.T, plugin string, tweak func(*Co
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := r.CreatePartition(PartitionSpec{ID: 1, Plugin: plugin, Replicas: map[ReplicaID]string{1: cfg.RaftAddress}})
+	p, err := r.CreatePartition(PartitionSpec{ID: 1, Plugin: plugin, Replicas: map[lockstitch.ReplicaID]string{1: cfg.RaftAddress}})
 	if err != nil {
 		r.Close()
 		t.Fatal(err)
@@ -216,7 +217,7 @@ func TestSharedContextCancel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := LSN(n + 3); res.LSN != want {
+	if want := lockstitch.LSN(n + 3); res.LSN != want {
 		t.Fatalf("append after the canceled ones got LSN %d, want %d", res.LSN, want)
 	}
 }

@@ -24,6 +24,8 @@ import (
 	"github.com/lni/dragonboat/v4/plugin/tan"
 	sm "github.com/lni/dragonboat/v4/statemachine"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/lockstitch/lockstitch"
 )
 
 // BenchmarkAppend compares appends through Partition.Append with raw
@@ -62,7 +64,7 @@ func BenchmarkAppend(b *testing.B) {
 					propose = func(ctx context.Context, payload []byte) error {
 						for {
 							_, err := leader.Load().Append(ctx, AppendOp{Payload: payload})
-							if !errors.Is(err, ErrNotLeader) && !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrAborted) {
+							if !errors.Is(err, lockstitch.ErrNotLeader) && !errors.Is(err, lockstitch.ErrUnavailable) && !errors.Is(err, lockstitch.ErrAborted) {
 								return err
 							}
 							// A leader change under load: follow it, as a
@@ -210,7 +212,7 @@ func benchAddr(b *testing.B) string {
 // benchLockstitch starts three Replicators with one log partition.
 func benchLockstitch(b *testing.B, db LogDB) []*Replicator {
 	var nodes []*Replicator
-	spec := PartitionSpec{ID: 1, Plugin: LogPluginName, Replicas: map[ReplicaID]string{}}
+	spec := PartitionSpec{ID: 1, Plugin: LogPluginName, Replicas: map[lockstitch.ReplicaID]string{}}
 	var cfgs []Config
 	for i := 0; i < 3; i++ {
 		cfg := DefaultConfig()
@@ -233,7 +235,7 @@ func benchLockstitch(b *testing.B, db LogDB) []*Replicator {
 			cfg.BatchGap, _ = time.ParseDuration(v)
 		}
 		cfgs = append(cfgs, cfg)
-		spec.Replicas[ReplicaID(i+1)] = cfg.RaftAddress
+		spec.Replicas[lockstitch.ReplicaID(i+1)] = cfg.RaftAddress
 	}
 	for _, cfg := range cfgs {
 		r, err := Open(cfg)

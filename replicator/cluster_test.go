@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/internal/testutil"
 	"github.com/lockstitch/lockstitch/replicator"
 )
@@ -105,16 +106,16 @@ func (c *cluster) close() {
 }
 
 // spec returns a partition spec with replica i+1 on node i.
-func (c *cluster) spec(id replicator.PartitionID) replicator.PartitionSpec {
-	s := replicator.PartitionSpec{ID: id, Plugin: replicator.LogPluginName, Replicas: map[replicator.ReplicaID]string{}}
+func (c *cluster) spec(id lockstitch.PartitionID) replicator.PartitionSpec {
+	s := replicator.PartitionSpec{ID: id, Plugin: replicator.LogPluginName, Replicas: map[lockstitch.ReplicaID]string{}}
 	for i, n := range c.nodes {
-		s.Replicas[replicator.ReplicaID(i+1)] = n.cfg.RaftAddress
+		s.Replicas[lockstitch.ReplicaID(i+1)] = n.cfg.RaftAddress
 	}
 	return s
 }
 
 // create creates partition id on every node.
-func (c *cluster) create(id replicator.PartitionID) {
+func (c *cluster) create(id lockstitch.PartitionID) {
 	c.t.Helper()
 	spec := c.spec(id)
 	for i := range c.nodes {
@@ -124,7 +125,7 @@ func (c *cluster) create(id replicator.PartitionID) {
 	}
 }
 
-func (c *cluster) partition(i int, id replicator.PartitionID) *replicator.Partition {
+func (c *cluster) partition(i int, id lockstitch.PartitionID) *replicator.Partition {
 	c.t.Helper()
 	p, err := c.get(i).Partition(id)
 	if err != nil {
@@ -173,7 +174,7 @@ func (a *appenders) wait(t testing.TB) {
 }
 
 // waitApplied waits until p has applied LSN lsn and returns its status.
-func waitApplied(t testing.TB, p *replicator.Partition, lsn replicator.LSN) replicator.PartitionStatus {
+func waitApplied(t testing.TB, p *replicator.Partition, lsn lockstitch.LSN) replicator.PartitionStatus {
 	t.Helper()
 	var st replicator.PartitionStatus
 	testutil.WaitFor(t, fmt.Sprintf("replica %d to apply LSN %d", p.Replica(), lsn), 30*time.Second, func() bool {
@@ -186,7 +187,7 @@ func waitApplied(t testing.TB, p *replicator.Partition, lsn replicator.LSN) repl
 
 // leader waits until a running node's replica of id leads, and returns
 // that node's index.
-func (c *cluster) leader(id replicator.PartitionID) int {
+func (c *cluster) leader(id lockstitch.PartitionID) int {
 	c.t.Helper()
 	leader := -1
 	testutil.WaitFor(c.t, fmt.Sprintf("a leader of partition %d", id), 20*time.Second, func() bool {
@@ -199,7 +200,7 @@ func (c *cluster) leader(id replicator.PartitionID) int {
 			if err != nil {
 				continue
 			}
-			if st, err := p.Status(context.Background()); err == nil && st.Role == replicator.RoleLeader {
+			if st, err := p.Status(context.Background()); err == nil && st.Role == lockstitch.RoleLeader {
 				leader = i
 				return true
 			}
@@ -211,7 +212,7 @@ func (c *cluster) leader(id replicator.PartitionID) int {
 
 // appendRetry appends op through whichever node leads, retrying what is
 // safe to retry, the way a client with a producer id does.
-func (c *cluster) appendRetry(ctx context.Context, id replicator.PartitionID, op replicator.AppendOp) (replicator.AppendResult, error) {
+func (c *cluster) appendRetry(ctx context.Context, id lockstitch.PartitionID, op replicator.AppendOp) (replicator.AppendResult, error) {
 	for {
 		for i := range c.nodes {
 			r := c.get(i)
@@ -236,13 +237,13 @@ func (c *cluster) appendRetry(ctx context.Context, id replicator.PartitionID, op
 }
 
 func retryable(err error) bool {
-	return errors.Is(err, replicator.ErrNotLeader) || errors.Is(err, replicator.ErrUnavailable) ||
-		errors.Is(err, replicator.ErrAborted) || errors.Is(err, replicator.ErrBusy) ||
-		errors.Is(err, replicator.ErrClosed)
+	return errors.Is(err, lockstitch.ErrNotLeader) || errors.Is(err, lockstitch.ErrUnavailable) ||
+		errors.Is(err, lockstitch.ErrAborted) || errors.Is(err, lockstitch.ErrBusy) ||
+		errors.Is(err, lockstitch.ErrClosed)
 }
 
 // stream reads a replica's whole stream once it has applied up to last.
-func (c *cluster) stream(i int, id replicator.PartitionID, last replicator.LSN) []replicator.Record {
+func (c *cluster) stream(i int, id lockstitch.PartitionID, last lockstitch.LSN) []replicator.Record {
 	c.t.Helper()
 	p := c.partition(i, id)
 	waitApplied(c.t, p, last)

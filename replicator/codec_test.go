@@ -9,13 +9,14 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/wal"
 )
 
 func TestOpsEntryRoundTrip(t *testing.T) {
 	type op struct {
 		payload  []byte
-		producer ProducerID
+		producer lockstitch.ProducerID
 		seq      uint64
 	}
 	ops := []op{{[]byte("a"), 0, 0}, {nil, 7, 1}, {bytes.Repeat([]byte("x"), 1000), 7, 2}, {[]byte("big ids"), 1 << 62, 1<<64 - 1}}
@@ -65,7 +66,7 @@ func TestOpsEntryRoundTrip(t *testing.T) {
 // appendBatchOpV1 encodes an op of a version 1 ops entry (after a header
 // whose version byte it sets), as nodes wrote before version 2; they
 // still read it.
-func appendBatchOpV1(b []byte, payload []byte, crc uint32, producer ProducerID, seq uint64) []byte {
+func appendBatchOpV1(b []byte, payload []byte, crc uint32, producer lockstitch.ProducerID, seq uint64) []byte {
 	b[1] = 1
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(payload)))
 	b = binary.LittleEndian.AppendUint32(b, crc)
@@ -128,12 +129,12 @@ func TestDedupe(t *testing.T) {
 		t.Fatal("first op of a new producer not applied")
 	}
 	for seq := uint64(1); seq <= DedupeWindow+10; seq++ {
-		d.record(1, seq, LSN(seq*2), 1)
+		d.record(1, seq, lockstitch.LSN(seq*2), 1)
 	}
 	cases := []struct {
 		seq    uint64
 		status byte
-		lsn    LSN
+		lsn    lockstitch.LSN
 	}{
 		{DedupeWindow + 11, statusApplied, 0},
 		{DedupeWindow + 10, statusDuplicate, 2 * (DedupeWindow + 10)},
@@ -169,9 +170,11 @@ func TestDedupe(t *testing.T) {
 func TestDedupeOutOfOrderFullWindow(t *testing.T) {
 	d := newDedupe()
 	rng := rand.New(rand.NewPCG(3, 4))
-	applied := map[uint64]LSN{}
-	var lsn LSN
-	// Sequences 1..3000 in a shuffled order within sliding chunks of 50.
+	applied := map[uint64]lockstitch.LSN{}
+	var lsn lockstitch.
+		// Sequences 1..3000 in a shuffled order within sliding chunks of 50.
+		LSN
+
 	var seqs []uint64
 	for base := uint64(1); base <= 3000; base += 50 {
 		chunk := make([]uint64, 50)
@@ -224,8 +227,8 @@ func TestDedupeOutOfOrderFullWindow(t *testing.T) {
 
 func TestDedupeEvictsLeastRecentlyUsed(t *testing.T) {
 	d := newDedupe()
-	for id := ProducerID(1); id <= MaxProducers; id++ {
-		d.record(id, 1, LSN(id), 1)
+	for id := lockstitch.ProducerID(1); id <= MaxProducers; id++ {
+		d.record(id, 1, lockstitch.LSN(id), 1)
 	}
 	d.record(1, 2, 5000, 1) // producer 1 becomes the most recent
 	d.record(MaxProducers+1, 1, 5001, 1)
@@ -254,14 +257,14 @@ func TestStateRoundTrip(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for round := 0; round < 20; round++ {
 		s := newPartitionState()
-		s.lsn, s.epoch, s.index = LSN(rng.Uint64()), Epoch(rng.Uint64()), rng.Uint64()
+		s.lsn, s.epoch, s.index = lockstitch.LSN(rng.Uint64()), lockstitch.Epoch(rng.Uint64()), rng.Uint64()
 		for i := 0; i < rng.IntN(5); i++ {
-			s.addrs[ReplicaID(rng.Uint64())] = fmt.Sprintf("host-%d:%d", i, rng.IntN(65536))
+			s.addrs[lockstitch.ReplicaID(rng.Uint64())] = fmt.Sprintf("host-%d:%d", i, rng.IntN(65536))
 		}
 		for i := 0; i < rng.IntN(3000); i++ {
-			id := ProducerID(rng.IntN(50) + 1)
+			id := lockstitch.ProducerID(rng.IntN(50) + 1)
 			seq := uint64(i + 1)
-			s.dedupe.record(id, seq, LSN(i), Epoch(i/100))
+			s.dedupe.record(id, seq, lockstitch.LSN(i), lockstitch.Epoch(i/100))
 		}
 		b := s.appendTo(nil)
 		got, err := decodePartitionState(b)

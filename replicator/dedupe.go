@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"sort"
+
+	"github.com/lockstitch/lockstitch"
 )
 
 // Limits of the dedupe table. Part of the replicated state machine: every
@@ -28,14 +30,16 @@ const (
 // epoch it was committed with, which a retry is answered with.
 type seqLSN struct {
 	seq   uint64
-	lsn   LSN
-	epoch Epoch
+	lsn   lockstitch.LSN
+	epoch lockstitch.
+
+		// producer is what a partition remembers of one idempotent producer: its
+		// recent sequences and their LSNs, ascending.
+		Epoch
 }
 
-// producer is what a partition remembers of one idempotent producer: its
-// recent sequences and their LSNs, ascending.
 type producer struct {
-	id ProducerID
+	id lockstitch.ProducerID
 	// floor: every applied sequence at or above it is in ring; below it
 	// nothing is known. 0 for a producer first seen before the partition
 	// ever forgot one, else its first sequence; it rises as a full ring
@@ -113,18 +117,18 @@ func (p *producer) find(seq uint64) (seqLSN, bool) {
 // lowest remembered (or of a producer not remembered after others were)
 // may have been applied before it was forgotten: it is stale, rejected.
 type dedupe struct {
-	byID       map[ProducerID]*producer
+	byID       map[lockstitch.ProducerID]*producer
 	head, tail *producer // least and most recently used
 	// forgotten is set once a producer has been evicted: from then on a
 	// producer first seen may have applied ops before it was forgotten.
 	forgotten bool
 }
 
-func newDedupe() *dedupe { return &dedupe{byID: make(map[ProducerID]*producer)} }
+func newDedupe() *dedupe { return &dedupe{byID: make(map[lockstitch.ProducerID]*producer)} }
 
 // check classifies (id, seq): statusApplied means "apply it"; for a
 // duplicate it returns the original op's LSN and epoch.
-func (d *dedupe) check(id ProducerID, seq uint64) (byte, LSN, Epoch) {
+func (d *dedupe) check(id lockstitch.ProducerID, seq uint64) (byte, lockstitch.LSN, lockstitch.Epoch) {
 	p := d.byID[id]
 	if p == nil || seq > p.last().seq {
 		return statusApplied, 0, 0
@@ -140,7 +144,7 @@ func (d *dedupe) check(id ProducerID, seq uint64) (byte, LSN, Epoch) {
 
 // record notes that (id, seq) was applied at lsn in epoch; check must
 // have classified it statusApplied.
-func (d *dedupe) record(id ProducerID, seq uint64, lsn LSN, epoch Epoch) {
+func (d *dedupe) record(id lockstitch.ProducerID, seq uint64, lsn lockstitch.LSN, epoch lockstitch.Epoch) {
 	p := d.byID[id]
 	if p == nil {
 		if len(d.byID) >= MaxProducers {
@@ -228,7 +232,7 @@ func decodeDedupe(b []byte) (*dedupe, int, error) {
 		if len(b)-off < 20 {
 			return nil, 0, fmt.Errorf("dedupe producer cut short")
 		}
-		id := ProducerID(binary.LittleEndian.Uint64(b[off:]))
+		id := lockstitch.ProducerID(binary.LittleEndian.Uint64(b[off:]))
 		floor := binary.LittleEndian.Uint64(b[off+8:])
 		m := int(binary.LittleEndian.Uint32(b[off+16:]))
 		off += 20
@@ -240,7 +244,7 @@ func decodeDedupe(b []byte) (*dedupe, int, error) {
 		}
 		p := &producer{id: id, floor: floor, ring: make([]seqLSN, m)}
 		for i := range m {
-			p.ring[i] = seqLSN{binary.LittleEndian.Uint64(b[off:]), LSN(binary.LittleEndian.Uint64(b[off+8:])), Epoch(binary.LittleEndian.Uint64(b[off+16:]))}
+			p.ring[i] = seqLSN{binary.LittleEndian.Uint64(b[off:]), lockstitch.LSN(binary.LittleEndian.Uint64(b[off+8:])), lockstitch.Epoch(binary.LittleEndian.Uint64(b[off+16:]))}
 			off += 24
 			if i > 0 && p.ring[i].seq <= p.ring[i-1].seq {
 				return nil, 0, fmt.Errorf("dedupe producer %d: sequences not ascending", id)

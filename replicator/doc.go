@@ -69,7 +69,7 @@
 // # Reads and lag
 //
 // Queries go to the plugin with a consistency level: Linearizable (a Raft
-// read index, on any replica), LeaderLocal, or AnyReplica within
+// read index, on any replica), LeaderLocal, or Bounded within
 // QueryOptions.MaxStaleness. Every answer carries the LSN it reflects.
 // Replicas report the LSN they have applied every Config.ProgressInterval
 // while it moves, through small Raft entries; Status gives each replica's

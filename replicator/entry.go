@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"github.com/lockstitch/lockstitch"
 )
 
 // The Raft entries a partition proposes. Part of the replicated log format:
@@ -87,7 +89,7 @@ func appendBatchHeader(b []byte, term uint64) []byte {
 }
 
 // appendBatchOp adds one op to the ops entry in b and bumps its count.
-func appendBatchOp(b []byte, payload []byte, crc uint32, producer ProducerID, seq uint64) []byte {
+func appendBatchOp(b []byte, payload []byte, crc uint32, producer lockstitch.ProducerID, seq uint64) []byte {
 	b = binary.AppendUvarint(b, uint64(len(payload)))
 	b = binary.LittleEndian.AppendUint32(b, crc)
 	b = binary.AppendUvarint(b, uint64(producer))
@@ -103,7 +105,7 @@ func appendBatchOp(b []byte, payload []byte, crc uint32, producer ProducerID, se
 type entryOp struct {
 	Payload  []byte
 	CRC      uint32
-	Producer ProducerID
+	Producer lockstitch.ProducerID
 	Seq      uint64
 }
 
@@ -158,7 +160,7 @@ func (r *opsReader) next(op *entryOp) (bool, error) {
 		return false, fmt.Errorf("%w: producer id cut short or too long", errBadEntry)
 	}
 	b = b[k:]
-	op.Producer, op.Seq = ProducerID(producer), 0
+	op.Producer, op.Seq = lockstitch.ProducerID(producer), 0
 	if producer != 0 {
 		if op.Seq, k = binary.Uvarint(b); k <= 0 {
 			return false, fmt.Errorf("%w: producer sequence cut short or too long", errBadEntry)
@@ -184,7 +186,7 @@ func (r *opsReader) nextV1(op *entryOp) (bool, error) {
 		return false, fmt.Errorf("%w: op length %d exceeds the entry", errBadEntry, n)
 	}
 	op.CRC = binary.LittleEndian.Uint32(r.b[4:])
-	op.Producer = ProducerID(binary.LittleEndian.Uint64(r.b[8:]))
+	op.Producer = lockstitch.ProducerID(binary.LittleEndian.Uint64(r.b[8:]))
 	op.Seq = binary.LittleEndian.Uint64(r.b[16:])
 	op.Payload = r.b[opHeaderSizeV1 : opHeaderSizeV1+n : opHeaderSizeV1+n]
 	r.b = r.b[opHeaderSizeV1+n:]
@@ -193,7 +195,7 @@ func (r *opsReader) nextV1(op *entryOp) (bool, error) {
 }
 
 // appendAddrEntry encodes an address entry.
-func appendAddrEntry(b []byte, replica ReplicaID, addr string) []byte {
+func appendAddrEntry(b []byte, replica lockstitch.ReplicaID, addr string) []byte {
 	var h [entryHeaderSize]byte
 	h[0], h[1] = entryAddr, entryVersion
 	binary.LittleEndian.PutUint32(h[4:], uint32(len(addr)))
@@ -202,7 +204,7 @@ func appendAddrEntry(b []byte, replica ReplicaID, addr string) []byte {
 	return append(b, addr...)
 }
 
-func readAddrEntry(b []byte) (ReplicaID, string, error) {
+func readAddrEntry(b []byte) (lockstitch.ReplicaID, string, error) {
 	if len(b) < entryHeaderSize || b[0] != entryAddr || b[1] != entryVersion {
 		return 0, "", fmt.Errorf("%w: bad address entry header", errBadEntry)
 	}
@@ -210,12 +212,12 @@ func readAddrEntry(b []byte) (ReplicaID, string, error) {
 	if n != len(b)-entryHeaderSize {
 		return 0, "", fmt.Errorf("%w: address length %d, %d bytes follow", errBadEntry, n, len(b)-entryHeaderSize)
 	}
-	return ReplicaID(binary.LittleEndian.Uint64(b[8:])), string(b[entryHeaderSize:]), nil
+	return lockstitch.ReplicaID(binary.LittleEndian.Uint64(b[8:])), string(b[entryHeaderSize:]), nil
 }
 
 const progressEntrySize = 24
 
-func appendProgressEntry(b []byte, replica ReplicaID, applied LSN) []byte {
+func appendProgressEntry(b []byte, replica lockstitch.ReplicaID, applied lockstitch.LSN) []byte {
 	var h [progressEntrySize]byte
 	h[0], h[1] = entryProgress, entryVersion
 	binary.LittleEndian.PutUint64(h[8:], uint64(replica))
@@ -223,19 +225,21 @@ func appendProgressEntry(b []byte, replica ReplicaID, applied LSN) []byte {
 	return append(b, h[:]...)
 }
 
-func readProgressEntry(b []byte) (ReplicaID, LSN, error) {
+func readProgressEntry(b []byte) (lockstitch.ReplicaID, lockstitch.LSN, error) {
 	if len(b) != progressEntrySize || b[0] != entryProgress || b[1] != entryVersion {
 		return 0, 0, fmt.Errorf("%w: bad progress entry", errBadEntry)
 	}
-	return ReplicaID(binary.LittleEndian.Uint64(b[8:])), LSN(binary.LittleEndian.Uint64(b[16:])), nil
+	return lockstitch.ReplicaID(binary.LittleEndian.Uint64(b[8:])), lockstitch.LSN(binary.LittleEndian.Uint64(b[16:])), nil
 }
 
 // opResult is one op's outcome, decoded from an ops entry result.
 type opResult struct {
 	status byte
-	lsn    LSN
-	epoch  Epoch
-	// result aliases the entry result.
+	lsn    lockstitch.LSN
+	epoch  lockstitch.
+		// result aliases the entry result.
+		Epoch
+
 	result []byte
 }
 
@@ -248,7 +252,7 @@ func appendResultHeader(b []byte, count int) []byte {
 	return binary.LittleEndian.AppendUint32(b, uint32(count))
 }
 
-func appendOpResult(b []byte, status byte, lsn LSN, epoch Epoch, result []byte) []byte {
+func appendOpResult(b []byte, status byte, lsn lockstitch.LSN, epoch lockstitch.Epoch, result []byte) []byte {
 	var h [opResultHeaderSize]byte
 	h[0] = status
 	binary.LittleEndian.PutUint64(h[1:], uint64(lsn))
@@ -280,8 +284,8 @@ func (r *resultReader) next(res *opResult) error {
 		return fmt.Errorf("%w: op result length %d exceeds the result", errBadEntry, n)
 	}
 	res.status = r.b[0]
-	res.lsn = LSN(binary.LittleEndian.Uint64(r.b[1:]))
-	res.epoch = Epoch(binary.LittleEndian.Uint64(r.b[9:]))
+	res.lsn = lockstitch.LSN(binary.LittleEndian.Uint64(r.b[1:]))
+	res.epoch = lockstitch.Epoch(binary.LittleEndian.Uint64(r.b[9:]))
 	res.result = r.b[opResultHeaderSize : opResultHeaderSize+n : opResultHeaderSize+n]
 	r.b = r.b[opResultHeaderSize+n:]
 	return nil

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/replicator"
 )
 
@@ -23,7 +24,7 @@ type counter struct {
 	n  int
 }
 
-func (c *counter) Open(context.Context) (replicator.LSN, error) { return 0, nil }
+func (c *counter) Open(context.Context) (lockstitch.LSN, error) { return 0, nil }
 
 func (c *counter) Apply(ops []replicator.Op, results [][]byte) error {
 	c.mu.Lock()
@@ -41,7 +42,7 @@ func (c *counter) Query(context.Context, []byte) ([]byte, error) {
 	return []byte(strconv.Itoa(c.n)), nil
 }
 
-func (c *counter) Sync() (replicator.LSN, error) { return 0, nil }
+func (c *counter) Sync() (lockstitch.LSN, error) { return 0, nil }
 
 func (c *counter) PrepareSnapshot() (replicator.Snapshot, error) {
 	c.mu.Lock()
@@ -49,7 +50,7 @@ func (c *counter) PrepareSnapshot() (replicator.Snapshot, error) {
 	return bytesSnapshot(strconv.Itoa(c.n)), nil
 }
 
-func (c *counter) Restore(r io.Reader, _ replicator.LSN) error {
+func (c *counter) Restore(r io.Reader, _ lockstitch.LSN) error {
 	b, err := io.ReadAll(r)
 	if err != nil {
 		return err
@@ -86,7 +87,7 @@ func Example() {
 	p, err := r.CreatePartition(replicator.PartitionSpec{
 		ID:       1,
 		Plugin:   "counter",
-		Replicas: map[replicator.ReplicaID]string{1: addr},
+		Replicas: map[lockstitch.ReplicaID]string{1: addr},
 	})
 	if err != nil {
 		fmt.Println(err)
@@ -98,7 +99,7 @@ func Example() {
 	for _, op := range []string{"red", "green", "blue"} {
 		for {
 			res, err := p.Append(ctx, replicator.AppendOp{Payload: []byte(op)})
-			if errors.Is(err, replicator.ErrNotLeader) || errors.Is(err, replicator.ErrUnavailable) {
+			if errors.Is(err, lockstitch.ErrNotLeader) || errors.Is(err, lockstitch.ErrUnavailable) {
 				time.Sleep(10 * time.Millisecond) // the partition is still electing its leader
 				continue
 			}
@@ -114,7 +115,7 @@ func Example() {
 	for _, rec := range recs {
 		fmt.Printf("LSN %d: %s\n", rec.LSN, rec.Payload)
 	}
-	res, _ := p.Query(ctx, nil, replicator.QueryOptions{Consistency: replicator.Linearizable})
+	res, _ := p.Query(ctx, nil, replicator.QueryOptions{Consistency: lockstitch.Linearizable})
 	fmt.Printf("count %s as of LSN %d\n", res.Result, res.LSN)
 	// Output:
 	// appended red at LSN 1, plugin result 1

@@ -12,11 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/internal/testutil"
 	"github.com/lockstitch/lockstitch/replicator"
 )
 
-func appendN(t *testing.T, c *cluster, id replicator.PartitionID, from, to int) {
+func appendN(t *testing.T, c *cluster, id lockstitch.PartitionID, from, to int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -39,9 +40,9 @@ func TestQueriesAndLag(t *testing.T) {
 	ctx := context.Background()
 	leader, follower := c.partition(l, 1), c.partition(f, 1)
 
-	var pos struct{ LSN replicator.LSN }
+	var pos struct{ LSN lockstitch.LSN }
 	for _, p := range []*replicator.Partition{leader, follower} {
-		res, err := p.Query(ctx, nil, replicator.QueryOptions{Consistency: replicator.Linearizable})
+		res, err := p.Query(ctx, nil, replicator.QueryOptions{Consistency: lockstitch.Linearizable})
 		if err != nil {
 			t.Fatalf("linearizable query on replica %d: %v", p.Replica(), err)
 		}
@@ -49,11 +50,11 @@ func TestQueriesAndLag(t *testing.T) {
 			t.Fatalf("linearizable query on replica %d: %s at LSN %d", p.Replica(), res.Result, res.LSN)
 		}
 	}
-	if _, err := leader.Query(ctx, nil, replicator.QueryOptions{Consistency: replicator.LeaderLocal}); err != nil {
+	if _, err := leader.Query(ctx, nil, replicator.QueryOptions{Consistency: lockstitch.LeaderLocal}); err != nil {
 		t.Fatalf("leader-local query on the leader: %v", err)
 	}
-	_, err := follower.Query(ctx, nil, replicator.QueryOptions{Consistency: replicator.LeaderLocal})
-	var nl *replicator.NotLeaderError
+	_, err := follower.Query(ctx, nil, replicator.QueryOptions{Consistency: lockstitch.LeaderLocal})
+	var nl *lockstitch.NotLeaderError
 	if !errors.As(err, &nl) || nl.Leader != leader.Replica() || nl.LeaderAddr != c.nodes[l].cfg.ClientAddress {
 		t.Fatalf("leader-local query on a follower: %v; want NotLeader naming %q", err, c.nodes[l].cfg.ClientAddress)
 	}
@@ -61,8 +62,8 @@ func TestQueriesAndLag(t *testing.T) {
 		t.Fatalf("append on a follower: %v, want NotLeader with an address", err)
 	}
 
-	// AnyReplica: a fresh follower answers; its staleness is bounded.
-	opts := replicator.QueryOptions{Consistency: replicator.AnyReplica, MaxStaleness: time.Second}
+	// Bounded: a fresh follower answers; its staleness is bounded.
+	opts := replicator.QueryOptions{Consistency: lockstitch.Bounded, MaxStaleness: time.Second}
 	res, err := follower.Query(ctx, nil, opts)
 	if err != nil || res.LSN != 25 || res.Staleness > time.Second {
 		t.Fatalf("any-replica query on a follower: %+v, %v", res, err)
@@ -82,7 +83,7 @@ func TestQueriesAndLag(t *testing.T) {
 		return true
 	})
 	st, _ := follower.Status(ctx)
-	if st.Role != replicator.RoleFollower || st.Leader != leader.Replica() || st.LeaderAddr == "" || st.CommittedLSN != 25 {
+	if st.Role != lockstitch.RoleFollower || st.Leader != leader.Replica() || st.LeaderAddr == "" || st.CommittedLSN != 25 {
 		t.Fatalf("follower status: %+v", st)
 	}
 
@@ -105,13 +106,13 @@ func TestQueriesAndLag(t *testing.T) {
 	if !found {
 		t.Fatalf("leader status does not list the stopped replica %d: %+v", follower.Replica(), st.Replicas)
 	}
-	// Restarted, it answers AnyReplica queries once it has opened and
+	// Restarted, it answers Bounded queries once it has opened and
 	// proved itself fresh, which implies it has caught up.
 	c.start(f)
 	follower = c.partition(f, 1)
 	testutil.WaitFor(t, "the restarted follower to answer", 20*time.Second, func() bool {
 		res, err = follower.Query(ctx, nil, opts)
-		if err != nil && !errors.Is(err, replicator.ErrUnavailable) && !errors.Is(err, replicator.ErrTooStale) {
+		if err != nil && !errors.Is(err, lockstitch.ErrUnavailable) && !errors.Is(err, lockstitch.ErrTooStale) {
 			t.Fatalf("any-replica query after a restart: %v", err)
 		}
 		return err == nil
@@ -135,10 +136,10 @@ func TestMembershipChanges(t *testing.T) {
 	c.nodes = append(c.nodes, &node{cfg: cfg})
 	c.start(3)
 	l := c.leader(1)
-	if err := c.get(l).AddReplica(ctx, 1, 4, cfg.RaftAddress, replicator.Voter); err != nil {
+	if err := c.get(l).AddReplica(ctx, 1, 4, cfg.RaftAddress, lockstitch.Voter); err != nil {
 		t.Fatal(err)
 	}
-	p4, err := c.get(3).JoinPartition(replicator.JoinSpec{Partition: 1, Replica: 4, Kind: replicator.Voter, Plugin: replicator.LogPluginName})
+	p4, err := c.get(3).JoinPartition(replicator.JoinSpec{Partition: 1, Replica: 4, Kind: lockstitch.Voter, Plugin: replicator.LogPluginName})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +149,7 @@ func TestMembershipChanges(t *testing.T) {
 			return false
 		}
 		for _, r := range st.Replicas {
-			if r.Replica == 4 && r.Kind == replicator.Voter {
+			if r.Replica == 4 && r.Kind == lockstitch.Voter {
 				return true
 			}
 		}
@@ -160,7 +161,7 @@ func TestMembershipChanges(t *testing.T) {
 	if err := c.get(l).TransferLeader(ctx, 1, 4); err != nil {
 		t.Fatal(err)
 	}
-	if st, _ := p4.Status(ctx); st.Role != replicator.RoleLeader {
+	if st, _ := p4.Status(ctx); st.Role != lockstitch.RoleLeader {
 		t.Fatalf("replica 4 role after the transfer: %v", st.Role)
 	}
 	appendN(t, c, 1, 100, 110)
@@ -176,7 +177,7 @@ func TestMembershipChanges(t *testing.T) {
 	if recs := c.stream(1, 1, 120); len(recs) != 120 {
 		t.Fatalf("replica 2 holds %d ops", len(recs))
 	}
-	if err := c.get(3).AddReplica(ctx, 1, 1, c.nodes[0].cfg.RaftAddress, replicator.Voter); err == nil {
+	if err := c.get(3).AddReplica(ctx, 1, 1, c.nodes[0].cfg.RaftAddress, lockstitch.Voter); err == nil {
 		t.Fatal("a removed replica id was added again")
 	}
 }
@@ -198,7 +199,7 @@ func TestBackpressure(t *testing.T) {
 		f := p.AppendAsync(replicator.AppendOp{Payload: opPayload(0, i)})
 		select {
 		case <-f.Done():
-			if _, err := f.Result(); errors.Is(err, replicator.ErrBusy) {
+			if _, err := f.Result(); errors.Is(err, lockstitch.ErrBusy) {
 				busy++
 				continue
 			}
@@ -211,7 +212,7 @@ func TestBackpressure(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	seen := map[replicator.LSN]bool{}
+	seen := map[lockstitch.LSN]bool{}
 	for _, f := range futures {
 		res, err := f.Wait(ctx)
 		if err != nil {
@@ -247,7 +248,7 @@ func TestSnapshotCatchUp(t *testing.T) {
 	if st.FirstLSN <= 10 {
 		t.Fatalf("follower log starts at %d: it replayed Raft's log instead of receiving a copy", st.FirstLSN)
 	}
-	if _, err := p.Subscribe(1); !errors.Is(err, replicator.ErrTruncated) {
+	if _, err := p.Subscribe(1); !errors.Is(err, lockstitch.ErrTruncated) {
 		t.Fatalf("subscribing below the copy: %v, want ErrTruncated", err)
 	}
 	appendN(t, c, 1, 200, 210)
@@ -323,7 +324,7 @@ func TestSubscribeFollowsCommits(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		var r replicator.Record
-		for lsn := replicator.LSN(5); lsn <= 60; lsn++ {
+		for lsn := lockstitch.LSN(5); lsn <= 60; lsn++ {
 			if err := sub.Next(ctx, &r); err != nil {
 				done <- err
 				return
@@ -345,12 +346,12 @@ func TestSubscribeFollowsCommits(t *testing.T) {
 type rolePlugin struct {
 	replicator.StateMachine
 	mu         sync.Mutex
-	roles      []replicator.Role
-	roleEpochs []replicator.Epoch // the epoch each role change came with
-	epochs     []replicator.Epoch // of each op applied
+	roles      []lockstitch.Role
+	roleEpochs []lockstitch.Epoch // the epoch each role change came with
+	epochs     []lockstitch.Epoch // of each op applied
 }
 
-func (p *rolePlugin) RoleChanged(role replicator.Role, epoch replicator.Epoch) {
+func (p *rolePlugin) RoleChanged(role lockstitch.Role, epoch lockstitch.Epoch) {
 	p.mu.Lock()
 	p.roles = append(p.roles, role)
 	p.roleEpochs = append(p.roleEpochs, epoch)
@@ -358,7 +359,7 @@ func (p *rolePlugin) RoleChanged(role replicator.Role, epoch replicator.Epoch) {
 }
 
 // lastRole returns the last role change the plugin heard, with its epoch.
-func (p *rolePlugin) lastRole() (replicator.Role, replicator.Epoch, bool) {
+func (p *rolePlugin) lastRole() (lockstitch.Role, lockstitch.Epoch, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if len(p.roles) == 0 {
@@ -395,7 +396,7 @@ func TestRolesAndEpochs(t *testing.T) {
 	c.create(1)
 	appendN(t, c, 1, 0, 10)
 	l := c.leader(1)
-	target := replicator.ReplicaID((l+1)%3 + 1)
+	target := lockstitch.ReplicaID((l+1)%3 + 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := c.get(l).TransferLeader(ctx, 1, target); err != nil {
@@ -411,11 +412,11 @@ func TestRolesAndEpochs(t *testing.T) {
 	oldLeader := plugins[c.nodes[l].cfg.RaftAddress]
 	testutil.WaitFor(t, "the new leader's plugin to hear it leads", 10*time.Second, func() bool {
 		role, _, ok := newLeader.lastRole()
-		return ok && role == replicator.RoleLeader
+		return ok && role == lockstitch.RoleLeader
 	})
 	testutil.WaitFor(t, "the old leader's plugin to hear it follows", 10*time.Second, func() bool {
 		role, _, ok := oldLeader.lastRole()
-		return ok && role == replicator.RoleFollower
+		return ok && role == lockstitch.RoleFollower
 	})
 	// The ops appended after the transfer were proposed by the new leader:
 	// they carry the epoch it was told when it became leader.
@@ -478,21 +479,21 @@ func TestDeletePartition(t *testing.T) {
 	c := newCluster(t, 1, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	dirOf := func(id replicator.PartitionID) string {
+	dirOf := func(id lockstitch.PartitionID) string {
 		return filepath.Join(c.nodes[0].cfg.DataDir, "partitions", fmt.Sprint(id))
 	}
 	// recreate checks that replica 1 of id cannot come back and that
 	// replica 2 starts afresh.
-	recreate := func(id replicator.PartitionID) {
+	recreate := func(id lockstitch.PartitionID) {
 		t.Helper()
 		spec := c.spec(id)
-		if _, err := c.get(0).CreatePartition(spec); !errors.Is(err, replicator.ErrReplicaDeleted) {
+		if _, err := c.get(0).CreatePartition(spec); !errors.Is(err, lockstitch.ErrReplicaDeleted) {
 			t.Fatalf("partition %d: reusing the deleted replica id: %v, want ErrReplicaDeleted", id, err)
 		}
 		if _, err := os.Stat(dirOf(id)); !errors.Is(err, os.ErrNotExist) {
 			t.Fatalf("partition %d: directory after the refused create: %v", id, err)
 		}
-		spec.Replicas = map[replicator.ReplicaID]string{2: c.nodes[0].cfg.RaftAddress}
+		spec.Replicas = map[lockstitch.ReplicaID]string{2: c.nodes[0].cfg.RaftAddress}
 		if _, err := c.get(0).CreatePartition(spec); err != nil {
 			t.Fatal(err)
 		}
@@ -504,7 +505,7 @@ func TestDeletePartition(t *testing.T) {
 			t.Fatalf("partition %d: the new replica appended at LSN %d, want 1", id, res.LSN)
 		}
 	}
-	for _, id := range []replicator.PartitionID{1, 2} {
+	for _, id := range []lockstitch.PartitionID{1, 2} {
 		c.create(id)
 		appendN(t, c, id, 0, 5)
 	}
@@ -512,13 +513,13 @@ func TestDeletePartition(t *testing.T) {
 	if err := c.get(0).DeletePartition(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.get(0).Partition(1); !errors.Is(err, replicator.ErrPartitionNotFound) {
+	if _, err := c.get(0).Partition(1); !errors.Is(err, lockstitch.ErrPartitionNotFound) {
 		t.Fatalf("partition after delete: %v", err)
 	}
 	if _, err := os.Stat(dirOf(1)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("directory after delete: %v", err)
 	}
-	if err := c.get(0).DeletePartition(ctx, 1); !errors.Is(err, replicator.ErrPartitionNotFound) {
+	if err := c.get(0).DeletePartition(ctx, 1); !errors.Is(err, lockstitch.ErrPartitionNotFound) {
 		t.Fatalf("second delete: %v", err)
 	}
 	recreate(1)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
+
+	"github.com/lockstitch/lockstitch"
 )
 
 // AppendOp is one operation to append.
@@ -19,7 +21,7 @@ type AppendOp struct {
 	// producer and sequence as one already committed is not applied
 	// again, and its result carries the original LSN. Sequences of a
 	// producer must increase; zero Producer means no deduplication.
-	Producer ProducerID
+	Producer lockstitch.ProducerID
 	Seq      uint64
 }
 
@@ -27,10 +29,12 @@ type AppendOp struct {
 type AppendResult struct {
 	// LSN and Epoch are the op's (for a duplicate, those it was committed
 	// with the first time).
-	LSN   LSN
-	Epoch Epoch
-	// Result is the plugin's result for the op (nil for a duplicate). It
-	// is not shared with anyone else; the receiver owns it.
+	LSN   lockstitch.LSN
+	Epoch lockstitch.
+		// Result is the plugin's result for the op (nil for a duplicate). It
+		// is not shared with anyone else; the receiver owns it.
+		Epoch
+
 	Result []byte
 	// Duplicate reports that the op had been committed before.
 	Duplicate bool

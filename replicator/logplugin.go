@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+
+	"github.com/lockstitch/lockstitch"
 )
 
 // LogPluginName is the name of the built-in log plugin.
@@ -30,13 +32,13 @@ type logPlugin struct {
 	dir string
 
 	mu    sync.Mutex // guards lsn and epoch against Query
-	lsn   LSN
-	epoch Epoch
+	lsn   lockstitch.LSN
+	epoch lockstitch.Epoch
 }
 
 const logPluginFile = "position"
 
-func (p *logPlugin) Open(ctx context.Context) (LSN, error) {
+func (p *logPlugin) Open(ctx context.Context) (lockstitch.LSN, error) {
 	b, err := os.ReadFile(filepath.Join(p.dir, logPluginFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, nil
@@ -64,12 +66,12 @@ func (p *logPlugin) Query(ctx context.Context, req []byte) ([]byte, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return json.Marshal(struct {
-		LSN   LSN   `json:"lsn"`
-		Epoch Epoch `json:"epoch"`
+		LSN   lockstitch.LSN   `json:"lsn"`
+		Epoch lockstitch.Epoch `json:"epoch"`
 	}{p.lsn, p.epoch})
 }
 
-func (p *logPlugin) Sync() (LSN, error) {
+func (p *logPlugin) Sync() (lockstitch.LSN, error) {
 	p.mu.Lock()
 	b := encodePosition(p.lsn, p.epoch)
 	lsn := p.lsn
@@ -86,7 +88,7 @@ func (p *logPlugin) PrepareSnapshot() (Snapshot, error) {
 	return positionSnapshot(encodePosition(p.lsn, p.epoch)), nil
 }
 
-func (p *logPlugin) Restore(r io.Reader, lsn LSN) error {
+func (p *logPlugin) Restore(r io.Reader, lsn lockstitch.LSN) error {
 	var b [20]byte
 	if _, err := io.ReadFull(r, b[:]); err != nil {
 		return fmt.Errorf("log plugin: restore: %w", err)
@@ -116,7 +118,7 @@ func (s positionSnapshot) WriteTo(ctx context.Context, w io.Writer) error {
 func (positionSnapshot) Release() {}
 
 // encodePosition encodes (lsn, epoch) with a CRC-32C.
-func encodePosition(lsn LSN, epoch Epoch) [20]byte {
+func encodePosition(lsn lockstitch.LSN, epoch lockstitch.Epoch) [20]byte {
 	var b [20]byte
 	binary.LittleEndian.PutUint64(b[0:], uint64(lsn))
 	binary.LittleEndian.PutUint64(b[8:], uint64(epoch))
@@ -124,9 +126,9 @@ func encodePosition(lsn LSN, epoch Epoch) [20]byte {
 	return b
 }
 
-func decodePosition(b []byte) (LSN, Epoch, error) {
+func decodePosition(b []byte) (lockstitch.LSN, lockstitch.Epoch, error) {
 	if len(b) != 20 || binary.LittleEndian.Uint32(b[16:]) != crc32Checksum(b[:16]) {
 		return 0, 0, errors.New("corrupt position")
 	}
-	return LSN(binary.LittleEndian.Uint64(b)), Epoch(binary.LittleEndian.Uint64(b[8:])), nil
+	return lockstitch.LSN(binary.LittleEndian.Uint64(b)), lockstitch.Epoch(binary.LittleEndian.Uint64(b[8:])), nil
 }

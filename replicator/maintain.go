@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/lni/dragonboat/v4"
+
+	"github.com/lockstitch/lockstitch"
 )
 
 // maintain is the node's housekeeping goroutine: timed checkpoints,
@@ -63,7 +65,7 @@ func (p *partition) wantSnapshot() {
 // none. One request runs at a time: one made while another runs is
 // dropped, and the next SnapshotBytes of entries asks again.
 func (p *partition) requestSnapshot() {
-	if p.meta.Kind == Witness || p.snapshotting.Swap(true) {
+	if p.meta.Kind == lockstitch.Witness || p.snapshotting.Swap(true) {
 		return
 	}
 	var opt dragonboat.SnapshotOption
@@ -110,7 +112,7 @@ func (p *partition) maintain(now time.Time) {
 	p.notifyRole()
 	p.reportProgress(s, now)
 	p.registerAddress(s, now)
-	if p.meta.Join && p.meta.Kind == Voter && !p.voter.Load() && !p.promoting.Swap(true) {
+	if p.meta.Join && p.meta.Kind == lockstitch.Voter && !p.voter.Load() && !p.promoting.Swap(true) {
 		p.r.wg.Add(1)
 		go p.promote()
 	}
@@ -144,9 +146,9 @@ func (p *partition) compactLogDB() {
 // LSN differs from its last committed report, at most once per
 // ProgressInterval; a report that does not commit is sent again.
 func (p *partition) reportProgress(s *stateMachine, now time.Time) {
-	applied := LSN(s.applied.Load())
-	if applied == LSN(p.reported.Load()) || now.Sub(p.lastReportAt) < p.r.cfg.ProgressInterval ||
-		p.meta.Kind == Witness || p.leader.Load() == 0 {
+	applied := lockstitch.LSN(s.applied.Load())
+	if applied == lockstitch.LSN(p.reported.Load()) || now.Sub(p.lastReportAt) < p.r.cfg.ProgressInterval ||
+		p.meta.Kind == lockstitch.Witness || p.leader.Load() == 0 {
 		return
 	}
 	p.lastReportAt = now
@@ -159,7 +161,7 @@ func (p *partition) reportProgress(s *stateMachine, now time.Time) {
 // state, so that followers can name the leader to clients.
 func (p *partition) registerAddress(s *stateMachine, now time.Time) {
 	addr := p.r.cfg.ClientAddress
-	if addr == "" || p.meta.Kind == Witness || p.leader.Load() == 0 || now.Sub(p.addrAt) < time.Second {
+	if addr == "" || p.meta.Kind == lockstitch.Witness || p.leader.Load() == 0 || now.Sub(p.addrAt) < time.Second {
 		return
 	}
 	s.mu.RLock()
@@ -255,7 +257,7 @@ func (p *partition) retain(s *stateMachine, now time.Time) {
 		total += seg.Bytes
 	}
 	// The last LSN that the limits would drop.
-	var want LSN
+	var want lockstitch.LSN
 	for _, seg := range segs[:len(segs)-1] {
 		tooBig := cfg.RetainBytes > 0 && total > cfg.RetainBytes
 		tooOld := cfg.RetainAge > 0 && now.Sub(seg.SealedAt) > cfg.RetainAge
@@ -276,7 +278,7 @@ func (p *partition) retain(s *stateMachine, now time.Time) {
 			return
 		}
 	}
-	var cut LSN
+	var cut lockstitch.LSN
 	floor := s.retentionFloor()
 	for _, seg := range segs[:len(segs)-1] {
 		if seg.Last > min(want, floor) {

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 
+	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/wal"
 )
 
@@ -18,21 +19,24 @@ import (
 // is what the replica was created or joined as (a promotion is recorded
 // by Raft's membership, not here).
 type partitionMeta struct {
-	Version   int               `json:"version"`
-	Partition PartitionID       `json:"partition"`
-	Replica   ReplicaID         `json:"replica"`
-	Plugin    string            `json:"plugin"`
-	Options   map[string]string `json:"options,omitempty"`
-	Kind      Kind              `json:"kind"`
+	Version   int                    `json:"version"`
+	Partition lockstitch.PartitionID `json:"partition"`
+	Replica   lockstitch.ReplicaID   `json:"replica"`
+	Plugin    string                 `json:"plugin"`
+	Options   map[string]string      `json:"options,omitempty"`
+	Kind      lockstitch.Kind        `json:"kind"`
 	// Members is the initial replica set (replica id -> Raft address)
 	// when the partition was created with this replica in it; empty for a
 	// replica that joined later.
-	Members map[ReplicaID]string `json:"members,omitempty"`
-	Join    bool                 `json:"join"`
+	Members map[lockstitch.ReplicaID]string `json:"members,omitempty"`
+	Join    bool                            `json:"join"`
 }
 
 const (
-	metaVersion    = 1
+	// metaVersion 2 numbers Kind as lockstitch.Kind does (voter 1,
+	// non-voting 2, witness 3); version 1 numbered them from 0, and
+	// readMeta still reads it.
+	metaVersion    = 2
 	metaName       = "partition.json"
 	partitionsDir  = "partitions"
 	removingSuffix = ".removing"
@@ -41,7 +45,7 @@ const (
 )
 
 // partitionDir returns the directory of a partition's replica under root.
-func partitionDir(root string, id PartitionID) string {
+func partitionDir(root string, id lockstitch.PartitionID) string {
 	return filepath.Join(root, partitionsDir, strconv.FormatUint(uint64(id), 10))
 }
 
@@ -63,8 +67,16 @@ func readMeta(dir string) (partitionMeta, error) {
 	if err := json.Unmarshal(b, &m); err != nil {
 		return m, fmt.Errorf("%s: %w", filepath.Join(dir, metaName), err)
 	}
-	if m.Version != metaVersion {
+	switch m.Version {
+	case 1:
+		m.Kind++ // voter 0, non-voting 1, witness 2
+		m.Version = metaVersion
+	case metaVersion:
+	default:
 		return m, fmt.Errorf("%s: unknown version %d", filepath.Join(dir, metaName), m.Version)
+	}
+	if !m.Kind.Valid() {
+		return m, fmt.Errorf("%s: unknown replica kind %d", filepath.Join(dir, metaName), m.Kind)
 	}
 	return m, nil
 }

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/lockstitch/lockstitch"
 )
 
 // metricsNamespace is the namespace of every Lockstitch metric.
@@ -144,21 +146,21 @@ func appendResult(err error, dup bool) int {
 		return resultDuplicate
 	case err == nil:
 		return resultOK
-	case errors.Is(err, ErrStaleSequence):
+	case errors.Is(err, lockstitch.ErrStaleSequence):
 		return resultStaleSequence
-	case errors.Is(err, ErrBusy):
+	case errors.Is(err, lockstitch.ErrBusy):
 		return resultBusy
-	case errors.Is(err, ErrNotLeader):
+	case errors.Is(err, lockstitch.ErrNotLeader):
 		return resultNotLeader
-	case errors.Is(err, ErrAborted):
+	case errors.Is(err, lockstitch.ErrAborted):
 		return resultAborted
-	case errors.Is(err, ErrUnavailable):
+	case errors.Is(err, lockstitch.ErrUnavailable):
 		return resultUnavailable
-	case errors.Is(err, ErrTooLarge):
+	case errors.Is(err, lockstitch.ErrTooLarge):
 		return resultTooLarge
-	case errors.Is(err, ErrChecksum):
+	case errors.Is(err, lockstitch.ErrChecksum):
 		return resultChecksum
-	case errors.Is(err, ErrClosed):
+	case errors.Is(err, lockstitch.ErrClosed):
 		return resultClosed
 	}
 	return resultOther
@@ -253,7 +255,7 @@ func (c *partitionCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, append([]string{id}, labels...)...)
 		}
 		leader := p.isLeader()
-		applied := LSN(s.applied.Load())
+		applied := lockstitch.LSN(s.applied.Load())
 		gauge(descLeader, b2f(leader))
 		gauge(descApplied, float64(applied))
 		gauge(descEpoch, float64(s.epoch.Load()))
@@ -268,7 +270,7 @@ func (c *partitionCollector) Collect(ch chan<- prometheus.Metric) {
 		committed := applied
 		s.progressMu.Lock()
 		if !leader {
-			if r, ok := s.progress[ReplicaID(p.leader.Load())]; ok && r.applied > committed {
+			if r, ok := s.progress[lockstitch.ReplicaID(p.leader.Load())]; ok && r.applied > committed {
 				committed = r.applied
 			}
 		} else {

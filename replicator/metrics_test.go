@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 
+	"github.com/lockstitch/lockstitch"
 	lstest "github.com/lockstitch/lockstitch/internal/testutil"
 	"github.com/lockstitch/lockstitch/replicator"
 )
@@ -74,7 +75,7 @@ lockstitch_partition_leader{partition="1"} 1
 	f := (l + 1) % len(c.nodes)
 	freg := regs[c.nodes[f].cfg.RaftAddress]
 	before := appendsCounted(t, freg, "not_leader")
-	if _, err := c.partition(f, 1).Append(ctx, op); !errors.Is(err, replicator.ErrNotLeader) {
+	if _, err := c.partition(f, 1).Append(ctx, op); !errors.Is(err, lockstitch.ErrNotLeader) {
 		t.Fatalf("append on a follower: %v", err)
 	}
 	if n := appendsCounted(t, reg, "duplicate"); n != 1 {

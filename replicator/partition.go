@@ -11,6 +11,8 @@ import (
 	"github.com/lni/dragonboat/v4/client"
 	"github.com/lni/dragonboat/v4/config"
 	sm "github.com/lni/dragonboat/v4/statemachine"
+
+	"github.com/lockstitch/lockstitch"
 )
 
 // Partition is this node's replica of one partition: the handle through
@@ -24,8 +26,8 @@ type Partition struct {
 
 type partition struct {
 	r       *Replicator
-	id      PartitionID
-	replica ReplicaID
+	id      lockstitch.PartitionID
+	replica lockstitch.ReplicaID
 	dir     string
 	meta    partitionMeta
 	factory PluginFactory
@@ -43,10 +45,12 @@ type partition struct {
 	term   atomic.Uint64
 
 	roleMu   sync.Mutex // serializes role notifications to the plugin
-	lastRole Role
+	lastRole lockstitch.
 
-	// freshAt is when the last read index that this replica has applied
-	// was requested: its state includes every op committed before then.
+		// freshAt is when the last read index that this replica has applied
+		// was requested: its state includes every op committed before then.
+		Role
+
 	freshAt atomic.Int64 // unix nanoseconds
 
 	// reported is the applied LSN of this replica's last committed
@@ -64,6 +68,11 @@ type partition struct {
 	voter     atomic.Bool
 
 	removed atomic.Bool
+
+	// readyC is closed, and replaced, whenever Ready may have changed:
+	// the replica opened or closed, or learnt of a leader (see changed).
+	readyMu sync.Mutex
+	readyC  chan struct{}
 
 	// Size-triggered snapshots (Config.SnapshotBytes): wanted when the
 	// state machine asks for one, snapshotting while a request runs, and
@@ -127,8 +136,8 @@ func (p *partition) raftConfig() config.Config {
 		OrderedConfigChange: true,
 		// A replica that joined as non-voting says so at every start,
 		// promoted or not (dragonboat requires it).
-		IsNonVoting: p.meta.Join && p.meta.Kind != Witness,
-		IsWitness:   p.meta.Kind == Witness,
+		IsNonVoting: p.meta.Join && p.meta.Kind != lockstitch.Witness,
+		IsWitness:   p.meta.Kind == lockstitch.Witness,
 		// Removing entries from Raft's log deletes them in the LogDB;
 		// dragonboat would also force a LogDB compaction of the range
 		// after every snapshot, flushing live entries with the dead. The
@@ -143,10 +152,10 @@ func (p *partition) raftConfig() config.Config {
 }
 
 // ID returns the partition's id.
-func (p *Partition) ID() PartitionID { return p.id }
+func (p *Partition) ID() lockstitch.PartitionID { return p.id }
 
 // Replica returns this node's replica id in the partition.
-func (p *Partition) Replica() ReplicaID { return p.replica }
+func (p *Partition) Replica() lockstitch.ReplicaID { return p.replica }
 
 // Ready reports, from this replica's local state alone, whether it is
 // open and knows its partition's leader.
@@ -155,17 +164,90 @@ func (p *Partition) Ready() bool {
 	return err == nil && p.leader.Load() != 0
 }
 
+// WaitReady waits until Ready is true, ctx ends (its error is returned)
+// or the replica is deleted (lockstitch.ErrPartitionNotFound) or closed
+// (lockstitch.ErrClosed).
+func (p *Partition) WaitReady(ctx context.Context) error {
+	for {
+		p.readyMu.Lock()
+		if p.readyC == nil {
+			p.readyC = make(chan struct{})
+		}
+		ch := p.readyC
+		p.readyMu.Unlock()
+		if p.Ready() {
+			return nil
+		}
+		if p.removed.Load() {
+			return fmt.Errorf("%w: %d", lockstitch.ErrPartitionNotFound, p.id)
+		}
+		p.r.mu.RLock()
+		closed := p.r.closed
+		p.r.mu.RUnlock()
+		if closed {
+			return fmt.Errorf("%w: partition %d", lockstitch.ErrClosed, p.id)
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// changed wakes the callers of WaitReady to look again.
+func (p *partition) changed() {
+	p.readyMu.Lock()
+	if p.readyC != nil {
+		close(p.readyC)
+		p.readyC = nil
+	}
+	p.readyMu.Unlock()
+}
+
+// Committed returns the last LSN this replica knows to be committed: its
+// applied LSN, or on a follower the leader's applied LSN as last reported
+// when that is higher. It is 0 while the replica opens.
+func (p *Partition) Committed() lockstitch.LSN { return p.committed() }
+
+// Applied returns the last LSN this replica has applied (0 while it
+// opens). Every op up to it is in the replica's operation log.
+func (p *Partition) Applied() lockstitch.LSN {
+	s := p.sm.Load()
+	if s == nil {
+		return 0
+	}
+	return lockstitch.LSN(s.applied.Load())
+}
+
+// committed is the last LSN this replica knows to be committed.
+func (p *partition) committed() lockstitch.LSN {
+	s := p.sm.Load()
+	if s == nil {
+		return 0
+	}
+	c := lockstitch.LSN(s.applied.Load())
+	if !p.isLeader() {
+		s.progressMu.Lock()
+		if r, ok := s.progress[lockstitch.ReplicaID(p.leader.Load())]; ok && r.applied > c {
+			c = r.applied
+		}
+		s.progressMu.Unlock()
+	}
+	return c
+}
+
 // Plugin returns the name of the partition's plugin.
 func (p *Partition) Plugin() string { return p.meta.Plugin }
 
 // state returns the open state machine, or ErrUnavailable while it opens.
 func (p *partition) state() (*stateMachine, error) {
 	if p.removed.Load() {
-		return nil, fmt.Errorf("%w: %d", ErrPartitionNotFound, p.id)
+		return nil, fmt.Errorf("%w: %d", lockstitch.ErrPartitionNotFound, p.id)
 	}
 	s := p.sm.Load()
 	if s == nil || !s.ready.Load() {
-		return nil, fmt.Errorf("%w: partition %d is not open", ErrUnavailable, p.id)
+		return nil, fmt.Errorf("%w: partition %d is not open", lockstitch.ErrUnavailable, p.id)
 	}
 	return s, nil
 }
@@ -182,7 +264,7 @@ func (p *partition) leaderOnly() error {
 }
 
 func (p *partition) notLeader() error {
-	e := &NotLeaderError{Partition: p.id, Leader: ReplicaID(p.leader.Load())}
+	e := &lockstitch.NotLeaderError{Partition: p.id, Leader: lockstitch.ReplicaID(p.leader.Load())}
 	if s := p.sm.Load(); s != nil && e.Leader != 0 {
 		s.mu.RLock()
 		if s.state != nil {
@@ -198,7 +280,7 @@ func (p *partition) notLeader() error {
 func (p *partition) leaderTerm() (uint64, error) {
 	leader, term, valid, err := p.r.nh.GetLeaderID(uint64(p.id))
 	if err != nil {
-		return 0, fmt.Errorf("%w: partition %d: %v", ErrUnavailable, p.id, err)
+		return 0, fmt.Errorf("%w: partition %d: %v", lockstitch.ErrUnavailable, p.id, err)
 	}
 	if !valid || leader != uint64(p.replica) {
 		return 0, p.notLeader()
@@ -212,6 +294,7 @@ func (p *partition) onLeader(leader, term uint64) {
 	was := p.isLeader()
 	p.term.Store(term)
 	p.leader.Store(leader)
+	p.changed()
 	if was && leader != uint64(p.replica) {
 		// Not on dragonboat's event goroutine: notLeader may wait for
 		// the state machine's lock.
@@ -221,18 +304,18 @@ func (p *partition) onLeader(leader, term uint64) {
 }
 
 // role returns this replica's role as far as it knows.
-func (p *partition) role() Role {
+func (p *partition) role() lockstitch.Role {
 	switch {
 	case p.isLeader():
-		return RoleLeader
-	case p.meta.Kind == Witness:
-		return RoleWitness
-	case p.meta.Join && p.meta.Kind == NonVoting:
-		return RoleNonVoting
-	case p.meta.Join && p.meta.Kind == Voter && !p.voter.Load():
-		return RoleNonVoting
+		return lockstitch.RoleLeader
+	case p.meta.Kind == lockstitch.Witness:
+		return lockstitch.RoleWitness
+	case p.meta.Join && p.meta.Kind == lockstitch.NonVoting:
+		return lockstitch.RoleNonVoting
+	case p.meta.Join && p.meta.Kind == lockstitch.Voter && !p.voter.Load():
+		return lockstitch.RoleNonVoting
 	}
-	return RoleFollower
+	return lockstitch.RoleFollower
 }
 
 // notifyRole tells a plugin that implements RoleObserver about a change of
@@ -255,7 +338,7 @@ func (p *partition) notifyRole() {
 	if obs, ok := s.plugin.(RoleObserver); ok && !s.closed {
 		// The current term: a new leader's ops will carry it, while the
 		// state's epoch is still that of the last op applied.
-		obs.RoleChanged(role, max(Epoch(p.term.Load()), s.state.epoch))
+		obs.RoleChanged(role, max(lockstitch.Epoch(p.term.Load()), s.state.epoch))
 	}
 }
 
@@ -333,6 +416,23 @@ func (p *Partition) AppendAsync(op AppendOp) *Future {
 	return f
 }
 
+// AppendBatchTo queues ops in order; cs[i] receives the outcome of
+// ops[i] once it is committed and applied here, or fails. Either every op
+// is queued or, when AppendBatchTo returns an error, none is and no
+// completion is called. The ops get increasing LSNs but may be committed
+// in more than one Raft entry. The payloads are copied before
+// AppendBatchTo returns; cs is kept until every op has completed.
+func (p *Partition) AppendBatchTo(ops []AppendOp, cs []Completion) error {
+	if len(ops) != len(cs) {
+		return fmt.Errorf("%w: %d ops and %d completions", lockstitch.ErrInvalidArgument, len(ops), len(cs))
+	}
+	if p.removed.Load() {
+		return fmt.Errorf("%w: %d", lockstitch.ErrPartitionNotFound, p.id)
+	}
+	_, err := p.batcher.enqueue(ops, cs, nil)
+	return err
+}
+
 // AppendTo queues one op; c receives its outcome once it is committed and
 // applied here, or fails. If AppendTo returns an error the op was not
 // queued and c is not called. This is the allocation-free path for
@@ -346,7 +446,7 @@ func (p *Partition) AppendTo(op AppendOp, c Completion) error {
 // batcher.enqueue for ctx and what it returns.
 func (p *Partition) enqueueOne(op AppendOp, c Completion, ctx context.Context) (watched bool, err error) {
 	if p.removed.Load() {
-		return false, fmt.Errorf("%w: %d", ErrPartitionNotFound, p.id)
+		return false, fmt.Errorf("%w: %d", lockstitch.ErrPartitionNotFound, p.id)
 	}
 	ops := [1]AppendOp{op}
 	cs := [1]Completion{c}
@@ -356,6 +456,7 @@ func (p *Partition) enqueueOne(op AppendOp, c Completion, ctx context.Context) (
 // close stops the partition's goroutines; dragonboat stops the replica.
 func (p *partition) close() {
 	p.batcher.close()
+	p.changed()
 	// A plugin built for the replica that no state machine took (the
 	// start failed, or the replica is a witness) is closed here.
 	if b := p.plugin.Swap(nil); b != nil {

@@ -4,14 +4,18 @@ import (
 	"context"
 	"io"
 	"log/slog"
+
+	"github.com/lockstitch/lockstitch"
 )
 
 // Op is one committed operation handed to a plugin.
 type Op struct {
-	LSN   LSN
-	Epoch Epoch
-	// Payload aliases a buffer owned by the replicator; it is valid only
-	// during the call that received it. Copy what must outlive the call.
+	LSN   lockstitch.LSN
+	Epoch lockstitch.
+		// Payload aliases a buffer owned by the replicator; it is valid only
+		// during the call that received it. Copy what must outlive the call.
+		Epoch
+
 	Payload []byte
 }
 
@@ -58,12 +62,12 @@ type Op struct {
 // in the PluginFactory, which runs when the replica is started and fails
 // the start (CreatePartition, JoinPartition) with an error instead.
 type StateMachine interface {
-	Open(ctx context.Context) (LSN, error)
+	Open(ctx context.Context) (lockstitch.LSN, error)
 	Apply(ops []Op, results [][]byte) error
 	Query(ctx context.Context, req []byte) ([]byte, error)
-	Sync() (LSN, error)
+	Sync() (lockstitch.LSN, error)
 	PrepareSnapshot() (Snapshot, error)
-	Restore(r io.Reader, lsn LSN) error
+	Restore(r io.Reader, lsn lockstitch.LSN) error
 	Close() error
 }
 
@@ -83,13 +87,13 @@ type Snapshot interface {
 // between Apply calls and must return quickly. Bursts of changes
 // collapse into one call with the role as it is then.
 type RoleObserver interface {
-	RoleChanged(role Role, epoch Epoch)
+	RoleChanged(role lockstitch.Role, epoch lockstitch.Epoch)
 }
 
 // PluginContext is what a plugin factory is given to build a plugin.
 type PluginContext struct {
-	Partition PartitionID
-	Replica   ReplicaID
+	Partition lockstitch.PartitionID
+	Replica   lockstitch.ReplicaID
 	// Dir is a directory the plugin owns, created for it; it keeps its
 	// durable state there.
 	Dir string

@@ -8,12 +8,14 @@ import (
 	"time"
 
 	"github.com/lni/dragonboat/v4"
+
+	"github.com/lockstitch/lockstitch"
 )
 
 // QueryOptions say how fresh a query's answer must be.
 type QueryOptions struct {
-	Consistency Consistency
-	// MaxStaleness bounds an AnyReplica answer: the replica answers only
+	Consistency lockstitch.Consistency
+	// MaxStaleness bounds a Bounded answer: the replica answers only
 	// if its state includes every op committed more than MaxStaleness
 	// ago. It proves that with a Raft read index, which costs one round
 	// trip to the leader, at most once per MaxStaleness; a replica too far
@@ -25,9 +27,11 @@ type QueryOptions struct {
 type QueryResult struct {
 	Result []byte
 	// LSN is the last op applied in the state that answered.
-	LSN LSN
-	// Staleness is how long ago the answering state was known to hold
-	// every committed op: zero for a linearizable answer or a fresh proof.
+	LSN lockstitch.
+		// Staleness is how long ago the answering state was known to hold
+		// every committed op: zero for a linearizable answer or a fresh proof.
+		LSN
+
 	Staleness time.Duration
 }
 
@@ -36,29 +40,28 @@ func (p *Partition) Query(ctx context.Context, req []byte, opts QueryOptions) (Q
 	if _, err := p.state(); err != nil {
 		return QueryResult{}, err
 	}
-	if p.meta.Kind == Witness {
-		return QueryResult{}, fmt.Errorf("%w: partition %d: a witness holds no state", ErrUnavailable, p.id)
+	if p.meta.Kind == lockstitch.Witness {
+		return QueryResult{}, fmt.Errorf("%w: partition %d: a witness holds no state", lockstitch.ErrUnavailable, p.id)
 	}
 	q := &queryRequest{ctx: ctx, req: req}
 	switch opts.Consistency {
-	case Linearizable:
+	case 0, lockstitch.Linearizable:
 		return p.readIndexQuery(ctx, q)
-	case LeaderLocal:
+	case lockstitch.LeaderLocal:
 		if err := p.leaderOnly(); err != nil {
 			return QueryResult{}, err
 		}
 		return p.localQuery(q, 0)
-	case AnyReplica:
+	case lockstitch.Bounded:
 		if fresh := p.freshAt.Load(); fresh != 0 {
 			if age := time.Since(time.Unix(0, fresh)); age <= opts.MaxStaleness {
 				return p.localQuery(q, age)
 			}
 		}
 		res, err := p.readIndexQuery(ctx, q)
-		if err != nil && !errors.Is(err, ErrPartitionNotFound) && !errors.Is(err, ErrClosed) {
-			nl := p.notLeader().(*NotLeaderError)
-			err = fmt.Errorf("%w: partition %d replica %d could not prove its state fresh: %w; the leader is replica %d at %q",
-				ErrTooStale, p.id, p.replica, err, nl.Leader, nl.LeaderAddr)
+		if err != nil && !errors.Is(err, lockstitch.ErrPartitionNotFound) && !errors.Is(err, lockstitch.ErrClosed) {
+			nl := p.notLeader().(*lockstitch.NotLeaderError)
+			err = fmt.Errorf("%w: partition %d replica %d could not prove its state fresh: %w; the leader is replica %d at %q", lockstitch.ErrTooStale, p.id, p.replica, err, nl.Leader, nl.LeaderAddr)
 		}
 		return res, err
 	}
@@ -92,7 +95,7 @@ func (p *partition) readIndex(ctx context.Context, read func(*dragonboat.Request
 	}
 	for {
 		if timeout < p.r.cfg.RTT {
-			return fmt.Errorf("%w: partition %d: deadline too short for a read index", ErrUnavailable, p.id)
+			return fmt.Errorf("%w: partition %d: deadline too short for a read index", lockstitch.ErrUnavailable, p.id)
 		}
 		start := time.Now()
 		rs, err := p.r.nh.ReadIndex(uint64(p.id), timeout)
@@ -116,7 +119,7 @@ func (p *partition) readIndex(ctx context.Context, read func(*dragonboat.Request
 		}
 		rs.Release()
 		if !res.Dropped() || ctx.Err() != nil {
-			return fmt.Errorf("%w: partition %d: read index did not complete", ErrUnavailable, p.id)
+			return fmt.Errorf("%w: partition %d: read index did not complete", lockstitch.ErrUnavailable, p.id)
 		}
 		select {
 		case <-time.After(p.r.cfg.RTT):
@@ -141,7 +144,7 @@ func (p *partition) markFresh(at time.Time) {
 func (p *partition) localQuery(q *queryRequest, staleness time.Duration) (QueryResult, error) {
 	v, err := p.r.nh.StaleRead(uint64(p.id), q)
 	if err != nil {
-		if errors.Is(err, ErrUnavailable) {
+		if errors.Is(err, lockstitch.ErrUnavailable) {
 			return QueryResult{}, err
 		}
 		return QueryResult{}, fmt.Errorf("partition %d: %w", p.id, err)
@@ -152,23 +155,27 @@ func (p *partition) localQuery(q *queryRequest, staleness time.Duration) (QueryR
 
 // PartitionStatus describes a partition as this replica sees it.
 type PartitionStatus struct {
-	Partition PartitionID
-	Replica   ReplicaID
-	Role      Role
+	Partition lockstitch.PartitionID
+	Replica   lockstitch.ReplicaID
+	Role      lockstitch.Role
 	Plugin    string
 	// Leader is the leader's replica id (zero if unknown) and LeaderAddr
 	// its client address.
-	Leader     ReplicaID
+	Leader     lockstitch.ReplicaID
 	LeaderAddr string
 	Term       uint64
-	Epoch      Epoch
+	Epoch      lockstitch.Epoch
 	// AppliedLSN is the last op applied here; CommittedLSN the last op
 	// this replica knows to be committed (on the leader, the same).
-	AppliedLSN   LSN
-	CommittedLSN LSN
-	// FirstLSN is the first op this replica's log retains.
-	FirstLSN LSN
-	// Replicas lists the replica set with each replica's progress.
+	AppliedLSN   lockstitch.LSN
+	CommittedLSN lockstitch.
+		// FirstLSN is the first op this replica's log retains.
+		LSN
+
+	FirstLSN lockstitch.
+		// Replicas lists the replica set with each replica's progress.
+		LSN
+
 	Replicas []ReplicaStatus
 }
 
@@ -176,14 +183,14 @@ type PartitionStatus struct {
 // have applied every Config.ProgressInterval while it changes; Lag is the
 // leader's applied LSN minus that report, so it is as of the report.
 type ReplicaStatus struct {
-	Replica       ReplicaID
-	Kind          Kind
+	Replica       lockstitch.ReplicaID
+	Kind          lockstitch.Kind
 	RaftAddress   string
 	ClientAddress string
 	// AppliedLSN is the LSN the replica last reported, ReportAge how long
 	// ago this node applied that report; Reported is false until a report
 	// arrived.
-	AppliedLSN LSN
+	AppliedLSN lockstitch.LSN
 	Reported   bool
 	ReportAge  time.Duration
 	// Lag is how many ops the replica is behind the leader.
@@ -203,14 +210,14 @@ func (p *Partition) Status(ctx context.Context) (PartitionStatus, error) {
 		Replica:    p.replica,
 		Role:       p.role(),
 		Plugin:     p.meta.Plugin,
-		Leader:     ReplicaID(p.leader.Load()),
+		Leader:     lockstitch.ReplicaID(p.leader.Load()),
 		Term:       p.term.Load(),
-		Epoch:      Epoch(s.epoch.Load()),
-		AppliedLSN: LSN(s.applied.Load()),
+		Epoch:      lockstitch.Epoch(s.epoch.Load()),
+		AppliedLSN: lockstitch.LSN(s.applied.Load()),
 		FirstLSN:   s.wal.First(),
 	}
 	s.mu.RLock()
-	addrs := make(map[ReplicaID]string, len(s.state.addrs))
+	addrs := make(map[lockstitch.ReplicaID]string, len(s.state.addrs))
 	for id, a := range s.state.addrs {
 		addrs[id] = a
 	}
@@ -224,13 +231,13 @@ func (p *Partition) Status(ctx context.Context) (PartitionStatus, error) {
 	}
 	// The leader's applied LSN: its own, or its last report.
 	s.progressMu.Lock()
-	reports := make(map[ReplicaID]progressReport, len(s.progress))
+	reports := make(map[lockstitch.ReplicaID]progressReport, len(s.progress))
 	for id, r := range s.progress {
 		reports[id] = r
 	}
 	s.progressMu.Unlock()
 	leaderLSN := st.AppliedLSN
-	if st.Role != RoleLeader {
+	if st.Role != lockstitch.RoleLeader {
 		if r, ok := reports[st.Leader]; ok && r.applied > leaderLSN {
 			leaderLSN = r.applied
 		}
@@ -242,12 +249,12 @@ func (p *Partition) Status(ctx context.Context) (PartitionStatus, error) {
 		switch r, ok := reports[m.id]; {
 		case m.id == p.replica:
 			rs.AppliedLSN, rs.Reported = st.AppliedLSN, true
-		case m.id == st.Leader && st.Role != RoleLeader:
+		case m.id == st.Leader && st.Role != lockstitch.RoleLeader:
 			rs.AppliedLSN, rs.Reported, rs.ReportAge = leaderLSN, ok, now.Sub(r.at)
 		case ok:
 			rs.AppliedLSN, rs.Reported, rs.ReportAge = r.applied, true, now.Sub(r.at)
 		}
-		if rs.Reported && m.kind != Witness && leaderLSN > rs.AppliedLSN {
+		if rs.Reported && m.kind != lockstitch.Witness && leaderLSN > rs.AppliedLSN {
 			rs.Lag = uint64(leaderLSN - rs.AppliedLSN)
 		}
 		st.Replicas = append(st.Replicas, rs)
@@ -256,8 +263,8 @@ func (p *Partition) Status(ctx context.Context) (PartitionStatus, error) {
 }
 
 type member struct {
-	id   ReplicaID
-	kind Kind
+	id   lockstitch.ReplicaID
+	kind lockstitch.Kind
 	addr string
 }
 
@@ -271,19 +278,19 @@ func (p *partition) members(ctx context.Context) ([]member, bool) {
 	if m, err := p.r.nh.SyncGetShardMembership(mctx, uint64(p.id)); err == nil {
 		committed = true
 		for id, a := range m.Nodes {
-			out = append(out, member{ReplicaID(id), Voter, a})
+			out = append(out, member{lockstitch.ReplicaID(id), lockstitch.Voter, a})
 		}
 		for id, a := range m.NonVotings {
-			out = append(out, member{ReplicaID(id), NonVoting, a})
+			out = append(out, member{lockstitch.ReplicaID(id), lockstitch.NonVoting, a})
 		}
 		for id, a := range m.Witnesses {
-			out = append(out, member{ReplicaID(id), Witness, a})
+			out = append(out, member{lockstitch.ReplicaID(id), lockstitch.Witness, a})
 		}
 	} else if info := p.r.nh.GetNodeHostInfo(nodeHostInfoNoLog); info != nil {
 		for _, si := range info.ShardInfoList {
 			if si.ShardID == uint64(p.id) {
 				for id, a := range si.Replicas {
-					out = append(out, member{ReplicaID(id), Voter, a})
+					out = append(out, member{lockstitch.ReplicaID(id), lockstitch.Voter, a})
 				}
 			}
 		}
@@ -294,7 +301,7 @@ func (p *partition) members(ctx context.Context) ([]member, bool) {
 
 // pruneProgress drops the progress reports of replicas not in members.
 func (s *stateMachine) pruneProgress(members []member) {
-	keep := make(map[ReplicaID]bool, len(members))
+	keep := make(map[lockstitch.ReplicaID]bool, len(members))
 	for _, m := range members {
 		keep[m.id] = true
 	}

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/internal/testutil"
 	"github.com/lockstitch/lockstitch/replicator"
 )
@@ -27,10 +28,10 @@ import (
 type sumPlugin struct {
 	dir            string
 	mu             sync.Mutex
-	lsn            replicator.LSN
+	lsn            lockstitch.LSN
 	count, sum     uint64
 	syncs          int
-	durableLSN     replicator.LSN
+	durableLSN     lockstitch.LSN
 	durableC, durS uint64
 }
 
@@ -40,7 +41,7 @@ func newSumPlugin(pc replicator.PluginContext) (replicator.StateMachine, error) 
 
 func (p *sumPlugin) file() string { return filepath.Join(p.dir, "sum") }
 
-func (p *sumPlugin) Open(context.Context) (replicator.LSN, error) {
+func (p *sumPlugin) Open(context.Context) (lockstitch.LSN, error) {
 	b, err := os.ReadFile(p.file())
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, nil
@@ -48,7 +49,7 @@ func (p *sumPlugin) Open(context.Context) (replicator.LSN, error) {
 	if err != nil || len(b) != 24 {
 		return 0, fmt.Errorf("sum plugin: %v (%d bytes)", err, len(b))
 	}
-	p.lsn = replicator.LSN(binary.LittleEndian.Uint64(b))
+	p.lsn = lockstitch.LSN(binary.LittleEndian.Uint64(b))
 	p.count = binary.LittleEndian.Uint64(b[8:])
 	p.sum = binary.LittleEndian.Uint64(b[16:])
 	p.durableLSN, p.durableC, p.durS = p.lsn, p.count, p.sum
@@ -77,7 +78,7 @@ func (p *sumPlugin) Query(context.Context, []byte) ([]byte, error) {
 	return json.Marshal([3]uint64{uint64(p.lsn), p.count, p.sum})
 }
 
-func (p *sumPlugin) Sync() (replicator.LSN, error) {
+func (p *sumPlugin) Sync() (lockstitch.LSN, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.syncs++
@@ -106,14 +107,14 @@ func (p *sumPlugin) PrepareSnapshot() (replicator.Snapshot, error) {
 	return bytesSnapshot(b[:]), nil
 }
 
-func (p *sumPlugin) Restore(r io.Reader, lsn replicator.LSN) error {
+func (p *sumPlugin) Restore(r io.Reader, lsn lockstitch.LSN) error {
 	b, err := io.ReadAll(r)
 	if err != nil || len(b) != 24 {
 		return fmt.Errorf("sum plugin restore: %v (%d bytes)", err, len(b))
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.lsn = replicator.LSN(binary.LittleEndian.Uint64(b))
+	p.lsn = lockstitch.LSN(binary.LittleEndian.Uint64(b))
 	p.count = binary.LittleEndian.Uint64(b[8:])
 	p.sum = binary.LittleEndian.Uint64(b[16:])
 	return nil
@@ -130,7 +131,7 @@ func (s bytesSnapshot) WriteTo(_ context.Context, w io.Writer) error {
 func (bytesSnapshot) Release() {}
 
 // sumOf computes what sumPlugin holds after ops 0..n-1 of appendN.
-func sumOf(id replicator.PartitionID, n int) [3]uint64 {
+func sumOf(id lockstitch.PartitionID, n int) [3]uint64 {
 	var sum uint64
 	for i := 0; i < n; i++ {
 		for _, c := range opPayload(int(id), i) {
@@ -144,7 +145,7 @@ func queryPlugin(t *testing.T, p *replicator.Partition) [3]uint64 {
 	t.Helper()
 	var got [3]uint64
 	testutil.WaitFor(t, "a linearizable query", 20*time.Second, func() bool {
-		res, err := p.Query(context.Background(), nil, replicator.QueryOptions{Consistency: replicator.Linearizable})
+		res, err := p.Query(context.Background(), nil, replicator.QueryOptions{Consistency: lockstitch.Linearizable})
 		if err != nil {
 			return false
 		}
@@ -208,7 +209,7 @@ func TestLogRetention(t *testing.T) {
 		return err == nil && st.FirstLSN > 1
 	})
 	st, _ := p.Status(ctx)
-	if _, err := p.Read(1, 1, 1); !errors.Is(err, replicator.ErrTruncated) {
+	if _, err := p.Read(1, 1, 1); !errors.Is(err, lockstitch.ErrTruncated) {
 		t.Fatalf("read below the first retained LSN %d: %v", st.FirstLSN, err)
 	}
 	recs, err := p.Read(st.FirstLSN, 1000, 1<<30)
@@ -242,14 +243,14 @@ func TestWitness(t *testing.T) {
 	c.start(2)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := c.get(c.leader(1)).AddReplica(ctx, 1, 3, cfg.RaftAddress, replicator.Witness); err != nil {
+	if err := c.get(c.leader(1)).AddReplica(ctx, 1, 3, cfg.RaftAddress, lockstitch.Witness); err != nil {
 		t.Fatal(err)
 	}
-	w, err := c.get(2).JoinPartition(replicator.JoinSpec{Partition: 1, Replica: 3, Kind: replicator.Witness, Plugin: replicator.LogPluginName})
+	w, err := c.get(2).JoinPartition(replicator.JoinSpec{Partition: 1, Replica: 3, Kind: lockstitch.Witness, Plugin: replicator.LogPluginName})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.Query(ctx, nil, replicator.QueryOptions{}); !errors.Is(err, replicator.ErrUnavailable) {
+	if _, err := w.Query(ctx, nil, replicator.QueryOptions{}); !errors.Is(err, lockstitch.ErrUnavailable) {
 		t.Fatalf("query on a witness: %v", err)
 	}
 	// With the witness, either data replica can fail and the partition
@@ -357,7 +358,7 @@ func startChild(t *testing.T, cs childSpec) *exec.Cmd {
 
 // childApplied returns the LSN replica 3 (the child) last reported, as
 // node i sees it.
-func childApplied(c *cluster, i int) replicator.LSN {
+func childApplied(c *cluster, i int) lockstitch.LSN {
 	r := c.get(i)
 	if r == nil {
 		return 0
@@ -404,7 +405,7 @@ func TestCrashedNodeRecovers(t *testing.T) {
 	// Append from two goroutines; kill the child in the middle.
 	a := goAppenders(2, func(g int) error {
 		for i := 0; i < 300; i++ {
-			op := replicator.AppendOp{Payload: opPayload(g, i), Producer: replicator.ProducerID(g + 1), Seq: uint64(i + 1)}
+			op := replicator.AppendOp{Payload: opPayload(g, i), Producer: lockstitch.ProducerID(g + 1), Seq: uint64(i + 1)}
 			if _, err := c.appendRetry(ctx, 1, op); err != nil {
 				return err
 			}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/replicator"
 	"github.com/lockstitch/lockstitch/wal"
 )
@@ -20,14 +21,14 @@ func opPayload(g, i int) []byte { return []byte(fmt.Sprintf("op g=%d i=%d", g, i
 // many goroutines.
 type ackLog struct {
 	mu sync.Mutex
-	m  map[replicator.LSN][]byte
+	m  map[lockstitch.LSN][]byte
 }
 
-func newAckLog() *ackLog { return &ackLog{m: map[replicator.LSN][]byte{}} }
+func newAckLog() *ackLog { return &ackLog{m: map[lockstitch.LSN][]byte{}} }
 
 // add records an acknowledgement; an LSN acknowledged for another payload
 // is an error (the same payload again is a deduplicated retry).
-func (a *ackLog) add(lsn replicator.LSN, payload []byte) error {
+func (a *ackLog) add(lsn lockstitch.LSN, payload []byte) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if prev, ok := a.m[lsn]; ok && !bytes.Equal(prev, payload) {
@@ -73,7 +74,7 @@ func TestConcurrentAppendsIdenticalStreams(t *testing.T) {
 		}
 		return nil
 	}).wait(t)
-	last := replicator.LSN(goroutines * each)
+	last := lockstitch.LSN(goroutines * each)
 	if len(acked) != int(last) {
 		t.Fatalf("%d distinct LSNs acknowledged for %d ops", len(acked), last)
 	}
@@ -83,7 +84,7 @@ func TestConcurrentAppendsIdenticalStreams(t *testing.T) {
 			t.Fatalf("node %d holds %d ops, want %d", i+1, len(recs), last)
 		}
 		for j, r := range recs {
-			if r.LSN != replicator.LSN(j+1) {
+			if r.LSN != lockstitch.LSN(j+1) {
 				t.Fatalf("node %d: record %d has LSN %d", i+1, j, r.LSN)
 			}
 			if !bytes.Equal(r.Payload, acked[r.LSN]) || r.CRC != wal.Checksum(r.Payload) {
@@ -172,7 +173,7 @@ func TestLeaderFailover(t *testing.T) {
 			if i == each/3 {
 				started <- struct{}{}
 			}
-			op := replicator.AppendOp{Payload: opPayload(g, i), Producer: replicator.ProducerID(g + 1), Seq: uint64(i + 1)}
+			op := replicator.AppendOp{Payload: opPayload(g, i), Producer: lockstitch.ProducerID(g + 1), Seq: uint64(i + 1)}
 			res, err := c.appendRetry(ctx, 1, op)
 			if err != nil {
 				return err
@@ -201,7 +202,7 @@ func TestLeaderFailover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := replicator.LSN(producers*each + 1); end.LSN != want {
+	if want := lockstitch.LSN(producers*each + 1); end.LSN != want {
 		t.Fatalf("the end marker got LSN %d, want %d: an op was lost or applied twice", end.LSN, want)
 	}
 	for i := range c.nodes {
@@ -271,8 +272,8 @@ func TestIdempotentProducer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	const n = 20
-	lsns := make([]replicator.LSN, n)
-	epochs := make([]replicator.Epoch, n)
+	lsns := make([]lockstitch.LSN, n)
+	epochs := make([]lockstitch.Epoch, n)
 	op := func(i int) replicator.AppendOp {
 		return replicator.AppendOp{Payload: opPayload(7, i), Producer: 7, Seq: uint64(i + 1)}
 	}
@@ -298,7 +299,7 @@ func TestIdempotentProducer(t *testing.T) {
 	retryAll("same leader")
 
 	l := c.leader(1)
-	target := replicator.ReplicaID((l+1)%3 + 1)
+	target := lockstitch.ReplicaID((l+1)%3 + 1)
 	if err := c.get(l).TransferLeader(ctx, 1, target); err != nil {
 		t.Fatal(err)
 	}
@@ -327,11 +328,11 @@ func TestIdempotentProducer(t *testing.T) {
 		t.Fatal(err)
 	}
 	old := replicator.AppendOp{Payload: []byte("x"), Producer: 8, Seq: 1}
-	if _, err := c.appendRetry(ctx, 1, old); !errors.Is(err, replicator.ErrStaleSequence) {
+	if _, err := c.appendRetry(ctx, 1, old); !errors.Is(err, lockstitch.ErrStaleSequence) {
 		t.Fatalf("sequence below a full window: %v, want ErrStaleSequence", err)
 	}
 	// Every replica holds each op once.
-	last := lsns[n-1] + 1 + replicator.LSN(len(ops))
+	last := lsns[n-1] + 1 + lockstitch.LSN(len(ops))
 	for i := range c.nodes {
 		if recs := c.stream(i, 1, last); len(recs) != int(last) {
 			t.Fatalf("node %d holds %d ops, want %d", i+1, len(recs), last)
@@ -348,7 +349,7 @@ func TestFullClusterRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	for i := 0; i < 30; i++ {
-		for _, id := range []replicator.PartitionID{1, 2} {
+		for _, id := range []lockstitch.PartitionID{1, 2} {
 			if _, err := c.appendRetry(ctx, id, replicator.AppendOp{Payload: opPayload(int(id), i)}); err != nil {
 				t.Fatal(err)
 			}
@@ -391,7 +392,7 @@ func TestAppendsAcrossLeaderTransfers(t *testing.T) {
 	const producers, each = 16, 100
 	a := goAppenders(producers, func(g int) error {
 		for i := 0; i < each; i++ {
-			op := replicator.AppendOp{Payload: opPayload(g, i), Producer: replicator.ProducerID(g + 1), Seq: uint64(i + 1)}
+			op := replicator.AppendOp{Payload: opPayload(g, i), Producer: lockstitch.ProducerID(g + 1), Seq: uint64(i + 1)}
 			if _, err := c.appendRetry(ctx, 1, op); err != nil {
 				return fmt.Errorf("producer %d op %d: %w", g, i, err)
 			}
@@ -404,7 +405,7 @@ func TestAppendsAcrossLeaderTransfers(t *testing.T) {
 		case <-time.After(100 * time.Millisecond):
 		}
 		l := c.leader(1)
-		target := replicator.ReplicaID((l+1)%3 + 1)
+		target := lockstitch.ReplicaID((l+1)%3 + 1)
 		if err := c.get(l).TransferLeader(ctx, 1, target); err != nil && !retryable(err) {
 			t.Fatalf("transfer %d: %v", transfers, err)
 		}
@@ -419,7 +420,7 @@ func TestAppendsAcrossLeaderTransfers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := replicator.LSN(producers*each + 1); end.LSN != want {
+	if want := lockstitch.LSN(producers*each + 1); end.LSN != want {
 		t.Fatalf("the end marker got LSN %d, want %d: an op was lost or applied twice", end.LSN, want)
 	}
 }

@@ -15,6 +15,8 @@ import (
 	"github.com/lni/dragonboat/v4/config"
 	"github.com/lni/dragonboat/v4/plugin/tan"
 	"github.com/lni/dragonboat/v4/raftio"
+
+	"github.com/lockstitch/lockstitch"
 )
 
 // Replicator is one Lockstitch node: a dragonboat NodeHost hosting replicas
@@ -26,8 +28,10 @@ type Replicator struct {
 	metrics *Metrics
 
 	mu     sync.RWMutex
-	parts  map[PartitionID]*partition
+	parts  map[lockstitch.PartitionID]*partition
 	closed bool
+	// retired records the replicas this node deleted.
+	retired *retired
 
 	quit chan struct{}
 	wg   sync.WaitGroup
@@ -53,7 +57,7 @@ func Open(cfg Config) (*Replicator, error) {
 	r := &Replicator{
 		cfg:   cfg,
 		log:   logger.With("raft", cfg.RaftAddress),
-		parts: make(map[PartitionID]*partition),
+		parts: make(map[lockstitch.PartitionID]*partition),
 		quit:  make(chan struct{}),
 
 		snapshotKick: make(chan struct{}, 1),
@@ -81,6 +85,10 @@ func Open(cfg Config) (*Replicator, error) {
 		return nil, fmt.Errorf("replicator: start node at %s: %w", cfg.DataDir, err)
 	}
 	r.nh = nh
+	if r.retired, err = loadRetired(cfg.DataDir); err != nil {
+		r.closeNodeHost()
+		return nil, fmt.Errorf("replicator: %w", err)
+	}
 	r.metrics = newMetrics(cfg.Registerer, r)
 	metas, pending, err := listMeta(cfg.DataDir)
 	if err != nil {
@@ -117,7 +125,7 @@ func Open(cfg Config) (*Replicator, error) {
 func (r *Replicator) start(m partitionMeta) (*partition, error) {
 	factory, ok := r.cfg.Plugins[m.Plugin]
 	if !ok {
-		return nil, fmt.Errorf("%w: %q", ErrPluginNotFound, m.Plugin)
+		return nil, fmt.Errorf("%w: %q", lockstitch.ErrPluginNotFound, m.Plugin)
 	}
 	p := newPartition(r, m, factory)
 	// Build the plugin now: a factory that rejects its options fails the
@@ -142,12 +150,12 @@ func (r *Replicator) start(m partitionMeta) (*partition, error) {
 	if r.closed {
 		r.mu.Unlock()
 		p.close()
-		return nil, ErrClosed
+		return nil, lockstitch.ErrClosed
 	}
 	if _, ok := r.parts[m.Partition]; ok {
 		r.mu.Unlock()
 		p.close()
-		return nil, fmt.Errorf("%w: %d", ErrPartitionExists, m.Partition)
+		return nil, fmt.Errorf("%w: %d", lockstitch.ErrPartitionExists, m.Partition)
 	}
 	r.parts[m.Partition] = p
 	r.mu.Unlock()
@@ -176,7 +184,7 @@ func (r *Replicator) start(m partitionMeta) (*partition, error) {
 		r.mu.Unlock()
 		p.close()
 		if errors.Is(err, dragonboat.ErrReplicaRemoved) {
-			return nil, fmt.Errorf("%w: partition %d replica %d", ErrReplicaDeleted, m.Partition, m.Replica)
+			return nil, fmt.Errorf("%w: partition %d replica %d", lockstitch.ErrReplicaDeleted, m.Partition, m.Replica)
 		}
 		return nil, fmt.Errorf("replicator: start partition %d replica %d: %w", m.Partition, m.Replica, err)
 	}
@@ -185,24 +193,24 @@ func (r *Replicator) start(m partitionMeta) (*partition, error) {
 }
 
 // Partition returns this node's replica of a partition.
-func (r *Replicator) Partition(id PartitionID) (*Partition, error) {
+func (r *Replicator) Partition(id lockstitch.PartitionID) (*Partition, error) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if r.closed {
-		return nil, ErrClosed
+		return nil, lockstitch.ErrClosed
 	}
 	p, ok := r.parts[id]
 	if !ok {
-		return nil, fmt.Errorf("%w: %d", ErrPartitionNotFound, id)
+		return nil, fmt.Errorf("%w: %d", lockstitch.ErrPartitionNotFound, id)
 	}
 	return &Partition{p}, nil
 }
 
 // Partitions lists the partitions this node hosts a replica of.
-func (r *Replicator) Partitions() []PartitionID {
+func (r *Replicator) Partitions() []lockstitch.PartitionID {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	ids := make([]PartitionID, 0, len(r.parts))
+	ids := make([]lockstitch.PartitionID, 0, len(r.parts))
 	for id := range r.parts {
 		ids = append(ids, id)
 	}
@@ -244,7 +252,7 @@ func (r *Replicator) closeNodeHost() {
 func (r *Replicator) lookup(shardID uint64) *partition {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.parts[PartitionID(shardID)]
+	return r.parts[lockstitch.PartitionID(shardID)]
 }
 
 // listener receives dragonboat's events. Its callbacks run on dragonboat's

@@ -15,6 +15,7 @@ import (
 
 	sm "github.com/lni/dragonboat/v4/statemachine"
 
+	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/wal"
 )
 
@@ -29,8 +30,8 @@ import (
 // replays exactly what the checkpoint does not cover, and the same entries
 // get the same LSNs again.
 type stateMachine struct {
-	id      PartitionID
-	replica ReplicaID
+	id      lockstitch.PartitionID
+	replica lockstitch.ReplicaID
 	dir     string
 	cfg     *Config
 	log     *slog.Logger
@@ -40,14 +41,18 @@ type stateMachine struct {
 	pending StateMachine // built when the replica started; opened by Open
 	// wantSnapshot asks for a size-triggered snapshot; it does not block.
 	wantSnapshot func()
+	// opened tells the partition that the replica is open (Ready may
+	// have changed); it does not block.
+	opened func()
 
 	// mu is held for writing by Update, Sync, snapshots and Close, and
 	// for reading by queries and the checkpoint's copy of the state.
-	mu      sync.RWMutex
-	state   *partitionState
-	wal     *wal.Log
-	plugin  StateMachine
-	skipTo  LSN // ops up to here are already in the plugin (it was ahead)
+	mu     sync.RWMutex
+	state  *partitionState
+	wal    *wal.Log
+	plugin StateMachine
+	skipTo lockstitch. // ops up to here are already in the plugin (it was ahead)
+		LSN
 	closed  bool
 	scratch applyScratch
 	// entryBytes counts the bytes of Raft entries applied since the last
@@ -63,17 +68,17 @@ type stateMachine struct {
 	// ckptMu serializes checkpoints; the fields below are under it.
 	ckptMu        sync.Mutex
 	ckptIndex     uint64
-	ckptLSN       LSN
+	ckptLSN       lockstitch.LSN
 	ckptAt        time.Time
 	pluginDurable atomic.Uint64 // LSN the plugin last reported durable
 
 	// progress holds the applied LSN each replica last reported.
 	progressMu sync.Mutex
-	progress   map[ReplicaID]progressReport
+	progress   map[lockstitch.ReplicaID]progressReport
 }
 
 type progressReport struct {
-	applied LSN
+	applied lockstitch.LSN
 	at      time.Time // when this replica applied the report
 }
 
@@ -87,8 +92,8 @@ type applyScratch struct {
 
 type opOutcome struct {
 	status byte
-	lsn    LSN
-	epoch  Epoch
+	lsn    lockstitch.LSN
+	epoch  lockstitch.Epoch
 	plugin int // index into ops/results, or -1
 }
 
@@ -104,9 +109,10 @@ func newStateMachine(p *partition) *stateMachine {
 		metrics:  p.r.metrics,
 		factory:  p.factory,
 		options:  p.meta.Options,
-		progress: make(map[ReplicaID]progressReport),
+		progress: make(map[lockstitch.ReplicaID]progressReport),
 
 		wantSnapshot: p.wantSnapshot,
+		opened:       p.changed,
 	}
 }
 
@@ -207,13 +213,14 @@ func (s *stateMachine) open(stopc <-chan struct{}) (uint64, error) {
 	s.publish()
 	s.ckptIndex, s.ckptLSN, s.ckptAt = state.index, state.lsn, time.Now()
 	s.ready.Store(true)
+	s.opened()
 	s.log.Info("replica opened", "lsn", state.lsn, "index", state.index, "plugin_lsn", durable, "log_first", l.First())
 	return state.index, nil
 }
 
 // replayIntoPlugin hands the plugin the logged ops after from, up to the
 // checkpoint.
-func (s *stateMachine) replayIntoPlugin(stopc <-chan struct{}, from LSN) error {
+func (s *stateMachine) replayIntoPlugin(stopc <-chan struct{}, from lockstitch.LSN) error {
 	if from+1 < s.wal.First() {
 		return fmt.Errorf("plugin has applied up to LSN %d but the operation log starts at %d", from, s.wal.First())
 	}
@@ -241,7 +248,7 @@ func (s *stateMachine) replayIntoPlugin(stopc <-chan struct{}, from LSN) error {
 			// Next's payload is valid until the next call: keep a copy.
 			p := append([]byte(nil), r.Payload...)
 			payloads = append(payloads, p)
-			ops = append(ops, Op{LSN: r.LSN, Epoch: Epoch(r.Epoch), Payload: p})
+			ops = append(ops, Op{LSN: r.LSN, Epoch: lockstitch.Epoch(r.Epoch), Payload: p})
 		}
 		if err := s.plugin.Apply(ops, results[:len(ops)]); err != nil {
 			return fmt.Errorf("plugin apply during replay: %w", err)
@@ -364,8 +371,8 @@ func (s *stateMachine) assign(e *sm.Entry) error {
 	if err != nil {
 		return err
 	}
-	if Epoch(r.term) > s.state.epoch {
-		s.state.epoch = Epoch(r.term)
+	if lockstitch.Epoch(r.term) > s.state.epoch {
+		s.state.epoch = lockstitch.Epoch(r.term)
 	}
 	sc := &s.scratch
 	var op entryOp
@@ -409,7 +416,7 @@ type queryRequest struct {
 
 type queryResponse struct {
 	result []byte
-	lsn    LSN
+	lsn    lockstitch.LSN
 }
 
 // Lookup implements sm.IOnDiskStateMachine: a plugin query, answered
@@ -422,7 +429,7 @@ func (s *stateMachine) Lookup(q interface{}) (interface{}, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed || s.plugin == nil {
-		return nil, ErrUnavailable
+		return nil, lockstitch.ErrUnavailable
 	}
 	res, err := s.plugin.Query(req.ctx, req.req)
 	if err != nil {
@@ -496,10 +503,10 @@ func (s *stateMachine) checkpointDue(now time.Time) bool {
 
 // retentionFloor is the last LSN recovery may still need from the log:
 // what the checkpoint or the plugin has not made durable comes after it.
-func (s *stateMachine) retentionFloor() LSN {
+func (s *stateMachine) retentionFloor() lockstitch.LSN {
 	s.ckptMu.Lock()
 	defer s.ckptMu.Unlock()
-	return min(s.ckptLSN, LSN(s.pluginDurable.Load()))
+	return min(s.ckptLSN, lockstitch.LSN(s.pluginDurable.Load()))
 }
 
 // snapshot is what PrepareSnapshot captures.

@@ -14,6 +14,7 @@ import (
 
 	sm "github.com/lni/dragonboat/v4/statemachine"
 
+	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/wal"
 )
 
@@ -30,7 +31,8 @@ func newTestSM(t *testing.T, dir string) *stateMachine {
 		cfg:      &cfg,
 		log:      slog.New(slog.DiscardHandler),
 		factory:  NewLogPlugin,
-		progress: make(map[ReplicaID]progressReport),
+		progress: make(map[lockstitch.ReplicaID]progressReport),
+		opened:   func() {},
 	}
 }
 
@@ -61,7 +63,7 @@ func applyAndClose(t *testing.T, dir string, n int) {
 	}
 }
 
-func walBounds(t *testing.T, dir string) (first, last LSN) {
+func walBounds(t *testing.T, dir string) (first, last lockstitch.LSN) {
 	t.Helper()
 	l, err := wal.Open(filepath.Join(dir, "wal"), wal.DefaultConfig())
 	if err != nil {
@@ -79,7 +81,7 @@ func TestOpenCutsLogBackToCheckpoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for lsn := LSN(6); lsn <= 8; lsn++ {
+	for lsn := lockstitch.LSN(6); lsn <= 8; lsn++ {
 		if err := l.Append(&wal.Record{LSN: lsn, Payload: []byte("x")}); err != nil {
 			t.Fatal(err)
 		}

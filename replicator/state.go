@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+
+	"github.com/lockstitch/lockstitch"
 )
 
 // partitionState is the replicated state that the replicator keeps for a
@@ -15,15 +17,16 @@ import (
 // Raft index they reflect, the dedupe table and the replicas' client
 // addresses. Every replica computes the same state from the same entries.
 type partitionState struct {
-	lsn    LSN    // last LSN assigned
-	epoch  Epoch  // epoch of the last op
+	lsn   lockstitch.LSN // last LSN assigned
+	epoch lockstitch.    // epoch of the last op
+		Epoch
 	index  uint64 // Raft index of the last entry applied
 	dedupe *dedupe
-	addrs  map[ReplicaID]string
+	addrs  map[lockstitch.ReplicaID]string
 }
 
 func newPartitionState() *partitionState {
-	return &partitionState{dedupe: newDedupe(), addrs: make(map[ReplicaID]string)}
+	return &partitionState{dedupe: newDedupe(), addrs: make(map[lockstitch.ReplicaID]string)}
 }
 
 // Encoded state layout. Part of the checkpoint and snapshot formats:
@@ -58,7 +61,7 @@ func (s *partitionState) appendTo(b []byte) []byte {
 	b = binary.LittleEndian.AppendUint64(b, uint64(s.lsn))
 	b = binary.LittleEndian.AppendUint64(b, uint64(s.epoch))
 	b = binary.LittleEndian.AppendUint64(b, s.index)
-	ids := make([]ReplicaID, 0, len(s.addrs))
+	ids := make([]lockstitch.ReplicaID, 0, len(s.addrs))
 	for id := range s.addrs {
 		ids = append(ids, id)
 	}
@@ -103,8 +106,8 @@ func decodePartitionState(b []byte) (*partitionState, error) {
 	}
 	body := b[16 : size-4]
 	s := newPartitionState()
-	s.lsn = LSN(binary.LittleEndian.Uint64(body[0:]))
-	s.epoch = Epoch(binary.LittleEndian.Uint64(body[8:]))
+	s.lsn = lockstitch.LSN(binary.LittleEndian.Uint64(body[0:]))
+	s.epoch = lockstitch.Epoch(binary.LittleEndian.Uint64(body[8:]))
 	s.index = binary.LittleEndian.Uint64(body[16:])
 	n := int(binary.LittleEndian.Uint32(body[24:]))
 	off := 28
@@ -112,7 +115,7 @@ func decodePartitionState(b []byte) (*partitionState, error) {
 		if len(body)-off < 12 {
 			return nil, fmt.Errorf("%w: address cut short", errBadState)
 		}
-		id := ReplicaID(binary.LittleEndian.Uint64(body[off:]))
+		id := lockstitch.ReplicaID(binary.LittleEndian.Uint64(body[off:]))
 		m := int(binary.LittleEndian.Uint32(body[off+8:]))
 		off += 12
 		if m > len(body)-off {

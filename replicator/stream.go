@@ -6,16 +6,19 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/wal"
 )
 
 // Record is one op of a partition's stream as read back.
 type Record struct {
-	LSN   LSN
-	Epoch Epoch
-	// CRC is the CRC-32C of Payload that its producer computed, verified
-	// on the way in and again when read from disk; a consumer that checks
-	// it has integrity end to end.
+	LSN   lockstitch.LSN
+	Epoch lockstitch.
+		// CRC is the CRC-32C of Payload that its producer computed, verified
+		// on the way in and again when read from disk; a consumer that checks
+		// it has integrity end to end.
+		Epoch
+
 	CRC     uint32
 	Payload []byte
 }
@@ -23,69 +26,116 @@ type Record struct {
 // Subscription follows a partition's stream on this replica: it delivers
 // the retained ops from a marker on, then each op as it commits, in LSN
 // order, with no gap and no duplicate. It is not safe for concurrent use.
+//
+// The ops it delivers are lent, not copied: a Record's Payload aliases the
+// subscription's read buffer (the bytes as the operation log holds them)
+// until the next call of Next or TryNext, so a server can send them on
+// without a copy. A caller that keeps a payload copies it.
 type Subscription struct {
-	p   *partition
-	l   *wal.Log
-	it  *wal.Iterator
-	rec wal.Record
+	p    *partition
+	l    *wal.Log
+	it   *wal.Iterator // nil while the log has not reached next
+	next lockstitch.LSN
+	rec  wal.Record
 }
 
 // Subscribe starts a subscription whose first op is from (a consumer
 // that holds everything up to marker M subscribes from M+1). It fails with
-// ErrTruncated if retention has dropped from; from may be one past the
-// last op, to follow only new ones.
-func (p *Partition) Subscribe(from LSN) (*Subscription, error) {
+// lockstitch.ErrTruncated (a *lockstitch.TruncatedError) if retention has
+// dropped from. from may be one past the last op, to follow only new
+// ones, or further: the subscription then waits until this replica's log
+// reaches it (a consumer ahead of a lagging replica).
+func (p *Partition) Subscribe(from lockstitch.LSN) (*Subscription, error) {
+	if from == 0 {
+		return nil, fmt.Errorf("%w: partition %d: subscribe from LSN 0 (the first LSN is 1)", lockstitch.ErrInvalidArgument, p.id)
+	}
 	s, err := p.state()
 	if err != nil {
 		return nil, err
 	}
-	it, err := s.wal.NewIterator(from)
-	if err != nil {
-		return nil, p.streamError(err, from)
+	sub := &Subscription{p: p.partition, l: s.wal, next: from}
+	if err := sub.open(); err != nil {
+		return nil, err
 	}
-	return &Subscription{p: p.partition, l: s.wal, it: it}, nil
+	return sub, nil
+}
+
+// open opens the iterator once the log holds the op before next.
+func (s *Subscription) open() error {
+	if s.it != nil || s.l.Last()+1 < s.next {
+		return nil
+	}
+	it, err := s.l.NewIterator(s.next)
+	if err != nil {
+		return s.p.streamError(s.l, err, s.next)
+	}
+	s.it = it
+	return nil
 }
 
 // Next fills r with the next op, waiting for it to commit if need be. The
 // payload aliases the subscription's buffer until the next call. It fails
-// with ErrTruncated if the replica dropped what comes next (it installed a
-// snapshot past it), and with ctx's error when ctx ends.
+// with lockstitch.ErrTruncated if the replica dropped what comes next (it
+// installed a snapshot past it), and with ctx's error when ctx ends.
 func (s *Subscription) Next(ctx context.Context, r *Record) error {
 	for {
 		ok, err := s.TryNext(r)
 		if ok || err != nil {
 			return err
 		}
-		if err := s.l.Wait(ctx, s.it.Position()); err != nil {
-			return s.p.streamError(err, s.it.Position())
+		if err := s.Wait(ctx); err != nil {
+			return err
 		}
 	}
 }
 
 // TryNext fills r with the next op if it has committed already; it
-// returns false if there is none yet.
+// returns false if there is none yet. The payload aliases the
+// subscription's buffer until the next call.
 func (s *Subscription) TryNext(r *Record) (bool, error) {
+	if err := s.open(); err != nil || s.it == nil {
+		return false, err
+	}
 	err := s.it.Next(&s.rec)
 	if err == io.EOF {
 		return false, nil
 	}
 	if err != nil {
-		return false, s.p.streamError(err, s.it.Position())
+		return false, s.p.streamError(s.l, err, s.it.Position())
 	}
-	*r = Record{LSN: s.rec.LSN, Epoch: Epoch(s.rec.Epoch), CRC: s.rec.CRC, Payload: s.rec.Payload}
+	s.next = s.rec.LSN + 1
+	*r = Record{LSN: s.rec.LSN, Epoch: lockstitch.Epoch(s.rec.Epoch), CRC: s.rec.CRC, Payload: s.rec.Payload}
 	return true, nil
 }
 
+// Wait waits until the op Next delivers next has committed on this
+// replica, or ctx ends (its error is returned), or the replica stops
+// (lockstitch.ErrUnavailable).
+func (s *Subscription) Wait(ctx context.Context) error {
+	if err := s.l.Wait(ctx, s.next); err != nil {
+		if ctx.Err() != nil {
+			return err
+		}
+		return s.p.streamError(s.l, err, s.next)
+	}
+	return nil
+}
+
 // Position returns the LSN of the op that Next delivers next.
-func (s *Subscription) Position() LSN { return s.it.Position() }
+func (s *Subscription) Position() lockstitch.LSN { return s.next }
 
 // Close ends the subscription.
-func (s *Subscription) Close() error { return s.it.Close() }
+func (s *Subscription) Close() error {
+	if s.it == nil {
+		return nil
+	}
+	return s.it.Close()
+}
 
 // Read returns up to maxOps committed ops from from on, holding at most
 // maxBytes of payload (at least one op is returned when one is there).
 // It does not wait: at the end of the stream it returns what it has.
-func (p *Partition) Read(from LSN, maxOps, maxBytes int) ([]Record, error) {
+func (p *Partition) Read(from lockstitch.LSN, maxOps, maxBytes int) ([]Record, error) {
 	sub, err := p.Subscribe(from)
 	if err != nil {
 		return nil, err
@@ -120,15 +170,16 @@ func (p *Partition) Read(from LSN, maxOps, maxBytes int) ([]Record, error) {
 	return out, nil
 }
 
-// streamError maps a log error to the replicator's.
-func (p *partition) streamError(err error, at LSN) error {
+// streamError maps an error reading l at LSN at to the replicator's.
+func (p *partition) streamError(l *wal.Log, err error, at lockstitch.LSN) error {
 	switch {
 	case errors.Is(err, wal.ErrTruncated):
-		return fmt.Errorf("%w: partition %d: LSN %d is no longer retained on replica %d: %v", ErrTruncated, p.id, at, p.replica, err)
+		return fmt.Errorf("partition %d: LSN %d is no longer retained on replica %d: %w", p.id, at, p.replica,
+			&lockstitch.TruncatedError{Partition: p.id, First: l.First()})
 	case errors.Is(err, wal.ErrNotFound):
 		return fmt.Errorf("partition %d: LSN %d is beyond the end of the stream: %w", p.id, at, err)
 	case errors.Is(err, wal.ErrClosed):
-		return fmt.Errorf("%w: partition %d replica %d stopped", ErrUnavailable, p.id, p.replica)
+		return fmt.Errorf("%w: partition %d replica %d stopped", lockstitch.ErrUnavailable, p.id, p.replica)
 	}
 	return fmt.Errorf("partition %d: reading LSN %d: %w", p.id, at, err)
 }

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/lockstitch/lockstitch"
 )
 
 // Client is a connection to a Lockstitch cluster. It keeps one connection
@@ -28,7 +30,7 @@ type Client struct {
 	producer uint64
 
 	mu        sync.RWMutex
-	parts     map[PartitionID]*partState
+	parts     map[lockstitch.PartitionID]*partState
 	endpoints map[string]*endpoint
 	conns     map[*clientConn]struct{} // every open connection, draining ones too
 
@@ -75,7 +77,7 @@ func Dial(ctx context.Context, cfg ClientConfig, addrs ...string) (*Client, erro
 		dial:      cfg.Dial,
 		seeds:     append([]string(nil), addrs...),
 		producer:  cfg.ProducerID,
-		parts:     make(map[PartitionID]*partState),
+		parts:     make(map[lockstitch.PartitionID]*partState),
 		endpoints: make(map[string]*endpoint),
 		conns:     make(map[*clientConn]struct{}),
 		done:      make(chan struct{}),
@@ -128,7 +130,7 @@ func (cl *Client) Close() error {
 func (cl *Client) isClosed() bool { return cl.closed.Load() }
 
 // part returns the state of partition p, creating it.
-func (cl *Client) part(p PartitionID) *partState {
+func (cl *Client) part(p lockstitch.PartitionID) *partState {
 	cl.mu.RLock()
 	ps := cl.parts[p]
 	cl.mu.RUnlock()
@@ -169,7 +171,7 @@ func (cl *Client) connect(ctx context.Context, addr string) (*clientConn, error)
 	ep := cl.endpoint(addr)
 	for {
 		if cl.isClosed() {
-			return nil, ErrClosed
+			return nil, lockstitch.ErrClosed
 		}
 		ep.mu.Lock()
 		if cc := ep.conn; cc != nil && !cc.closed.Load() {
@@ -188,7 +190,7 @@ func (cl *Client) connect(ctx context.Context, addr string) (*clientConn, error)
 		if time.Now().Before(ep.retryAt) {
 			err := ep.lastErr
 			ep.mu.Unlock()
-			return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, addr, err)
+			return nil, fmt.Errorf("%w: %s: %v", lockstitch.ErrUnavailable, addr, err)
 		}
 		ch := make(chan struct{})
 		ep.dialing = ch
@@ -203,7 +205,7 @@ func (cl *Client) connect(ctx context.Context, addr string) (*clientConn, error)
 		case err == nil && cl.isClosed():
 			ep.mu.Unlock()
 			cc.close()
-			return nil, ErrClosed
+			return nil, lockstitch.ErrClosed
 		case err == nil:
 			ep.conn, ep.failures, ep.lastErr = cc, 0, nil
 		case ctx.Err() == nil:
@@ -217,7 +219,7 @@ func (cl *Client) connect(ctx context.Context, addr string) (*clientConn, error)
 			if errors.Is(err, ErrVersion) || errors.Is(err, ErrUnauthenticated) || errors.Is(err, ErrProtocol) {
 				return nil, err
 			}
-			return nil, fmt.Errorf("%w: dial %s: %v", ErrUnavailable, addr, err)
+			return nil, fmt.Errorf("%w: dial %s: %v", lockstitch.ErrUnavailable, addr, err)
 		}
 		return cc, nil
 	}
@@ -235,7 +237,7 @@ func (ep *endpoint) forget(cc *clientConn) {
 // route returns the connection an attempt should use: addr's for a
 // by-address request (any node's for ""), else partition p's leader's,
 // else any seed's.
-func (cl *Client) route(ctx context.Context, p PartitionID, addr string, byAddr bool) (*clientConn, error) {
+func (cl *Client) route(ctx context.Context, p lockstitch.PartitionID, addr string, byAddr bool) (*clientConn, error) {
 	if byAddr {
 		if addr != "" {
 			return cl.connect(ctx, addr)
@@ -289,12 +291,12 @@ func (cl *Client) anyConn(ctx context.Context) (*clientConn, error) {
 // reroute updates the routing of partition p after an attempt on conn
 // (nil if it was never sent) failed with err, and reports whether the
 // next attempt can go at once (a NotLeader hint to another address).
-func (cl *Client) reroute(p PartitionID, conn *clientConn, byAddr bool, err error) bool {
+func (cl *Client) reroute(p lockstitch.PartitionID, conn *clientConn, byAddr bool, err error) bool {
 	if byAddr {
 		return false
 	}
 	ps := cl.part(p)
-	var nl *NotLeaderError
+	var nl *lockstitch.NotLeaderError
 	switch {
 	case errors.As(err, &nl):
 		ps.conn.Store(nil)
@@ -306,8 +308,8 @@ func (cl *Client) reroute(p PartitionID, conn *clientConn, byAddr bool, err erro
 			return false
 		}
 		return conn == nil || nl.LeaderAddr != conn.ep.addr
-	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrShuttingDown):
-		if conn != nil && (conn.closed.Load() || errors.Is(err, ErrShuttingDown)) {
+	case errors.Is(err, lockstitch.ErrUnavailable), errors.Is(err, lockstitch.ErrShuttingDown):
+		if conn != nil && (conn.closed.Load() || errors.Is(err, lockstitch.ErrShuttingDown)) {
 			ps.conn.CompareAndSwap(conn, nil)
 			ps.mu.Lock()
 			ps.hint = ""
@@ -321,7 +323,7 @@ func (cl *Client) reroute(p PartitionID, conn *clientConn, byAddr bool, err erro
 // send starts an attempt of c on the connection its routing picks.
 func (cl *Client) send(ctx context.Context, c *call) error {
 	if cl.isClosed() {
-		return ErrClosed
+		return lockstitch.ErrClosed
 	}
 	c.conn = nil
 	cc, err := cl.route(ctx, c.partition, c.addr, c.byAddr)

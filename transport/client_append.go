@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 
+	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/wal"
 )
 
@@ -14,7 +15,7 @@ import (
 // may or may not be applied. payload may be reused once Append returns.
 // It does not allocate unless the plugin returns a result (copied into
 // AppendResult.Result).
-func (cl *Client) Append(ctx context.Context, p PartitionID, payload []byte) (AppendResult, error) {
+func (cl *Client) Append(ctx context.Context, p lockstitch.PartitionID, payload []byte) (AppendResult, error) {
 	c := cl.newAppend(p, payload)
 	abandoned, err := cl.do(ctx, c)
 	if abandoned {
@@ -34,7 +35,7 @@ func (cl *Client) Append(ctx context.Context, p PartitionID, payload []byte) (Ap
 
 // newAppend returns a call appending payload to p with the partition's
 // next sequence number.
-func (cl *Client) newAppend(p PartitionID, payload []byte) *call {
+func (cl *Client) newAppend(p lockstitch.PartitionID, payload []byte) *call {
 	c := cl.getCall(TypeAppend)
 	c.partition = p
 	c.payload = payload
@@ -59,7 +60,7 @@ type AppendFuture struct {
 // reorder them. payload must not be changed until Wait has returned the
 // result, as a retry sends it again. In steady state, AppendAsync and Wait
 // do not allocate.
-func (cl *Client) AppendAsync(ctx context.Context, p PartitionID, payload []byte) AppendFuture {
+func (cl *Client) AppendAsync(ctx context.Context, p lockstitch.PartitionID, payload []byte) AppendFuture {
 	c := cl.newAppend(p, payload)
 	c.sendErr = cl.send(ctx, c)
 	return AppendFuture{c: c, gen: c.gen}
@@ -105,7 +106,7 @@ func (f AppendFuture) WaitResult(ctx context.Context, dst []byte) (AppendResult,
 			return AppendResult{}, ctx.Err()
 		}
 		if err != nil && cl.isClosed() {
-			err = ErrClosed
+			err = lockstitch.ErrClosed
 		}
 		res := AppendResult{Result: dst}
 		if err == nil {
@@ -120,7 +121,7 @@ func (f AppendFuture) WaitResult(ctx context.Context, dst []byte) (AppendResult,
 // together or not at all, and appends one result per op to results,
 // returning the extended slice. It retries as Append does. payloads may be
 // reused once AppendBatch returns.
-func (cl *Client) AppendBatch(ctx context.Context, p PartitionID, payloads [][]byte, results []AppendResult) ([]AppendResult, error) {
+func (cl *Client) AppendBatch(ctx context.Context, p lockstitch.PartitionID, payloads [][]byte, results []AppendResult) ([]AppendResult, error) {
 	if len(payloads) == 0 {
 		return results, nil
 	}

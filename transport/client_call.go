@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/wal"
 )
 
@@ -34,7 +35,7 @@ type call struct {
 	sendErr error // AppendAsync: the error to retry at the next Wait
 
 	// Routing: a partition's leader, or a fixed address (Status, Ping).
-	partition PartitionID
+	partition lockstitch.PartitionID
 	addr      string
 	byAddr    bool
 	attempt   int
@@ -50,7 +51,7 @@ type call struct {
 	read     ReadRequest
 	query    QueryRequest
 	status   StatusRequest
-	admin    []byte // Admin; the caller's until the call ends
+	admin    []byte // Admin body; the caller's until the call ends
 
 	// Answers, filled by the connection's reader.
 	err       error
@@ -119,7 +120,7 @@ func (cl *Client) do(ctx context.Context, c *call) (abandoned bool, err error) {
 		}
 		if !cl.retry(ctx, c, err) {
 			if cl.isClosed() {
-				err = ErrClosed
+				err = lockstitch.ErrClosed
 			}
 			return false, err
 		}
@@ -151,7 +152,7 @@ func (c *call) wait(ctx context.Context, abandon bool) (answered bool, err error
 // retryable, attempts remain and ctx allows a backoff. It updates the
 // routing (a NotLeader hint, a lost connection) and sleeps the backoff.
 func (cl *Client) retry(ctx context.Context, c *call, err error) bool {
-	if errors.Is(err, ErrPartitionNotFound) && !c.byAddr && ctx.Err() == nil && !cl.isClosed() {
+	if errors.Is(err, lockstitch.ErrPartitionNotFound) && !c.byAddr && ctx.Err() == nil && !cl.isClosed() {
 		// The node may have lost its replica (removed, moved): ask the
 		// other seeds before concluding the partition does not exist.
 		c.notFound++
@@ -314,7 +315,8 @@ func (c *call) receive(t FrameType, body []byte) error {
 // sent again, after a backoff or to another node. An append is retried
 // with its producer id and sequence, so a retry never applies it twice.
 func retryable(err error) bool {
-	return errors.Is(err, ErrNotLeader) || errors.Is(err, ErrBusy) ||
-		errors.Is(err, ErrUnavailable) || errors.Is(err, ErrShuttingDown) ||
-		errors.Is(err, ErrChecksum) || errors.Is(err, ErrTimeout)
+	return errors.Is(err, lockstitch.ErrNotLeader) || errors.Is(err, lockstitch.ErrBusy) ||
+		errors.Is(err, lockstitch.ErrUnavailable) || errors.Is(err, lockstitch.ErrShuttingDown) ||
+		errors.Is(err, lockstitch.ErrChecksum) || errors.Is(err, lockstitch.ErrTimeout) ||
+		errors.Is(err, lockstitch.ErrAborted)
 }

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/wal"
 )
 
@@ -179,14 +180,14 @@ func (cc *clientConn) lostErr() error {
 	if err == nil {
 		err = errors.New("connection closing")
 	}
-	return fmt.Errorf("%w: connection to %s: %v", ErrUnavailable, cc.ep.addr, err)
+	return fmt.Errorf("%w: connection to %s: %v", lockstitch.ErrUnavailable, cc.ep.addr, err)
 }
 
 // start registers c in a free slot and queues its request. It fails,
 // with a retryable error, if the connection is closing.
 func (cc *clientConn) start(ctx context.Context, c *call) error {
 	if size := c.frameSize(); size > cc.maxOut {
-		return fmt.Errorf("%w: request of %d bytes exceeds the server's frame limit of %d", ErrTooLarge, size, cc.maxOut)
+		return fmt.Errorf("%w: request of %d bytes exceeds the server's frame limit of %d", lockstitch.ErrTooLarge, size, cc.maxOut)
 	}
 	slot, err := cc.acquire(ctx)
 	if err != nil {
@@ -326,7 +327,7 @@ func (cc *clientConn) fail(err error) {
 
 // close ends the connection on the client's Close.
 func (cc *clientConn) close() {
-	cc.fail(ErrClosed)
+	cc.fail(lockstitch.ErrClosed)
 }
 
 // countRecords walks the log frames in records by their length fields

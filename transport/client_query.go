@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/lockstitch/lockstitch"
 )
 
 // QueryOptions chooses a Query's consistency.
 type QueryOptions struct {
 	// Consistency is the level; zero means Linearizable.
-	Consistency Consistency
+	Consistency lockstitch.Consistency
 	// MaxStaleness bounds, for Bounded, how stale the answering replica's
 	// state may be.
 	MaxStaleness time.Duration
@@ -19,9 +21,9 @@ type QueryOptions struct {
 // with Result appended to dst. It is sent to the partition's leader and
 // retried as Append is. With a reused dst of enough capacity, it does not
 // allocate in steady state.
-func (cl *Client) Query(ctx context.Context, p PartitionID, opts QueryOptions, request, dst []byte) (QueryResult, error) {
+func (cl *Client) Query(ctx context.Context, p lockstitch.PartitionID, opts QueryOptions, request, dst []byte) (QueryResult, error) {
 	if opts.Consistency == 0 {
-		opts.Consistency = Linearizable
+		opts.Consistency = lockstitch.Linearizable
 	}
 	c := cl.getCall(TypeQuery)
 	c.partition = p
@@ -47,7 +49,7 @@ func (cl *Client) Status(ctx context.Context, addr string) (*NodeStatus, error) 
 // PartitionStatus returns the status of partition p as the node the
 // Client routes p's requests to sees it: the leader, with every replica's
 // progress, once a call has found the leader; any node before that.
-func (cl *Client) PartitionStatus(ctx context.Context, p PartitionID) (*PartitionStatus, error) {
+func (cl *Client) PartitionStatus(ctx context.Context, p lockstitch.PartitionID) (*PartitionStatus, error) {
 	st, err := cl.status(ctx, "", false, StatusRequest{OnePartition: true, Partition: p})
 	if err != nil {
 		return nil, err
@@ -68,26 +70,6 @@ func (cl *Client) status(ctx context.Context, addr string, byAddr bool, req Stat
 	st := c.node
 	cl.putCall(c)
 	return st, err
-}
-
-// Admin sends an administrative request to the node at addr (any
-// connected node for "") and returns its answer. Both are opaque to the
-// transport. It is retried, like every call, when the connection is lost
-// or the node is busy: the request must be safe to repeat.
-func (cl *Client) Admin(ctx context.Context, addr string, req []byte) ([]byte, error) {
-	c := cl.getCall(TypeAdmin)
-	c.addr, c.byAddr, c.admin = addr, true, req
-	abandoned, err := cl.do(ctx, c)
-	if abandoned {
-		return nil, err
-	}
-	var res []byte
-	if err == nil {
-		res = append([]byte(nil), c.buf...)
-	}
-	c.admin = nil
-	cl.putCall(c)
-	return res, err
 }
 
 // Ping sends a Ping to the node at addr (any connected node for "") and

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 
+	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/wal"
 )
 
@@ -25,7 +26,7 @@ type ReadOptions struct {
 // from is beyond the commit LSN (into.Committed says how far the log goes).
 // Read reuses into's buffer: with a reused Records, it does not allocate
 // in steady state.
-func (cl *Client) Read(ctx context.Context, p PartitionID, from wal.LSN, opts ReadOptions, into *Records) error {
+func (cl *Client) Read(ctx context.Context, p lockstitch.PartitionID, from wal.LSN, opts ReadOptions, into *Records) error {
 	if opts.MaxOps <= 0 {
 		opts.MaxOps = 1024
 	}
@@ -73,7 +74,7 @@ func (r *Records) Next(rec *wal.Record) error {
 	n, err := wal.DecodeRecord(r.buf[r.off:], r.maxPayload, rec)
 	if err != nil {
 		r.off = len(r.buf)
-		return fmt.Errorf("%w: record %d received damaged: %w", ErrChecksum, r.next, err)
+		return fmt.Errorf("%w: record %d received damaged: %w", lockstitch.ErrChecksum, r.next, err)
 	}
 	if rec.LSN != r.next || rec.Epoch < r.epoch {
 		r.off = len(r.buf)

@@ -8,8 +8,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/lockstitch/lockstitch/wal"
 	"github.com/valyala/bytebufferpool"
+
+	"github.com/lockstitch/lockstitch"
+	"github.com/lockstitch/lockstitch/wal"
 )
 
 // subPool holds received Data frames waiting to be consumed.
@@ -27,7 +29,7 @@ var subPool bytebufferpool.Pool
 // from any.
 type Subscription struct {
 	cl        *Client
-	partition PartitionID
+	partition lockstitch.PartitionID
 	winOps    uint32
 	winBytes  uint64
 
@@ -70,7 +72,7 @@ type subMsg struct {
 // Subscribe starts following partition p after marker: Next returns the
 // record at marker+1 first. The subscription goes to the partition's
 // leader.
-func (cl *Client) Subscribe(ctx context.Context, p PartitionID, marker wal.LSN) (*Subscription, error) {
+func (cl *Client) Subscribe(ctx context.Context, p lockstitch.PartitionID, marker wal.LSN) (*Subscription, error) {
 	s := &Subscription{
 		cl:        cl,
 		partition: p,
@@ -119,7 +121,7 @@ func (s *Subscription) Next(ctx context.Context, rec *wal.Record) error {
 		att, closed := s.att, s.closed
 		s.mu.Unlock()
 		if closed {
-			return ErrClosed
+			return lockstitch.ErrClosed
 		}
 		if att == nil {
 			if err := s.start(ctx); err != nil {
@@ -139,13 +141,13 @@ func (s *Subscription) Next(ctx context.Context, rec *wal.Record) error {
 			case m.end:
 				s.endAttempt(att)
 				if s.isClosed() {
-					return ErrClosed
+					return lockstitch.ErrClosed
 				}
 				return io.EOF
 			default:
 				s.endAttempt(att)
 				if s.isClosed() {
-					return ErrClosed
+					return lockstitch.ErrClosed
 				}
 				if !s.retry(ctx, m.err) {
 					return m.err
@@ -154,7 +156,7 @@ func (s *Subscription) Next(ctx context.Context, rec *wal.Record) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-s.done:
-			return ErrClosed
+			return lockstitch.ErrClosed
 		}
 	}
 }
@@ -167,7 +169,7 @@ func (s *Subscription) decode(rec *wal.Record) error {
 	}
 	if err != nil {
 		if !errors.Is(err, ErrProtocol) {
-			err = fmt.Errorf("%w: record %d received damaged: %w", ErrChecksum, s.marker+1, err)
+			err = fmt.Errorf("%w: record %d received damaged: %w", lockstitch.ErrChecksum, s.marker+1, err)
 		}
 		s.restart()
 		return err
@@ -208,7 +210,7 @@ func (s *Subscription) grant() {
 func (s *Subscription) start(ctx context.Context) error {
 	cl := s.cl
 	if cl.isClosed() {
-		return ErrClosed
+		return lockstitch.ErrClosed
 	}
 	cc, err := cl.route(ctx, s.partition, "", false)
 	if err != nil {

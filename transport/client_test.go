@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/wal"
 )
 
@@ -54,7 +55,7 @@ func TestAppendReadQueryStatus(t *testing.T) {
 		t.Fatalf("read beyond the end: %v", err)
 	}
 	// A partition the node does not host.
-	if err := cl.Read(ctx, 8, 1, ReadOptions{}, &recs); !errors.Is(err, ErrPartitionNotFound) {
+	if err := cl.Read(ctx, 8, 1, ReadOptions{}, &recs); !errors.Is(err, lockstitch.ErrPartitionNotFound) {
 		t.Fatalf("read of an unknown partition: %v", err)
 	}
 
@@ -70,16 +71,20 @@ func TestAppendReadQueryStatus(t *testing.T) {
 	if err != nil || ps.Partition != 7 || len(ps.Replicas) != 1 {
 		t.Fatalf("partition status: %+v, %v", ps, err)
 	}
-	if _, err := cl.PartitionStatus(ctx, 99); !errors.Is(err, ErrPartitionNotFound) {
+	if _, err := cl.PartitionStatus(ctx, 99); !errors.Is(err, lockstitch.ErrPartitionNotFound) {
 		t.Fatalf("status of an unknown partition: %v", err)
 	}
 	if err := cl.Ping(ctx, addr); err != nil {
 		t.Fatal(err)
 	}
-	if res, err := cl.Admin(ctx, addr, []byte(`{"op":"x"}`)); err != nil || string(res) != `admin:{"op":"x"}` {
-		t.Fatalf("admin: %q, %v", res, err)
+	res, err := cl.Admin(ctx, addr, &AdminRequest{Op: AdminListPartitions, Plugin: "x"})
+	if err != nil || len(res.Partitions) != 1 || res.Partitions[0].Plugin != "x" || res.Partitions[0].Replicas[0].Role != lockstitch.RoleLeader {
+		t.Fatalf("admin: %+v, %v", res, err)
 	}
-	if _, err := cl.Admin(ctx, addr, []byte("fail")); !errors.Is(err, ErrInvalidArgument) {
+	if parts, err := cl.ListPartitions(ctx); err != nil || len(parts) != 1 {
+		t.Fatalf("list partitions: %+v, %v", parts, err)
+	}
+	if err := cl.DeletePartition(ctx, 7); !errors.Is(err, lockstitch.ErrInvalidArgument) {
 		t.Fatalf("failing admin: %v", err)
 	}
 }
@@ -228,7 +233,7 @@ func TestSubscribe(t *testing.T) {
 		t.Fatalf("marker %d", sub.Marker())
 	}
 	sub.Close()
-	if err := sub.Next(ctx, &rec); !errors.Is(err, ErrClosed) {
+	if err := sub.Next(ctx, &rec); !errors.Is(err, lockstitch.ErrClosed) {
 		t.Fatalf("Next after Close: %v", err)
 	}
 }
@@ -246,7 +251,7 @@ func TestSubscribeTruncated(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Close()
-	var tr *TruncatedError
+	var tr *lockstitch.TruncatedError
 	if err := sub.Next(ctx, new(wal.Record)); !errors.As(err, &tr) || tr.First != 10 {
 		t.Fatalf("Next below the first retained LSN: %v", err)
 	}
@@ -288,7 +293,7 @@ func TestNotLeaderRedirect(t *testing.T) {
 	cfg := testClientConfig()
 	cfg.MaxAttempts = 3
 	cl2 := dialTest(t, cfg, followerAddr)
-	if _, err := cl2.Append(ctx, 6, []byte("x")); !errors.Is(err, ErrNotLeader) {
+	if _, err := cl2.Append(ctx, 6, []byte("x")); !errors.Is(err, lockstitch.ErrNotLeader) {
 		t.Fatalf("append with no leader anywhere: %v", err)
 	}
 }
@@ -512,7 +517,7 @@ func TestSubscribeAndQueryFollowLeader(t *testing.T) {
 		t.Fatalf("first record through the follower's hint: LSN %d, %v", rec.LSN, err)
 	}
 	cl2 := dialTest(t, testClientConfig(), followerAddr)
-	q, err := cl2.Query(ctx, 5, QueryOptions{Consistency: Linearizable}, []byte("k"), nil)
+	q, err := cl2.Query(ctx, 5, QueryOptions{Consistency: lockstitch.Linearizable}, []byte("k"), nil)
 	if err != nil || q.LSN != 3 {
 		t.Fatalf("query through the follower's hint: %+v, %v", q, err)
 	}
@@ -544,7 +549,7 @@ func TestDamagedRecordRefused(t *testing.T) {
 	cfg.MaxAttempts = 2
 	cl := dialTest(t, cfg, addr)
 	ctx := testContext(t)
-	if err := cl.Read(ctx, 1, 1, ReadOptions{}, new(Records)); !errors.Is(err, ErrChecksum) {
+	if err := cl.Read(ctx, 1, 1, ReadOptions{}, new(Records)); !errors.Is(err, lockstitch.ErrChecksum) {
 		t.Fatalf("Read of a damaged record: %v", err)
 	}
 	sub, err := cl.Subscribe(ctx, 1, 0)
@@ -552,7 +557,7 @@ func TestDamagedRecordRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Close()
-	if err := sub.Next(ctx, new(wal.Record)); !errors.Is(err, ErrChecksum) {
+	if err := sub.Next(ctx, new(wal.Record)); !errors.Is(err, lockstitch.ErrChecksum) {
 		t.Fatalf("Next on a damaged record: %v", err)
 	}
 }
@@ -561,7 +566,7 @@ func TestDamagedRecordRefused(t *testing.T) {
 // partition (any more) sends the client on to its other seeds.
 func TestPartitionNotFoundTriesOtherSeeds(t *testing.T) {
 	gone := newFakeHandler()
-	gone.appendErr = ErrPartitionNotFound
+	gone.appendErr = lockstitch.ErrPartitionNotFound
 	_, without := startServer(t, gone, testServerConfig())
 	_, with := startServer(t, newFakeHandler(), testServerConfig())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -579,7 +584,7 @@ func TestPartitionNotFoundTriesOtherSeeds(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer only.Close()
-	if _, err := only.Append(ctx, 7, []byte("x")); !errors.Is(err, ErrPartitionNotFound) {
+	if _, err := only.Append(ctx, 7, []byte("x")); !errors.Is(err, lockstitch.ErrPartitionNotFound) {
 		t.Fatalf("append with no seed hosting the partition: %v", err)
 	}
 }

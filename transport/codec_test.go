@@ -2,15 +2,18 @@ package transport
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
 	"testing"
 	"time"
 
+	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/wal"
 )
 
@@ -45,16 +48,37 @@ func msgCases() []msgCase {
 	records := testRecords(17, 3)
 	subReq := SubscribeRequest{Partition: 5, Marker: 16, CreditBytes: 8 << 20, CreditOps: 4096}
 	credit := creditMsg{Bytes: 65536, Ops: 128}
-	queryReq := QueryRequest{Partition: 3, Consistency: Bounded, MaxStaleness: 50 * time.Microsecond, Request: []byte("get k")}
+	queryReq := QueryRequest{Partition: 3, Consistency: lockstitch.Bounded, MaxStaleness: 50 * time.Microsecond, Request: []byte("get k")}
 	queryRes := QueryResult{LSN: 90, Committed: 95, Result: []byte("v")}
 	statusReq := StatusRequest{OnePartition: true, Partition: 3}
 	status := NodeStatus{NodeID: 2, Partitions: []PartitionStatus{{
-		Partition: 3, Role: RoleLeader, Leader: 21, LeaderAddr: "10.0.0.2:7000", Epoch: 4, Committed: 95, Applied: 94,
+		Partition: 3, Role: lockstitch.RoleLeader, Leader: 21, LeaderAddr: "10.0.0.2:7000", Epoch: 4, Committed: 95, Applied: 94,
 		Replicas: []ReplicaStatus{
-			{Replica: 21, Addr: "10.0.0.2:7000", Membership: Voter, Match: 95},
-			{Replica: 31, Addr: "10.0.0.3:7000", Membership: Witness, Match: 90, Lag: 5},
+			{Replica: 21, Addr: "10.0.0.2:7000", Kind: lockstitch.Voter, Match: 95},
+			{Replica: 31, Addr: "10.0.0.3:7000", Kind: lockstitch.Witness, Match: 90, Lag: 5},
 		},
-	}, {Partition: 4, Role: RoleFollower}}}
+	}, {Partition: 4, Role: lockstitch.RoleFollower}}}
+	adminReq := AdminRequest{
+		Op: AdminStartReplica, Partition: 9, Replica: 2, Node: 3, Kind: lockstitch.NonVoting, Join: true, Replicas: 3,
+		Plugin: "log", Options: map[string]string{"a": "1", "b": ""}, Nodes: []lockstitch.NodeID{1, 2, 3},
+		Members: []Member{{Replica: 1, RaftAddr: "10.0.0.1:7010"}, {Replica: 2, RaftAddr: "10.0.0.2:7010"}},
+	}
+	adminRes := AdminResult{
+		Placement: []Placement{{Replica: 1, Node: 2}, {Replica: 2, Node: 3}},
+		Replica:   4,
+		Partitions: []PartitionInfo{{
+			Partition: 9, Plugin: "log", Leader: 2, LeaderReplica: 1, Epoch: 5, Committed: 77,
+			Replicas: []ReplicaInfo{{Node: 2, Replica: 1, Role: lockstitch.RoleLeader, Applied: 77}, {Node: 3, Replica: 2, Role: lockstitch.RoleNonVoting, Applied: 70}},
+		}, {Partition: 10}},
+		Nodes: []NodeInfo{
+			{Node: 1, RaftAddr: "10.0.0.1:7010", ClientAddr: "10.0.0.1:7000", Reachable: true, Partitions: 2, Leading: 1},
+			{Node: 2, RaftAddr: "10.0.0.2:7010", ClientAddr: "10.0.0.2:7000", Error: "connection refused"},
+		},
+	}
+	adminBody, err := adminReq.AppendBinary(nil)
+	if err != nil {
+		panic(err)
+	}
 	errMsg := errorMsg{Code: CodeNotLeader, LeaderAddr: "10.0.0.2:7000", Message: "not the leader"}
 	hello := helloMsg{MaxVersion: Version, MinVersion: Version, MaxFrameBytes: 1 << 20, Name: "test", Credentials: []byte("secret")}
 	welcome := welcomeMsg{NodeID: 2, MaxFrameBytes: 1 << 25, MaxInFlight: 4096}
@@ -213,6 +237,20 @@ func msgCases() []msgCase {
 			}
 			same(t, "StatusResult", s, status)
 		}},
+		{"admin", appendAdmin(nil, 14, adminBody), func(t *testing.T, h Header, body []byte) {
+			var r AdminRequest
+			if err := r.UnmarshalBinary(body); err != nil {
+				t.Fatal(err)
+			}
+			same(t, "Admin", r, adminReq)
+		}},
+		{"admin_result", appendAdminResult(nil, 14, &adminRes), func(t *testing.T, h Header, body []byte) {
+			var r AdminResult
+			if err := r.UnmarshalBinary(body); err != nil {
+				t.Fatal(err)
+			}
+			same(t, "AdminResult", r, adminRes)
+		}},
 		{"error", appendError(nil, 13, &errMsg), func(t *testing.T, h Header, body []byte) {
 			var m errorMsg
 			if err := decodeError(body, &m); err != nil {
@@ -304,6 +342,12 @@ func TestDecodeRejects(t *testing.T) {
 		{"error long message", decodeError(append(append(make([]byte, 16), 0), 0x81, 0x10), new(errorMsg))},
 		{"hello magic", decodeHello([]byte("HTTP/1.1 200"), new(helloMsg))},
 		{"ping body", decodeEmpty(TypePing, []byte{0})},
+		{"admin short", new(AdminRequest).UnmarshalBinary(make([]byte, adminFixed-1))},
+		{"admin flags", new(AdminRequest).UnmarshalBinary(append(make([]byte, adminFixed-5), 4, 0, 0, 0, 0, 0, 0, 0, 0))},
+		{"admin options unsorted", new(AdminRequest).UnmarshalBinary(append(make([]byte, adminFixed+1), 2, 1, 'b', 0, 1, 'a', 0, 0, 0))},
+		{"admin nodes beyond bytes", new(AdminRequest).UnmarshalBinary(append(make([]byte, adminFixed+2), 0x10, 0))},
+		{"admin result reachable", new(AdminResult).UnmarshalBinary(append(make([]byte, 10), 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))},
+		{"admin result trailing", new(AdminResult).UnmarshalBinary(make([]byte, 12))},
 	}
 	for _, c := range cases {
 		if !errors.Is(c.err, ErrProtocol) {
@@ -320,17 +364,27 @@ func TestErrorMapping(t *testing.T) {
 		code Code
 		want error
 	}{
-		{&NotLeaderError{LeaderAddr: "n2:7000"}, CodeNotLeader, ErrNotLeader},
-		{ErrNotLeader, CodeNotLeader, ErrNotLeader},
-		{&TruncatedError{First: 50}, CodeTruncated, ErrTruncated},
-		{wal.ErrTruncated, CodeTruncated, ErrTruncated},
-		{ErrBusy, CodeBusy, ErrBusy},
-		{ErrPartitionNotFound, CodePartitionNotFound, ErrPartitionNotFound},
-		{ErrChecksum, CodeChecksum, ErrChecksum},
-		{wal.ErrTooLarge, CodeTooLarge, ErrTooLarge},
-		{ErrUnavailable, CodeUnavailable, ErrUnavailable},
-		{ErrShuttingDown, CodeShuttingDown, ErrShuttingDown},
-		{ErrInvalidArgument, CodeInvalidArgument, ErrInvalidArgument},
+		{&lockstitch.NotLeaderError{LeaderAddr: "n2:7000"}, CodeNotLeader, lockstitch.ErrNotLeader},
+		{lockstitch.ErrNotLeader, CodeNotLeader, lockstitch.ErrNotLeader},
+		{&lockstitch.TruncatedError{First: 50}, CodeTruncated, lockstitch.ErrTruncated},
+		{wal.ErrTruncated, CodeTruncated, lockstitch.ErrTruncated},
+		{lockstitch.ErrBusy, CodeBusy, lockstitch.ErrBusy},
+		{lockstitch.ErrPartitionNotFound, CodePartitionNotFound, lockstitch.ErrPartitionNotFound},
+		{lockstitch.ErrChecksum, CodeChecksum, lockstitch.ErrChecksum},
+		{wal.ErrTooLarge, CodeTooLarge, lockstitch.ErrTooLarge},
+		{lockstitch.ErrUnavailable, CodeUnavailable, lockstitch.ErrUnavailable},
+		{lockstitch.ErrShuttingDown, CodeShuttingDown, lockstitch.ErrShuttingDown},
+		{lockstitch.ErrInvalidArgument, CodeInvalidArgument, lockstitch.ErrInvalidArgument},
+		{lockstitch.ErrPartitionExists, CodePartitionExists, lockstitch.ErrPartitionExists},
+		{lockstitch.ErrReplicaDeleted, CodeReplicaDeleted, lockstitch.ErrReplicaDeleted},
+		{lockstitch.ErrPluginNotFound, CodePluginNotFound, lockstitch.ErrPluginNotFound},
+		{lockstitch.ErrAborted, CodeAborted, lockstitch.ErrAborted},
+		{lockstitch.ErrStaleSequence, CodeStaleSequence, lockstitch.ErrStaleSequence},
+		{lockstitch.ErrTooStale, CodeUnavailable, lockstitch.ErrUnavailable},
+		{lockstitch.ErrClosed, CodeShuttingDown, lockstitch.ErrShuttingDown},
+		{context.Canceled, CodeCanceled, lockstitch.ErrCanceled},
+		{context.DeadlineExceeded, CodeTimeout, lockstitch.ErrTimeout},
+		{fmt.Errorf("partition 3: %w", lockstitch.ErrBusy), CodeBusy, lockstitch.ErrBusy},
 		{errors.New("disk on fire"), CodeInternal, ErrInternal},
 	}
 	for _, c := range cases {
@@ -349,12 +403,22 @@ func TestErrorMapping(t *testing.T) {
 			t.Errorf("%v: came back as %v, which does not match %v", c.err, back, c.want)
 		}
 	}
-	var nl *NotLeaderError
-	if m := errorFor(&NotLeaderError{LeaderAddr: "n2:7000"}); !errors.As(errorOf(&m), &nl) || nl.LeaderAddr != "n2:7000" {
+	for c := Code(0); c <= lastCode+1; c++ {
+		if s := c.sentinel(); s != nil {
+			if got := errorFor(s).Code; got != c {
+				t.Errorf("sentinel of %v maps to %v", c, got)
+			}
+			if c.String() == fmt.Sprintf("Code(%d)", c) {
+				t.Errorf("code %d has no name", c)
+			}
+		}
+	}
+	var nl *lockstitch.NotLeaderError
+	if m := errorFor(&lockstitch.NotLeaderError{LeaderAddr: "n2:7000"}); !errors.As(errorOf(&m), &nl) || nl.LeaderAddr != "n2:7000" {
 		t.Fatalf("leader hint lost: %+v", nl)
 	}
-	var tr *TruncatedError
-	if m := errorFor(&TruncatedError{First: 50}); !errors.As(errorOf(&m), &tr) || tr.First != 50 {
+	var tr *lockstitch.TruncatedError
+	if m := errorFor(&lockstitch.TruncatedError{First: 50}); !errors.As(errorOf(&m), &tr) || tr.First != 50 {
 		t.Fatalf("first retained LSN lost: %+v", tr)
 	}
 }
@@ -440,7 +504,7 @@ func TestStoredCRCChecked(t *testing.T) {
 	bad.Payload = []byte("damage")
 	var r ReadResult
 	r.reset(nil, &ReadRequest{From: 5, MaxOps: 10, MaxBytes: 1 << 20}, 1<<20)
-	if r.Add(&bad) || r.Len() != 0 || !errors.Is(r.err, ErrChecksum) {
+	if r.Add(&bad) || r.Len() != 0 || !errors.Is(r.err, lockstitch.ErrChecksum) {
 		t.Fatalf("a damaged record was added (%d) or not flagged (%v)", r.Len(), r.err)
 	}
 	if _, err := appendChecked(nil, &good); err != nil {

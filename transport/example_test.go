@@ -6,6 +6,7 @@ import (
 	"log"
 	"sync"
 
+	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/transport"
 	"github.com/lockstitch/lockstitch/wal"
 )
@@ -14,7 +15,7 @@ import (
 // The replicator is the real one.
 type memLog struct {
 	mu   sync.Mutex
-	logs map[transport.PartitionID][]wal.Record
+	logs map[lockstitch.PartitionID][]wal.Record
 }
 
 func (m *memLog) Append(req *transport.AppendRequest, done transport.AppendCompletion) {
@@ -27,7 +28,7 @@ func (m *memLog) Append(req *transport.AppendRequest, done transport.AppendCompl
 }
 
 func (m *memLog) AppendBatch(req *transport.AppendBatchRequest, done transport.BatchCompletion) {
-	done.Fail(transport.ErrInvalidArgument)
+	done.Fail(lockstitch.ErrInvalidArgument)
 }
 
 func (m *memLog) Read(ctx context.Context, req *transport.ReadRequest, res *transport.ReadResult) error {
@@ -41,16 +42,16 @@ func (m *memLog) Read(ctx context.Context, req *transport.ReadRequest, res *tran
 }
 
 func (m *memLog) Subscribe(ctx context.Context, req *transport.SubscribeRequest, s *transport.Stream) error {
-	return transport.ErrInvalidArgument
+	return lockstitch.ErrInvalidArgument
 }
 
 func (m *memLog) Query(ctx context.Context, req *transport.QueryRequest, res *transport.QueryResult) error {
-	return transport.ErrInvalidArgument
+	return lockstitch.ErrInvalidArgument
 }
 
 // Admin refuses: this node has no administrative requests.
-func (m *memLog) Admin(context.Context, []byte) ([]byte, error) {
-	return nil, transport.ErrInvalidArgument
+func (m *memLog) Admin(context.Context, *transport.AdminRequest, *transport.AdminResult) error {
+	return lockstitch.ErrInvalidArgument
 }
 
 func (m *memLog) Status(ctx context.Context, req *transport.StatusRequest) (*transport.NodeStatus, error) {
@@ -60,7 +61,7 @@ func (m *memLog) Status(ctx context.Context, req *transport.StatusRequest) (*tra
 // Example serves a Handler on a loopback port, appends with the Client,
 // and reads the records back, verified end to end.
 func Example() {
-	srv, err := transport.NewServer(&memLog{logs: map[transport.PartitionID][]wal.Record{}}, transport.DefaultServerConfig())
+	srv, err := transport.NewServer(&memLog{logs: map[lockstitch.PartitionID][]wal.Record{}}, transport.DefaultServerConfig())
 	if err != nil {
 		log.Fatal(err)
 	}

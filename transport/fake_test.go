@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/wal"
 )
 
@@ -19,11 +20,11 @@ type fakeHandler struct {
 	nodeID uint64
 
 	mu        sync.Mutex
-	parts     map[PartitionID]*fakePart
-	notLeader map[PartitionID]string // partitions this node does not lead, with the leader's address
-	appendErr error                  // fails every append when set
-	async     bool                   // complete appends from another goroutine
-	appends   int                    // Append and AppendBatch calls
+	parts     map[lockstitch.PartitionID]*fakePart
+	notLeader map[lockstitch.PartitionID]string // partitions this node does not lead, with the leader's address
+	appendErr error                             // fails every append when set
+	async     bool                              // complete appends from another goroutine
+	appends   int                               // Append and AppendBatch calls
 }
 
 type fakePart struct {
@@ -35,11 +36,11 @@ type fakePart struct {
 }
 
 func newFakeHandler() *fakeHandler {
-	return &fakeHandler{nodeID: 1, parts: make(map[PartitionID]*fakePart), notLeader: make(map[PartitionID]string)}
+	return &fakeHandler{nodeID: 1, parts: make(map[lockstitch.PartitionID]*fakePart), notLeader: make(map[lockstitch.PartitionID]string)}
 }
 
 // partLocked returns partition p, creating it.
-func (f *fakeHandler) partLocked(p PartitionID) *fakePart {
+func (f *fakeHandler) partLocked(p lockstitch.PartitionID) *fakePart {
 	fp := f.parts[p]
 	if fp == nil {
 		fp = &fakePart{first: 1, epoch: 1, results: make(map[[2]uint64]AppendResult), changed: make(chan struct{})}
@@ -53,9 +54,9 @@ func (fp *fakePart) last() wal.LSN { return fp.first + wal.LSN(len(fp.recs)) - 1
 
 // appendLocked appends one op, or returns the original result of a
 // duplicate.
-func (f *fakeHandler) appendLocked(p PartitionID, producer, seq uint64, crc uint32, payload []byte) (AppendResult, error) {
+func (f *fakeHandler) appendLocked(p lockstitch.PartitionID, producer, seq uint64, crc uint32, payload []byte) (AppendResult, error) {
 	if addr, ok := f.notLeader[p]; ok {
-		return AppendResult{}, &NotLeaderError{LeaderAddr: addr}
+		return AppendResult{}, &lockstitch.NotLeaderError{LeaderAddr: addr}
 	}
 	if f.appendErr != nil {
 		return AppendResult{}, f.appendErr
@@ -125,14 +126,14 @@ func (f *fakeHandler) Read(ctx context.Context, req *ReadRequest, res *ReadResul
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if addr, ok := f.notLeader[req.Partition]; ok {
-		return &NotLeaderError{LeaderAddr: addr}
+		return &lockstitch.NotLeaderError{LeaderAddr: addr}
 	}
 	fp := f.parts[req.Partition]
 	if fp == nil {
-		return ErrPartitionNotFound
+		return lockstitch.ErrPartitionNotFound
 	}
 	if req.From < fp.first {
-		return &TruncatedError{First: fp.first}
+		return &lockstitch.TruncatedError{First: fp.first}
 	}
 	res.Committed = fp.last()
 	for lsn := req.From; lsn <= fp.last(); lsn++ {
@@ -148,12 +149,12 @@ func (f *fakeHandler) Subscribe(ctx context.Context, req *SubscribeRequest, s *S
 		f.mu.Lock()
 		if addr, ok := f.notLeader[req.Partition]; ok {
 			f.mu.Unlock()
-			return &NotLeaderError{LeaderAddr: addr}
+			return &lockstitch.NotLeaderError{LeaderAddr: addr}
 		}
 		fp := f.partLocked(req.Partition)
 		if s.Next() < fp.first {
 			f.mu.Unlock()
-			return &TruncatedError{First: fp.first}
+			return &lockstitch.TruncatedError{First: fp.first}
 		}
 		var batch []wal.Record
 		if next := s.Next(); next <= fp.last() {
@@ -181,8 +182,8 @@ func (f *fakeHandler) Subscribe(ctx context.Context, req *SubscribeRequest, s *S
 func (f *fakeHandler) Query(ctx context.Context, req *QueryRequest, res *QueryResult) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if addr, ok := f.notLeader[req.Partition]; ok && req.Consistency != Bounded {
-		return &NotLeaderError{LeaderAddr: addr}
+	if addr, ok := f.notLeader[req.Partition]; ok && req.Consistency != lockstitch.Bounded {
+		return &lockstitch.NotLeaderError{LeaderAddr: addr}
 	}
 	fp := f.partLocked(req.Partition)
 	res.LSN, res.Committed = fp.last(), fp.last()
@@ -191,12 +192,14 @@ func (f *fakeHandler) Query(ctx context.Context, req *QueryRequest, res *QueryRe
 	return nil
 }
 
-// Admin echoes the request, prefixed, or fails on "fail".
-func (f *fakeHandler) Admin(ctx context.Context, req []byte) ([]byte, error) {
-	if string(req) == "fail" {
-		return nil, fmt.Errorf("%w: asked to fail", ErrInvalidArgument)
+// Admin answers AdminListPartitions with one partition named after the
+// request's plugin field, and fails every other op.
+func (f *fakeHandler) Admin(ctx context.Context, req *AdminRequest, res *AdminResult) error {
+	if req.Op != AdminListPartitions {
+		return fmt.Errorf("%w: op %v", lockstitch.ErrInvalidArgument, req.Op)
 	}
-	return append([]byte("admin:"), req...), nil
+	res.Partitions = []PartitionInfo{{Partition: 7, Plugin: req.Plugin, Leader: 1, Replicas: []ReplicaInfo{{Node: 1, Replica: 1, Role: lockstitch.RoleLeader}}}}
+	return nil
 }
 
 func (f *fakeHandler) Status(ctx context.Context, req *StatusRequest) (*NodeStatus, error) {
@@ -208,18 +211,18 @@ func (f *fakeHandler) Status(ctx context.Context, req *StatusRequest) (*NodeStat
 			continue
 		}
 		st.Partitions = append(st.Partitions, PartitionStatus{
-			Partition: id, Role: RoleLeader, Leader: ReplicaID(f.nodeID), Epoch: fp.epoch, Committed: fp.last(), Applied: fp.last(),
-			Replicas: []ReplicaStatus{{Replica: ReplicaID(f.nodeID), Addr: "self", Membership: Voter, Match: fp.last()}},
+			Partition: id, Role: lockstitch.RoleLeader, Leader: lockstitch.ReplicaID(f.nodeID), Epoch: fp.epoch, Committed: fp.last(), Applied: fp.last(),
+			Replicas: []ReplicaStatus{{Replica: lockstitch.ReplicaID(f.nodeID), Addr: "self", Kind: lockstitch.Voter, Match: fp.last()}},
 		})
 	}
 	if req.OnePartition && len(st.Partitions) == 0 {
-		return nil, ErrPartitionNotFound
+		return nil, lockstitch.ErrPartitionNotFound
 	}
 	return st, nil
 }
 
 // records returns a copy of partition p's records.
-func (f *fakeHandler) records(p PartitionID) []wal.Record {
+func (f *fakeHandler) records(p lockstitch.PartitionID) []wal.Record {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if fp := f.parts[p]; fp != nil {
@@ -258,7 +261,7 @@ func serveOn(t testing.TB, h Handler, cfg ServerConfig, l net.Listener) *Server 
 	go func() { served <- srv.Serve(l) }()
 	t.Cleanup(func() {
 		srv.Close()
-		if err := <-served; !errors.Is(err, ErrClosed) {
+		if err := <-served; !errors.Is(err, lockstitch.ErrClosed) {
 			t.Errorf("Serve returned %v, want ErrClosed", err)
 		}
 	})
@@ -311,7 +314,7 @@ func (nopHandler) Append(req *AppendRequest, done AppendCompletion) {
 }
 
 func (nopHandler) AppendBatch(req *AppendBatchRequest, done BatchCompletion) {
-	done.Fail(ErrInvalidArgument)
+	done.Fail(lockstitch.ErrInvalidArgument)
 }
 
 func (nopHandler) Read(ctx context.Context, req *ReadRequest, res *ReadResult) error {
@@ -327,11 +330,11 @@ func (nopHandler) Subscribe(ctx context.Context, req *SubscribeRequest, s *Strea
 }
 
 func (nopHandler) Query(ctx context.Context, req *QueryRequest, res *QueryResult) error {
-	return ErrInvalidArgument
+	return lockstitch.ErrInvalidArgument
 }
 
-func (nopHandler) Admin(ctx context.Context, req []byte) ([]byte, error) {
-	return nil, ErrInvalidArgument
+func (nopHandler) Admin(ctx context.Context, req *AdminRequest, res *AdminResult) error {
+	return lockstitch.ErrInvalidArgument
 }
 
 func (nopHandler) Status(ctx context.Context, req *StatusRequest) (*NodeStatus, error) {

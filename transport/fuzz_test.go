@@ -254,3 +254,17 @@ func FuzzServerConn(f *testing.F) {
 		<-drained
 	})
 }
+
+func FuzzDecodeAdmin(f *testing.F) {
+	fuzzRoundTrip(f, func(b []byte, r *AdminRequest) error { return r.UnmarshalBinary(b) }, func(r *AdminRequest) []byte {
+		body, err := r.AppendBinary(nil)
+		if err != nil {
+			panic(err) // a decoded request is within the format's limits
+		}
+		return appendAdmin(nil, 1, body)
+	})
+}
+
+func FuzzDecodeAdminResult(f *testing.F) {
+	fuzzRoundTrip(f, func(b []byte, r *AdminResult) error { return r.UnmarshalBinary(b) }, func(r *AdminResult) []byte { return appendAdminResult(nil, 1, r) })
+}

@@ -85,10 +85,12 @@ type Handler interface {
 	Query(ctx context.Context, req *QueryRequest, res *QueryResult) error
 
 	// Admin serves an administrative request (creating partitions,
-	// changing membership, ...). req and the answer are opaque to the
-	// transport; req aliases a buffer the server reuses once Admin
-	// returns. Admin runs on its own goroutine and is not on a hot path.
-	Admin(ctx context.Context, req []byte) ([]byte, error)
+	// changing membership, ...; see AdminOp), filling res. It fails with
+	// lockstitch.ErrInvalidArgument for an op it does not know or fields
+	// that make no sense for it. req and res are the Handler's until
+	// Admin returns. Admin runs on its own goroutine and is not on a hot
+	// path.
+	Admin(ctx context.Context, req *AdminRequest, res *AdminResult) error
 
 	// Status describes the node, or one partition of it when
 	// req.OnePartition is set (failing with ErrPartitionNotFound when the

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/lockstitch/lockstitch"
 )
 
 // countingMetrics counts what the server reports.
@@ -147,7 +149,7 @@ func TestDeadServer(t *testing.T) {
 		defer cl.Close()
 		start := time.Now()
 		_, err = cl.Append(context.Background(), 1, []byte("into the void"))
-		if !errors.Is(err, ErrUnavailable) {
+		if !errors.Is(err, lockstitch.ErrUnavailable) {
 			t.Fatalf("append to a dead server: %v", err)
 		}
 		if took := time.Since(start); took > 4*ccfg.PingInterval {
@@ -177,7 +179,7 @@ func TestTCPAndUnix(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := srv.Serve(l); !errors.Is(err, ErrClosed) {
+			if err := srv.Serve(l); !errors.Is(err, lockstitch.ErrClosed) {
 				t.Errorf("Serve(%v): %v", l.Addr(), err)
 			}
 		}()
@@ -196,7 +198,7 @@ func TestTCPAndUnix(t *testing.T) {
 	if n := len(h.records(1)); n != 2 {
 		t.Fatalf("%d records", n)
 	}
-	if err := srv.Serve(tcp); !errors.Is(err, ErrClosed) {
+	if err := srv.Serve(tcp); !errors.Is(err, lockstitch.ErrClosed) {
 		t.Fatalf("Serve after Shutdown: %v", err)
 	}
 }
@@ -215,13 +217,13 @@ func TestClientClose(t *testing.T) {
 	}()
 	<-h.held
 	cl.Close()
-	if err := <-errc; !errors.Is(err, ErrClosed) {
+	if err := <-errc; !errors.Is(err, lockstitch.ErrClosed) {
 		t.Fatalf("append in flight at Close: %v", err)
 	}
-	if _, err := cl.Append(ctx, 1, []byte("after")); !errors.Is(err, ErrClosed) {
+	if _, err := cl.Append(ctx, 1, []byte("after")); !errors.Is(err, lockstitch.ErrClosed) {
 		t.Fatalf("append after Close: %v", err)
 	}
-	if _, err := cl.AppendAsync(ctx, 1, []byte("after")).Wait(ctx); !errors.Is(err, ErrClosed) {
+	if _, err := cl.AppendAsync(ctx, 1, []byte("after")).Wait(ctx); !errors.Is(err, lockstitch.ErrClosed) {
 		t.Fatalf("async append after Close: %v", err)
 	}
 	close(h.release)

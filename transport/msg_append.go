@@ -4,13 +4,14 @@ import (
 	"encoding/binary"
 	"fmt"
 
+	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/wal"
 )
 
 // AppendRequest is one op to append to a partition.
 type AppendRequest struct {
 	// Partition is the partition to append to.
-	Partition PartitionID
+	Partition lockstitch.PartitionID
 	// Producer identifies the producer for duplicate detection; 0 means
 	// none.
 	Producer uint64
@@ -43,7 +44,7 @@ func decodeAppend(body []byte, r *AppendRequest) error {
 	if len(body) < appendFixed {
 		return fmt.Errorf("%w: Append body of %d bytes", ErrProtocol, len(body))
 	}
-	r.Partition = PartitionID(binary.LittleEndian.Uint64(body))
+	r.Partition = lockstitch.PartitionID(binary.LittleEndian.Uint64(body))
 	r.Producer = binary.LittleEndian.Uint64(body[8:])
 	r.Sequence = binary.LittleEndian.Uint64(body[16:])
 	r.CRC = binary.LittleEndian.Uint32(body[24:])

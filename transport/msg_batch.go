@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 
+	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/wal"
 )
 
@@ -11,7 +12,7 @@ import (
 // the batch succeeds or fails as a whole. The ops are read with Ops.
 type AppendBatchRequest struct {
 	// Partition is the partition to append to.
-	Partition PartitionID
+	Partition lockstitch.PartitionID
 	// Producer identifies the producer for duplicate detection; 0 means
 	// none.
 	Producer uint64
@@ -35,7 +36,7 @@ func (r *AppendBatchRequest) verify() error {
 	var op BatchOp
 	for i := 0; it.Next(&op); i++ {
 		if wal.Checksum(op.Payload) != op.CRC {
-			return fmt.Errorf("%w: op %d of the batch", ErrChecksum, i)
+			return fmt.Errorf("%w: op %d of the batch", lockstitch.ErrChecksum, i)
 		}
 	}
 	return nil
@@ -92,7 +93,7 @@ func decodeAppendBatch(body []byte, r *AppendBatchRequest) error {
 	if len(body) < batchFixed {
 		return fmt.Errorf("%w: AppendBatch body of %d bytes", ErrProtocol, len(body))
 	}
-	r.Partition = PartitionID(binary.LittleEndian.Uint64(body))
+	r.Partition = lockstitch.PartitionID(binary.LittleEndian.Uint64(body))
 	r.Producer = binary.LittleEndian.Uint64(body[8:])
 	r.Sequence = binary.LittleEndian.Uint64(body[16:])
 	n := binary.LittleEndian.Uint32(body[24:])

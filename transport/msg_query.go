@@ -6,15 +6,16 @@ import (
 	"math"
 	"time"
 
+	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/wal"
 )
 
 // QueryRequest is a request for a partition's plugin.
 type QueryRequest struct {
 	// Partition is the partition to query.
-	Partition PartitionID
+	Partition lockstitch.PartitionID
 	// Consistency is the level asked for.
-	Consistency Consistency
+	Consistency lockstitch.Consistency
 	// MaxStaleness bounds, for Bounded, how stale the answering
 	// replica's state may be: it must hold every op committed before
 	// MaxStaleness ago. On the wire, in microseconds.
@@ -42,8 +43,8 @@ func decodeQuery(body []byte, r *QueryRequest) error {
 	if len(body) < queryFixed {
 		return fmt.Errorf("%w: Query body of %d bytes", ErrProtocol, len(body))
 	}
-	r.Partition = PartitionID(binary.LittleEndian.Uint64(body))
-	r.Consistency = Consistency(body[8])
+	r.Partition = lockstitch.PartitionID(binary.LittleEndian.Uint64(body))
+	r.Consistency = lockstitch.Consistency(body[8])
 	us := binary.LittleEndian.Uint64(body[16:])
 	r.MaxStaleness = time.Duration(min(us, math.MaxInt64/uint64(time.Microsecond))) * time.Microsecond
 	r.Request = body[queryFixed:len(body):len(body)]

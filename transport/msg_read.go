@@ -4,13 +4,14 @@ import (
 	"encoding/binary"
 	"fmt"
 
+	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/wal"
 )
 
 // ReadRequest asks for committed ops of a partition from an LSN on.
 type ReadRequest struct {
 	// Partition is the partition to read.
-	Partition PartitionID
+	Partition lockstitch.PartitionID
 	// From is the first LSN wanted, at least 1.
 	From wal.LSN
 	// MaxOps bounds the number of records returned, at least 1.
@@ -39,7 +40,7 @@ func decodeRead(body []byte, r *ReadRequest) error {
 	if len(body) != readSize {
 		return fmt.Errorf("%w: Read body of %d bytes", ErrProtocol, len(body))
 	}
-	r.Partition = PartitionID(binary.LittleEndian.Uint64(body))
+	r.Partition = lockstitch.PartitionID(binary.LittleEndian.Uint64(body))
 	r.From = wal.LSN(binary.LittleEndian.Uint64(body[8:]))
 	r.MaxOps = int(binary.LittleEndian.Uint32(body[16:]))
 	r.MaxBytes = int(binary.LittleEndian.Uint32(body[20:]))
@@ -57,7 +58,7 @@ func appendChecked(dst []byte, rec *wal.Record) ([]byte, error) {
 	n := len(dst)
 	dst = wal.AppendRecord(dst, rec)
 	if got := binary.LittleEndian.Uint32(dst[n+4:]); rec.CRC != 0 && got != rec.CRC {
-		return dst[:n], fmt.Errorf("%w: record %d: payload CRC-32C %08x, stored %08x", ErrChecksum, rec.LSN, got, rec.CRC)
+		return dst[:n], fmt.Errorf("%w: record %d: payload CRC-32C %08x, stored %08x", lockstitch.ErrChecksum, rec.LSN, got, rec.CRC)
 	}
 	return dst, nil
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 
+	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/wal"
 )
 
@@ -13,7 +14,7 @@ type StatusRequest struct {
 	// OnePartition limits the answer to Partition.
 	OnePartition bool
 	// Partition is the partition asked about when OnePartition is set.
-	Partition PartitionID
+	Partition lockstitch.PartitionID
 }
 
 const statusSize = 16
@@ -34,7 +35,7 @@ func decodeStatus(body []byte, r *StatusRequest) error {
 	if len(body) != statusSize {
 		return fmt.Errorf("%w: Status body of %d bytes", ErrProtocol, len(body))
 	}
-	r.Partition = PartitionID(binary.LittleEndian.Uint64(body))
+	r.Partition = lockstitch.PartitionID(binary.LittleEndian.Uint64(body))
 	switch body[8] {
 	case 0:
 		r.OnePartition = false
@@ -57,11 +58,13 @@ type NodeStatus struct {
 // PartitionStatus is a node's view of one partition.
 type PartitionStatus struct {
 	// Partition identifies the partition.
-	Partition PartitionID
+	Partition lockstitch.PartitionID
 	// Role is what this node's replica does.
-	Role Role
-	// Leader is the leader's replica id, 0 when unknown.
-	Leader ReplicaID
+	Role lockstitch.
+		// Leader is the leader's replica id, 0 when unknown.
+		Role
+
+	Leader lockstitch.ReplicaID
 	// LeaderAddr is the leader's client address, "" when unknown.
 	LeaderAddr string
 	// Epoch is the partition's current epoch.
@@ -78,11 +81,11 @@ type PartitionStatus struct {
 // ReplicaStatus is one replica of a partition.
 type ReplicaStatus struct {
 	// Replica identifies the replica.
-	Replica ReplicaID
+	Replica lockstitch.ReplicaID
 	// Addr is the client address of the replica's node.
 	Addr string
-	// Membership is the replica's kind in the configuration.
-	Membership Membership
+	// Kind is the replica's kind in the configuration.
+	Kind lockstitch.Kind
 	// Match is the highest LSN the leader knows the replica holds.
 	Match wal.LSN
 	// Lag is how many ops the replica trails the leader's commit LSN, as
@@ -116,7 +119,7 @@ func appendStatusResult(dst []byte, id uint64, s *NodeStatus) []byte {
 			r := &p.Replicas[j]
 			dst = binary.LittleEndian.AppendUint64(dst, uint64(r.Replica))
 			dst = appendString(dst, truncateUTF8(r.Addr, maxAddr))
-			dst = append(dst, byte(r.Membership))
+			dst = append(dst, byte(r.Kind))
 			dst = binary.LittleEndian.AppendUint64(dst, uint64(r.Match))
 			dst = binary.LittleEndian.AppendUint64(dst, r.Lag)
 		}
@@ -135,9 +138,9 @@ func decodeStatusResult(body []byte, s *NodeStatus) error {
 	}
 	for i := 0; i < np && d.err == nil; i++ {
 		p := &s.Partitions[i]
-		p.Partition = PartitionID(d.u64())
-		p.Role = Role(d.u8())
-		p.Leader = ReplicaID(d.u64())
+		p.Partition = lockstitch.PartitionID(d.u64())
+		p.Role = lockstitch.Role(d.u8())
+		p.Leader = lockstitch.ReplicaID(d.u64())
 		p.LeaderAddr = d.str(maxAddr)
 		p.Epoch = d.u64()
 		p.Committed = wal.LSN(d.u64())
@@ -148,9 +151,9 @@ func decodeStatusResult(body []byte, s *NodeStatus) error {
 		}
 		for j := 0; j < nr && d.err == nil; j++ {
 			r := &p.Replicas[j]
-			r.Replica = ReplicaID(d.u64())
+			r.Replica = lockstitch.ReplicaID(d.u64())
 			r.Addr = d.str(maxAddr)
-			r.Membership = Membership(d.u8())
+			r.Kind = lockstitch.Kind(d.u8())
 			r.Match = wal.LSN(d.u64())
 			r.Lag = d.u64()
 		}

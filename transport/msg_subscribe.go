@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 
+	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/wal"
 )
 
@@ -11,7 +12,7 @@ import (
 // and then for each op as it commits, under flow control by credit.
 type SubscribeRequest struct {
 	// Partition is the partition to follow.
-	Partition PartitionID
+	Partition lockstitch.PartitionID
 	// Marker is the last LSN the subscriber holds; the stream starts at
 	// Marker+1.
 	Marker wal.LSN
@@ -37,7 +38,7 @@ func decodeSubscribe(body []byte, r *SubscribeRequest) error {
 	if len(body) != subscribeSize {
 		return fmt.Errorf("%w: Subscribe body of %d bytes", ErrProtocol, len(body))
 	}
-	r.Partition = PartitionID(binary.LittleEndian.Uint64(body))
+	r.Partition = lockstitch.PartitionID(binary.LittleEndian.Uint64(body))
 	r.Marker = wal.LSN(binary.LittleEndian.Uint64(body[8:]))
 	r.CreditBytes = binary.LittleEndian.Uint64(body[16:])
 	r.CreditOps = binary.LittleEndian.Uint32(body[24:])

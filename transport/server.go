@@ -7,6 +7,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/lockstitch/lockstitch"
 )
 
 // Server serves the protocol on any number of listeners (TCP, Unix) and
@@ -64,7 +66,7 @@ func (s *Server) Serve(l net.Listener) error {
 	if s.closed {
 		s.mu.Unlock()
 		l.Close()
-		return ErrClosed
+		return lockstitch.ErrClosed
 	}
 	s.listeners[l] = struct{}{}
 	s.mu.Unlock()
@@ -83,7 +85,7 @@ func (s *Server) Serve(l net.Listener) error {
 			closed := s.closed
 			s.mu.Unlock()
 			if closed {
-				return ErrClosed
+				return lockstitch.ErrClosed
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, errTooManyFiles) {

@@ -8,6 +8,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/lockstitch/lockstitch"
 )
 
 // Causes of a handler context's cancellation.
@@ -291,7 +293,7 @@ func (c *serverConn) drain() {
 	}
 	for _, a := range c.calls {
 		if a.stream != nil {
-			a.cancel(ErrShuttingDown)
+			a.cancel(lockstitch.ErrShuttingDown)
 		}
 	}
 	c.out.unlock(b)

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/lockstitch/lockstitch/wal"
 	"github.com/valyala/bytebufferpool"
+
+	"github.com/lockstitch/lockstitch"
+	"github.com/lockstitch/lockstitch/wal"
 )
 
 // resultPool holds the answers that handlers build: Read results, Query
@@ -38,7 +40,7 @@ func (c *serverConn) dispatch(h *Header, body []byte) error {
 			return nil
 		}
 		if wal.Checksum(req.Payload) != req.CRC {
-			ref.fail(fmt.Errorf("%w: payload CRC-32C %08x, sent %08x", ErrChecksum, wal.Checksum(req.Payload), req.CRC), "checksum")
+			ref.fail(fmt.Errorf("%w: payload CRC-32C %08x, sent %08x", lockstitch.ErrChecksum, wal.Checksum(req.Payload), req.CRC), "checksum")
 			return nil
 		}
 		c.srv.h.Append(req, AppendCompletion{ref: ref})
@@ -71,7 +73,7 @@ func (c *serverConn) dispatch(h *Header, body []byte) error {
 		if err := decodeQuery(body, &req); err != nil {
 			return err
 		}
-		if req.Consistency < Linearizable || req.Consistency > Bounded {
+		if req.Consistency < lockstitch.Linearizable || req.Consistency > lockstitch.Bounded {
 			c.sendError(h.ID, &errorMsg{Code: CodeInvalidArgument, Message: fmt.Sprintf("unknown consistency level %d", req.Consistency)})
 			return nil
 		}
@@ -89,12 +91,11 @@ func (c *serverConn) dispatch(h *Header, body []byte) error {
 		}
 		return c.startAsync(h.ID, func(ctx context.Context, ref callRef) { c.serveStatus(ctx, ref, h.ID, &req) })
 	case TypeAdmin:
-		q := resultPool.Get()
-		q.B = append(q.B[:0], body...)
-		return c.startAsync(h.ID, func(ctx context.Context, ref callRef) {
-			defer resultPool.Put(q)
-			c.serveAdmin(ctx, ref, h.ID, q.B)
-		})
+		req := new(AdminRequest)
+		if err := req.UnmarshalBinary(body); err != nil {
+			return err
+		}
+		return c.startAsync(h.ID, func(ctx context.Context, ref callRef) { c.serveAdmin(ctx, ref, h.ID, req) })
 	case TypeSubscribe:
 		var req SubscribeRequest
 		if err := decodeSubscribe(body, &req); err != nil {
@@ -156,7 +157,7 @@ func (c *serverConn) serveRead(ctx context.Context, ref callRef, id uint64, req 
 		err = res.err
 	}
 	if err == nil && res.ops == 0 && res.tooLarge {
-		err = fmt.Errorf("%w: record %d does not fit in a frame the client accepts", ErrTooLarge, req.From)
+		err = fmt.Errorf("%w: record %d does not fit in a frame the client accepts", lockstitch.ErrTooLarge, req.From)
 	}
 	if err != nil {
 		ref.fail(err, "Read")
@@ -173,7 +174,7 @@ func (c *serverConn) serveQuery(ctx context.Context, ref callRef, id uint64, req
 	res := QueryResult{Result: bb.B[:0]}
 	err := c.srv.h.Query(ctx, req, &res)
 	if err == nil && queryResultFixed+len(res.Result) > c.maxOut {
-		err = fmt.Errorf("%w: query result of %d bytes exceeds the client's frame limit", ErrTooLarge, len(res.Result))
+		err = fmt.Errorf("%w: query result of %d bytes exceeds the client's frame limit", lockstitch.ErrTooLarge, len(res.Result))
 	}
 	if err != nil {
 		ref.fail(err, "Query")
@@ -204,24 +205,25 @@ func (c *serverConn) serveStatus(ctx context.Context, ref callRef, id uint64, re
 	}
 	frame := appendStatusResult(nil, id, st)
 	if len(frame)-HeaderSize > c.maxOut {
-		ref.fail(fmt.Errorf("%w: status of %d bytes exceeds the client's frame limit", ErrTooLarge, len(frame)), "Status")
+		ref.fail(fmt.Errorf("%w: status of %d bytes exceeds the client's frame limit", lockstitch.ErrTooLarge, len(frame)), "Status")
 		return
 	}
 	ref.send(TypeStatusResult, frame)
 }
 
 // serveAdmin runs the Handler's Admin and answers.
-func (c *serverConn) serveAdmin(ctx context.Context, ref callRef, id uint64, req []byte) {
-	res, err := c.srv.h.Admin(ctx, req)
-	if err != nil {
+func (c *serverConn) serveAdmin(ctx context.Context, ref callRef, id uint64, req *AdminRequest) {
+	var res AdminResult
+	if err := c.srv.h.Admin(ctx, req, &res); err != nil {
 		ref.fail(err, "Admin")
 		return
 	}
-	if len(res) > c.maxOut {
-		ref.fail(fmt.Errorf("%w: admin answer of %d bytes exceeds the client's frame limit", ErrTooLarge, len(res)), "Admin")
+	frame := appendAdminResult(nil, id, &res)
+	if len(frame)-HeaderSize > c.maxOut {
+		ref.fail(fmt.Errorf("%w: admin answer of %d bytes exceeds the client's frame limit", lockstitch.ErrTooLarge, len(frame)-HeaderSize), "Admin")
 		return
 	}
-	ref.send(TypeAdminResult, appendAdminResult(nil, id, res))
+	ref.send(TypeAdminResult, frame)
 }
 
 // startSubscribe begins subscription id and runs the Handler's Subscribe
@@ -261,8 +263,8 @@ func (c *serverConn) serveSubscribe(ctx context.Context, ref callRef, id uint64,
 		switch cause := context.Cause(ctx); {
 		case errors.Is(cause, errCanceledByClient):
 			err = nil
-		case errors.Is(cause, ErrShuttingDown):
-			err = ErrShuttingDown
+		case errors.Is(cause, lockstitch.ErrShuttingDown):
+			err = lockstitch.ErrShuttingDown
 		default: // the connection is closing: nobody to tell
 			err = cause
 		}

@@ -14,6 +14,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/wal"
 )
 
@@ -109,7 +110,7 @@ func (rc *rawClient) expectClosed() {
 }
 
 // appendFrame returns an Append frame with a correct CRC.
-func appendFrame(id uint64, p PartitionID, payload []byte) []byte {
+func appendFrame(id uint64, p lockstitch.PartitionID, payload []byte) []byte {
 	return appendAppend(nil, id, &AppendRequest{Partition: p, CRC: wal.Checksum(payload), Payload: payload})
 }
 
@@ -333,7 +334,7 @@ func synctestServer(t *testing.T, h Handler, cfg ServerConfig, f func(t *testing
 		go func() { served <- srv.Serve(l) }()
 		defer func() {
 			srv.Close()
-			if err := <-served; !errors.Is(err, ErrClosed) {
+			if err := <-served; !errors.Is(err, lockstitch.ErrClosed) {
 				t.Errorf("Serve: %v", err)
 			}
 		}()
@@ -471,7 +472,7 @@ func TestCredit(t *testing.T) {
 		// recv reads Data frames of subscription id (partition p) until
 		// want records have come, then checks that the handler could send
 		// no more.
-		recv := func(id uint64, p PartitionID, want int) {
+		recv := func(id uint64, p lockstitch.PartitionID, want int) {
 			t.Helper()
 			for received[id] < want {
 				hd, body := rc.read()

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/lockstitch/lockstitch/wal"
 	"github.com/valyala/bytebufferpool"
+
+	"github.com/lockstitch/lockstitch"
+	"github.com/lockstitch/lockstitch/wal"
 )
 
 // streamPool holds the Data frames under construction of subscriptions.
@@ -94,7 +96,7 @@ func (s *Stream) Send(rec *wal.Record) error {
 	}
 	size := wal.FrameSize(len(rec.Payload))
 	if size > s.max {
-		return fmt.Errorf("%w: record %d of %d bytes exceeds the subscriber's frame limit", ErrTooLarge, rec.LSN, size)
+		return fmt.Errorf("%w: record %d of %d bytes exceeds the subscriber's frame limit", lockstitch.ErrTooLarge, rec.LSN, size)
 	}
 	if s.ops > 0 && len(s.buf.B)-dataFixed+size > s.chunk {
 		if err := s.Flush(); err != nil {
@@ -163,7 +165,7 @@ func (s *Stream) Flush() error {
 		if err := s.ctx.Err(); err != nil {
 			return err
 		}
-		return ErrClosed
+		return lockstitch.ErrClosed
 	}
 	frame := s.buf.B
 	AppendHeader(frame[:0], Header{Version: Version, Type: TypeData, Length: uint32(len(frame) - HeaderSize), ID: s.id})
@@ -175,7 +177,7 @@ func (s *Stream) Flush() error {
 	}
 	s.c.out.unlock(b)
 	if !open {
-		return ErrClosed
+		return lockstitch.ErrClosed
 	}
 	s.buf.B = frame[:dataFixed]
 	s.ops = 0

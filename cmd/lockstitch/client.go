@@ -19,7 +19,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/lockstitch/lockstitch/internal/node"
+	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/transport"
 	"github.com/lockstitch/lockstitch/wal"
 )
@@ -141,7 +141,7 @@ func cmdAppend(args []string, stdout, stderr io.Writer) int {
 		LSN   uint64 `json:"lsn"`
 		Epoch uint64 `json:"epoch"`
 	}
-	p := transport.PartitionID(*part)
+	p := lockstitch.PartitionID(*part)
 	if lines == nil {
 		// A few ops from the command line: report each.
 		for _, op := range fs.Args() {
@@ -261,7 +261,7 @@ func cmdTail(args []string, stdout, stderr io.Writer) int {
 		}
 		printed++
 	}
-	p := transport.PartitionID(*part)
+	p := lockstitch.PartitionID(*part)
 	var rec wal.Record
 	if *follow {
 		sub, err := cl.Subscribe(ctx, p, wal.LSN(*from-1))
@@ -322,11 +322,11 @@ func cmdQuery(args []string, stdout, stderr io.Writer) int {
 	opts := transport.QueryOptions{MaxStaleness: *staleness}
 	switch *consistency {
 	case "linearizable":
-		opts.Consistency = transport.Linearizable
+		opts.Consistency = lockstitch.Linearizable
 	case "leader":
-		opts.Consistency = transport.LeaderLocal
+		opts.Consistency = lockstitch.LeaderLocal
 	case "any":
-		opts.Consistency = transport.Bounded
+		opts.Consistency = lockstitch.Bounded
 	default:
 		return usageError(stderr, "--consistency %q is not linearizable, leader or any", *consistency)
 	}
@@ -337,7 +337,7 @@ func cmdQuery(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, err)
 	}
 	defer cl.Close()
-	res, err := cl.Query(ctx, transport.PartitionID(*part), opts, []byte(fs.Arg(0)), nil)
+	res, err := cl.Query(ctx, lockstitch.PartitionID(*part), opts, []byte(fs.Arg(0)), nil)
 	if err != nil {
 		return fail(stderr, fmt.Errorf("query partition %d: %w", *part, err))
 	}
@@ -369,12 +369,12 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, err)
 	}
 	defer cl.Close()
-	var ids []transport.PartitionID
+	var ids []lockstitch.PartitionID
 	if *part != 0 {
-		ids = []transport.PartitionID{transport.PartitionID(*part)}
+		ids = []lockstitch.PartitionID{lockstitch.PartitionID(*part)}
 	} else {
 		// Every partition any reachable node hosts.
-		seen := map[transport.PartitionID]bool{}
+		seen := map[lockstitch.PartitionID]bool{}
 		for _, a := range cf.addrList() {
 			ns, err := cl.Status(ctx, a)
 			if err != nil {
@@ -402,7 +402,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		for _, st := range all {
 			reps := make([]map[string]any, 0, len(st.Replicas))
 			for _, r := range st.Replicas {
-				reps = append(reps, map[string]any{"replica": r.Replica, "addr": r.Addr, "kind": r.Membership.String(), "match": r.Match, "lag": r.Lag})
+				reps = append(reps, map[string]any{"replica": r.Replica, "addr": r.Addr, "kind": r.Kind.String(), "match": r.Match, "lag": r.Lag})
 			}
 			out = append(out, map[string]any{"partition": st.Partition, "role": st.Role.String(), "leader": st.Leader,
 				"leader_addr": st.LeaderAddr, "epoch": st.Epoch, "committed": st.Committed, "applied": st.Applied, "replicas": reps})
@@ -423,36 +423,30 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(tw, "%d\t%d\t%s\t%d\t%d\t%d\n", st.Partition, st.Leader, st.LeaderAddr, st.Epoch, st.Committed, st.Applied)
 		fmt.Fprintf(tw, "  REPLICA\tKIND\tADDR\tAPPLIED\tLAG\t\n")
 		for _, r := range st.Replicas {
-			fmt.Fprintf(tw, "  %d\t%s\t%s\t%d\t%d\t\n", r.Replica, r.Membership, r.Addr, r.Match, r.Lag)
+			fmt.Fprintf(tw, "  %d\t%s\t%s\t%d\t%d\t\n", r.Replica, r.Kind, r.Addr, r.Match, r.Lag)
 		}
 	}
 	tw.Flush()
 	return 0
 }
 
-// adminCall sends an admin request to the given nodes in turn until one
-// serves it: the next node is tried when one does not host the partition
-// or cannot serve now.
-func adminCall(ctx context.Context, cf clientFlags, req node.AdminRequest) (node.AdminResponse, error) {
-	var res node.AdminResponse
-	cl, err := cf.dial(ctx)
-	if err != nil {
-		return res, err
-	}
-	defer cl.Close()
-	body, _ := json.Marshal(req)
-	var lastErr error
-	for _, a := range cf.addrList() {
-		out, err := cl.Admin(ctx, a, body)
-		if err == nil {
-			return res, json.Unmarshal(out, &res)
+// adminClient dials the nodes for an admin command. Any node serves
+// every admin request; the client passes over nodes that are down.
+func adminClient(ctx context.Context, cf clientFlags) (*transport.Client, error) {
+	return cf.dial(ctx)
+}
+
+// parseNodes parses a comma-separated list of node ids.
+func parseNodes(s string) ([]lockstitch.NodeID, error) {
+	var out []lockstitch.NodeID
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.ParseUint(strings.TrimSpace(f), 10, 64)
+		if err != nil || n == 0 {
+			return nil, fmt.Errorf("%q is not a node id", f)
 		}
-		lastErr = err
-		if !errors.Is(err, transport.ErrPartitionNotFound) && !errors.Is(err, transport.ErrUnavailable) && !errors.Is(err, transport.ErrShuttingDown) {
-			break
-		}
+		out = append(out, lockstitch.NodeID(n))
 	}
-	return res, lastErr
+	return out, nil
 }
 
 // cmdPartition: partition create|delete|list.
@@ -463,10 +457,10 @@ func cmdPartition(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("partition "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cf := addClientFlags(fs)
-	var req node.AdminRequest
+	var run func(ctx context.Context, cl *transport.Client) error
 	switch args[0] {
 	case "create":
-		id := fs.Uint64("id", 0, "partition id (required)")
+		id := fs.Uint64("id", 0, "partition id (required; a deleted partition's id cannot be used again)")
 		plugin := fs.String("plugin", "log", "state machine plugin")
 		replicas := fs.Int("replicas", 0, "number of replicas (default: 3, or the cluster size)")
 		nodes := fs.String("nodes", "", "comma-separated ids of the nodes to place replicas on")
@@ -475,28 +469,40 @@ func cmdPartition(args []string, stdout, stderr io.Writer) int {
 		if err := fs.Parse(args[1:]); err != nil {
 			return parseExit(err)
 		}
-		req = node.AdminRequest{Op: "create_partition", Partition: *id, Plugin: *plugin, Replicas: *replicas}
+		if *id == 0 {
+			return usageError(stderr, "partition create needs --id")
+		}
+		spec := transport.PartitionSpec{ID: lockstitch.PartitionID(*id), Plugin: *plugin, Replicas: *replicas}
 		for _, o := range opts {
 			k, v, ok := strings.Cut(o, "=")
 			if !ok {
 				return usageError(stderr, "--option %q is not key=value", o)
 			}
-			if req.Options == nil {
-				req.Options = map[string]string{}
+			if spec.Options == nil {
+				spec.Options = map[string]string{}
 			}
-			req.Options[k] = v
+			spec.Options[k] = v
 		}
 		if *nodes != "" {
-			for _, s := range strings.Split(*nodes, ",") {
-				n, err := strconv.ParseUint(strings.TrimSpace(s), 10, 64)
-				if err != nil {
-					return usageError(stderr, "--nodes %q: %v", *nodes, err)
-				}
-				req.Nodes = append(req.Nodes, n)
+			var err error
+			if spec.Nodes, err = parseNodes(*nodes); err != nil {
+				return usageError(stderr, "--nodes: %v", err)
 			}
 		}
-		if *id == 0 {
-			return usageError(stderr, "partition create needs --id")
+		run = func(ctx context.Context, cl *transport.Client) error {
+			placed, err := cl.CreatePartition(ctx, spec)
+			if err != nil {
+				return err
+			}
+			if *cf.json {
+				return printJSON(stdout, map[string]any{"partition": spec.ID, "plugin": spec.Plugin, "placement": placementJSON(placed)})
+			}
+			fmt.Fprintf(stdout, "partition %d created (plugin %s), replicas on nodes:", spec.ID, spec.Plugin)
+			for _, p := range placed {
+				fmt.Fprintf(stdout, " %d→node %d", p.Replica, p.Node)
+			}
+			fmt.Fprintln(stdout)
+			return nil
 		}
 	case "delete":
 		id := fs.Uint64("id", 0, "partition id (required)")
@@ -506,47 +512,79 @@ func cmdPartition(args []string, stdout, stderr io.Writer) int {
 		if *id == 0 {
 			return usageError(stderr, "partition delete needs --id")
 		}
-		req = node.AdminRequest{Op: "delete_partition", Partition: *id}
+		run = func(ctx context.Context, cl *transport.Client) error {
+			if err := cl.DeletePartition(ctx, lockstitch.PartitionID(*id)); err != nil {
+				return err
+			}
+			if *cf.json {
+				return printJSON(stdout, map[string]any{"partition": *id, "deleted": true})
+			}
+			fmt.Fprintf(stdout, "partition %d deleted\n", *id)
+			return nil
+		}
 	case "list":
 		if err := fs.Parse(args[1:]); err != nil {
 			return parseExit(err)
 		}
-		req = node.AdminRequest{Op: "list_partitions"}
+		run = func(ctx context.Context, cl *transport.Client) error {
+			parts, err := cl.ListPartitions(ctx)
+			if err != nil {
+				return err
+			}
+			if *cf.json {
+				return printJSON(stdout, partitionsJSON(parts))
+			}
+			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "PARTITION\tPLUGIN\tLEADER NODE\tEPOCH\tCOMMITTED\tREPLICAS (node:replica:role:applied)")
+			for _, p := range parts {
+				var reps []string
+				for _, r := range p.Replicas {
+					reps = append(reps, fmt.Sprintf("%d:%d:%s:%d", r.Node, r.Replica, r.Role, r.Applied))
+				}
+				fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%s\n", p.Partition, p.Plugin, p.Leader, p.Epoch, p.Committed, strings.Join(reps, " "))
+			}
+			return tw.Flush()
+		}
 	default:
 		return usageError(stderr, "unknown partition command %q: create, delete or list", args[0])
 	}
+	return runAdmin(cf, stderr, "partition "+args[0], run)
+}
+
+// runAdmin dials and runs an admin command within --timeout.
+func runAdmin(cf clientFlags, stderr io.Writer, what string, run func(context.Context, *transport.Client) error) int {
 	ctx, cancel := context.WithTimeout(context.Background(), *cf.timeout)
 	defer cancel()
-	res, err := adminCall(ctx, cf, req)
+	cl, err := adminClient(ctx, cf)
 	if err != nil {
-		return fail(stderr, fmt.Errorf("partition %s: %w", args[0], err))
+		return fail(stderr, err)
 	}
-	if *cf.json {
-		printJSON(stdout, res)
-		return 0
-	}
-	switch args[0] {
-	case "create":
-		fmt.Fprintf(stdout, "partition %d created (plugin %s), replicas on nodes:", req.Partition, req.Plugin)
-		for r := uint64(1); r <= uint64(len(res.Placement)); r++ {
-			fmt.Fprintf(stdout, " %d→node %d", r, res.Placement[r])
-		}
-		fmt.Fprintln(stdout)
-	case "delete":
-		fmt.Fprintf(stdout, "partition %d deleted\n", req.Partition)
-	case "list":
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "PARTITION\tLEADER NODE\tEPOCH\tCOMMITTED\tREPLICAS (node:role:applied)")
-		for _, p := range res.Partitions {
-			var reps []string
-			for _, r := range p.Replicas {
-				reps = append(reps, fmt.Sprintf("%d:%s:%d", r.Node, r.Role, r.Applied))
-			}
-			fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%s\n", p.Partition, p.Leader, p.Epoch, p.Committed, strings.Join(reps, " "))
-		}
-		tw.Flush()
+	defer cl.Close()
+	if err := run(ctx, cl); err != nil {
+		return fail(stderr, fmt.Errorf("%s: %w", what, err))
 	}
 	return 0
+}
+
+func placementJSON(ps []transport.Placement) []map[string]any {
+	out := make([]map[string]any, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, map[string]any{"replica": p.Replica, "node": p.Node})
+	}
+	return out
+}
+
+func partitionsJSON(parts []transport.PartitionInfo) []map[string]any {
+	out := make([]map[string]any, 0, len(parts))
+	for _, p := range parts {
+		reps := make([]map[string]any, 0, len(p.Replicas))
+		for _, r := range p.Replicas {
+			reps = append(reps, map[string]any{"node": r.Node, "replica": r.Replica, "role": r.Role.String(), "applied": r.Applied})
+		}
+		out = append(out, map[string]any{"partition": p.Partition, "plugin": p.Plugin, "leader_node": p.Leader,
+			"leader_replica": p.LeaderReplica, "epoch": p.Epoch, "committed": p.Committed, "replicas": reps})
+	}
+	return out
 }
 
 // cmdMember: member add|remove.
@@ -558,18 +596,32 @@ func cmdMember(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	cf := addClientFlags(fs)
 	part := fs.Uint64("partition", 0, "partition (required)")
-	var req node.AdminRequest
+	var run func(ctx context.Context, cl *transport.Client) error
 	switch args[0] {
 	case "add":
 		nodeID := fs.Uint64("node", 0, "id of the node to host the new replica (required)")
-		kind := fs.String("kind", "voter", "voter, non-voting or witness")
+		kindName := fs.String("kind", "voter", "voter, non-voting or witness")
 		if err := fs.Parse(args[1:]); err != nil {
 			return parseExit(err)
 		}
 		if *part == 0 || *nodeID == 0 {
 			return usageError(stderr, "member add needs --partition and --node")
 		}
-		req = node.AdminRequest{Op: "add_member", Partition: *part, Node: *nodeID, Kind: *kind}
+		kind, err := lockstitch.ParseKind(*kindName)
+		if err != nil {
+			return usageError(stderr, "--kind: %v", err)
+		}
+		run = func(ctx context.Context, cl *transport.Client) error {
+			id, err := cl.AddReplica(ctx, lockstitch.PartitionID(*part), lockstitch.NodeID(*nodeID), kind)
+			if err != nil {
+				return err
+			}
+			if *cf.json {
+				return printJSON(stdout, map[string]any{"partition": *part, "replica": id, "node": *nodeID, "kind": kind.String()})
+			}
+			fmt.Fprintf(stdout, "replica %d of partition %d added on node %d (%s); it catches up, then serves\n", id, *part, *nodeID, kind)
+			return nil
+		}
 	case "remove":
 		replica := fs.Uint64("replica", 0, "replica id to remove (required)")
 		if err := fs.Parse(args[1:]); err != nil {
@@ -578,25 +630,20 @@ func cmdMember(args []string, stdout, stderr io.Writer) int {
 		if *part == 0 || *replica == 0 {
 			return usageError(stderr, "member remove needs --partition and --replica")
 		}
-		req = node.AdminRequest{Op: "remove_member", Partition: *part, Replica: *replica}
+		run = func(ctx context.Context, cl *transport.Client) error {
+			if err := cl.RemoveReplica(ctx, lockstitch.PartitionID(*part), lockstitch.ReplicaID(*replica)); err != nil {
+				return err
+			}
+			if *cf.json {
+				return printJSON(stdout, map[string]any{"partition": *part, "replica": *replica, "removed": true})
+			}
+			fmt.Fprintf(stdout, "replica %d removed from partition %d\n", *replica, *part)
+			return nil
+		}
 	default:
 		return usageError(stderr, "unknown member command %q: add or remove", args[0])
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), *cf.timeout)
-	defer cancel()
-	res, err := adminCall(ctx, cf, req)
-	if err != nil {
-		return fail(stderr, fmt.Errorf("member %s: %w", args[0], err))
-	}
-	switch {
-	case *cf.json:
-		printJSON(stdout, res)
-	case args[0] == "add":
-		fmt.Fprintf(stdout, "replica %d of partition %d added on node %d (%s); it catches up, then serves\n", res.Replica, *part, req.Node, req.Kind)
-	default:
-		fmt.Fprintf(stdout, "replica %d removed from partition %d\n", req.Replica, *part)
-	}
-	return 0
+	return runAdmin(cf, stderr, "member "+args[0], run)
 }
 
 // cmdLeader: leader transfer.
@@ -615,18 +662,56 @@ func cmdLeader(args []string, stdout, stderr io.Writer) int {
 	if *part == 0 || *to == 0 {
 		return usageError(stderr, "leader transfer needs --partition and --to")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), *cf.timeout)
-	defer cancel()
-	res, err := adminCall(ctx, cf, node.AdminRequest{Op: "transfer_leader", Partition: *part, Replica: *to})
-	if err != nil {
-		return fail(stderr, fmt.Errorf("leader transfer: %w", err))
-	}
-	if *cf.json {
-		printJSON(stdout, res)
-	} else {
+	return runAdmin(cf, stderr, "leader transfer", func(ctx context.Context, cl *transport.Client) error {
+		if err := cl.TransferLeader(ctx, lockstitch.PartitionID(*part), lockstitch.ReplicaID(*to)); err != nil {
+			return err
+		}
+		if *cf.json {
+			return printJSON(stdout, map[string]any{"partition": *part, "leader": *to})
+		}
 		fmt.Fprintf(stdout, "replica %d leads partition %d\n", *to, *part)
+		return nil
+	})
+}
+
+// cmdCluster: cluster status.
+func cmdCluster(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] != "status" {
+		return usageError(stderr, "usage: lockstitch cluster status")
 	}
-	return 0
+	fs := flag.NewFlagSet("cluster status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cf := addClientFlags(fs)
+	if err := fs.Parse(args[1:]); err != nil {
+		return parseExit(err)
+	}
+	if fs.NArg() > 0 {
+		return usageError(stderr, "usage: lockstitch cluster status")
+	}
+	return runAdmin(cf, stderr, "cluster status", func(ctx context.Context, cl *transport.Client) error {
+		nodes, err := cl.ClusterStatus(ctx)
+		if err != nil {
+			return err
+		}
+		if *cf.json {
+			out := make([]map[string]any, 0, len(nodes))
+			for _, n := range nodes {
+				out = append(out, map[string]any{"node": n.Node, "raft_addr": n.RaftAddr, "client_addr": n.ClientAddr,
+					"reachable": n.Reachable, "error": n.Error, "replicas": n.Partitions, "leading": n.Leading})
+			}
+			return printJSON(stdout, out)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NODE\tCLIENT\tRAFT\tSTATE\tREPLICAS\tLEADING")
+		for _, n := range nodes {
+			state := "up"
+			if !n.Reachable {
+				state = "unreachable: " + n.Error
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\n", n.Node, n.ClientAddr, n.RaftAddr, state, n.Partitions, n.Leading)
+		}
+		return tw.Flush()
+	})
 }
 
 // signalContext is cancelled by SIGINT or SIGTERM.

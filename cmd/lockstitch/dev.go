@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -11,8 +10,8 @@ import (
 	"sort"
 	"time"
 
-	"github.com/lockstitch/lockstitch/internal/node"
-	"github.com/lockstitch/lockstitch/replicator"
+	"github.com/lockstitch/lockstitch"
+	"github.com/lockstitch/lockstitch/server"
 	"github.com/lockstitch/lockstitch/transport"
 )
 
@@ -57,12 +56,12 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 		defer os.RemoveAll(root)
 	}
 
-	var peers []node.Peer
+	var peers []server.Peer
 	for i := 1; i <= *nodes; i++ {
 		client, raft, _ := devAddrs(*base, i)
-		peers = append(peers, node.Peer{ID: uint64(i), RaftAddr: raft, ClientAddr: client})
+		peers = append(peers, server.Peer{ID: lockstitch.NodeID(i), RaftAddr: raft, ClientAddr: client})
 	}
-	var running []*node.Node
+	var running []*server.Node
 	stopAll := func() {
 		for _, n := range running {
 			n.Close()
@@ -70,13 +69,12 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 	}
 	for _, p := range peers {
 		_, _, admin := devAddrs(*base, int(p.ID))
-		rc := replicator.DefaultConfig()
-		rc.RTT = 5 * time.Millisecond
-		n, err := node.Start(node.Config{
-			ID: p.ID, DataDir: filepath.Join(root, fmt.Sprintf("node%d", p.ID)), RaftAddr: p.RaftAddr,
-			ClientAddr: p.ClientAddr, AdminAddr: admin, Peers: peers,
-			Replicator: rc, Transport: transport.DefaultServerConfig(), Logger: logger.With("node", p.ID),
-		})
+		cfg := server.DefaultConfig()
+		cfg.ID, cfg.DataDir = p.ID, filepath.Join(root, fmt.Sprintf("node%d", p.ID))
+		cfg.RaftAddr, cfg.ClientAddr, cfg.AdminAddr, cfg.Peers = p.RaftAddr, p.ClientAddr, admin, peers
+		cfg.Replicator.RTT = 5 * time.Millisecond
+		cfg.Logger = logger
+		n, err := server.Start(cfg)
 		if err != nil {
 			stopAll()
 			return fail(stderr, err)
@@ -97,28 +95,14 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 		stopAll()
 		return fail(stderr, err)
 	}
+	// Each create returns once its replicas know their leader, so the
+	// commands the banner suggests work at once.
 	for i, name := range plugins {
-		body, _ := json.Marshal(node.AdminRequest{Op: "create_partition", Partition: uint64(i + 1), Plugin: name, Replicas: min(3, *nodes)})
-		if _, err := cl.Admin(ctx, peers[0].ClientAddr, body); err != nil {
+		spec := transport.PartitionSpec{ID: lockstitch.PartitionID(i + 1), Plugin: name, Replicas: min(3, *nodes)}
+		if _, err := cl.CreatePartition(ctx, spec); err != nil {
 			cl.Close()
 			stopAll()
 			return fail(stderr, fmt.Errorf("creating partition %d (%s): %w", i+1, name, err))
-		}
-	}
-	// Wait for every partition to have a leader, so that the commands the
-	// banner suggests work at once.
-	for i := range plugins {
-		for {
-			st, err := cl.PartitionStatus(ctx, transport.PartitionID(i+1))
-			if err == nil && st.Leader != 0 {
-				break
-			}
-			if ctx.Err() != nil {
-				cl.Close()
-				stopAll()
-				return fail(stderr, fmt.Errorf("partition %d has no leader after 30s: %v", i+1, err))
-			}
-			time.Sleep(20 * time.Millisecond)
 		}
 	}
 	cl.Close()

@@ -26,6 +26,7 @@ commands:
   partition create|delete|list
   member add|remove       change a partition's replicas
   leader transfer         move a partition's leadership
+  cluster status          show every node: reachable or not, replicas hosted and leading
   version                 print the version
 
 Run lockstitch <command> -h for its flags.
@@ -56,6 +57,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdMember(rest, stdout, stderr)
 	case "leader":
 		return cmdLeader(rest, stdout, stderr)
+	case "cluster":
+		return cmdCluster(rest, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, version())
 		return 0

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -37,66 +36,61 @@ func cli(t *testing.T, args ...string) (int, string, string) {
 	return code, out.String(), errOut.String()
 }
 
-// freeBase finds a base port whose dev ports are all free.
-func freeBase(t *testing.T) int {
+// devProcess is a lockstitch dev child process.
+type devProcess struct {
+	cmd    *exec.Cmd
+	base   int
+	stdout io.Reader
+	stderr *bytes.Buffer
+	exited bool
+}
+
+// startDev starts lockstitch dev on a random base port and waits for its
+// banner. Its ports are not probed first: when one is taken the child
+// exits with "address already in use", and another base is tried.
+func startDev(t *testing.T) *devProcess {
 	t.Helper()
-	for attempt := 0; attempt < 50; attempt++ {
-		base := 20000 + rand.IntN(35000)
-		free := true
-		for i := 1; i <= 3 && free; i++ {
-			for _, off := range []int{0, 10, 20} {
-				l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", base+off+i))
-				if err != nil {
-					free = false
-					break
-				}
-				l.Close()
+	for attempt := 0; attempt < 5; attempt++ {
+		d := &devProcess{base: 20000 + rand.IntN(35000), stderr: new(bytes.Buffer)}
+		d.cmd = exec.Command(os.Args[0], "dev", "--base-port", fmt.Sprint(d.base), "--dir", t.TempDir(), "--log-level", "info")
+		d.cmd.Env = append(os.Environ(), "LOCKSTITCH_TEST_MAIN=1")
+		stdout, err := d.cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.stdout, d.cmd.Stderr = stdout, d.stderr
+		if err := d.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// The banner says the cluster is up and its partitions created.
+		banner := bufio.NewScanner(stdout)
+		for banner.Scan() {
+			if strings.Contains(banner.Text(), "Press Ctrl-C to stop") {
+				t.Cleanup(func() {
+					if !d.exited {
+						d.cmd.Process.Kill()
+						d.cmd.Wait()
+					}
+				})
+				return d
 			}
 		}
-		if free {
-			return base
+		d.cmd.Wait()
+		if !strings.Contains(d.stderr.String(), "address already in use") {
+			t.Fatalf("dev did not start:\n%s", d.stderr.String())
 		}
+		t.Logf("base port %d is taken, trying another", d.base)
 	}
-	t.Fatal("no free port range")
-	return 0
+	t.Fatal("no free base port in 5 attempts")
+	return nil
 }
 
 func TestDevClusterEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a child process")
 	}
-	base := freeBase(t)
-	cmd := exec.Command(os.Args[0], "dev", "--base-port", fmt.Sprint(base), "--dir", t.TempDir(), "--log-level", "info")
-	cmd.Env = append(os.Environ(), "LOCKSTITCH_TEST_MAIN=1")
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := false
-	t.Cleanup(func() {
-		if !exited {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-	})
-	// Wait for the banner: the cluster is up and its partition created.
-	banner := bufio.NewScanner(stdout)
-	ready := false
-	for banner.Scan() {
-		if strings.Contains(banner.Text(), "Press Ctrl-C to stop") {
-			ready = true
-			break
-		}
-	}
-	if !ready {
-		cmd.Wait()
-		t.Fatalf("dev did not start:\n%s", stderr.String())
-	}
+	d := startDev(t)
+	cmd, base, stdout, stderr := d.cmd, d.base, d.stdout, d.stderr
 	go io.Copy(io.Discard, stdout)
 	addr := fmt.Sprintf("127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d", base+1, base+2, base+3)
 	t.Setenv("LOCKSTITCH_ADDR", addr)
@@ -145,8 +139,14 @@ func TestDevClusterEndToEnd(t *testing.T) {
 	if code, out, errOut := cli(t, "member", "add", "--partition", "7", "--node", "3"); code != 0 || !strings.Contains(out, "replica 4") {
 		t.Fatalf("member add: %d %q %q", code, out, errOut)
 	}
+	if code, out, errOut := cli(t, "cluster", "status"); code != 0 || strings.Count(out, " up ") != 3 {
+		t.Fatalf("cluster status: %d %q %q", code, out, errOut)
+	}
 	if code, _, errOut := cli(t, "partition", "delete", "--id", "7"); code != 0 {
 		t.Fatalf("partition delete: %d %q", code, errOut)
+	}
+	if code, _, errOut := cli(t, "partition", "create", "--id", "7"); code != 1 || !strings.Contains(errOut, "cannot be used again") {
+		t.Fatalf("partition create with a deleted id: %d %q", code, errOut)
 	}
 	// Failures: one line on stderr, exit code 1; usage errors exit 2.
 	if code, out, errOut := cli(t, "append", "--partition", "99", "x"); code != 1 || out != "" || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, "partition not found") {
@@ -183,7 +183,7 @@ func TestDevClusterEndToEnd(t *testing.T) {
 	go func() { done <- cmd.Wait() }()
 	select {
 	case err := <-done:
-		exited = true
+		d.exited = true
 		if err != nil {
 			t.Fatalf("dev exited with %v after SIGTERM:\n%s", err, stderr.String())
 		}

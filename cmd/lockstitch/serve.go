@@ -15,8 +15,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/lockstitch/lockstitch/internal/node"
+	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/replicator"
+	"github.com/lockstitch/lockstitch/server"
 	"github.com/lockstitch/lockstitch/transport"
 )
 
@@ -93,7 +94,7 @@ func defaultServeSettings() serveSettings {
 }
 
 // nodeConfig turns settings into a node configuration and checks it.
-func (s serveSettings) nodeConfig(logger *slog.Logger) (node.Config, error) {
+func (s serveSettings) nodeConfig(logger *slog.Logger) (server.Config, error) {
 	var errs []error
 	peers, err := parsePeers(s.Peers)
 	if err != nil {
@@ -111,20 +112,14 @@ func (s serveSettings) nodeConfig(logger *slog.Logger) (node.Config, error) {
 	tc := transport.DefaultServerConfig()
 	tc.MaxFrameBytes, tc.MaxInFlight, tc.MaxConns = s.MaxFrameBytes, s.MaxInFlight, s.MaxConns
 	tc.HandshakeTimeout, tc.IdleTimeout, tc.WriteTimeout = s.HandshakeTimeout, s.IdleTimeout, s.WriteTimeout
-	cfg := node.Config{
-		ID: s.ID, DataDir: s.DataDir, RaftAddr: s.RaftAddr, ClientAddr: s.ClientAddr, ClientListen: s.ClientListen,
+	cfg := server.Config{
+		ID: lockstitch.NodeID(s.ID), DataDir: s.DataDir, RaftAddr: s.RaftAddr, ClientAddr: s.ClientAddr, ClientListen: s.ClientListen,
 		UnixSocket: s.UnixSocket, AdminAddr: s.AdminAddr, Peers: peers, Replicator: rc, Transport: tc, Logger: logger,
 	}
-	// Check every layer now, so that a bad setting is one clear error
+	// Check every layer now (the node's Validate checks the replicator's
+	// and the transport's), so that a bad setting is one clear error
 	// before anything starts.
 	if err := cfg.Validate(); err != nil {
-		errs = append(errs, err)
-	}
-	rc.DataDir, rc.RaftAddress = s.DataDir, s.RaftAddr
-	if err := rc.Validate(); err != nil {
-		errs = append(errs, err)
-	}
-	if err := tc.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if tc.MaxFrameBytes < rc.MaxOpBytes+appendFrameOverhead {
@@ -140,11 +135,11 @@ func (s serveSettings) nodeConfig(logger *slog.Logger) (node.Config, error) {
 const appendFrameOverhead = 28
 
 // parsePeers parses id=raft-addr/client-addr,...
-func parsePeers(s string) ([]node.Peer, error) {
+func parsePeers(s string) ([]server.Peer, error) {
 	if strings.TrimSpace(s) == "" {
 		return nil, nil
 	}
-	var peers []node.Peer
+	var peers []server.Peer
 	for _, item := range strings.Split(s, ",") {
 		id, addrs, ok := strings.Cut(strings.TrimSpace(item), "=")
 		raft, client, ok2 := strings.Cut(addrs, "/")
@@ -152,7 +147,7 @@ func parsePeers(s string) ([]node.Peer, error) {
 		if !ok || !ok2 || err != nil || raft == "" || client == "" {
 			return nil, fmt.Errorf("peers: %q is not id=raft-addr/client-addr", item)
 		}
-		peers = append(peers, node.Peer{ID: n, RaftAddr: raft, ClientAddr: client})
+		peers = append(peers, server.Peer{ID: lockstitch.NodeID(n), RaftAddr: raft, ClientAddr: client})
 	}
 	return peers, nil
 }
@@ -205,16 +200,16 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	if s.BlockProfileRate > 0 {
 		runtime.SetBlockProfileRate(s.BlockProfileRate)
 	}
-	n, err := node.Start(cfg)
+	n, err := server.Start(cfg)
 	if err != nil {
 		return fail(stderr, err)
 	}
-	return runUntilSignal(logger, s.ShutdownTimeout, []*node.Node{n})
+	return runUntilSignal(logger, s.ShutdownTimeout, []*server.Node{n})
 }
 
 // runUntilSignal serves until SIGINT or SIGTERM, then stops the nodes
 // gracefully; a second signal exits at once.
-func runUntilSignal(logger *slog.Logger, timeout time.Duration, nodes []*node.Node) int {
+func runUntilSignal(logger *slog.Logger, timeout time.Duration, nodes []*server.Node) int {
 	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sig)

@@ -1,0 +1,703 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/lockstitch/lockstitch"
+	"github.com/lockstitch/lockstitch/replicator"
+	"github.com/lockstitch/lockstitch/transport"
+)
+
+// Cluster administration. Any node serves every admin op (see
+// transport.AdminOp): it coordinates cluster-wide ops itself, asking the
+// other nodes with the internal ops (start, stop, await, prepare), and
+// forwards a partition's membership and leadership ops to a node that
+// hosts the partition. Every op is safe to repeat. Errors are package
+// lockstitch's sentinels: a bad request is lockstitch.ErrInvalidArgument,
+// a node that cannot be reached lockstitch.ErrUnavailable.
+
+// invalid returns an ErrInvalidArgument error.
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", lockstitch.ErrInvalidArgument, fmt.Sprintf(format, args...))
+}
+
+// admin serves one admin request; it is the Handler's Admin.
+func (n *Node) admin(ctx context.Context, req *transport.AdminRequest, res *transport.AdminResult) error {
+	if !req.Op.Valid() {
+		return invalid("unknown admin op %d", uint8(req.Op))
+	}
+	if req.Kind != 0 && !req.Kind.Valid() {
+		return invalid("replica kind %d", req.Kind)
+	}
+	if needsPartition(req.Op) && req.Partition == 0 {
+		return invalid("%v needs a partition id (0 is reserved)", req.Op)
+	}
+	var err error
+	switch req.Op {
+	case transport.AdminCreatePartition:
+		res.Placement, err = n.createPartition(ctx, req)
+	case transport.AdminDeletePartition:
+		err = n.deletePartition(ctx, req.Partition)
+	case transport.AdminListPartitions:
+		res.Partitions, err = n.listPartitions(ctx, req.Node)
+	case transport.AdminAddReplica:
+		res.Replica, err = n.addReplica(ctx, req)
+	case transport.AdminRemoveReplica:
+		err = n.removeReplica(ctx, req)
+	case transport.AdminTransferLeader:
+		err = n.transferLeader(ctx, req)
+	case transport.AdminClusterStatus:
+		res.Nodes = n.clusterStatus(ctx)
+	case transport.AdminStartReplica:
+		err = n.startReplica(ctx, req)
+	case transport.AdminStopReplica:
+		err = n.stopReplica(ctx, req.Partition, req.Replica)
+	case transport.AdminAwaitReplica:
+		err = n.awaitReplica(ctx, req.Partition)
+	case transport.AdminPrepareReplica:
+		err = n.prepareReplica(req, res)
+	}
+	return err
+}
+
+// needsPartition reports whether op is about one partition.
+func needsPartition(op transport.AdminOp) bool {
+	switch op {
+	case transport.AdminListPartitions, transport.AdminClusterStatus:
+		return false
+	}
+	return true
+}
+
+// peer returns the cluster's node id, or an ErrInvalidArgument error.
+func (n *Node) peer(id lockstitch.NodeID) (Peer, error) {
+	for _, p := range n.cfg.peers() {
+		if p.ID == id {
+			return p, nil
+		}
+	}
+	return Peer{}, invalid("node %d is not in the cluster", id)
+}
+
+// placement chooses the nodes of a new partition's replicas: those named,
+// or Replicas of them (default three, or the cluster size) spread so that
+// partition p starts at node (p-1) mod N.
+func (n *Node) placement(req *transport.AdminRequest) ([]Peer, error) {
+	peers := n.cfg.peers()
+	if len(req.Nodes) > 0 {
+		if req.Replicas != 0 && int(req.Replicas) != len(req.Nodes) {
+			return nil, invalid("%d replicas asked for on %d nodes", req.Replicas, len(req.Nodes))
+		}
+		var chosen []Peer
+		for _, id := range req.Nodes {
+			p, err := n.peer(id)
+			if err != nil {
+				return nil, err
+			}
+			if slices.ContainsFunc(chosen, func(c Peer) bool { return c.ID == id }) {
+				return nil, invalid("node %d is listed twice", id)
+			}
+			chosen = append(chosen, p)
+		}
+		return chosen, nil
+	}
+	count := int(req.Replicas)
+	if count == 0 {
+		count = min(3, len(peers))
+	}
+	if count > len(peers) {
+		return nil, invalid("%d replicas asked for, the cluster has %d nodes", count, len(peers))
+	}
+	start := int((uint64(req.Partition) - 1) % uint64(len(peers)))
+	chosen := make([]Peer, count)
+	for i := range chosen {
+		chosen[i] = peers[(start+i)%len(peers)]
+	}
+	return chosen, nil
+}
+
+// createPartition places a new partition's replicas and starts them, in
+// three steps: every node checks that it can (the chosen ones must all
+// answer; no node may host the partition otherwise or have deleted it),
+// the chosen nodes start their replicas, and each waits until its replica
+// knows its leader. If a start fails, the replicas this request started
+// are deleted again.
+func (n *Node) createPartition(ctx context.Context, req *transport.AdminRequest) ([]transport.Placement, error) {
+	if req.Plugin == "" {
+		req.Plugin = replicator.LogPluginName
+	}
+	if req.Kind != 0 || req.Replica != 0 || req.Join || len(req.Members) > 0 {
+		return nil, invalid("create-partition takes a partition, a plugin, its options, and replicas or nodes")
+	}
+	chosen, err := n.placement(req)
+	if err != nil {
+		return nil, err
+	}
+	start := transport.AdminRequest{Op: transport.AdminStartReplica, Partition: req.Partition, Plugin: req.Plugin, Options: req.Options}
+	placement := make([]transport.Placement, len(chosen))
+	for i, p := range chosen {
+		id := lockstitch.ReplicaID(i + 1)
+		start.Members = append(start.Members, transport.Member{Replica: id, RaftAddr: p.RaftAddr})
+		placement[i] = transport.Placement{Replica: id, Node: p.ID}
+	}
+	replicaOn := func(node lockstitch.NodeID) lockstitch.ReplicaID {
+		for _, pl := range placement {
+			if pl.Node == node {
+				return pl.Replica
+			}
+		}
+		return 0
+	}
+
+	// 1. Prepare: every node checks, in parallel.
+	peers := n.cfg.peers()
+	existing := map[lockstitch.NodeID]bool{}
+	errs := n.onNodesResult(ctx, peers, func(p Peer) *transport.AdminRequest {
+		r := start
+		r.Op, r.Replica = transport.AdminPrepareReplica, replicaOn(p.ID)
+		return &r
+	}, func(i int, res *transport.AdminResult) {
+		if res.Replica != 0 {
+			existing[peers[i].ID] = true // a repeated request
+		}
+	})
+	var refused []error
+	for i, err := range errs {
+		p := peers[i]
+		switch {
+		case err == nil:
+		case errors.Is(err, lockstitch.ErrUnavailable) && replicaOn(p.ID) == 0:
+			n.log.Warn("create partition: a node that gets no replica cannot be reached", "partition", uint64(req.Partition), "peer", uint64(p.ID), "err", err)
+		default:
+			refused = append(refused, fmt.Errorf("node %d: %w", p.ID, err))
+		}
+	}
+	if len(refused) > 0 {
+		return nil, fmt.Errorf("partition %d not created: %w", req.Partition, errors.Join(refused...))
+	}
+
+	// 2. Start the replicas, in parallel.
+	errs = n.onNodes(ctx, chosen, func(p Peer) *transport.AdminRequest {
+		r := start
+		r.Replica = replicaOn(p.ID)
+		return &r
+	})
+	var failed []error
+	for i, err := range errs {
+		if err != nil {
+			failed = append(failed, fmt.Errorf("starting replica %d on node %d: %w", replicaOn(chosen[i].ID), chosen[i].ID, err))
+		}
+	}
+	if len(failed) > 0 {
+		var undo []Peer
+		for _, p := range chosen {
+			if !existing[p.ID] {
+				undo = append(undo, p)
+			}
+		}
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.Replicator.ProposalTimeout)
+		defer cancel()
+		for i, err := range n.onNodes(uctx, undo, func(p Peer) *transport.AdminRequest {
+			return &transport.AdminRequest{Op: transport.AdminStopReplica, Partition: req.Partition, Replica: replicaOn(p.ID)}
+		}) {
+			if err != nil {
+				failed = append(failed, fmt.Errorf("deleting replica %d on node %d again: %w (delete the partition to finish)", replicaOn(undo[i].ID), undo[i].ID, err))
+			}
+		}
+		return nil, fmt.Errorf("partition %d not created: %w", req.Partition, errors.Join(failed...))
+	}
+
+	// 3. Wait until every replica knows its leader.
+	for i, err := range n.onNodes(ctx, chosen, func(Peer) *transport.AdminRequest {
+		return &transport.AdminRequest{Op: transport.AdminAwaitReplica, Partition: req.Partition}
+	}) {
+		if err != nil {
+			return placement, fmt.Errorf("%w: partition %d created, but replica %d on node %d does not know its leader yet: %w",
+				lockstitch.ErrUnavailable, req.Partition, replicaOn(chosen[i].ID), chosen[i].ID, err)
+		}
+	}
+	n.log.Info("partition created", "partition", uint64(req.Partition), "plugin", req.Plugin, "placement", placement)
+	return placement, nil
+}
+
+// prepareReplica checks that this node could start the replica req
+// describes, without starting it. For a new partition (not Join), the
+// node must host no other replica of it and never have deleted one
+// (req.Replica 0 checks that alone, for a node that gets no replica); for
+// a replica joining, that replica id must not have been deleted here.
+// When the node hosts the replica already, as asked, it says so in
+// res.Replica: the request is repeated.
+func (n *Node) prepareReplica(req *transport.AdminRequest, res *transport.AdminResult) error {
+	if p, err := n.r.Partition(req.Partition); err == nil {
+		switch {
+		case req.Replica != 0 && p.Replica() == req.Replica && p.Plugin() == req.Plugin:
+			res.Replica = p.Replica()
+			return nil
+		case req.Join && p.Replica() < req.Replica:
+			return fmt.Errorf("%w: node %d is still deleting replica %d of partition %d", lockstitch.ErrUnavailable, n.cfg.ID, p.Replica(), req.Partition)
+		}
+		return fmt.Errorf("%w: node %d hosts replica %d of partition %d (plugin %s)", lockstitch.ErrPartitionExists, n.cfg.ID, p.Replica(), req.Partition, p.Plugin())
+	}
+	gone := n.r.Retired(req.Partition)
+	switch {
+	case req.Join && slices.Contains(gone, req.Replica):
+		return fmt.Errorf("%w: node %d deleted replica %d of partition %d", lockstitch.ErrReplicaDeleted, n.cfg.ID, req.Replica, req.Partition)
+	case !req.Join && len(gone) > 0:
+		return fmt.Errorf("%w: node %d deleted replicas %v of partition %d: a deleted partition's id cannot be used again",
+			lockstitch.ErrReplicaDeleted, n.cfg.ID, gone, req.Partition)
+	}
+	if req.Replica != 0 {
+		if _, ok := n.r.Config().Plugins[req.Plugin]; !ok {
+			return fmt.Errorf("%w: node %d has no plugin %q", lockstitch.ErrPluginNotFound, n.cfg.ID, req.Plugin)
+		}
+	}
+	return nil
+}
+
+// startReplica starts this node's replica described by req. A replica
+// that runs already as described is a repeated request.
+func (n *Node) startReplica(ctx context.Context, req *transport.AdminRequest) error {
+	if req.Replica == 0 {
+		return invalid("start-replica needs a replica id")
+	}
+	if req.Join == (len(req.Members) > 0) {
+		return invalid("start-replica needs members (a new partition) or join, not both")
+	}
+	if p, err := n.r.Partition(req.Partition); err == nil {
+		if p.Replica() == req.Replica && p.Plugin() == req.Plugin {
+			return nil // a repeated request
+		}
+		if !req.Join || p.Replica() > req.Replica {
+			return fmt.Errorf("%w: node %d hosts replica %d of partition %d", lockstitch.ErrPartitionExists, n.cfg.ID, p.Replica(), req.Partition)
+		}
+		// An older replica of the partition, removed, is still being
+		// deleted: the caller retries (the error is retryable).
+		return fmt.Errorf("%w: node %d is still deleting replica %d of partition %d", lockstitch.ErrUnavailable, n.cfg.ID, p.Replica(), req.Partition)
+	}
+	var err error
+	if req.Join {
+		_, err = n.r.JoinPartition(replicator.JoinSpec{
+			Partition: req.Partition, Replica: req.Replica, Kind: req.Kind, Plugin: req.Plugin, Options: req.Options,
+		})
+	} else {
+		members := make(map[lockstitch.ReplicaID]string, len(req.Members))
+		for _, m := range req.Members {
+			if m.Replica == 0 || members[m.Replica] != "" {
+				return invalid("member replica id %d is 0 or listed twice", m.Replica)
+			}
+			members[m.Replica] = m.RaftAddr
+		}
+		if members[req.Replica] != n.cfg.RaftAddr {
+			return invalid("replica %d is not at this node's Raft address %s", req.Replica, n.cfg.RaftAddr)
+		}
+		_, err = n.r.CreatePartition(replicator.PartitionSpec{ID: req.Partition, Plugin: req.Plugin, Options: req.Options, Replicas: members})
+	}
+	return err
+}
+
+// stopReplica deletes this node's replica of a partition: any replica,
+// or only the one replica names.
+func (n *Node) stopReplica(ctx context.Context, id lockstitch.PartitionID, replica lockstitch.ReplicaID) error {
+	p, err := n.r.Partition(id)
+	if err != nil || replica != 0 && p.Replica() != replica {
+		return nil // not hosted here
+	}
+	err = n.r.DeletePartition(ctx, id)
+	if errors.Is(err, lockstitch.ErrPartitionNotFound) {
+		return nil
+	}
+	return err
+}
+
+// awaitReplica waits until this node's replica of a partition is open
+// and knows its leader.
+func (n *Node) awaitReplica(ctx context.Context, id lockstitch.PartitionID) error {
+	p, err := n.r.Partition(id)
+	if err != nil {
+		return err
+	}
+	return p.WaitReady(ctx)
+}
+
+// deletePartition deletes every replica of a partition.
+func (n *Node) deletePartition(ctx context.Context, id lockstitch.PartitionID) error {
+	peers := n.cfg.peers()
+	var failed []error
+	for i, err := range n.onNodes(ctx, peers, func(Peer) *transport.AdminRequest {
+		return &transport.AdminRequest{Op: transport.AdminStopReplica, Partition: id}
+	}) {
+		if err != nil {
+			failed = append(failed, fmt.Errorf("node %d: %w", peers[i].ID, err))
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("partition %d not deleted everywhere (repeat the request): %w", id, errors.Join(failed...))
+	}
+	n.log.Info("partition deleted", "partition", uint64(id))
+	return nil
+}
+
+// listPartitions lists the partitions of one node (node != 0), or merges
+// every reachable node's list.
+func (n *Node) listPartitions(ctx context.Context, node lockstitch.NodeID) ([]transport.PartitionInfo, error) {
+	if node == n.cfg.ID {
+		return n.localPartitions(ctx), nil
+	}
+	if node != 0 {
+		p, err := n.peer(node)
+		if err != nil {
+			return nil, err
+		}
+		res, err := n.onNode(ctx, p, &transport.AdminRequest{Op: transport.AdminListPartitions, Node: node})
+		if err != nil {
+			return nil, err
+		}
+		return res.Partitions, nil
+	}
+	peers := n.cfg.peers()
+	lists := make([][]transport.PartitionInfo, len(peers))
+	errs := n.onNodesResult(ctx, peers, func(p Peer) *transport.AdminRequest {
+		return &transport.AdminRequest{Op: transport.AdminListPartitions, Node: p.ID}
+	}, func(i int, res *transport.AdminResult) { lists[i] = res.Partitions })
+	byID := map[lockstitch.PartitionID]*transport.PartitionInfo{}
+	var reached int
+	for i, list := range lists {
+		if errs[i] != nil {
+			continue
+		}
+		reached++
+		for _, pi := range list {
+			m := byID[pi.Partition]
+			if m == nil {
+				m = &transport.PartitionInfo{Partition: pi.Partition, Plugin: pi.Plugin}
+				byID[pi.Partition] = m
+			}
+			m.Replicas = append(m.Replicas, pi.Replicas...)
+			if pi.Leader != 0 {
+				m.Leader, m.LeaderReplica = pi.Leader, pi.LeaderReplica
+			}
+			m.Epoch = max(m.Epoch, pi.Epoch)
+			m.Committed = max(m.Committed, pi.Committed)
+		}
+	}
+	if reached == 0 {
+		return nil, fmt.Errorf("%w: no node answered: %w", lockstitch.ErrUnavailable, errors.Join(errs...))
+	}
+	out := make([]transport.PartitionInfo, 0, len(byID))
+	for _, pi := range byID {
+		out = append(out, *pi)
+	}
+	slices.SortFunc(out, func(a, b transport.PartitionInfo) int { return cmpUint(a.Partition, b.Partition) })
+	return out, nil
+}
+
+func cmpUint[T ~uint64](a, b T) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// localPartitions lists the replicas this node hosts.
+func (n *Node) localPartitions(ctx context.Context) []transport.PartitionInfo {
+	var out []transport.PartitionInfo
+	for _, id := range n.r.Partitions() {
+		p, err := n.r.Partition(id)
+		if err != nil {
+			continue
+		}
+		pi := transport.PartitionInfo{Partition: id, Plugin: p.Plugin()}
+		ri := transport.ReplicaInfo{Node: n.cfg.ID, Replica: p.Replica(), Role: lockstitch.RoleUnknown}
+		if st, err := p.Status(ctx); err == nil {
+			ri.Role, ri.Applied = st.Role, st.AppliedLSN
+			pi.Epoch, pi.Committed = st.Epoch, st.CommittedLSN
+			if st.Role == lockstitch.RoleLeader {
+				pi.Leader, pi.LeaderReplica = n.cfg.ID, p.Replica()
+			}
+		}
+		pi.Replicas = []transport.ReplicaInfo{ri}
+		out = append(out, pi)
+	}
+	return out
+}
+
+// forward sends a partition's request to a node that hosts the partition,
+// when this one does not: the first other node that does not answer
+// lockstitch.ErrPartitionNotFound serves it.
+func (n *Node) forward(ctx context.Context, req *transport.AdminRequest) (*transport.AdminResult, error) {
+	var errs []error
+	for _, p := range n.cfg.peers() {
+		if p.ID == n.cfg.ID {
+			continue
+		}
+		fwd := *req
+		fwd.Forwarded = true // p serves it itself
+		res, err := n.onNode(ctx, p, &fwd)
+		if err == nil || !errors.Is(err, lockstitch.ErrPartitionNotFound) && !errors.Is(err, lockstitch.ErrUnavailable) {
+			return res, err
+		}
+		errs = append(errs, fmt.Errorf("node %d: %w", p.ID, err))
+	}
+	return nil, fmt.Errorf("%w: partition %d: no reachable node hosts it: %w", lockstitch.ErrPartitionNotFound, req.Partition, errors.Join(errs...))
+}
+
+// hosted returns this node's replica of req's partition; if it has none
+// and req was not forwarded to it already, the forwarded result instead.
+func (n *Node) hosted(ctx context.Context, req *transport.AdminRequest) (*replicator.Partition, *transport.AdminResult, error) {
+	p, err := n.r.Partition(req.Partition)
+	if err == nil || req.Forwarded || !errors.Is(err, lockstitch.ErrPartitionNotFound) {
+		return p, nil, err
+	}
+	res, err := n.forward(ctx, req)
+	return nil, res, err
+}
+
+// addReplica adds a replica of a partition on another node. It checks
+// that the node can host it before changing the membership.
+func (n *Node) addReplica(ctx context.Context, req *transport.AdminRequest) (lockstitch.ReplicaID, error) {
+	if req.Replica != 0 || req.Join {
+		return 0, invalid("add-replica takes a partition, a node and a kind; the replica id is chosen")
+	}
+	kind := req.Kind
+	if kind == 0 {
+		kind = lockstitch.Voter
+	}
+	if req.Node == 0 {
+		return 0, invalid("add-replica needs the node to host the replica")
+	}
+	target, err := n.peer(req.Node)
+	if err != nil {
+		return 0, err
+	}
+	p, fwd, err := n.hosted(ctx, req)
+	if p == nil {
+		if fwd != nil {
+			return fwd.Replica, err
+		}
+		return 0, err
+	}
+	m, err := p.Membership(ctx)
+	if err != nil {
+		return 0, err
+	}
+	id := m.NextReplicaID()
+	added := false
+	for rid, mem := range m.Replicas {
+		if mem.RaftAddress != target.RaftAddr {
+			continue
+		}
+		// A repeated request: the replica is there already; make sure
+		// its node has started it.
+		joinedAs := kind
+		if kind == lockstitch.Voter {
+			joinedAs = lockstitch.NonVoting // voters join as non-voting first
+		}
+		if mem.Kind != kind && mem.Kind != joinedAs {
+			return 0, fmt.Errorf("%w: node %d already hosts replica %d of partition %d, a %s", lockstitch.ErrPartitionExists, target.ID, rid, req.Partition, mem.Kind)
+		}
+		id, added = rid, true
+	}
+	start := transport.AdminRequest{Op: transport.AdminStartReplica, Partition: req.Partition, Replica: id, Plugin: p.Plugin(), Options: p.Options(), Join: true, Kind: kind}
+	if !added {
+		check := start
+		check.Op = transport.AdminPrepareReplica
+		if _, err := n.onNode(ctx, target, &check); err != nil {
+			return 0, fmt.Errorf("node %d cannot host a replica of partition %d: %w", target.ID, req.Partition, err)
+		}
+		if err := n.r.AddReplica(ctx, p.ID(), id, target.RaftAddr, kind); err != nil {
+			return 0, err
+		}
+	}
+	if _, err := n.onNode(ctx, target, &start); err != nil {
+		return id, fmt.Errorf("replica %d added to partition %d, but node %d did not start it (repeat the request): %w", id, req.Partition, target.ID, err)
+	}
+	return id, nil
+}
+
+// removeReplica removes a replica from its partition, then has the node
+// that hosts it delete it. A removed replica learns of its removal only
+// if it applies the change, which the others stop sending it once they
+// have: it cannot be left to find out.
+func (n *Node) removeReplica(ctx context.Context, req *transport.AdminRequest) error {
+	if req.Replica == 0 {
+		return invalid("remove-replica needs a replica id")
+	}
+	p, _, err := n.hosted(ctx, req)
+	if p == nil {
+		return err
+	}
+	if p.Replica() == req.Replica && !req.Forwarded && len(n.cfg.peers()) > 1 {
+		// This node's replica is the one to go: another host runs the
+		// change, which this replica may stop in the middle of.
+		_, err := n.forward(ctx, req)
+		return err
+	}
+	m, err := p.Membership(ctx)
+	if err != nil {
+		return err
+	}
+	if _, ok := m.Replicas[req.Replica]; !ok && !slices.Contains(m.Removed, req.Replica) {
+		return invalid("replica %d is not a member of partition %d", req.Replica, req.Partition)
+	}
+	if _, ok := m.Replicas[req.Replica]; ok && len(m.Replicas) == 1 {
+		return invalid("replica %d is the last of partition %d: delete the partition instead", req.Replica, req.Partition)
+	}
+	if err := n.r.RemoveReplica(ctx, req.Partition, req.Replica); err != nil {
+		return err
+	}
+	peers := n.cfg.peers()
+	var failed []error
+	for i, err := range n.onNodes(ctx, peers, func(Peer) *transport.AdminRequest {
+		return &transport.AdminRequest{Op: transport.AdminStopReplica, Partition: req.Partition, Replica: req.Replica}
+	}) {
+		if err != nil {
+			failed = append(failed, fmt.Errorf("node %d: %w", peers[i].ID, err))
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("replica %d removed from partition %d, but not yet deleted everywhere (repeat the request): %w", req.Replica, req.Partition, errors.Join(failed...))
+	}
+	return nil
+}
+
+// transferLeader moves a partition's leadership to a voting replica.
+func (n *Node) transferLeader(ctx context.Context, req *transport.AdminRequest) error {
+	if req.Replica == 0 {
+		return invalid("transfer-leader needs the replica id to lead")
+	}
+	p, _, err := n.hosted(ctx, req)
+	if p == nil {
+		return err
+	}
+	m, err := p.Membership(ctx)
+	if err != nil {
+		return err
+	}
+	switch mem, ok := m.Replicas[req.Replica]; {
+	case !ok:
+		return invalid("replica %d is not a member of partition %d", req.Replica, req.Partition)
+	case mem.Kind == lockstitch.NonVoting:
+		// Perhaps a voter still catching up before its promotion: the
+		// error is retryable.
+		return fmt.Errorf("%w: replica %d of partition %d is non-voting (still catching up, if it joined as a voter): only a voter can lead",
+			lockstitch.ErrUnavailable, req.Replica, req.Partition)
+	case mem.Kind != lockstitch.Voter:
+		return invalid("replica %d of partition %d is a %s: only a voter can lead", req.Replica, req.Partition, mem.Kind)
+	}
+	return n.r.TransferLeader(ctx, req.Partition, req.Replica)
+}
+
+// clusterStatus describes every node as this one reaches it.
+func (n *Node) clusterStatus(ctx context.Context) []transport.NodeInfo {
+	peers := n.cfg.peers()
+	out := make([]transport.NodeInfo, len(peers))
+	var wg sync.WaitGroup
+	for i, p := range peers {
+		out[i] = transport.NodeInfo{Node: p.ID, RaftAddr: p.RaftAddr, ClientAddr: p.ClientAddr}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st, err := n.peerStatus(ctx, p)
+			if err != nil {
+				out[i].Error = err.Error()
+				return
+			}
+			out[i].Reachable = true
+			out[i].Partitions = uint32(len(st.Partitions))
+			for _, ps := range st.Partitions {
+				if ps.Role == lockstitch.RoleLeader {
+					out[i].Leading++
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// onNodes sends each peer its request (nil: none), in parallel, and
+// returns each one's error, by index.
+func (n *Node) onNodes(ctx context.Context, peers []Peer, req func(Peer) *transport.AdminRequest) []error {
+	return n.onNodesResult(ctx, peers, req, nil)
+}
+
+// onNodesResult is onNodes that also hands each answer to got, from the
+// calling goroutine.
+func (n *Node) onNodesResult(ctx context.Context, peers []Peer, req func(Peer) *transport.AdminRequest, got func(int, *transport.AdminResult)) []error {
+	errs := make([]error, len(peers))
+	results := make([]*transport.AdminResult, len(peers))
+	var wg sync.WaitGroup
+	for i, p := range peers {
+		r := req(p)
+		if r == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i], errs[i] = n.onNode(ctx, p, r)
+		}()
+	}
+	wg.Wait()
+	if got != nil {
+		for i, res := range results {
+			if errs[i] == nil && res != nil {
+				got(i, res)
+			}
+		}
+	}
+	return errs
+}
+
+// onNode serves req on peer: here if it is this node, else over the
+// transport. A node that cannot be reached is lockstitch.ErrUnavailable.
+func (n *Node) onNode(ctx context.Context, peer Peer, req *transport.AdminRequest) (*transport.AdminResult, error) {
+	if peer.ID == n.cfg.ID {
+		var res transport.AdminResult
+		if err := n.admin(ctx, req, &res); err != nil {
+			return nil, err
+		}
+		return &res, nil
+	}
+	cl, err := n.dialPeer(ctx, peer)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	return cl.Admin(ctx, peer.ClientAddr, req)
+}
+
+func (n *Node) peerStatus(ctx context.Context, peer Peer) (*transport.NodeStatus, error) {
+	if peer.ID == n.cfg.ID {
+		return n.status(ctx, &transport.StatusRequest{})
+	}
+	cl, err := n.dialPeer(ctx, peer)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	return cl.Status(ctx, peer.ClientAddr)
+}
+
+// dialPeer connects to another node; a node that does not answer is
+// lockstitch.ErrUnavailable.
+func (n *Node) dialPeer(ctx context.Context, peer Peer) (*transport.Client, error) {
+	cfg := transport.DefaultClientConfig()
+	cfg.Name = fmt.Sprintf("lockstitch-node-%d", n.cfg.ID)
+	cfg.MaxAttempts = 3
+	cl, err := transport.Dial(ctx, cfg, peer.ClientAddr)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: node %d at %s cannot be reached: %w", lockstitch.ErrUnavailable, peer.ID, peer.ClientAddr, err)
+	}
+	return cl, nil
+}

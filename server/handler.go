@@ -1,0 +1,279 @@
+package server
+
+import (
+	"context"
+	"sync"
+
+	"github.com/lockstitch/lockstitch"
+	"github.com/lockstitch/lockstitch/replicator"
+	"github.com/lockstitch/lockstitch/transport"
+	"github.com/lockstitch/lockstitch/wal"
+)
+
+// handler is the adapter between the wire and the library: the
+// transport.Handler that serves a node's partitions to clients, built on
+// replicator's public API alone. Errors need no mapping here: the library
+// and the wire share package lockstitch's sentinels, and the transport
+// maps each to its code (transport.Code).
+type handler struct {
+	n *Node
+}
+
+var _ transport.Handler = (*handler)(nil)
+
+// appendDone carries a transport completion through the replicator's
+// Completion interface; pooled, so that an append allocates nothing here.
+type appendDone struct{ done transport.AppendCompletion }
+
+var appendDones = sync.Pool{New: func() any { return new(appendDone) }}
+
+// Complete implements replicator.Completion.
+func (a *appendDone) Complete(r replicator.AppendResult, err error) {
+	done := a.done
+	a.done = transport.AppendCompletion{}
+	appendDones.Put(a)
+	if err != nil {
+		done.Fail(err)
+		return
+	}
+	done.Complete(transport.AppendResult{LSN: r.LSN, Epoch: uint64(r.Epoch), Result: r.Result})
+}
+
+// Append implements transport.Handler. A duplicate is answered with the
+// original op's LSN and epoch and no plugin result.
+func (h *handler) Append(req *transport.AppendRequest, done transport.AppendCompletion) {
+	p, err := h.n.r.Partition(req.Partition)
+	if err != nil {
+		done.Fail(err)
+		return
+	}
+	a := appendDones.Get().(*appendDone)
+	a.done = done
+	op := replicator.AppendOp{Payload: req.Payload, CRC: req.CRC, Producer: lockstitch.ProducerID(req.Producer), Seq: req.Sequence}
+	if err := p.AppendTo(op, a); err != nil {
+		a.done = transport.AppendCompletion{}
+		appendDones.Put(a)
+		done.Fail(err)
+	}
+}
+
+// batchDone gathers the outcomes of a batch's ops and completes the
+// transport's batch once all are in.
+type batchDone struct {
+	mu      sync.Mutex
+	done    transport.BatchCompletion
+	results []transport.AppendResult
+	left    int
+	err     error
+}
+
+type batchOpDone struct {
+	b *batchDone
+	i int
+}
+
+// Complete implements replicator.Completion.
+func (o *batchOpDone) Complete(r replicator.AppendResult, err error) {
+	b := o.b
+	b.mu.Lock()
+	if err != nil && b.err == nil {
+		b.err = err
+	}
+	b.results[o.i] = transport.AppendResult{LSN: r.LSN, Epoch: uint64(r.Epoch), Result: r.Result}
+	b.left--
+	last := b.left == 0
+	b.mu.Unlock()
+	if !last {
+		return
+	}
+	if b.err != nil {
+		b.done.Fail(b.err)
+		return
+	}
+	b.done.Complete(b.results)
+}
+
+// AppendBatch implements transport.Handler: the ops are queued together
+// and answered together; if any fails the batch fails (ops that did
+// commit stay committed, and a retry with the same sequences finds them).
+func (h *handler) AppendBatch(req *transport.AppendBatchRequest, done transport.BatchCompletion) {
+	p, err := h.n.r.Partition(req.Partition)
+	if err != nil {
+		done.Fail(err)
+		return
+	}
+	n := req.Len()
+	b := &batchDone{done: done, results: make([]transport.AppendResult, n), left: n}
+	ops := make([]replicator.AppendOp, 0, n)
+	cs := make([]replicator.Completion, 0, n)
+	dones := make([]batchOpDone, n)
+	it := req.Ops()
+	var op transport.BatchOp
+	for i := 0; it.Next(&op); i++ {
+		seq := uint64(0)
+		if req.Producer != 0 {
+			seq = req.Sequence + uint64(i)
+		}
+		ops = append(ops, replicator.AppendOp{Payload: op.Payload, CRC: op.CRC, Producer: lockstitch.ProducerID(req.Producer), Seq: seq})
+		dones[i] = batchOpDone{b: b, i: i}
+		cs = append(cs, &dones[i])
+	}
+	if err := p.AppendBatchTo(ops, cs); err != nil {
+		done.Fail(err)
+	}
+}
+
+// walRecord lends r's fields to the wire's record type, without copying
+// the payload.
+func walRecord(dst *wal.Record, r *replicator.Record) {
+	*dst = wal.Record{LSN: r.LSN, Epoch: uint64(r.Epoch), CRC: r.CRC, Payload: r.Payload}
+}
+
+// Read implements transport.Handler from this replica's log.
+func (h *handler) Read(ctx context.Context, req *transport.ReadRequest, res *transport.ReadResult) error {
+	p, err := h.n.r.Partition(req.Partition)
+	if err != nil {
+		return err
+	}
+	applied := p.Applied()
+	res.Committed = applied
+	if req.From > applied {
+		return nil
+	}
+	sub, err := p.Subscribe(req.From)
+	if err != nil {
+		return err
+	}
+	defer sub.Close()
+	var rec replicator.Record
+	var wr wal.Record
+	for ctx.Err() == nil {
+		ok, err := sub.TryNext(&rec)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return nil
+		}
+		walRecord(&wr, &rec)
+		if !res.Add(&wr) {
+			return nil
+		}
+	}
+	return ctx.Err()
+}
+
+// Subscribe implements transport.Handler: the retained records from the
+// marker on, then each one as it commits. A subscriber ahead of this
+// replica waits until the replica's log reaches its marker.
+func (h *handler) Subscribe(ctx context.Context, req *transport.SubscribeRequest, st *transport.Stream) error {
+	p, err := h.n.r.Partition(req.Partition)
+	if err != nil {
+		return err
+	}
+	sub, err := p.Subscribe(req.Marker + 1)
+	if err != nil {
+		return err
+	}
+	defer sub.Close()
+	var rec replicator.Record
+	var wr wal.Record
+	for {
+		ok, err := sub.TryNext(&rec)
+		if err != nil {
+			return err
+		}
+		if ok {
+			walRecord(&wr, &rec)
+			if err := st.Send(&wr); err != nil {
+				return err
+			}
+			continue
+		}
+		// Everything in the log is committed; the applied LSN may trail
+		// the last record sent while an apply is running.
+		st.SetCommitted(max(p.Applied(), sub.Position()-1))
+		if err := st.Flush(); err != nil {
+			return err
+		}
+		if err := sub.Wait(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// Query implements transport.Handler.
+func (h *handler) Query(ctx context.Context, req *transport.QueryRequest, res *transport.QueryResult) error {
+	p, err := h.n.r.Partition(req.Partition)
+	if err != nil {
+		return err
+	}
+	r, err := p.Query(ctx, req.Request, replicator.QueryOptions{Consistency: req.Consistency, MaxStaleness: req.MaxStaleness})
+	if err != nil {
+		return err
+	}
+	res.Result = append(res.Result, r.Result...)
+	res.LSN = r.LSN
+	res.Committed = max(r.LSN, p.Committed())
+	return nil
+}
+
+// Status implements transport.Handler.
+func (h *handler) Status(ctx context.Context, req *transport.StatusRequest) (*transport.NodeStatus, error) {
+	return h.n.status(ctx, req)
+}
+
+// Admin implements transport.Handler.
+func (h *handler) Admin(ctx context.Context, req *transport.AdminRequest, res *transport.AdminResult) error {
+	return h.n.admin(ctx, req, res)
+}
+
+// status describes this node's partitions, or one of them.
+func (n *Node) status(ctx context.Context, req *transport.StatusRequest) (*transport.NodeStatus, error) {
+	ns := &transport.NodeStatus{NodeID: uint64(n.cfg.ID)}
+	ids := n.r.Partitions()
+	if req.OnePartition {
+		ids = []lockstitch.PartitionID{req.Partition}
+	}
+	for _, id := range ids {
+		p, err := n.r.Partition(id)
+		if err != nil {
+			if req.OnePartition {
+				return nil, err
+			}
+			continue
+		}
+		st, err := p.Status(ctx)
+		if err != nil {
+			if req.OnePartition {
+				return nil, err
+			}
+			ns.Partitions = append(ns.Partitions, transport.PartitionStatus{Partition: id, Role: lockstitch.RoleUnknown})
+			continue
+		}
+		ns.Partitions = append(ns.Partitions, wireStatus(st))
+	}
+	return ns, nil
+}
+
+func wireStatus(st replicator.PartitionStatus) transport.PartitionStatus {
+	ws := transport.PartitionStatus{
+		Partition:  st.Partition,
+		Role:       st.Role,
+		Leader:     st.Leader,
+		LeaderAddr: st.LeaderAddr,
+		Epoch:      uint64(st.Epoch),
+		Committed:  st.CommittedLSN,
+		Applied:    st.AppliedLSN,
+	}
+	for _, r := range st.Replicas {
+		ws.Replicas = append(ws.Replicas, transport.ReplicaStatus{
+			Replica: r.Replica,
+			Addr:    r.ClientAddress,
+			Kind:    r.Kind,
+			Match:   r.AppliedLSN,
+			Lag:     r.Lag,
+		})
+	}
+	return ws
+}

@@ -1,0 +1,347 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/lockstitch/lockstitch"
+	"github.com/lockstitch/lockstitch/metrics"
+	"github.com/lockstitch/lockstitch/replicator"
+	"github.com/lockstitch/lockstitch/transport"
+)
+
+// Peer is one node of the cluster.
+type Peer struct {
+	ID lockstitch.NodeID
+	// RaftAddr is where the node's Raft traffic goes; ClientAddr where its
+	// clients (and the other nodes' administration) reach it.
+	RaftAddr, ClientAddr string
+}
+
+// Config configures a Node. Replicator and Transport hold the tunables of
+// those packages; Start fills in their addresses, logger and metrics.
+// DefaultConfig gives the defaults; Validate checks a Config without
+// changing it.
+type Config struct {
+	// ID names this node among Peers.
+	ID lockstitch.NodeID
+	// DataDir holds the node's data.
+	DataDir string
+	// RaftAddr is this node's Raft address, as the other nodes reach it.
+	// Dragonboat binds it itself.
+	RaftAddr string
+	// ClientAddr is the client address advertised to clients and peers;
+	// ClientListen the TCP address the server binds (default ClientAddr).
+	ClientAddr, ClientListen string
+	// ClientListener, when set, is a listener the caller has bound: the
+	// node serves clients on it instead of binding ClientListen, and
+	// ClientAddr defaults to its address. The node closes it.
+	ClientListener net.Listener
+	// UnixSocket, when set, is a path where the server also listens.
+	UnixSocket string
+	// AdminAddr, when set, serves /metrics, /debug/pprof/, /healthz and
+	// /readyz over HTTP. AdminListener, when set, is a listener the
+	// caller has bound for it instead; the node closes it.
+	AdminAddr     string
+	AdminListener net.Listener
+	// Peers lists every node of the cluster, this one included; empty
+	// means a cluster of this node alone.
+	Peers []Peer
+
+	Replicator replicator.Config
+	Transport  transport.ServerConfig
+	// Logger receives the node's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns a Config with the defaults of every part; the
+// caller sets ID, DataDir and the addresses.
+func DefaultConfig() Config {
+	return Config{Replicator: replicator.DefaultConfig(), Transport: transport.DefaultServerConfig()}
+}
+
+// Validate reports what is wrong with c; it does not change c.
+func (c Config) Validate() error {
+	var errs []error
+	if c.ID == 0 {
+		errs = append(errs, errors.New("node id must be set and not 0"))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data directory must be set"))
+	}
+	if _, _, err := net.SplitHostPort(c.RaftAddr); err != nil {
+		errs = append(errs, fmt.Errorf("raft address %q: %v", c.RaftAddr, err))
+	}
+	if c.ClientListener == nil || c.ClientAddr != "" {
+		if _, _, err := net.SplitHostPort(c.ClientAddr); err != nil {
+			errs = append(errs, fmt.Errorf("client address %q: %v", c.ClientAddr, err))
+		}
+	}
+	if c.ClientListen != "" {
+		if _, _, err := net.SplitHostPort(c.ClientListen); err != nil {
+			errs = append(errs, fmt.Errorf("client listen address %q: %v", c.ClientListen, err))
+		}
+	}
+	if c.AdminAddr != "" {
+		if _, _, err := net.SplitHostPort(c.AdminAddr); err != nil {
+			errs = append(errs, fmt.Errorf("admin address %q: %v", c.AdminAddr, err))
+		}
+	}
+	seen := map[lockstitch.NodeID]bool{}
+	self := false
+	for _, p := range c.Peers {
+		if p.ID == 0 || seen[p.ID] {
+			errs = append(errs, fmt.Errorf("peer id %d is 0 or listed twice", p.ID))
+		}
+		seen[p.ID] = true
+		if p.ID == c.ID {
+			self = true
+			if p.RaftAddr != c.RaftAddr || p.ClientAddr != c.clientAddr() {
+				errs = append(errs, fmt.Errorf("peer %d (this node) has addresses %s and %s, but the node is configured with %s and %s",
+					p.ID, p.RaftAddr, p.ClientAddr, c.RaftAddr, c.clientAddr()))
+			}
+		}
+	}
+	if len(c.Peers) > 0 && !self {
+		errs = append(errs, fmt.Errorf("peers do not include this node (%d)", c.ID))
+	}
+	if err := c.replicatorConfig().Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Transport.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("server: invalid config: %w", err)
+	}
+	return nil
+}
+
+// replicatorConfig is the replicator's configuration, with the node's
+// directory and addresses.
+func (c Config) replicatorConfig() replicator.Config {
+	rc := c.Replicator
+	rc.DataDir, rc.RaftAddress, rc.ClientAddress = c.DataDir, c.RaftAddr, c.clientAddr()
+	return rc
+}
+
+// clientAddr is the advertised client address: ClientAddr, or the
+// address of ClientListener.
+func (c Config) clientAddr() string {
+	if c.ClientAddr == "" && c.ClientListener != nil {
+		return c.ClientListener.Addr().String()
+	}
+	return c.ClientAddr
+}
+
+// peers returns the cluster's nodes: Peers, or this node alone.
+func (c Config) peers() []Peer {
+	if len(c.Peers) == 0 {
+		return []Peer{{ID: c.ID, RaftAddr: c.RaftAddr, ClientAddr: c.clientAddr()}}
+	}
+	ps := append([]Peer(nil), c.Peers...)
+	sort.Slice(ps, func(i, j int) bool { return ps[i].ID < ps[j].ID })
+	return ps
+}
+
+// Node is one running Lockstitch node: a Replicator, the transport server
+// that clients and the other nodes reach, the admin HTTP listener, and
+// the cluster administration (see admin.go). It is safe for concurrent
+// use.
+type Node struct {
+	cfg      Config
+	log      *slog.Logger
+	reg      *prometheus.Registry
+	r        *replicator.Replicator
+	srv      *transport.Server
+	httpSrv  *http.Server
+	listen   []net.Listener
+	adminL   net.Listener
+	serveErr chan error
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Start opens the node's replicator (its partitions come back by
+// themselves) and starts serving clients, peers and the admin listener.
+// A program that links Lockstitch runs a node in its own process with
+// Start, and stops it with Shutdown or Close.
+func Start(cfg Config) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		closeListeners(cfg)
+		return nil, err
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	n := &Node{cfg: cfg, log: logger.With("node", uint64(cfg.ID)), reg: metrics.NewRegistry(), serveErr: make(chan error, 4)}
+	n.cfg.ClientAddr = cfg.clientAddr()
+	if n.cfg.ClientListen == "" {
+		n.cfg.ClientListen = n.cfg.ClientAddr
+	}
+	rc := cfg.replicatorConfig()
+	rc.Logger, rc.Registerer = logger, n.reg
+	r, err := replicator.Open(rc)
+	if err != nil {
+		closeListeners(cfg)
+		return nil, err
+	}
+	n.r = r
+	tc := cfg.Transport
+	tc.NodeID, tc.Logger, tc.Metrics = uint64(cfg.ID), logger, transport.NewPrometheusMetrics(n.reg)
+	n.srv, err = transport.NewServer(&handler{n: n}, tc)
+	if err != nil {
+		closeListeners(cfg)
+		r.Close()
+		return nil, err
+	}
+	if cfg.ClientListener != nil {
+		n.listen = append(n.listen, cfg.ClientListener)
+	} else if err := n.listenOn(n.cfg.ClientListen); err != nil {
+		n.Close()
+		return nil, err
+	}
+	if cfg.UnixSocket != "" {
+		if err := n.listenOn("unix:" + cfg.UnixSocket); err != nil {
+			n.Close()
+			return nil, err
+		}
+	}
+	for _, l := range n.listen {
+		go func() {
+			if err := n.srv.Serve(l); err != nil && !errors.Is(err, lockstitch.ErrClosed) && !errors.Is(err, net.ErrClosed) {
+				n.serveErr <- fmt.Errorf("server: serving %s: %w", l.Addr(), err)
+			}
+		}()
+	}
+	n.adminL = cfg.AdminListener
+	if n.adminL == nil && cfg.AdminAddr != "" {
+		if n.adminL, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
+			n.Close()
+			return nil, fmt.Errorf("server: admin listener on %s: %w", cfg.AdminAddr, err)
+		}
+	}
+	if n.adminL != nil {
+		n.httpSrv = &http.Server{Handler: metrics.AdminHandler(n.reg, n.Ready), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := n.httpSrv.Serve(n.adminL); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				n.serveErr <- fmt.Errorf("server: admin listener: %w", err)
+			}
+		}()
+	}
+	n.log.Info("node serving", "client", n.ClientAddr(), "raft", cfg.RaftAddr, "unix", cfg.UnixSocket, "admin", n.AdminAddr(), "partitions", len(r.Partitions()))
+	return n, nil
+}
+
+// listenOn binds a client listener at addr ("host:port" or "unix:/path").
+func (n *Node) listenOn(addr string) error {
+	l, err := transport.Listen(addr)
+	if err != nil {
+		return fmt.Errorf("server: listen on %s: %w", addr, err)
+	}
+	n.listen = append(n.listen, l)
+	return nil
+}
+
+// closeListeners closes the listeners a Config hands over, when Start
+// fails before a Node owns them.
+func closeListeners(cfg Config) {
+	if cfg.ClientListener != nil {
+		cfg.ClientListener.Close()
+	}
+	if cfg.AdminListener != nil {
+		cfg.AdminListener.Close()
+	}
+}
+
+// ID returns the node's id.
+func (n *Node) ID() lockstitch.NodeID { return n.cfg.ID }
+
+// ClientAddr returns the address clients reach the node at: the first
+// client listener's.
+func (n *Node) ClientAddr() string {
+	if len(n.listen) > 0 {
+		return n.listen[0].Addr().String()
+	}
+	return n.cfg.ClientAddr
+}
+
+// AdminAddr returns the address of the admin HTTP listener, or "".
+func (n *Node) AdminAddr() string {
+	if n.adminL == nil {
+		return ""
+	}
+	return n.adminL.Addr().String()
+}
+
+// Replicator returns the node's replicator.
+func (n *Node) Replicator() *replicator.Replicator { return n.r }
+
+// Registry returns the node's metrics registry.
+func (n *Node) Registry() *prometheus.Registry { return n.reg }
+
+// Errors reports listeners that failed while serving.
+func (n *Node) Errors() <-chan error { return n.serveErr }
+
+// Ready returns nil when every partition this node hosts is open and
+// knows its leader: what /readyz reports. It looks at local state only.
+func (n *Node) Ready() error {
+	var waiting []string
+	for _, id := range n.r.Partitions() {
+		if p, err := n.r.Partition(id); err == nil && !p.Ready() {
+			waiting = append(waiting, fmt.Sprint(id))
+		}
+	}
+	if len(waiting) > 0 {
+		return fmt.Errorf("partitions without a leader or still opening: %s", strings.Join(waiting, ", "))
+	}
+	return nil
+}
+
+// Shutdown stops the node gracefully: it stops accepting connections,
+// lets requests in flight finish until ctx ends, then closes the
+// replicator, which makes every partition's applied state durable.
+func (n *Node) Shutdown(ctx context.Context) error {
+	n.log.Info("node shutting down")
+	err := n.srv.Shutdown(ctx)
+	if err != nil {
+		n.log.Warn("requests still in flight at the shutdown deadline", "err", err)
+	}
+	return n.Close()
+}
+
+// Close stops the node at once. It is idempotent.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		var errs []error
+		if n.srv != nil {
+			n.srv.Close()
+		}
+		for _, l := range n.listen {
+			l.Close()
+		}
+		if n.httpSrv != nil {
+			n.httpSrv.Close()
+		} else if n.adminL != nil {
+			n.adminL.Close()
+		}
+		if err := n.r.Close(); err != nil {
+			errs = append(errs, err)
+		}
+		n.closeErr = errors.Join(errs...)
+		n.log.Info("node stopped")
+	})
+	return n.closeErr
+}
