@@ -35,10 +35,26 @@ const pebbleLogDBName = "sharded-pebble"
 // Raft tick after this.
 const maxCommitDelay = 10 * time.Millisecond
 
-// newPebbleLogDB is dragonboat's constructor of its default LogDB, which
-// dragonboat does not export: NodeHost calls it when
-// NodeHostConfig.Expert.LogDBFactory is nil. Its signature has only
-// exported types; TestLazyCommitLogDBPebble opens one through it.
+// reviewedDragonboat is the version of github.com/lni/dragonboat/v4 this
+// file was reviewed against: the signature of the function newPebbleLogDB
+// is linked to, the methods of raftio.ILogDB (each has its decision on
+// lazyCommitLogDB), and the step workers' partitioner (the invariant on
+// lazyCommitLogDB). TestDragonboatVersionReviewed fails when go.mod
+// requires another version: read those three again in it first.
+const reviewedDragonboat = "v4.0.0-20250723143628-076c7f6497dc"
+
+// newPebbleLogDB is dragonboat's constructor of its default LogDB,
+// internal/logdb.NewDefaultLogDB, which NodeHost.createLogDB calls
+// (through logdb.NewDefaultFactory) when Expert.LogDBFactory is nil.
+// Dragonboat exports nothing that builds this store (plugin/tee builds a
+// pebble LogDB only paired with tan, in another directory), so it is
+// reached with a body-less go:linkname. The linker binds it by name and
+// checks nothing of its type: if dragonboat renames or removes the
+// function the link fails, but if it changes its parameters or results
+// the program still builds, and the call corrupts memory at run time.
+// Only TestDragonboatVersionReviewed stands in the way, and only of an
+// upgrade in this module's go.mod: a program that embeds this package
+// and selects a newer dragonboat builds against that one unchecked.
 //
 //go:linkname newPebbleLogDB github.com/lni/dragonboat/v4/internal/logdb.NewDefaultLogDB
 func newPebbleLogDB(config.NodeHostConfig, config.LogDBCallback, []string, []string) (raftio.ILogDB, error)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -393,10 +394,95 @@ func TestLazyCommitLogDBMethodSet(t *testing.T) {
 	}
 }
 
+// TestDragonboatVersionReviewed fails when this module requires a
+// dragonboat other than the one replicator/logdb.go was reviewed against.
+// Test binaries carry no list of modules (debug.ReadBuildInfo has no
+// Deps under go test), so it reads go.mod, which names the version every
+// build of this module selects.
+func TestDragonboatVersionReviewed(t *testing.T) {
+	const module = "github.com/lni/dragonboat/v4"
+	gomod, err := os.ReadFile(filepath.Join("..", "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	version, err := requiredVersion(gomod, module)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if version != reviewedDragonboat {
+		t.Fatalf("go.mod requires %s %s, but replicator/logdb.go was reviewed against %s.\n"+
+			"Before changing reviewedDragonboat, read in the new version:\n"+
+			"  1. internal/logdb.NewDefaultLogDB: its signature must be newPebbleLogDB's exactly (go:linkname "+
+			"binds by name only; another signature still builds and corrupts memory at run time), and whether "+
+			"dragonboat now exports a way to build its default LogDB, to drop the linkname;\n"+
+			"  2. raftio.ILogDB: each method's decision in lazyCommitLogDB (write held states first, drop them, "+
+			"pass through), and what NodeHost calls on the LogDB besides (nodehost.go createLogDB);\n"+
+			"  3. the step workers' partitioner (engine.go newExecEngine and loadBucketNodes, "+
+			"internal/server/partition.go) and the pebble LogDB's use of the worker ID (internal/logdb/sharded.go "+
+			"SaveRaftState): a shard's state must still be saved by one step worker only.",
+			module, version, reviewedDragonboat)
+	}
+}
+
+// requiredVersion returns the version of module that gomod requires, or an
+// error if it requires none or replaces the module.
+func requiredVersion(gomod []byte, module string) (string, error) {
+	var version, block string
+	for line := range strings.Lines(string(gomod)) {
+		line, _, _ = strings.Cut(line, "//")
+		f := strings.Fields(line)
+		verb := block
+		switch {
+		case len(f) == 0:
+			continue
+		case block != "" && f[0] == ")":
+			block = ""
+			continue
+		case block != "":
+		case len(f) == 2 && f[1] == "(":
+			block = f[0]
+			continue
+		default:
+			verb, f = f[0], f[1:]
+		}
+		if len(f) == 0 || f[0] != module {
+			continue
+		}
+		switch verb {
+		case "replace":
+			return "", fmt.Errorf("go.mod replaces %s: review replicator/logdb.go against the replacement", module)
+		case "require":
+			if len(f) < 2 {
+				return "", fmt.Errorf("go.mod requires %s without a version", module)
+			}
+			version = f[1]
+		}
+	}
+	if version == "" {
+		return "", fmt.Errorf("go.mod does not require %s", module)
+	}
+	return version, nil
+}
+
+func TestRequiredVersion(t *testing.T) {
+	const m = "example.com/a/v4"
+	for _, c := range []struct{ gomod, want, err string }{
+		{"module x\n\nrequire (\n\texample.com/b v1.0.0\n\texample.com/a/v4 v4.1.0 // indirect\n)\n", "v4.1.0", ""},
+		{"module x\nrequire example.com/a/v4 v4.2.0\n", "v4.2.0", ""},
+		{"module x\nrequire example.com/a/v40 v4.2.0\n", "", "does not require"},
+		{"module x\nrequire example.com/a/v4 v4.2.0\nreplace example.com/a/v4 => ../a\n", "", "replaces"},
+		{"module x\nrequire example.com/a/v4 v4.2.0\nreplace (\n\texample.com/a/v4 v4.2.0 => example.com/fork/v4 v4.3.0\n)\n", "", "replaces"},
+	} {
+		got, err := requiredVersion([]byte(c.gomod), m)
+		if got != c.want || (err == nil) != (c.err == "") || err != nil && !strings.Contains(err.Error(), c.err) {
+			t.Errorf("requiredVersion(%q) = %q, %v; want %q, an error with %q", c.gomod, got, err, c.want, c.err)
+		}
+	}
+}
+
 // TestLazyCommitLogDBPebble opens dragonboat's pebble LogDB through the
-// factory Open uses (newPebbleLogDB is reached with go:linkname: this
-// fails if dragonboat changes it), writes through the wrapper and reads
-// back after a reopen.
+// factory Open uses (newPebbleLogDB, reached with go:linkname), writes
+// through the wrapper and reads back after a reopen.
 func TestLazyCommitLogDBPebble(t *testing.T) {
 	dir := t.TempDir()
 	nhc := config.NodeHostConfig{NodeHostDir: dir, RTTMillisecond: 10, RaftAddress: "127.0.0.1:1"}
