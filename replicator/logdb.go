@@ -102,12 +102,39 @@ func (pebbleLogDB) Create(cfg config.NodeHostConfig, cb config.LogDBCallback, di
 // It implements every method of raftio.ILogDB itself, and embeds none: a
 // method a dragonboat upgrade adds does not compile until it is written
 // here, with a decision on whether it writes the held states first.
+//
+// Invariant (one step worker per shard): every SaveRaftState call that
+// carries a given shard comes from the same step worker, for the life of
+// the LogDB. Dragonboat keeps it in its engine (engine.go in the module,
+// at reviewedDragonboat): newExecEngine starts Expert.Engine.ExecShards
+// step workers, IDs 1 to ExecShards, and splits the shards among them
+// with server.NewFixedPartitioner(ExecShards), whose GetPartitionID is
+// ShardID % ExecShards (internal/server/partition.go); a step worker's
+// loadBucketNodes takes only the shards of partition ID-1, and
+// processSteps saves their updates with SaveRaftState(updates, ID).
+// ExecShards is read once per NodeHost (one engine, one LogDB, one
+// wrapper), and dragonboat also keeps it fixed at a node's first start:
+// it is written to the flag file in the node directory, and a later
+// start with another value is refused (internal/server/environment.go,
+// Env.check). The pebble LogDB leans on the same partition: it keeps a
+// write context per worker ID and panics when one call spans two of its
+// pebble shards (internal/logdb/sharded.go, getParititionID).
+//
+// What rests on it: states are held, and written, per worker. If a
+// shard's saves moved to another worker, the first could write a state
+// it still held after the second had written a newer one, taking the
+// commit index, or the term and vote, back on disk: a replica restarted
+// then could vote twice in one term. SaveRaftState checks it: the worker
+// that first saves a shard is recorded, and a save of that shard by
+// another worker panics, naming the invariant. The check costs a map
+// lookup per update, under the mutex every call takes anyway.
 type lazyCommitLogDB struct {
 	inner raftio.ILogDB
 	now   func() time.Time
 
 	mu      sync.Mutex
 	workers map[uint64]*stateWorker // by the worker ID of SaveRaftState
+	owners  map[uint64]uint64       // the worker ID that saves a shard, by shard ID
 }
 
 var _ raftio.ILogDB = (*lazyCommitLogDB)(nil)
@@ -128,12 +155,29 @@ type stateWorker struct {
 }
 
 func newLazyCommitLogDB(db raftio.ILogDB) *lazyCommitLogDB {
-	return &lazyCommitLogDB{inner: db, now: time.Now, workers: make(map[uint64]*stateWorker)}
+	return &lazyCommitLogDB{
+		inner:   db,
+		now:     time.Now,
+		workers: make(map[uint64]*stateWorker),
+		owners:  make(map[uint64]uint64),
+	}
 }
 
-func (l *lazyCommitLogDB) worker(id uint64) *stateWorker {
+// worker returns the worker of ID id, and panics if another worker saved
+// a shard of updates before (the invariant on lazyCommitLogDB).
+func (l *lazyCommitLogDB) worker(id uint64, updates []pb.Update) *stateWorker {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	for i := range updates {
+		shard := updates[i].ShardID
+		switch first, ok := l.owners[shard]; {
+		case !ok:
+			l.owners[shard] = id
+		case first != id:
+			panic(fmt.Sprintf("replicator: invariant violated, one step worker per shard (lazyCommitLogDB): "+
+				"step worker %d saves shard %d, which step worker %d saved before", id, shard, first))
+		}
+	}
 	w := l.workers[id]
 	if w == nil {
 		w = &stateWorker{id: id, held: make(map[replicaKey]pb.State), synced: make(map[replicaKey]pb.State)}
@@ -162,7 +206,7 @@ func (l *lazyCommitLogDB) eachWorker(f func(*stateWorker) error) error {
 // SaveRaftState implements raftio.ILogDB: it holds a commit-only state,
 // and writes the worker's held states with anything else (see the type).
 func (l *lazyCommitLogDB) SaveRaftState(updates []pb.Update, workerID uint64) error {
-	w := l.worker(workerID)
+	w := l.worker(workerID, updates)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	now := l.now()

@@ -295,12 +295,30 @@ func TestLazyCommitLogDBForgetsRemovedReplicas(t *testing.T) {
 func TestLazyCommitLogDBKeepsNoEntries(t *testing.T) {
 	f := newLazyFixture(t)
 	f.save(1, pb.Update{ShardID: 7, ReplicaID: 1, State: st(2, 1, 5), EntriesToSave: entries(1, 64)})
-	w := f.db.worker(1)
+	w := f.db.worker(1, nil)
 	for _, ud := range w.buf[:cap(w.buf)] {
 		if ud.EntriesToSave != nil {
 			t.Fatal("the worker's buffer keeps entries alive after the save")
 		}
 	}
+}
+
+func TestLazyCommitLogDBOneWorkerPerShard(t *testing.T) {
+	f := newLazyFixture(t)
+	f.known(7, st(2, 1, 5))
+	f.save(1, pb.Update{ShardID: 7, ReplicaID: 1, State: st(2, 1, 6)})
+	f.save(2, pb.Update{ShardID: 8, ReplicaID: 1, State: st(2, 1, 6)})
+	f.inner.take()
+	defer func() {
+		msg, _ := recover().(string)
+		if !strings.Contains(msg, "one step worker per shard") || !strings.Contains(msg, "step worker 2 saves shard 7, which step worker 1 saved before") {
+			t.Fatalf("a save of shard 7 by step worker 2 after step worker 1: recovered %q, want a panic naming the invariant", msg)
+		}
+		// Panicked before anything was written: worker 1 still holds
+		// 7/1, and worker 2 wrote nothing.
+		f.expect()
+	}()
+	f.save(2, pb.Update{ShardID: 8, ReplicaID: 1, EntriesToSave: entries(1, 1)}, pb.Update{ShardID: 7, ReplicaID: 1, State: st(3, 0, 6)})
 }
 
 // lazyMethods is every method of raftio.ILogDB, the list lazyCommitLogDB
@@ -476,6 +494,46 @@ func TestRequiredVersion(t *testing.T) {
 		got, err := requiredVersion([]byte(c.gomod), m)
 		if got != c.want || (err == nil) != (c.err == "") || err != nil && !strings.Contains(err.Error(), c.err) {
 			t.Errorf("requiredVersion(%q) = %q, %v; want %q, an error with %q", c.gomod, got, err, c.want, c.err)
+		}
+	}
+}
+
+// discardLogDB is a LogDB that writes nothing and records nothing saved.
+type discardLogDB struct{ recordingLogDB }
+
+func (*discardLogDB) SaveRaftState([]pb.Update, uint64) error { return nil }
+
+// BenchmarkLazyCommitLogDBSave measures the wrapper's own cost per
+// SaveRaftState, over a LogDB that does nothing: one step worker's call
+// with the updates of `shards` replicas, each moving its commit index
+// (held, written at most every maxCommitDelay) or saving an entry.
+func BenchmarkLazyCommitLogDBSave(b *testing.B) {
+	for _, shards := range []int{1, 16} {
+		for _, kind := range []string{"commit", "entry"} {
+			b.Run(fmt.Sprintf("shards=%d/%s", shards, kind), func(b *testing.B) {
+				db := newLazyCommitLogDB(&discardLogDB{})
+				ups := make([]pb.Update, shards)
+				for i := range ups {
+					// The shards step worker 1 of 16 saves.
+					ups[i] = pb.Update{ShardID: uint64(i+1) * 16, ReplicaID: 1, State: st(2, 1, 0)}
+				}
+				if err := db.SaveRaftState(ups, 1); err != nil {
+					b.Fatal(err)
+				}
+				ent := entries(1, 1)
+				b.ReportAllocs()
+				for i := uint64(1); b.Loop(); i++ {
+					for j := range ups {
+						ups[j].State.Commit = i
+						if kind == "entry" {
+							ups[j].EntriesToSave = ent
+						}
+					}
+					if err := db.SaveRaftState(ups, 1); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
 		}
 	}
 }
