@@ -51,7 +51,8 @@ const reviewedDragonboat = "v4.0.0-20250723143628-076c7f6497dc"
 // reached with a body-less go:linkname. The linker binds it by name and
 // checks nothing of its type: if dragonboat renames or removes the
 // function the link fails, but if it changes its parameters or results
-// the program still builds, and the call corrupts memory at run time.
+// the program still builds, and the call runs with mismatched arguments
+// and results: memory corruption or a crash at run time.
 // Only TestDragonboatVersionReviewed stands in the way, and only of an
 // upgrade in this module's go.mod: a program that embeds this package
 // and selects a newer dragonboat builds against that one unchecked.
