@@ -35,10 +35,27 @@ const pebbleLogDBName = "sharded-pebble"
 // Raft tick after this.
 const maxCommitDelay = 10 * time.Millisecond
 
-// newPebbleLogDB is dragonboat's constructor of its default LogDB, which
-// dragonboat does not export: NodeHost calls it when
-// NodeHostConfig.Expert.LogDBFactory is nil. Its signature has only
-// exported types; TestLazyCommitLogDBPebble opens one through it.
+// reviewedDragonboat is the version of github.com/lni/dragonboat/v4 this
+// file was reviewed against: the signature of the function newPebbleLogDB
+// is linked to, the methods of raftio.ILogDB (each has its decision on
+// lazyCommitLogDB), and the step workers' partitioner (the invariant on
+// lazyCommitLogDB). TestDragonboatVersionReviewed fails when go.mod
+// requires another version: read those three again in it first.
+const reviewedDragonboat = "v4.0.0-20250723143628-076c7f6497dc"
+
+// newPebbleLogDB is dragonboat's constructor of its default LogDB,
+// internal/logdb.NewDefaultLogDB, which NodeHost.createLogDB calls
+// (through logdb.NewDefaultFactory) when Expert.LogDBFactory is nil.
+// Dragonboat exports nothing that builds this store (plugin/tee builds a
+// pebble LogDB only paired with tan, in another directory), so it is
+// reached with a body-less go:linkname. The linker binds it by name and
+// checks nothing of its type: if dragonboat renames or removes the
+// function the link fails, but if it changes its parameters or results
+// the program still builds, and the call runs with mismatched arguments
+// and results: memory corruption or a crash at run time.
+// Only TestDragonboatVersionReviewed stands in the way, and only of an
+// upgrade in this module's go.mod: a program that embeds this package
+// and selects a newer dragonboat builds against that one unchecked.
 //
 //go:linkname newPebbleLogDB github.com/lni/dragonboat/v4/internal/logdb.NewDefaultLogDB
 func newPebbleLogDB(config.NodeHostConfig, config.LogDBCallback, []string, []string) (raftio.ILogDB, error)
@@ -82,13 +99,46 @@ func (pebbleLogDB) Create(cfg config.NodeHostConfig, cb config.LogDBCallback, di
 // the commit index's last moves, which the replica learns again; and a
 // snapshot is never recorded above the commit index on disk, which
 // dragonboat checks on restart.
+//
+// It implements every method of raftio.ILogDB itself, and embeds none: a
+// method a dragonboat upgrade adds does not compile until it is written
+// here, with a decision on whether it writes the held states first.
+//
+// Invariant (one step worker per shard): every SaveRaftState call that
+// carries a given shard comes from the same step worker, for the life of
+// the LogDB. Dragonboat keeps it in its engine (engine.go in the module,
+// at reviewedDragonboat): newExecEngine starts Expert.Engine.ExecShards
+// step workers, IDs 1 to ExecShards, and splits the shards among them
+// with server.NewFixedPartitioner(ExecShards), whose GetPartitionID is
+// ShardID % ExecShards (internal/server/partition.go); a step worker's
+// loadBucketNodes takes only the shards of partition ID-1, and
+// processSteps saves their updates with SaveRaftState(updates, ID).
+// ExecShards is read once per NodeHost (one engine, one LogDB, one
+// wrapper), and dragonboat also keeps it fixed at a node's first start:
+// it is written to the flag file in the node directory, and a later
+// start with another value is refused (internal/server/environment.go,
+// Env.check). The pebble LogDB leans on the same partition: it keeps a
+// write context per worker ID and panics when one call spans two of its
+// pebble shards (internal/logdb/sharded.go, getParititionID).
+//
+// What rests on it: states are held, and written, per worker. If a
+// shard's saves moved to another worker, the first could write a state
+// it still held after the second had written a newer one, taking the
+// commit index, or the term and vote, back on disk: a replica restarted
+// then could vote twice in one term. SaveRaftState checks it: the worker
+// that first saves a shard is recorded, and a save of that shard by
+// another worker panics, naming the invariant. The check costs a map
+// lookup per update, under the mutex every call takes anyway.
 type lazyCommitLogDB struct {
-	raftio.ILogDB
-	now func() time.Time
+	inner raftio.ILogDB
+	now   func() time.Time
 
 	mu      sync.Mutex
 	workers map[uint64]*stateWorker // by the worker ID of SaveRaftState
+	owners  map[uint64]uint64       // the worker ID that saves a shard, by shard ID
 }
+
+var _ raftio.ILogDB = (*lazyCommitLogDB)(nil)
 
 type replicaKey struct{ shard, replica uint64 }
 
@@ -106,12 +156,29 @@ type stateWorker struct {
 }
 
 func newLazyCommitLogDB(db raftio.ILogDB) *lazyCommitLogDB {
-	return &lazyCommitLogDB{ILogDB: db, now: time.Now, workers: make(map[uint64]*stateWorker)}
+	return &lazyCommitLogDB{
+		inner:   db,
+		now:     time.Now,
+		workers: make(map[uint64]*stateWorker),
+		owners:  make(map[uint64]uint64),
+	}
 }
 
-func (l *lazyCommitLogDB) worker(id uint64) *stateWorker {
+// worker returns the worker of ID id, and panics if another worker saved
+// a shard of updates before (the invariant on lazyCommitLogDB).
+func (l *lazyCommitLogDB) worker(id uint64, updates []pb.Update) *stateWorker {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	for i := range updates {
+		shard := updates[i].ShardID
+		switch first, ok := l.owners[shard]; {
+		case !ok:
+			l.owners[shard] = id
+		case first != id:
+			panic(fmt.Sprintf("replicator: invariant violated, one step worker per shard (lazyCommitLogDB): "+
+				"step worker %d saves shard %d, which step worker %d saved before", id, shard, first))
+		}
+	}
 	w := l.workers[id]
 	if w == nil {
 		w = &stateWorker{id: id, held: make(map[replicaKey]pb.State), synced: make(map[replicaKey]pb.State)}
@@ -137,9 +204,10 @@ func (l *lazyCommitLogDB) eachWorker(f func(*stateWorker) error) error {
 	return errors.Join(errs...)
 }
 
-// SaveRaftState implements raftio.ILogDB.
+// SaveRaftState implements raftio.ILogDB: it holds a commit-only state,
+// and writes the worker's held states with anything else (see the type).
 func (l *lazyCommitLogDB) SaveRaftState(updates []pb.Update, workerID uint64) error {
-	w := l.worker(workerID)
+	w := l.worker(workerID, updates)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	now := l.now()
@@ -160,7 +228,7 @@ func (l *lazyCommitLogDB) SaveRaftState(updates []pb.Update, workerID uint64) er
 		}
 		return nil // nothing else in updates is written
 	}
-	return w.save(l.ILogDB, updates)
+	return w.save(l.inner, updates)
 }
 
 // commitOnly reports whether st differs from the replica's last written
@@ -229,7 +297,7 @@ func (l *lazyCommitLogDB) flushReplica(shard, replica uint64) error {
 		if _, ok := w.held[k]; !ok {
 			return nil
 		}
-		return w.flush(l.ILogDB, func(h replicaKey) bool { return h == k })
+		return w.flush(l.inner, func(h replicaKey) bool { return h == k })
 	})
 }
 
@@ -242,43 +310,107 @@ func (l *lazyCommitLogDB) forgetReplica(shard, replica uint64) {
 	})
 }
 
-// ReadRaftState implements raftio.ILogDB: it reads what was last saved.
+// The methods of raftio.ILogDB other than SaveRaftState, in its order.
+// Each says why it writes the held states first, drops them, or passes
+// through: a held state is a replica's Raft state (term, vote, commit
+// index) and nothing else, so only a method that reads or replaces that
+// state, or records something dragonboat checks against it, has to care.
+
+// Name implements raftio.ILogDB: passed through, it reads no state. It is
+// dragonboat's own name (pebbleLogDBName), recorded in the node directory.
+func (l *lazyCommitLogDB) Name() string { return l.inner.Name() }
+
+// Close implements raftio.ILogDB: every held state is written first.
+func (l *lazyCommitLogDB) Close() error {
+	err := l.eachWorker(func(w *stateWorker) error { return w.flush(l.inner, nil) })
+	if err != nil {
+		err = fmt.Errorf("write held Raft states: %w", err)
+	}
+	return errors.Join(err, l.inner.Close())
+}
+
+// BinaryFormat implements raftio.ILogDB: passed through, a constant of
+// the store's format.
+func (l *lazyCommitLogDB) BinaryFormat() uint32 { return l.inner.BinaryFormat() }
+
+// ListNodeInfo implements raftio.ILogDB: passed through, it lists the
+// bootstrap records, which nothing held changes.
+func (l *lazyCommitLogDB) ListNodeInfo() ([]raftio.NodeInfo, error) { return l.inner.ListNodeInfo() }
+
+// SaveBootstrapInfo implements raftio.ILogDB: passed through, a bootstrap
+// record is kept apart from the Raft state and never held.
+func (l *lazyCommitLogDB) SaveBootstrapInfo(shard, replica uint64, bs pb.Bootstrap) error {
+	return l.inner.SaveBootstrapInfo(shard, replica, bs)
+}
+
+// GetBootstrapInfo implements raftio.ILogDB: passed through, as
+// SaveBootstrapInfo.
+func (l *lazyCommitLogDB) GetBootstrapInfo(shard, replica uint64) (pb.Bootstrap, error) {
+	return l.inner.GetBootstrapInfo(shard, replica)
+}
+
+// IterateEntries implements raftio.ILogDB: passed through. Entries are
+// never held (an update with entries is written before SaveRaftState
+// returns, with the index of the last one), and it reads nothing else.
+func (l *lazyCommitLogDB) IterateEntries(ents []pb.Entry, size, shard, replica, low, high, maxSize uint64) ([]pb.Entry, uint64, error) {
+	return l.inner.IterateEntries(ents, size, shard, replica, low, high, maxSize)
+}
+
+// ReadRaftState implements raftio.ILogDB: the replica's held state is
+// written first, so that it reads what was last saved.
 func (l *lazyCommitLogDB) ReadRaftState(shard, replica, lastIndex uint64) (raftio.RaftState, error) {
 	if err := l.flushReplica(shard, replica); err != nil {
 		return raftio.RaftState{}, fmt.Errorf("write held Raft state: %w", err)
 	}
-	return l.ILogDB.ReadRaftState(shard, replica, lastIndex)
+	return l.inner.ReadRaftState(shard, replica, lastIndex)
+}
+
+// RemoveEntriesTo implements raftio.ILogDB: passed through. It removes
+// entries only, and only at or below a snapshot already recorded
+// (node.compactLog sets the point from a snapshot saved or recovered,
+// node.removeLog removes); recording that snapshot wrote the replica's
+// held state (SaveSnapshots, or the SaveRaftState that carried it), so
+// the commit index on disk is at or above it already.
+func (l *lazyCommitLogDB) RemoveEntriesTo(shard, replica, index uint64) error {
+	return l.inner.RemoveEntriesTo(shard, replica, index)
+}
+
+// CompactEntriesTo implements raftio.ILogDB: passed through, it reclaims
+// the space of entries already removed.
+func (l *lazyCommitLogDB) CompactEntriesTo(shard, replica, index uint64) (<-chan struct{}, error) {
+	return l.inner.CompactEntriesTo(shard, replica, index)
 }
 
 // SaveSnapshots implements raftio.ILogDB. On restart dragonboat requires
-// the commit index on disk to be at or above the snapshot's index: the
-// replicas' held states are written first.
+// the commit index on disk to be at or above the snapshot's index
+// (raft.loadState): the replicas' held states are written first.
 func (l *lazyCommitLogDB) SaveSnapshots(updates []pb.Update) error {
 	for _, ud := range updates {
 		if err := l.flushReplica(ud.ShardID, ud.ReplicaID); err != nil {
 			return fmt.Errorf("write held Raft state: %w", err)
 		}
 	}
-	return l.ILogDB.SaveSnapshots(updates)
+	return l.inner.SaveSnapshots(updates)
 }
 
-// RemoveNodeData implements raftio.ILogDB.
+// GetSnapshot implements raftio.ILogDB: passed through, it reads the
+// snapshot record, which nothing held changes (a held state is written
+// before a snapshot is recorded, not after).
+func (l *lazyCommitLogDB) GetSnapshot(shard, replica uint64) (pb.Snapshot, error) {
+	return l.inner.GetSnapshot(shard, replica)
+}
+
+// RemoveNodeData implements raftio.ILogDB: the replica's held state is
+// dropped first, so that no write brings its state back after the removal.
 func (l *lazyCommitLogDB) RemoveNodeData(shard, replica uint64) error {
 	l.forgetReplica(shard, replica)
-	return l.ILogDB.RemoveNodeData(shard, replica)
+	return l.inner.RemoveNodeData(shard, replica)
 }
 
-// ImportSnapshot implements raftio.ILogDB.
+// ImportSnapshot implements raftio.ILogDB: the replica's held state is
+// dropped first. The import writes the replica's state itself (the
+// snapshot's term and index): an older held state must not overwrite it.
 func (l *lazyCommitLogDB) ImportSnapshot(ss pb.Snapshot, replica uint64) error {
 	l.forgetReplica(ss.ShardID, replica)
-	return l.ILogDB.ImportSnapshot(ss, replica)
-}
-
-// Close implements raftio.ILogDB: held states are written first.
-func (l *lazyCommitLogDB) Close() error {
-	err := l.eachWorker(func(w *stateWorker) error { return w.flush(l.ILogDB, nil) })
-	if err != nil {
-		err = fmt.Errorf("write held Raft states: %w", err)
-	}
-	return errors.Join(err, l.ILogDB.Close())
+	return l.inner.ImportSnapshot(ss, replica)
 }
