@@ -3,6 +3,7 @@ package replicator
 import (
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"sync"
 	"time"
 	_ "unsafe" // go:linkname, for newPebbleLogDB
@@ -60,6 +61,25 @@ const reviewedDragonboat = "v4.0.0-20250723143628-076c7f6497dc"
 //go:linkname newPebbleLogDB github.com/lni/dragonboat/v4/internal/logdb.NewDefaultLogDB
 func newPebbleLogDB(config.NodeHostConfig, config.LogDBCallback, []string, []string) (raftio.ILogDB, error)
 
+// linkedDragonboat returns the version of dragonboat the running program
+// was built with, or "" when the build does not say (test binaries list
+// no modules; TestDragonboatVersionReviewed checks go.mod for them).
+func linkedDragonboat() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return ""
+	}
+	for _, d := range bi.Deps {
+		if d.Path == "github.com/lni/dragonboat/v4" {
+			if d.Replace != nil {
+				return d.Replace.Version
+			}
+			return d.Version
+		}
+	}
+	return ""
+}
+
 // pebbleLogDB is the config.LogDBFactory of dragonboat's default pebble
 // LogDB wrapped in a lazyCommitLogDB.
 type pebbleLogDB struct{}
@@ -67,6 +87,12 @@ type pebbleLogDB struct{}
 func (pebbleLogDB) Name() string { return pebbleLogDBName }
 
 func (pebbleLogDB) Create(cfg config.NodeHostConfig, cb config.LogDBCallback, dirs, wals []string) (raftio.ILogDB, error) {
+	if v := linkedDragonboat(); v != "" && v != reviewedDragonboat {
+		// A program that links Lockstitch chose another dragonboat: the
+		// linkname's target may have another signature, and calling it
+		// would corrupt memory. Refuse instead.
+		return nil, fmt.Errorf("replicator: this program links github.com/lni/dragonboat/v4 %s, but the pebble LogDB wrapper was reviewed against %s only; use LogDB %q, or the reviewed dragonboat", v, reviewedDragonboat, LogDBTan)
+	}
 	db, err := newPebbleLogDB(cfg, cb, dirs, wals)
 	if err != nil {
 		return nil, err
