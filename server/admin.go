@@ -278,6 +278,10 @@ func (n *Node) startReplica(ctx context.Context, req *transport.AdminRequest) er
 		// deleted: the caller retries (the error is retryable).
 		return fmt.Errorf("%w: node %d is still deleting replica %d of partition %d", lockstitch.ErrUnavailable, n.cfg.ID, p.Replica(), req.Partition)
 	}
+	if gone := n.r.Retired(req.Partition); !req.Join && len(gone) > 0 {
+		return fmt.Errorf("%w: node %d deleted replicas %v of partition %d: a deleted partition's id cannot be used again",
+			lockstitch.ErrReplicaDeleted, n.cfg.ID, gone, req.Partition)
+	}
 	var err error
 	if req.Join {
 		_, err = n.r.JoinPartition(replicator.JoinSpec{

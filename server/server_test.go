@@ -24,12 +24,24 @@ import (
 // addresses are probed (testutil.FreeAddr), because dragonboat binds its
 // Raft listener itself.
 type testCluster struct {
-	t     *testing.T
+	t     testing.TB
 	peers []Peer
 	nodes []*Node // nil once stopped
 }
 
-func newTestCluster(t *testing.T, n int) *testCluster {
+func newTestCluster(t testing.TB, n int) *testCluster {
+	return newPartialCluster(t, n, n)
+}
+
+// startNodes starts the first up of n nodes that know each other and
+// returns them; the others are down.
+func startNodes(t testing.TB, n, up int) []*Node {
+	return newPartialCluster(t, n, up).nodes[:up]
+}
+
+// newPartialCluster is newTestCluster with only the first up nodes
+// started.
+func newPartialCluster(t testing.TB, n, up int) *testCluster {
 	t.Helper()
 	c := &testCluster{t: t, nodes: make([]*Node, n)}
 	clients := make([]net.Listener, n)
@@ -47,7 +59,10 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 			c.stop(i)
 		}
 	})
-	for i, cfg := range cfgs {
+	for _, cfg := range cfgs[up:] {
+		closeListeners(cfg) // a node that is down refuses connections
+	}
+	for i, cfg := range cfgs[:up] {
 		nd, err := Start(cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -57,7 +72,7 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 	return c
 }
 
-func listen(t *testing.T) net.Listener {
+func listen(t testing.TB) net.Listener {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -67,7 +82,7 @@ func listen(t *testing.T) net.Listener {
 }
 
 // testConfig is a node's configuration with timings fit for tests.
-func testConfig(t *testing.T, p Peer, peers []Peer) Config {
+func testConfig(t testing.TB, p Peer, peers []Peer) Config {
 	cfg := DefaultConfig()
 	cfg.ID, cfg.DataDir = p.ID, filepath.Join(t.TempDir(), fmt.Sprint("node", p.ID))
 	cfg.RaftAddr, cfg.ClientAddr, cfg.Peers = p.RaftAddr, p.ClientAddr, peers
