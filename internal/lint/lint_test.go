@@ -320,6 +320,10 @@ func TestLayering(t *testing.T) {
 	}
 
 	t.Run("imports", func(t *testing.T) {
+		listed := map[string]bool{}
+		for _, p := range m.pkgs {
+			listed[p.path] = true
+		}
 		for _, p := range m.pkgs {
 			from := layerOf(p.rel)
 			if from == nil {
@@ -331,6 +335,10 @@ func TestLayering(t *testing.T) {
 				for _, imp := range slices.Sorted(maps.Keys(imps)) {
 					files := strings.Join(imps[imp], ", ")
 					if rel := m.rel(imp); rel != "" {
+						if !listed[imp] {
+							t.Errorf("%s: %s imports %s from %s, which is not a package of the module (moved or deleted?); the build is broken",
+								files, p.path, imp, p.from(kind))
+						}
 						if ok, why := allowed(from, rel, kind != nonTest); !ok {
 							t.Errorf("%s: %s imports %s from %s; %s", files, p.path, imp, p.from(kind), why)
 						}
