@@ -171,10 +171,8 @@ func TestDedupeOutOfOrderFullWindow(t *testing.T) {
 	d := newDedupe()
 	rng := rand.New(rand.NewPCG(3, 4))
 	applied := map[uint64]lockstitch.LSN{}
-	var lsn lockstitch.
-		// Sequences 1..3000 in a shuffled order within sliding chunks of 50.
-		LSN
-
+	var lsn lockstitch.LSN
+	// Sequences 1..3000 in a shuffled order within sliding chunks of 50.
 	var seqs []uint64
 	for base := uint64(1); base <= 3000; base += 50 {
 		chunk := make([]uint64, 50)

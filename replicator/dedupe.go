@@ -31,13 +31,11 @@ const (
 type seqLSN struct {
 	seq   uint64
 	lsn   lockstitch.LSN
-	epoch lockstitch.
-
-		// producer is what a partition remembers of one idempotent producer: its
-		// recent sequences and their LSNs, ascending.
-		Epoch
+	epoch lockstitch.Epoch
 }
 
+// producer is what a partition remembers of one idempotent producer: its
+// recent sequences and their LSNs, ascending.
 type producer struct {
 	id lockstitch.ProducerID
 	// floor: every applied sequence at or above it is in ring; below it

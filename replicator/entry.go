@@ -236,10 +236,8 @@ func readProgressEntry(b []byte) (lockstitch.ReplicaID, lockstitch.LSN, error) {
 type opResult struct {
 	status byte
 	lsn    lockstitch.LSN
-	epoch  lockstitch.
-		// result aliases the entry result.
-		Epoch
-
+	epoch  lockstitch.Epoch
+	// result aliases the entry result.
 	result []byte
 }
 

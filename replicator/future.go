@@ -30,11 +30,9 @@ type AppendResult struct {
 	// LSN and Epoch are the op's (for a duplicate, those it was committed
 	// with the first time).
 	LSN   lockstitch.LSN
-	Epoch lockstitch.
-		// Result is the plugin's result for the op (nil for a duplicate). It
-		// is not shared with anyone else; the receiver owns it.
-		Epoch
-
+	Epoch lockstitch.Epoch
+	// Result is the plugin's result for the op (nil for a duplicate). It
+	// is not shared with anyone else; the receiver owns it.
 	Result []byte
 	// Duplicate reports that the op had been committed before.
 	Duplicate bool

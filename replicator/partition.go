@@ -45,12 +45,10 @@ type partition struct {
 	term   atomic.Uint64
 
 	roleMu   sync.Mutex // serializes role notifications to the plugin
-	lastRole lockstitch.
+	lastRole lockstitch.Role
 
-		// freshAt is when the last read index that this replica has applied
-		// was requested: its state includes every op committed before then.
-		Role
-
+	// freshAt is when the last read index that this replica has applied
+	// was requested: its state includes every op committed before then.
 	freshAt atomic.Int64 // unix nanoseconds
 
 	// reported is the applied LSN of this replica's last committed

@@ -11,11 +11,9 @@ import (
 // Op is one committed operation handed to a plugin.
 type Op struct {
 	LSN   lockstitch.LSN
-	Epoch lockstitch.
-		// Payload aliases a buffer owned by the replicator; it is valid only
-		// during the call that received it. Copy what must outlive the call.
-		Epoch
-
+	Epoch lockstitch.Epoch
+	// Payload aliases a buffer owned by the replicator; it is valid only
+	// during the call that received it. Copy what must outlive the call.
 	Payload []byte
 }
 

@@ -27,11 +27,9 @@ type QueryOptions struct {
 type QueryResult struct {
 	Result []byte
 	// LSN is the last op applied in the state that answered.
-	LSN lockstitch.
-		// Staleness is how long ago the answering state was known to hold
-		// every committed op: zero for a linearizable answer or a fresh proof.
-		LSN
-
+	LSN lockstitch.LSN
+	// Staleness is how long ago the answering state was known to hold
+	// every committed op: zero for a linearizable answer or a fresh proof.
 	Staleness time.Duration
 }
 
@@ -168,13 +166,10 @@ type PartitionStatus struct {
 	// AppliedLSN is the last op applied here; CommittedLSN the last op
 	// this replica knows to be committed (on the leader, the same).
 	AppliedLSN   lockstitch.LSN
-	CommittedLSN lockstitch.
-		// FirstLSN is the first op this replica's log retains.
-		LSN
-
-	FirstLSN lockstitch.
-		// Replicas lists the replica set with each replica's progress.
-		LSN
+	CommittedLSN lockstitch.LSN
+	// FirstLSN is the first op this replica's log retains.
+	FirstLSN lockstitch.LSN
+	// Replicas lists the replica set with each replica's progress.
 
 	Replicas []ReplicaStatus
 }

@@ -13,12 +13,10 @@ import (
 // Record is one op of a partition's stream as read back.
 type Record struct {
 	LSN   lockstitch.LSN
-	Epoch lockstitch.
-		// CRC is the CRC-32C of Payload that its producer computed, verified
-		// on the way in and again when read from disk; a consumer that checks
-		// it has integrity end to end.
-		Epoch
-
+	Epoch lockstitch.Epoch
+	// CRC is the CRC-32C of Payload that its producer computed, verified
+	// on the way in and again when read from disk; a consumer that checks
+	// it has integrity end to end.
 	CRC     uint32
 	Payload []byte
 }

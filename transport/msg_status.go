@@ -60,10 +60,8 @@ type PartitionStatus struct {
 	// Partition identifies the partition.
 	Partition lockstitch.PartitionID
 	// Role is what this node's replica does.
-	Role lockstitch.
-		// Leader is the leader's replica id, 0 when unknown.
-		Role
-
+	Role lockstitch.Role
+	// Leader is the leader's replica id, 0 when unknown.
 	Leader lockstitch.ReplicaID
 	// LeaderAddr is the leader's client address, "" when unknown.
 	LeaderAddr string
