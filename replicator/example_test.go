@@ -2,7 +2,6 @@ package replicator_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -96,20 +95,18 @@ func Example() {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// A new partition elects its leader first.
+	if err := p.WaitReady(ctx); err != nil {
+		fmt.Println(err)
+		return
+	}
 	for _, op := range []string{"red", "green", "blue"} {
-		for {
-			res, err := p.Append(ctx, replicator.AppendOp{Payload: []byte(op)})
-			if errors.Is(err, lockstitch.ErrNotLeader) || errors.Is(err, lockstitch.ErrUnavailable) {
-				time.Sleep(10 * time.Millisecond) // the partition is still electing its leader
-				continue
-			}
-			if err != nil {
-				fmt.Println(err)
-				return
-			}
-			fmt.Printf("appended %s at LSN %d, plugin result %s\n", op, res.LSN, res.Result)
-			break
+		res, err := p.Append(ctx, replicator.AppendOp{Payload: []byte(op)})
+		if err != nil {
+			fmt.Println(err)
+			return
 		}
+		fmt.Printf("appended %s at LSN %d, plugin result %s\n", op, res.LSN, res.Result)
 	}
 	recs, _ := p.Read(1, 10, 1<<20)
 	for _, rec := range recs {

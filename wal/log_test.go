@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lockstitch/lockstitch/internal/testutil"
 	"github.com/lockstitch/lockstitch/internal/testutil/faultfs"
 	"github.com/lockstitch/lockstitch/wal"
 )
@@ -406,13 +407,7 @@ func TestSyncPolicies(t *testing.T) {
 					t.Fatalf("Durable = %d right after appends, want 50", d)
 				}
 			case wal.SyncPeriodic:
-				deadline := time.Now().Add(10 * time.Second)
-				for l.Durable() != 50 && time.Now().Before(deadline) {
-					time.Sleep(time.Millisecond)
-				}
-				if d := l.Durable(); d != 50 {
-					t.Fatalf("Durable = %d after the sync interval, want 50", d)
-				}
+				testutil.WaitFor(t, "the periodic sync to cover LSN 50", 10*time.Second, func() bool { return l.Durable() == 50 })
 			case wal.SyncManual:
 				if err := l.Sync(); err != nil {
 					t.Fatal(err)
