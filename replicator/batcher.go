@@ -140,11 +140,14 @@ func newBatcher(p *partition) *batcher {
 // enqueue adds ops to the open batch; cs[i] receives ops[i]'s outcome.
 // Either every op is queued or none is and the error says why.
 //
-// ctx, if not nil, is the context the callers wait with, and cs are then
-// *appendWaiter. enqueue returns whether a ctxWatch will cancel their
-// waits when ctx ends; if not, the callers must watch ctx themselves.
-func (b *batcher) enqueue(ops []AppendOp, cs []Completion, ctx context.Context) (watched bool, err error) {
-	watched, err = b.enqueueOps(ops, cs, ctx)
+// ctx is never nil. If it can end (its Done is not nil), it is the context
+// the callers wait with, and cs are then *appendWaiter: enqueue returns
+// whether a ctxWatch will cancel their waits when ctx ends; if not, the
+// callers must watch ctx themselves. Callers with no context, or whose
+// completions are not *appendWaiter and watch their context themselves,
+// pass context.Background().
+func (b *batcher) enqueue(ctx context.Context, ops []AppendOp, cs []Completion) (watched bool, err error) {
+	watched, err = b.enqueueOps(ctx, ops, cs)
 	if err != nil && b.p.r.metrics != nil {
 		for range ops {
 			b.p.r.metrics.appendDone(time.Time{}, time.Time{}, err, false)
@@ -153,7 +156,7 @@ func (b *batcher) enqueue(ops []AppendOp, cs []Completion, ctx context.Context) 
 	return watched, err
 }
 
-func (b *batcher) enqueueOps(ops []AppendOp, cs []Completion, ctx context.Context) (bool, error) {
+func (b *batcher) enqueueOps(ctx context.Context, ops []AppendOp, cs []Completion) (bool, error) {
 	now := time.Now()
 	var total int64
 	for i := range ops {
@@ -183,7 +186,7 @@ func (b *batcher) enqueueOps(ops []AppendOp, cs []Completion, ctx context.Contex
 	}
 	var cw *ctxWatch
 	watched := false
-	if ctx != nil && ctx.Done() != nil {
+	if ctx.Done() != nil {
 		cw = b.watchLocked(ctx, len(ops))
 		watched = cw.stop != nil // cw may be reused once mu is released
 	}

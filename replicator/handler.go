@@ -144,7 +144,7 @@ func (h *handler) AppendBatch(req *transport.AppendBatchRequest, done transport.
 		ops = append(ops, AppendOp{Payload: op.Payload, CRC: op.CRC, Producer: ProducerID(req.Producer), Seq: seq})
 		cs = append(cs, &batchOpDone{b: b, i: i})
 	}
-	if _, err := p.batcher.enqueue(ops, cs, nil); err != nil {
+	if _, err := p.batcher.enqueue(context.Background(), ops, cs); err != nil {
 		done.Fail(wireError(err))
 	}
 }
