@@ -246,7 +246,7 @@ func TestGapEndsLinger(t *testing.T) {
 		}
 		wg.Wait()
 		p.batcher.mu.Lock()
-		maxAway = max(maxAway, p.batcher.away)
+		maxAway = max(maxAway, p.batcher.gather.away)
 		p.batcher.mu.Unlock()
 		start := time.Now()
 		if _, err := p.Append(ctx, AppendOp{Payload: []byte("alone")}); err != nil {
