@@ -27,10 +27,15 @@ func TestProposeFailureUnderLoad(t *testing.T) {
 		}
 	}()
 
-	const appenders = 32
+	const (
+		appenders = 32
+		// The replica stops once this many appends have committed, and
+		// the appenders stop once this many have failed.
+		committed, failures = 10 * appenders, 10 * appenders
+	)
 	var wg sync.WaitGroup
-	var mu sync.Mutex
-	failed := 0
+	var ok, failed atomic.Int64
+	flowing, failing := make(chan struct{}), make(chan struct{})
 	stop := make(chan struct{})
 	for g := 0; g < appenders; g++ {
 		wg.Add(1)
@@ -50,28 +55,40 @@ func TestProposeFailureUnderLoad(t *testing.T) {
 					return
 				}
 				if err != nil {
-					mu.Lock()
-					failed++
-					mu.Unlock()
+					if failed.Add(1) == failures {
+						close(failing)
+					}
+				} else if ok.Add(1) == committed {
+					close(flowing)
 				}
 			}
 		}()
 	}
-	time.Sleep(100 * time.Millisecond)
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+	// await waits for ch, or for the appenders to end; if neither comes,
+	// appends are stuck.
+	await := func(what string, ch <-chan struct{}) {
+		t.Helper()
+		select {
+		case <-ch:
+		case <-finished:
+		case <-time.After(25 * time.Second):
+			hung = true
+			t.Fatalf("no %s in 25s (%d appends committed, %d failed): appends stuck", what, ok.Load(), failed.Load())
+		}
+	}
+	await("commits", flowing)
+	if ok.Load() < committed {
+		t.Fatalf("the appenders ended with %d appends committed, before the replica was stopped", ok.Load())
+	}
 	if err := r.nh.StopReplica(1, 1); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond)
+	await("failures", failing)
 	close(stop)
-	finished := make(chan struct{})
-	go func() { wg.Wait(); close(finished) }()
-	select {
-	case <-finished:
-	case <-time.After(25 * time.Second):
-		hung = true
-		t.Fatal("appenders did not finish after the replica stopped")
-	}
-	if failed == 0 {
+	await("end", finished)
+	if failed.Load() == 0 {
 		t.Fatal("no append failed after the replica stopped")
 	}
 }
@@ -100,15 +117,18 @@ func singleNode(ctx context.Context, t *testing.T, plugin string, tweak func(*Co
 		r.Close()
 		t.Fatal(err)
 	}
-	for {
-		if _, err := p.Append(ctx, AppendOp{Payload: []byte("first")}); err == nil {
-			return r, p
-		} else if ctx.Err() != nil {
+	ready := false
+	defer func() {
+		if !ready { // WaitFor failed the test
 			r.Close()
-			t.Fatalf("no leader: %v", err)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	}()
+	testutil.WaitFor(t, "partition 1 to take an append", 20*time.Second, func() bool {
+		_, err := p.Append(ctx, AppendOp{Payload: []byte("first")})
+		return err == nil
+	})
+	ready = true
+	return r, p
 }
 
 // gatePlugin is the log plugin whose Apply waits while the gate is shut,
