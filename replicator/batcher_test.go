@@ -241,6 +241,48 @@ func TestSharedContextCancel(t *testing.T) {
 	}
 }
 
+// TestBatcherClock runs a batcher on a fake clock that stands still:
+// after a batch of two appends completes, a lone append waits for the
+// other caller until the linger ends, and however often the batcher's
+// timer fires, that is not before the clock passes it. So the batcher
+// reads the time from its clock alone, and drives gather with it.
+func TestBatcherClock(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const linger = 20 * time.Millisecond
+	r, p := singleNode(ctx, t, LogPluginName, func(cfg *Config) {
+		cfg.BatchLinger, cfg.BatchGap = linger, 0
+	})
+	defer r.Close()
+	b := p.batcher
+	// An hour behind the real clock: were the real time read anywhere, the
+	// linger would be long over and the lone append would go at once.
+	clock := testutil.NewClock(time.Now().Add(-time.Hour))
+	start := clock.Now()
+	b.mu.Lock() // the batcher's goroutine reads b.now under mu
+	b.now = clock.Now
+	b.mu.Unlock()
+
+	if _, _, err := p.AppendBatch(ctx, []AppendOp{{Payload: []byte("one")}, {Payload: []byte("two")}}); err != nil {
+		t.Fatal(err)
+	}
+	f := p.AppendAsync(AppendOp{Payload: []byte("alone")})
+	testutil.WaitFor(t, "the lone append to wait for the linger on the fake clock", 10*time.Second, func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.open != nil && b.gather.armed.Equal(start.Add(linger))
+	})
+	select {
+	case <-f.Done():
+		t.Fatal("the lone append went before the fake clock passed the linger")
+	default:
+	}
+	clock.Advance(linger)
+	if _, err := f.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestGapEndsLinger has a burst of callers append once each and go away;
 // the batcher, counting them as away, would hold the next append for the
 // whole BatchLinger (a second here, the most it may be) for them to come
