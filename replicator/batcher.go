@@ -58,7 +58,8 @@ type batcher struct {
 	watches map[<-chan struct{}]*ctxWatch
 
 	// now is the batcher's clock, time.Now; every reading of the time
-	// is from it.
+	// is from it. A test may replace it, under mu, while no append is
+	// in progress (the run goroutine reads it under mu).
 	now func() time.Time
 
 	kick chan struct{}
