@@ -21,8 +21,8 @@ import "time"
 // are not coming. Under light load an append is proposed at once.
 //
 // The times given need not increase from call to call: the shell reads
-// the clock before it takes its lock, so an append may report a time
-// before that of a completion already recorded.
+// the time of an append before it takes its lock, so an append may
+// report a time before that of a completion already recorded.
 //
 // Invariants:
 //   - away >= 0.
