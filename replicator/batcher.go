@@ -29,7 +29,8 @@ import (
 // per-proposal costs. The wait ends early once BatchGap passes with no
 // append: callers coming back arrive microseconds apart, so a gap means
 // the rest are not coming. Under light load an append is proposed at
-// once.
+// once. That policy is gather (gather.go), which the batcher drives with
+// the clock and the timer.
 // The queue (open, ready and in-flight batches) is bounded by
 // MaxPendingOps and MaxPendingBytes; beyond them appends fail at once
 // with ErrBusy.
@@ -49,23 +50,18 @@ type batcher struct {
 	pendingBytes int64
 	inflight     int
 	closed       bool
-	// away counts the ops of completed batches whose callers have not
-	// appended again (as far as the batcher can tell: it counts ops, not
-	// callers). While it is above zero the open batch waits for them, but
-	// no later than gatherUntil, the last completion plus BatchLinger,
-	// and no later than BatchGap after lastArrival, the last append or
-	// the end of a completion.
-	away        int
-	gatherUntil time.Time
-	lastArrival time.Time
-	// armed is the deadline the run goroutine's timer is set for, or
-	// zero.
-	armed time.Time
+	// gather decides when the open batch goes.
+	gather gather
 	// flying holds the batches proposed and not yet released.
 	flying []*batch
 	// watches holds the contexts of Append calls whose ops are queued
 	// or in flight, by their Done channel.
 	watches map[<-chan struct{}]*ctxWatch
+
+	// now is the batcher's clock, time.Now; every reading of the time
+	// is from it. A test may replace it, under mu, while no append is
+	// in progress (the run goroutine reads it under mu).
+	now func() time.Time
 
 	kick chan struct{}
 	quit chan struct{}
@@ -127,12 +123,15 @@ func (bt *batch) recycle() {
 }
 
 func newBatcher(p *partition) *batcher {
+	cfg := &p.r.cfg
 	b := &batcher{
-		p:    p,
-		cfg:  &p.r.cfg,
-		kick: make(chan struct{}, 1),
-		quit: make(chan struct{}),
-		done: make(chan struct{}),
+		p:      p,
+		cfg:    cfg,
+		gather: gather{linger: cfg.BatchLinger, gap: cfg.BatchGap, slots: cfg.MaxInflightBatches},
+		now:    time.Now,
+		kick:   make(chan struct{}, 1),
+		quit:   make(chan struct{}),
+		done:   make(chan struct{}),
 	}
 	go b.run()
 	return b
@@ -141,11 +140,14 @@ func newBatcher(p *partition) *batcher {
 // enqueue adds ops to the open batch; cs[i] receives ops[i]'s outcome.
 // Either every op is queued or none is and the error says why.
 //
-// ctx, if not nil, is the context the callers wait with, and cs are then
-// *appendWaiter. enqueue returns whether a ctxWatch will cancel their
-// waits when ctx ends; if not, the callers must watch ctx themselves.
-func (b *batcher) enqueue(ops []AppendOp, cs []Completion, ctx context.Context) (watched bool, err error) {
-	watched, err = b.enqueueOps(ops, cs, ctx)
+// ctx is never nil. If it can end (its Done is not nil), it is the context
+// the callers wait with, and cs are then *appendWaiter: enqueue returns
+// whether a ctxWatch will cancel their waits when ctx ends; if not, the
+// callers must watch ctx themselves. Callers with no context, or whose
+// completions are not *appendWaiter and watch their context themselves,
+// pass context.Background().
+func (b *batcher) enqueue(ctx context.Context, ops []AppendOp, cs []Completion) (watched bool, err error) {
+	watched, err = b.enqueueOps(ctx, ops, cs)
 	if err != nil && b.p.r.metrics != nil {
 		for range ops {
 			b.p.r.metrics.appendDone(time.Time{}, time.Time{}, err, false)
@@ -154,8 +156,8 @@ func (b *batcher) enqueue(ops []AppendOp, cs []Completion, ctx context.Context) 
 	return watched, err
 }
 
-func (b *batcher) enqueueOps(ops []AppendOp, cs []Completion, ctx context.Context) (bool, error) {
-	now := time.Now()
+func (b *batcher) enqueueOps(ctx context.Context, ops []AppendOp, cs []Completion) (bool, error) {
+	now := b.now()
 	var total int64
 	for i := range ops {
 		op := &ops[i]
@@ -184,7 +186,7 @@ func (b *batcher) enqueueOps(ops []AppendOp, cs []Completion, ctx context.Contex
 	}
 	var cw *ctxWatch
 	watched := false
-	if ctx != nil && ctx.Done() != nil {
+	if ctx.Done() != nil {
 		cw = b.watchLocked(ctx, len(ops))
 		watched = cw.stop != nil // cw may be reused once mu is released
 	}
@@ -207,14 +209,12 @@ func (b *batcher) enqueueOps(ops []AppendOp, cs []Completion, ctx context.Contex
 	}
 	b.pendingOps += len(ops)
 	b.pendingBytes += total
-	b.away = max(b.away-len(ops), 0)
-	b.lastArrival = now
+	b.gather.arrived(now, len(ops))
 	// Propose from this goroutine what may go now, sparing a hand-off to
 	// the batcher's; wake that only if its timer is not set to fire by
-	// the deadline. (Appends only move the deadline later: the timer
-	// then fires early, and the batcher sets it again.)
+	// the deadline.
 	wait := b.dispatchLocked(now)
-	kick := wait > 0 && (b.armed.IsZero() || now.Add(wait).Before(b.armed))
+	kick := b.gather.mustKick(now, wait)
 	b.mu.Unlock()
 	if kick {
 		select {
@@ -255,46 +255,33 @@ func (b *batcher) run() {
 func (b *batcher) dispatch() time.Duration {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	now := time.Now()
+	now := b.now()
 	wait := b.dispatchLocked(now)
-	b.armed = time.Time{}
-	if wait > 0 {
-		b.armed = now.Add(wait)
-	}
+	b.gather.arm(now, wait)
 	return wait
 }
 
-// dispatchLocked proposes batches while a slot is free for them: full
-// ones first, in order, then the open one once nothing is in flight and
-// the callers of the last batches are back, or the linger is over. It is
-// called with mu held and returns with it held, but releases it around
-// each proposal. It returns how long until the linger ends, if that is
-// what holds the open batch back, or 0.
+// dispatchLocked proposes the batches gather says may go (gather.next).
+// It is called with mu held and returns with it held, but releases it
+// around each proposal, and reads the clock again after each. It returns
+// how long, from its last reading, until the linger ends, if that is what
+// holds the open batch back, or 0. (Its callers count that wait from the
+// reading they passed in: the two differ only if the loop proposed and
+// the slot came free again before it went on, by the time that took.)
 func (b *batcher) dispatchLocked(now time.Time) time.Duration {
-	for b.inflight < b.cfg.MaxInflightBatches {
+	for {
 		var next *batch
-		switch {
-		case len(b.ready) > 0:
+		switch move, until := b.gather.next(now, b.queueLocked()); move {
+		case gatherReady:
 			next = b.ready[0]
 			b.ready = b.ready[:copy(b.ready, b.ready[1:])]
-		case b.open != nil:
-			if b.inflight > 0 {
-				return 0 // a completion kicks
-			}
-			if b.away > 0 {
-				until := b.gatherUntil
-				if gap := b.cfg.BatchGap; gap > 0 && b.lastArrival.Add(gap).Before(until) {
-					until = b.lastArrival.Add(gap)
-				}
-				if now.Before(until) {
-					return until.Sub(now)
-				}
-				// The callers not back by now are taken to have gone.
-				b.away = 0
-			}
+		case gatherOpen:
 			next, b.open = b.open, nil
 		default:
-			return 0
+			if until.IsZero() {
+				return 0
+			}
+			return until.Sub(now)
 		}
 		b.inflight++
 		b.flying = append(b.flying, next)
@@ -306,9 +293,13 @@ func (b *batcher) dispatchLocked(now time.Time) time.Duration {
 			b.finish(next, AppendResult{}, err) // takes mu: not under proposeMu
 		}
 		b.mu.Lock()
-		now = time.Now()
+		now = b.now()
 	}
-	return 0
+}
+
+// queueLocked is what gather sees of the queue; mu is held.
+func (b *batcher) queueLocked() gatherQueue {
+	return gatherQueue{inflight: b.inflight, ready: len(b.ready) > 0, open: b.open != nil}
 }
 
 // propose hands a batch to Raft; a goroutine per batch in flight waits
@@ -358,7 +349,7 @@ func (b *batcher) complete(bt *batch, data []byte) {
 		return
 	}
 	b.release(bt)
-	m, now := b.p.r.metrics, time.Now()
+	m, now := b.p.r.metrics, b.now()
 	for i, c := range bt.waiters {
 		var r opResult
 		var res AppendResult
@@ -383,7 +374,7 @@ func (b *batcher) complete(bt *batch, data []byte) {
 // finish fails every waiter of a batch with err.
 func (b *batcher) finish(bt *batch, r AppendResult, err error) {
 	b.release(bt)
-	now := time.Now()
+	now := b.now()
 	for i, c := range bt.waiters {
 		b.p.r.metrics.appendDone(bt.starts[i], now, err, false)
 		c.Complete(r, err)
@@ -402,9 +393,7 @@ func (b *batcher) release(bt *batch) {
 	}
 	b.unwatchLocked(bt)
 	b.inflight--
-	b.away += len(bt.waiters)
-	now := time.Now()
-	b.gatherUntil, b.lastArrival = now.Add(b.cfg.BatchLinger), now
+	b.gather.released(b.now(), len(bt.waiters))
 	b.pendingOps -= len(bt.waiters)
 	b.pendingBytes -= bt.bytes
 	b.mu.Unlock()
@@ -414,12 +403,10 @@ func (b *batcher) release(bt *batch) {
 	}
 }
 
-// told marks the end of a completion: its callers come back only once all
-// have been told, which takes a while for hundreds, so the gap is counted
-// from here.
+// told marks the end of a completion (gather.told).
 func (b *batcher) told() {
 	b.mu.Lock()
-	b.lastArrival = time.Now()
+	b.gather.told(b.now())
 	b.mu.Unlock()
 }
 
@@ -438,7 +425,7 @@ func (b *batcher) failQueued(err error) {
 		b.unwatchLocked(bt)
 	}
 	b.mu.Unlock()
-	now := time.Now()
+	now := b.now()
 	for _, bt := range queued {
 		for i, c := range bt.waiters {
 			b.p.r.metrics.appendDone(bt.starts[i], now, err, false)

@@ -28,10 +28,15 @@ func TestProposeFailureUnderLoad(t *testing.T) {
 		}
 	}()
 
-	const appenders = 32
+	const (
+		appenders = 32
+		// The replica stops once this many appends have committed, and
+		// the appenders stop once this many have failed.
+		committed, failures = 10 * appenders, 10 * appenders
+	)
 	var wg sync.WaitGroup
-	var mu sync.Mutex
-	failed := 0
+	var ok, failed atomic.Int64
+	flowing, failing := make(chan struct{}), make(chan struct{})
 	stop := make(chan struct{})
 	for g := 0; g < appenders; g++ {
 		wg.Add(1)
@@ -51,28 +56,40 @@ func TestProposeFailureUnderLoad(t *testing.T) {
 					return
 				}
 				if err != nil {
-					mu.Lock()
-					failed++
-					mu.Unlock()
+					if failed.Add(1) == failures {
+						close(failing)
+					}
+				} else if ok.Add(1) == committed {
+					close(flowing)
 				}
 			}
 		}()
 	}
-	time.Sleep(100 * time.Millisecond)
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+	// await waits for ch, or for the appenders to end; if neither comes,
+	// appends are stuck.
+	await := func(what string, ch <-chan struct{}) {
+		t.Helper()
+		select {
+		case <-ch:
+		case <-finished:
+		case <-time.After(25 * time.Second):
+			hung = true
+			t.Fatalf("no %s in 25s (%d appends committed, %d failed): appends stuck", what, ok.Load(), failed.Load())
+		}
+	}
+	await("commits", flowing)
+	if ok.Load() < committed {
+		t.Fatalf("the appenders ended with %d appends committed, before the replica was stopped", ok.Load())
+	}
 	if err := r.nh.StopReplica(1, 1); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond)
+	await("failures", failing)
 	close(stop)
-	finished := make(chan struct{})
-	go func() { wg.Wait(); close(finished) }()
-	select {
-	case <-finished:
-	case <-time.After(25 * time.Second):
-		hung = true
-		t.Fatal("appenders did not finish after the replica stopped")
-	}
-	if failed == 0 {
+	await("end", finished)
+	if failed.Load() == 0 {
 		t.Fatal("no append failed after the replica stopped")
 	}
 }
@@ -101,15 +118,18 @@ func singleNode(ctx context.Context, t *testing.T, plugin string, tweak func(*Co
 		r.Close()
 		t.Fatal(err)
 	}
-	for {
-		if _, err := p.Append(ctx, AppendOp{Payload: []byte("first")}); err == nil {
-			return r, p
-		} else if ctx.Err() != nil {
+	ready := false
+	defer func() {
+		if !ready { // WaitFor failed the test
 			r.Close()
-			t.Fatalf("no leader: %v", err)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	}()
+	testutil.WaitFor(t, "partition 1 to take an append", 20*time.Second, func() bool {
+		_, err := p.Append(ctx, AppendOp{Payload: []byte("first")})
+		return err == nil
+	})
+	ready = true
+	return r, p
 }
 
 // gatePlugin is the log plugin whose Apply waits while the gate is shut,
@@ -222,6 +242,48 @@ func TestSharedContextCancel(t *testing.T) {
 	}
 }
 
+// TestBatcherClock runs a batcher on a fake clock that stands still:
+// after a batch of two appends completes, a lone append waits for the
+// other caller until the linger ends, and however often the batcher's
+// timer fires, that is not before the clock passes it. So the batcher
+// reads the time from its clock alone, and drives gather with it.
+func TestBatcherClock(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const linger = 20 * time.Millisecond
+	r, p := singleNode(ctx, t, LogPluginName, func(cfg *Config) {
+		cfg.BatchLinger, cfg.BatchGap = linger, 0
+	})
+	defer r.Close()
+	b := p.batcher
+	// An hour behind the real clock: were the real time read anywhere, the
+	// linger would be long over and the lone append would go at once.
+	clock := testutil.NewClock(time.Now().Add(-time.Hour))
+	start := clock.Now()
+	b.mu.Lock() // the batcher's goroutine reads b.now under mu
+	b.now = clock.Now
+	b.mu.Unlock()
+
+	if _, _, err := p.AppendBatch(ctx, []AppendOp{{Payload: []byte("one")}, {Payload: []byte("two")}}); err != nil {
+		t.Fatal(err)
+	}
+	f := p.AppendAsync(AppendOp{Payload: []byte("alone")})
+	testutil.WaitFor(t, "the lone append to wait for the linger on the fake clock", 10*time.Second, func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.open != nil && b.gather.armed.Equal(start.Add(linger))
+	})
+	select {
+	case <-f.Done():
+		t.Fatal("the lone append went before the fake clock passed the linger")
+	default:
+	}
+	clock.Advance(linger)
+	if _, err := f.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestGapEndsLinger has a burst of callers append once each and go away;
 // the batcher, counting them as away, would hold the next append for the
 // whole BatchLinger (a second here, the most it may be) for them to come
@@ -247,7 +309,7 @@ func TestGapEndsLinger(t *testing.T) {
 		}
 		wg.Wait()
 		p.batcher.mu.Lock()
-		maxAway = max(maxAway, p.batcher.away)
+		maxAway = max(maxAway, p.batcher.gather.away)
 		p.batcher.mu.Unlock()
 		start := time.Now()
 		if _, err := p.Append(ctx, AppendOp{Payload: []byte("alone")}); err != nil {

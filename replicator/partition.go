@@ -350,7 +350,7 @@ func (p *Partition) Append(ctx context.Context, op AppendOp) (AppendResult, erro
 		return AppendResult{}, err
 	}
 	w := appendWaiters.Get().(*appendWaiter)
-	watched, err := p.enqueueOne(op, w, ctx)
+	watched, err := p.enqueueOne(ctx, op, w)
 	if err != nil {
 		appendWaiters.Put(w)
 		return AppendResult{}, err
@@ -388,7 +388,8 @@ func (p *Partition) AppendBatch(ctx context.Context, ops []AppendOp) ([]AppendRe
 		fs[i] = NewFuture()
 		cs[i] = fs[i]
 	}
-	if _, err := p.batcher.enqueue(append([]AppendOp(nil), ops...), cs, nil); err != nil {
+	// The futures wait on ctx themselves: the batcher is not to watch it.
+	if _, err := p.batcher.enqueue(context.Background(), append([]AppendOp(nil), ops...), cs); err != nil {
 		return nil, nil, err
 	}
 	results := make([]AppendResult, len(ops))
@@ -427,7 +428,7 @@ func (p *Partition) AppendBatchTo(ops []AppendOp, cs []Completion) error {
 	if p.removed.Load() {
 		return fmt.Errorf("%w: %d", lockstitch.ErrPartitionNotFound, p.id)
 	}
-	_, err := p.batcher.enqueue(ops, cs, nil)
+	_, err := p.batcher.enqueue(context.Background(), ops, cs)
 	return err
 }
 
@@ -436,19 +437,19 @@ func (p *Partition) AppendBatchTo(ops []AppendOp, cs []Completion) error {
 // queued and c is not called. This is the allocation-free path for
 // servers that pool their completions.
 func (p *Partition) AppendTo(op AppendOp, c Completion) error {
-	_, err := p.enqueueOne(op, c, nil)
+	_, err := p.enqueueOne(context.Background(), op, c)
 	return err
 }
 
 // enqueueOne queues one op for c, without allocating; see
 // batcher.enqueue for ctx and what it returns.
-func (p *Partition) enqueueOne(op AppendOp, c Completion, ctx context.Context) (watched bool, err error) {
+func (p *Partition) enqueueOne(ctx context.Context, op AppendOp, c Completion) (watched bool, err error) {
 	if p.removed.Load() {
 		return false, fmt.Errorf("%w: %d", lockstitch.ErrPartitionNotFound, p.id)
 	}
 	ops := [1]AppendOp{op}
 	cs := [1]Completion{c}
-	return p.batcher.enqueue(ops[:], cs[:], ctx)
+	return p.batcher.enqueue(ctx, ops[:], cs[:])
 }
 
 // close stops the partition's goroutines; dragonboat stops the replica.
