@@ -176,9 +176,11 @@ func (b *batcher) enqueueOps(ctx context.Context, ops []AppendOp, cs []Completio
 		b.mu.Unlock()
 		return false, lockstitch.ErrClosed
 	}
-	if err := b.p.leaderOnly(); err != nil {
+	if !b.p.isLeader() {
+		// The error names the leader, which takes the state machine's
+		// lock: not under mu, which an apply can hold up for long.
 		b.mu.Unlock()
-		return false, err
+		return false, b.p.notLeader()
 	}
 	if n, size := b.pendingOps, b.pendingBytes; n+len(ops) > b.cfg.MaxPendingOps || size+total > b.cfg.MaxPendingBytes {
 		b.mu.Unlock()

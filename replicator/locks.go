@@ -13,10 +13,11 @@ package replicator
 //  2. partition.roleMu: serializes notifyRole; guards lastRole. Held
 //     across stateMachine.mu and the plugin's RoleChanged.
 //  3. batcher.mu: guards the queue (open, ready, flying, pendingOps,
-//     pendingBytes, inflight, away, gatherUntil, lastArrival, armed,
-//     watches, closed). Nested: stateMachine.mu (R) in enqueueOps ->
-//     leaderOnly -> notLeader (a follower); proposeMu in dispatchLocked,
-//     which then drops mu; appendWaiter.cancel in watch (never blocks).
+//     pendingBytes, inflight, watches, closed) and the gathering policy's
+//     state (gather: away, gatherUntil, lastArrival, armed). Nested:
+//     proposeMu in dispatchLocked, which then drops mu;
+//     appendWaiter.cancel in watch (never blocks). enqueueOps builds a
+//     NotLeaderError (stateMachine.mu (R)) only after releasing mu.
 //  4. batcher.proposeMu: keeps batches in queue order into Raft; guards
 //     no data. Taken with batcher.mu held, which is dropped at once;
 //     held through propose: nh.GetLeaderID, nh.Propose, and
@@ -73,7 +74,7 @@ package replicator
 //   - Completions run under no lock, or forgetMu (p.close from forgetCtx):
 //     they must not block, nor delete their partition.
 //
-// Stalls, not deadlocks: when not the leader, enqueueOps holds batcher.mu
-// (and propose proposeMu) while notLeader waits for mu (R), which Update,
+// Stalls, not deadlocks: when this replica has just lost its leadership,
+// propose holds proposeMu while notLeader waits for mu (R), which Update,
 // Open (plugin replay) or RecoverFromSnapshot hold as long as they run;
-// await (release, told), p.close and metrics scrapes wait on batcher.mu.
+// later proposals wait behind it (and would fail with NotLeader anyway).
