@@ -14,6 +14,7 @@ import (
 )
 
 func TestOpsEntryRoundTrip(t *testing.T) {
+	t.Parallel()
 	type op struct {
 		payload  []byte
 		producer lockstitch.ProducerID
@@ -92,6 +93,7 @@ func walkOps(b []byte) error {
 }
 
 func TestAddrEntryRoundTrip(t *testing.T) {
+	t.Parallel()
 	b := appendAddrEntry(nil, 3, "10.0.0.3:7400")
 	id, addr, err := readAddrEntry(b)
 	if err != nil || id != 3 || addr != "10.0.0.3:7400" {
@@ -103,6 +105,7 @@ func TestAddrEntryRoundTrip(t *testing.T) {
 }
 
 func TestResultRoundTrip(t *testing.T) {
+	t.Parallel()
 	b := appendResultHeader(nil, 3)
 	b = appendOpResult(b, statusApplied, 10, 9, []byte("r1"))
 	b = appendOpResult(b, statusDuplicate, 4, 7, nil)
@@ -124,6 +127,7 @@ func TestResultRoundTrip(t *testing.T) {
 }
 
 func TestDedupe(t *testing.T) {
+	t.Parallel()
 	d := newDedupe()
 	if s, _, _ := d.check(1, 1); s != statusApplied {
 		t.Fatal("first op of a new producer not applied")
@@ -168,6 +172,7 @@ func TestDedupe(t *testing.T) {
 // out of order: the window stays sorted, keeps the highest ones, and
 // matches a model.
 func TestDedupeOutOfOrderFullWindow(t *testing.T) {
+	t.Parallel()
 	d := newDedupe()
 	rng := rand.New(rand.NewPCG(3, 4))
 	applied := map[uint64]lockstitch.LSN{}
@@ -224,6 +229,7 @@ func TestDedupeOutOfOrderFullWindow(t *testing.T) {
 }
 
 func TestDedupeEvictsLeastRecentlyUsed(t *testing.T) {
+	t.Parallel()
 	d := newDedupe()
 	for id := lockstitch.ProducerID(1); id <= MaxProducers; id++ {
 		d.record(id, 1, lockstitch.LSN(id), 1)
@@ -252,6 +258,7 @@ func TestDedupeEvictsLeastRecentlyUsed(t *testing.T) {
 // TestStateRoundTrip encodes random states and decodes them; the encoding
 // of the decoded state must be identical (eviction order included).
 func TestStateRoundTrip(t *testing.T) {
+	t.Parallel()
 	rng := rand.New(rand.NewPCG(1, 2))
 	for round := 0; round < 20; round++ {
 		s := newPartitionState()
@@ -289,6 +296,7 @@ func TestStateRoundTrip(t *testing.T) {
 }
 
 func TestChunkStream(t *testing.T) {
+	t.Parallel()
 	for _, size := range []int{0, 1, maxChunkBytes - 1, maxChunkBytes, 3*maxChunkBytes + 17} {
 		data := make([]byte, size)
 		for i := range data {

@@ -11,6 +11,7 @@ import (
 // TestConfigValidate checks that the defaults, given a directory and an
 // address, are valid, and that each bad setting is reported by name.
 func TestConfigValidate(t *testing.T) {
+	t.Parallel()
 	base := func() replicator.Config {
 		cfg := replicator.DefaultConfig()
 		cfg.DataDir = t.TempDir()

@@ -32,6 +32,7 @@ func appendN(t *testing.T, c *cluster, id lockstitch.PartitionID, from, to int) 
 // follower, the NotLeader error's leader address, and the lag each
 // replica reports.
 func TestQueriesAndLag(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, 3, nil)
 	c.create(1)
 	appendN(t, c, 1, 0, 25)
@@ -126,6 +127,7 @@ func TestQueriesAndLag(t *testing.T) {
 // non-voting, catches up and promotes itself), transfers the leadership to
 // it, and removes an original replica, whose node deletes its data.
 func TestMembershipChanges(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, 3, nil)
 	c.create(1)
 	appendN(t, c, 1, 0, 100)
@@ -185,6 +187,7 @@ func TestMembershipChanges(t *testing.T) {
 // TestBackpressure fills a partition's queue: appends beyond it fail at
 // once with ErrBusy, and the ones accepted all commit.
 func TestBackpressure(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, 3, func(cfg *replicator.Config) {
 		cfg.MaxPendingOps = 64
 		cfg.MaxPendingBytes = 4 << 20
@@ -230,6 +233,7 @@ func TestBackpressure(t *testing.T) {
 // log compaction: on restart it receives a copy of the state and goes on
 // from there; its log starts after the copy.
 func TestSnapshotCatchUp(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, 3, func(cfg *replicator.Config) {
 		cfg.SnapshotEntries = 20
 		cfg.CompactionOverhead = 5
@@ -273,6 +277,7 @@ func TestSnapshotCatchUp(t *testing.T) {
 // instead of replaying the log. With SnapshotBytes at 0 as well, the same
 // follower replays the log (the control).
 func TestSnapshotBySize(t *testing.T) {
+	t.Parallel()
 	for _, bySize := range []bool{true, false} {
 		t.Run(fmt.Sprintf("bySize=%v", bySize), func(t *testing.T) {
 			c := newCluster(t, 3, func(cfg *replicator.Config) {
@@ -310,6 +315,7 @@ func TestSnapshotBySize(t *testing.T) {
 // TestSubscribeFollowsCommits subscribes on a follower before and while
 // ops commit: it gets every op once, in order.
 func TestSubscribeFollowsCommits(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, 3, nil)
 	c.create(1)
 	appendN(t, c, 1, 0, 10)
@@ -380,6 +386,7 @@ func (p *rolePlugin) Apply(ops []replicator.Op, results [][]byte) error {
 // TestRolesAndEpochs checks that plugins learn their roles and that epochs
 // rise across a leader change and never fall.
 func TestRolesAndEpochs(t *testing.T) {
+	t.Parallel()
 	plugins := map[string]*rolePlugin{}
 	var mu sync.Mutex
 	c := newCluster(t, 3, func(cfg *replicator.Config) {
@@ -447,6 +454,7 @@ var errBadOption = errors.New("unknown option")
 // options fails CreatePartition with the plugin's error, leaves nothing
 // behind, and that the node goes on serving other partitions.
 func TestPluginFactoryErrorFailsCreate(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, 1, func(cfg *replicator.Config) {
 		cfg.Plugins["picky"] = func(pc replicator.PluginContext) (replicator.StateMachine, error) {
 			if len(pc.Options) > 0 {
@@ -476,6 +484,7 @@ func TestPluginFactoryErrorFailsCreate(t *testing.T) {
 // nothing behind: the replica id cannot be used again, and a replica of
 // the same partition under a new id starts afresh at LSN 1.
 func TestDeletePartition(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, 1, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -126,6 +126,7 @@ func onClock(t time.Time) string {
 // in the kick: without a wait, with no timer armed, on a later or an
 // equal deadline, arm not clearing or not counting from now.
 func TestGather(t *testing.T) {
+	t.Parallel()
 	const (
 		linger = 2000 * time.Microsecond
 		gap    = 300 * time.Microsecond

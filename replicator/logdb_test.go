@@ -183,6 +183,7 @@ func (f *lazyFixture) known(shard uint64, s pb.State) {
 }
 
 func TestLazyCommitLogDBHoldsCommitOnlyStates(t *testing.T) {
+	t.Parallel()
 	f := newLazyFixture(t)
 	// A replica's first state is written as it comes: nothing is known
 	// of its term and vote yet.
@@ -212,6 +213,7 @@ func TestLazyCommitLogDBHoldsCommitOnlyStates(t *testing.T) {
 }
 
 func TestLazyCommitLogDBSyncsTermAndVote(t *testing.T) {
+	t.Parallel()
 	f := newLazyFixture(t)
 	f.known(7, st(2, 1, 5))
 	f.save(1, pb.Update{ShardID: 7, ReplicaID: 1, State: st(2, 1, 6)})
@@ -232,6 +234,7 @@ func TestLazyCommitLogDBSyncsTermAndVote(t *testing.T) {
 }
 
 func TestLazyCommitLogDBWritesOldHeldStates(t *testing.T) {
+	t.Parallel()
 	f := newLazyFixture(t)
 	f.known(7, st(2, 1, 5))
 	f.save(1, pb.Update{ShardID: 7, ReplicaID: 1, State: st(2, 1, 6)})
@@ -248,6 +251,7 @@ func TestLazyCommitLogDBWritesOldHeldStates(t *testing.T) {
 }
 
 func TestLazyCommitLogDBWritesBeforeSnapshotsReadsAndClose(t *testing.T) {
+	t.Parallel()
 	f := newLazyFixture(t)
 	f.save(1, pb.Update{ShardID: 7, ReplicaID: 1, State: st(2, 1, 5)}, pb.Update{ShardID: 9, ReplicaID: 1, State: st(2, 1, 5)})
 	f.save(1, pb.Update{ShardID: 7, ReplicaID: 1, State: st(2, 1, 30)}, pb.Update{ShardID: 9, ReplicaID: 1, State: st(2, 1, 40)})
@@ -271,6 +275,7 @@ func TestLazyCommitLogDBWritesBeforeSnapshotsReadsAndClose(t *testing.T) {
 }
 
 func TestLazyCommitLogDBForgetsRemovedReplicas(t *testing.T) {
+	t.Parallel()
 	f := newLazyFixture(t)
 	f.save(1, pb.Update{ShardID: 7, ReplicaID: 1, State: st(2, 1, 5)}, pb.Update{ShardID: 8, ReplicaID: 1, State: st(2, 1, 5)})
 	f.save(1, pb.Update{ShardID: 7, ReplicaID: 1, State: st(2, 1, 6)}, pb.Update{ShardID: 8, ReplicaID: 1, State: st(2, 1, 6)})
@@ -293,6 +298,7 @@ func TestLazyCommitLogDBForgetsRemovedReplicas(t *testing.T) {
 }
 
 func TestLazyCommitLogDBKeepsNoEntries(t *testing.T) {
+	t.Parallel()
 	f := newLazyFixture(t)
 	f.save(1, pb.Update{ShardID: 7, ReplicaID: 1, State: st(2, 1, 5), EntriesToSave: entries(1, 64)})
 	w := f.db.worker(1, nil)
@@ -304,6 +310,7 @@ func TestLazyCommitLogDBKeepsNoEntries(t *testing.T) {
 }
 
 func TestLazyCommitLogDBOneWorkerPerShard(t *testing.T) {
+	t.Parallel()
 	f := newLazyFixture(t)
 	f.known(7, st(2, 1, 5))
 	f.save(1, pb.Update{ShardID: 7, ReplicaID: 1, State: st(2, 1, 6)})
@@ -371,6 +378,7 @@ const heldBoth = "save w1: 7/1 t2 v1 c6, 9/1 t2 v1 c6"
 // TestLazyCommitLogDBMethods checks what each method of the wrapper does
 // with held states: writes them first, drops them, or leaves them held.
 func TestLazyCommitLogDBMethods(t *testing.T) {
+	t.Parallel()
 	for _, m := range lazyMethods {
 		t.Run(m.name, func(t *testing.T) {
 			f := newLazyFixture(t)
@@ -394,6 +402,7 @@ func TestLazyCommitLogDBMethods(t *testing.T) {
 // LogDB, so a new method does not compile until it is written; this says
 // what to decide when it is.
 func TestLazyCommitLogDBMethodSet(t *testing.T) {
+	t.Parallel()
 	typ := reflect.TypeFor[raftio.ILogDB]()
 	var have, reviewed []string
 	for i := range typ.NumMethod() {
@@ -418,6 +427,7 @@ func TestLazyCommitLogDBMethodSet(t *testing.T) {
 // Deps under go test), so it reads go.mod, which names the version every
 // build of this module selects.
 func TestDragonboatVersionReviewed(t *testing.T) {
+	t.Parallel()
 	const module = "github.com/lni/dragonboat/v4"
 	gomod, err := os.ReadFile(filepath.Join("..", "go.mod"))
 	if err != nil {
@@ -483,6 +493,7 @@ func requiredVersion(gomod []byte, module string) (string, error) {
 }
 
 func TestRequiredVersion(t *testing.T) {
+	t.Parallel()
 	const m = "example.com/a/v4"
 	for _, c := range []struct{ gomod, want, err string }{
 		{"module x\n\nrequire (\n\texample.com/b v1.0.0\n\texample.com/a/v4 v4.1.0 // indirect\n)\n", "v4.1.0", ""},
@@ -542,6 +553,7 @@ func BenchmarkLazyCommitLogDBSave(b *testing.B) {
 // factory Open uses (newPebbleLogDB, reached with go:linkname), writes
 // through the wrapper and reads back after a reopen.
 func TestLazyCommitLogDBPebble(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	nhc := config.NodeHostConfig{NodeHostDir: dir, RTTMillisecond: 10, RaftAddress: "127.0.0.1:1"}
 	nhc.Expert.LogDB = config.GetTinyMemLogDBConfig()
@@ -598,6 +610,7 @@ func TestLazyCommitLogDBPebble(t *testing.T) {
 // dragonboat's own pebble LogDB each open a node directory the other made:
 // NodeHost refuses a directory written by a LogDB of another name.
 func TestLazyCommitLogDBOpensDragonboatsDirectory(t *testing.T) {
+	t.Parallel()
 	installDragonboatLogger(slog.New(slog.DiscardHandler))
 	dir, addr := t.TempDir(), testutil.FreeAddr(t)
 	for i, factory := range []config.LogDBFactory{nil, pebbleLogDB{}, nil} {

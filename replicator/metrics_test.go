@@ -17,6 +17,7 @@ import (
 )
 
 func TestMetrics(t *testing.T) {
+	t.Parallel()
 	regs := map[string]*prometheus.Registry{}
 	c := newCluster(t, 3, func(cfg *replicator.Config) {
 		reg := prometheus.NewRegistry()

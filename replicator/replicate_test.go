@@ -52,6 +52,7 @@ func (a *ackLog) ack(g, i int, res replicator.AppendResult, err error) error {
 // once and checks that every replica holds the same dense stream, which
 // holds every acknowledged op at the LSN it was acknowledged with.
 func TestConcurrentAppendsIdenticalStreams(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, 3, nil)
 	c.create(1)
 	l := c.leader(1)
@@ -159,6 +160,7 @@ func TestCanceledAppendWaits(t *testing.T) {
 // retry; a new leader takes over and no acknowledged op is lost, moved or
 // applied twice.
 func TestLeaderFailover(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, 3, nil)
 	c.create(1)
 	old := c.leader(1)
@@ -233,6 +235,7 @@ func TestLeaderFailover(t *testing.T) {
 // TestRestartedNodeCatchesUp stops a follower, appends, restarts it from
 // its directory, and checks that it catches up to the same stream.
 func TestRestartedNodeCatchesUp(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, 3, nil)
 	c.create(1)
 	l := c.leader(1)
@@ -267,6 +270,7 @@ func TestRestartedNodeCatchesUp(t *testing.T) {
 // sequence, also after a leader change and a full cluster restart: they
 // are not applied again and return the original LSN.
 func TestIdempotentProducer(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, 3, nil)
 	c.create(1)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -343,6 +347,7 @@ func TestIdempotentProducer(t *testing.T) {
 // TestFullClusterRestart closes every node and opens them again: the
 // partition comes back by itself with its stream, and goes on.
 func TestFullClusterRestart(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, 3, nil)
 	c.create(1)
 	c.create(2)
@@ -385,6 +390,7 @@ func TestFullClusterRestart(t *testing.T) {
 // leading fail (some when they are proposed) and are retried. Every
 // append must complete, exactly once, and nothing may hang.
 func TestAppendsAcrossLeaderTransfers(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, 3, nil)
 	c.create(1)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)

@@ -74,6 +74,7 @@ func walBounds(t *testing.T, dir string) (first, last lockstitch.LSN) {
 }
 
 func TestOpenCutsLogBackToCheckpoint(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	applyAndClose(t, dir, 5)
 	// Ops past the checkpoint: logged, but the checkpoint was not written.
@@ -101,6 +102,7 @@ func TestOpenCutsLogBackToCheckpoint(t *testing.T) {
 }
 
 func TestOpenRefusesLogShorterThanCheckpoint(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	applyAndClose(t, dir, 5)
 	if err := os.RemoveAll(filepath.Join(dir, "wal")); err != nil {
@@ -113,6 +115,7 @@ func TestOpenRefusesLogShorterThanCheckpoint(t *testing.T) {
 }
 
 func TestOpenFinishesInterruptedRestore(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	applyAndClose(t, dir, 5)
 	// A restore to LSN 20 that crashed after writing its checkpoint: the
@@ -153,6 +156,7 @@ func TestOpenFinishesInterruptedRestore(t *testing.T) {
 // snapshot restore: the checkpoint on disk afterwards must be the
 // restored state, never the state a checkpoint copied before it.
 func TestRestoreNotOverwrittenByCheckpoint(t *testing.T) {
+	t.Parallel()
 	for round := 0; round < 20; round++ {
 		src, dst := t.TempDir(), t.TempDir()
 		applyAndClose(t, src, 50)
