@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/replicator"
@@ -571,7 +572,9 @@ func (n *Node) removeReplica(ctx context.Context, req *transport.AdminRequest) e
 	return nil
 }
 
-// transferLeader moves a partition's leadership to a voting replica.
+// transferLeader moves a partition's leadership to a voting replica. A
+// non-voting target may be a voter still catching up before its
+// promotion: the transfer waits for it until ctx ends.
 func (n *Node) transferLeader(ctx context.Context, req *transport.AdminRequest) error {
 	if req.Replica == 0 {
 		return invalid("transfer-leader needs the replica id to lead")
@@ -580,22 +583,28 @@ func (n *Node) transferLeader(ctx context.Context, req *transport.AdminRequest) 
 	if p == nil {
 		return err
 	}
-	m, err := p.Membership(ctx)
-	if err != nil {
-		return err
+	for wait := 10 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		m, err := p.Membership(ctx)
+		if err != nil {
+			return err
+		}
+		switch mem, ok := m.Replicas[req.Replica]; {
+		case !ok:
+			return invalid("replica %d is not a member of partition %d", req.Replica, req.Partition)
+		case mem.Kind == lockstitch.Voter:
+			return n.r.TransferLeader(ctx, req.Partition, req.Replica)
+		case mem.Kind != lockstitch.NonVoting:
+			return invalid("replica %d of partition %d is a %s: only a voter can lead", req.Replica, req.Partition, mem.Kind)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w: replica %d of partition %d is still non-voting (catching up, if it joined as a voter): only a voter can lead: %w",
+				lockstitch.ErrUnavailable, req.Replica, req.Partition, ctx.Err())
+		case <-t.C:
+		}
 	}
-	switch mem, ok := m.Replicas[req.Replica]; {
-	case !ok:
-		return invalid("replica %d is not a member of partition %d", req.Replica, req.Partition)
-	case mem.Kind == lockstitch.NonVoting:
-		// Perhaps a voter still catching up before its promotion: the
-		// error is retryable.
-		return fmt.Errorf("%w: replica %d of partition %d is non-voting (still catching up, if it joined as a voter): only a voter can lead",
-			lockstitch.ErrUnavailable, req.Replica, req.Partition)
-	case mem.Kind != lockstitch.Voter:
-		return invalid("replica %d of partition %d is a %s: only a voter can lead", req.Replica, req.Partition, mem.Kind)
-	}
-	return n.r.TransferLeader(ctx, req.Partition, req.Replica)
 }
 
 // clusterStatus describes every node as this one reaches it.

@@ -325,7 +325,7 @@ func (cl *Client) send(ctx context.Context, c *call) error {
 	if cl.isClosed() {
 		return lockstitch.ErrClosed
 	}
-	c.conn = nil
+	c.conn, c.refused = nil, false
 	cc, err := cl.route(ctx, c.partition, c.addr, c.byAddr)
 	if err != nil {
 		return err

@@ -40,6 +40,9 @@ type call struct {
 	byAddr    bool
 	attempt   int
 	notFound  int         // nodes that answered PartitionNotFound
+	// refused is set when the last attempt's error is the server's
+	// answer, not a lost connection.
+	refused bool
 	conn      *clientConn // where the current attempt went
 
 	// Requests.
@@ -79,7 +82,7 @@ func (cl *Client) putCall(c *call) {
 	c.gen++
 	c.state.Store(callIdle)
 	c.payload, c.payloads, c.query.Request, c.node, c.err, c.sendErr, c.conn = nil, nil, nil, nil, nil, nil, nil
-	c.addr, c.byAddr, c.attempt, c.notFound = "", false, 0, 0
+	c.addr, c.byAddr, c.attempt, c.notFound, c.refused = "", false, 0, 0, false
 	clear(c.batch)
 	c.batch = c.batch[:0]
 	if cap(c.buf) > maxKeptWriteBuffer {
@@ -173,6 +176,11 @@ func (cl *Client) retry(ctx context.Context, c *call, err error) bool {
 	if !retryable(err) || ctx.Err() != nil || cl.isClosed() {
 		return false
 	}
+	if c.kind == TypeAdmin && c.refused && !errors.Is(err, lockstitch.ErrBusy) {
+		// The node that answered has retried what it depends on (its
+		// peers) itself; another node may fare better (Client.admin).
+		return false
+	}
 	c.attempt++
 	if c.attempt >= cl.cfg.MaxAttempts {
 		return false
@@ -251,7 +259,7 @@ func (c *call) receive(t FrameType, body []byte) error {
 		if err := decodeError(body, &m); err != nil {
 			return err
 		}
-		c.err = errorOf(&m)
+		c.err, c.refused = errorOf(&m), true
 		return nil
 	}
 	if t != c.kind|0x80 {
