@@ -39,11 +39,11 @@ type call struct {
 	addr      string
 	byAddr    bool
 	attempt   int
-	notFound  int         // nodes that answered PartitionNotFound
+	notFound  int // nodes that answered PartitionNotFound
 	// refused is set when the last attempt's error is the server's
 	// answer, not a lost connection.
 	refused bool
-	conn      *clientConn // where the current attempt went
+	conn    *clientConn // where the current attempt went
 
 	// Requests.
 	payload  []byte   // Append; the caller's until the call ends
