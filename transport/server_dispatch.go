@@ -19,6 +19,9 @@ var resultPool bytebufferpool.Pool
 // protocol violation, after which the connection closes; every other
 // failure is answered with an Error frame.
 func (c *serverConn) dispatch(h *Header, body []byte) error {
+	// h is the reader's, reused for the next frame: closures that run on
+	// their own goroutines take the correlation id, not h.
+	id := h.ID
 	switch h.Type {
 	case TypePing:
 		if err := decodeEmpty(h.Type, body); err != nil {
@@ -67,7 +70,7 @@ func (c *serverConn) dispatch(h *Header, body []byte) error {
 			c.sendError(h.ID, &errorMsg{Code: CodeInvalidArgument, Message: "Read needs a first LSN and limits of at least 1"})
 			return nil
 		}
-		return c.startAsync(h.ID, func(ctx context.Context, ref callRef) { c.serveRead(ctx, ref, h.ID, &req) })
+		return c.startAsync(h.ID, func(ctx context.Context, ref callRef) { c.serveRead(ctx, ref, id, &req) })
 	case TypeQuery:
 		var req QueryRequest
 		if err := decodeQuery(body, &req); err != nil {
@@ -82,20 +85,20 @@ func (c *serverConn) dispatch(h *Header, body []byte) error {
 		req.Request = q.B
 		return c.startAsync(h.ID, func(ctx context.Context, ref callRef) {
 			defer resultPool.Put(q)
-			c.serveQuery(ctx, ref, h.ID, &req)
+			c.serveQuery(ctx, ref, id, &req)
 		})
 	case TypeStatus:
 		var req StatusRequest
 		if err := decodeStatus(body, &req); err != nil {
 			return err
 		}
-		return c.startAsync(h.ID, func(ctx context.Context, ref callRef) { c.serveStatus(ctx, ref, h.ID, &req) })
+		return c.startAsync(h.ID, func(ctx context.Context, ref callRef) { c.serveStatus(ctx, ref, id, &req) })
 	case TypeAdmin:
 		req := new(AdminRequest)
 		if err := req.UnmarshalBinary(body); err != nil {
 			return err
 		}
-		return c.startAsync(h.ID, func(ctx context.Context, ref callRef) { c.serveAdmin(ctx, ref, h.ID, req) })
+		return c.startAsync(h.ID, func(ctx context.Context, ref callRef) { c.serveAdmin(ctx, ref, id, req) })
 	case TypeSubscribe:
 		var req SubscribeRequest
 		if err := decodeSubscribe(body, &req); err != nil {
