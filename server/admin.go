@@ -126,7 +126,8 @@ func (n *Node) placement(req *transport.AdminRequest) ([]Peer, error) {
 // answer; no node may host the partition otherwise or have deleted it),
 // the chosen nodes start their replicas, and each waits until its replica
 // knows its leader. If a start fails, the replicas this request started
-// are deleted again.
+// are deleted again, which spends the id; the first step makes that rare
+// (a node down, a plugin missing, an id in use or deleted fail there).
 func (n *Node) createPartition(ctx context.Context, req *transport.AdminRequest) ([]transport.Placement, error) {
 	if req.Plugin == "" {
 		req.Plugin = replicator.LogPluginName
@@ -209,7 +210,9 @@ func (n *Node) createPartition(ctx context.Context, req *transport.AdminRequest)
 				failed = append(failed, fmt.Errorf("deleting replica %d on node %d again: %w (delete the partition to finish)", replicaOn(undo[i].ID), undo[i].ID, err))
 			}
 		}
-		return nil, fmt.Errorf("partition %d not created: %w", req.Partition, errors.Join(failed...))
+		// Replicas that started may have talked to each other: their ids,
+		// and so the partition's, are spent (see Retired).
+		return nil, fmt.Errorf("partition %d not created, and its id is spent (create it under another): %w", req.Partition, errors.Join(failed...))
 	}
 
 	// 3. Wait until every replica knows its leader.
