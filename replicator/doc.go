@@ -25,11 +25,13 @@
 // # The path of an append
 //
 // Only the leader accepts appends; a follower answers with a
-// *NotLeaderError naming the leader's client address. The leader's batcher
+// *lockstitch.NotLeaderError naming the leader's client address. Errors
+// are package lockstitch's sentinels (lockstitch.ErrBusy, ...), the same a
+// Go client gets over the wire; match them with errors.Is. The leader's batcher
 // coalesces concurrent appends into one Raft entry (bounded by
 // Config.MaxBatchBytes and MaxBatchOps, several in flight); each op keeps
 // its own LSN and result. A full queue (Config.MaxPendingOps and
-// MaxPendingBytes) fails appends at once with ErrBusy: backpressure, never
+// MaxPendingBytes) fails appends at once with lockstitch.ErrBusy: backpressure, never
 // loss or unbounded memory. When the entry commits, every replica's state
 // machine checks each op's CRC-32C, drops duplicates, assigns LSNs, appends
 // the ops to its operation log (package wal) with one write and hands them

@@ -77,10 +77,11 @@
 //  3. Subscribe runs on its own goroutine for the life of a subscription:
 //     Send records in LSN order with non-decreasing epochs, Flush when
 //     caught up, wait for more, and return when the context ends.
-//  4. Report failures with the sentinels (ErrNotLeader with a
-//     *NotLeaderError hint, ErrBusy, ErrTruncated with a *TruncatedError,
-//     ...): they choose the wire code, and the Client's retry policy keys
-//     on them.
+//  4. Report failures with package lockstitch's sentinels
+//     (lockstitch.ErrNotLeader with a *lockstitch.NotLeaderError hint,
+//     ErrBusy, ErrTruncated with a *lockstitch.TruncatedError, ...): they
+//     choose the wire code (Code), the Client returns the same sentinel,
+//     and its retry policy keys on them.
 //
 // # Concurrency
 //
