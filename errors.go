@@ -14,7 +14,8 @@ import (
 // Whether an append was committed:
 //   - not appended, safe to retry: ErrNotLeader, ErrBusy,
 //     ErrPartitionNotFound, ErrTooLarge, ErrChecksum, ErrInvalidArgument,
-//     ErrUnavailable (it never reached the log), ErrShuttingDown, ErrClosed;
+//     ErrUnavailable from the library or in a server's answer (it never
+//     reached the log), ErrShuttingDown, ErrClosed;
 //   - outcome unknown, retry with the same producer id and sequence:
 //     ErrAborted, ErrTimeout, ErrCanceled;
 //   - refused for good: ErrStaleSequence.
@@ -54,8 +55,10 @@ var (
 	ErrTooLarge = errors.New("lockstitch: too large")
 	// ErrUnavailable reports a partition that cannot serve the call now
 	// (no leader, no quorum, replica starting or stopping, a node that
-	// cannot be reached). An append that fails with it never reached the
-	// log. Retry after a pause.
+	// cannot be reached). An append that the library or a server fails
+	// with it never reached the log; the Go client also returns it when
+	// the connection was lost with the append in flight, and then the
+	// outcome is unknown. Retry after a pause.
 	ErrUnavailable = errors.New("lockstitch: unavailable")
 	// ErrTooStale reports a query that the replica cannot answer within
 	// the requested staleness bound. The wire carries it as

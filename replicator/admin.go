@@ -30,7 +30,7 @@ type PartitionSpec struct {
 // once a quorum of them has started.
 func (r *Replicator) CreatePartition(spec PartitionSpec) (*Partition, error) {
 	if spec.ID == 0 {
-		return nil, errors.New("replicator: partition id 0 is reserved")
+		return nil, fmt.Errorf("%w: partition id 0 is reserved", lockstitch.ErrInvalidArgument)
 	}
 	if _, ok := r.cfg.Plugins[spec.Plugin]; !ok {
 		return nil, fmt.Errorf("%w: %q", lockstitch.ErrPluginNotFound, spec.Plugin)
@@ -38,17 +38,17 @@ func (r *Replicator) CreatePartition(spec PartitionSpec) (*Partition, error) {
 	var self lockstitch.ReplicaID
 	for id, addr := range spec.Replicas {
 		if id == 0 {
-			return nil, errors.New("replicator: replica id 0 is reserved")
+			return nil, fmt.Errorf("%w: replica id 0 is reserved", lockstitch.ErrInvalidArgument)
 		}
 		if addr == r.cfg.RaftAddress {
 			if self != 0 {
-				return nil, fmt.Errorf("replicator: replicas %d and %d both at this node's address %s", self, id, addr)
+				return nil, fmt.Errorf("%w: replicas %d and %d both at this node's address %s", lockstitch.ErrInvalidArgument, self, id, addr)
 			}
 			self = id
 		}
 	}
 	if self == 0 {
-		return nil, fmt.Errorf("replicator: no replica of partition %d at this node's address %s", spec.ID, r.cfg.RaftAddress)
+		return nil, fmt.Errorf("%w: no replica of partition %d at this node's address %s", lockstitch.ErrInvalidArgument, spec.ID, r.cfg.RaftAddress)
 	}
 	if slices.Contains(r.Retired(spec.ID), self) {
 		return nil, fmt.Errorf("%w: partition %d replica %d", lockstitch.ErrReplicaDeleted, spec.ID, self)
@@ -76,7 +76,7 @@ type JoinSpec struct {
 // behind); a voter is promoted once it has.
 func (r *Replicator) JoinPartition(spec JoinSpec) (*Partition, error) {
 	if spec.Partition == 0 || spec.Replica == 0 {
-		return nil, errors.New("replicator: partition and replica ids must not be 0")
+		return nil, fmt.Errorf("%w: partition and replica ids must not be 0", lockstitch.ErrInvalidArgument)
 	}
 	if spec.Kind == 0 {
 		spec.Kind = lockstitch.Voter
@@ -133,7 +133,7 @@ func (r *Replicator) AddReplica(ctx context.Context, id lockstitch.PartitionID, 
 		for _, set := range []map[uint64]string{m.Nodes, m.NonVotings, m.Witnesses} {
 			if addr, ok := set[rid]; ok {
 				if addr != raftAddr {
-					return false, fmt.Errorf("replicator: partition %d: replica %d is already a member at %s", id, replica, addr)
+					return false, fmt.Errorf("%w: partition %d: replica %d is already a member at %s", lockstitch.ErrInvalidArgument, id, replica, addr)
 				}
 				return true, nil
 			}
@@ -232,7 +232,7 @@ func (r *Replicator) TransferLeader(ctx context.Context, id lockstitch.Partition
 			return nil
 		}
 		if err := r.nh.RequestLeaderTransfer(uint64(id), uint64(target)); err != nil && !dragonboat.IsTempError(err) {
-			return fmt.Errorf("replicator: partition %d: leader transfer to %d: %w", id, target, err)
+			return fmt.Errorf("%w: partition %d: leader transfer to %d: %v", lockstitch.ErrUnavailable, id, target, err)
 		}
 		deadline := time.Now().Add(wait)
 		for time.Now().Before(deadline) {

@@ -346,6 +346,28 @@ func TestSubscribeFollowsCommits(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+
+	// A subscription ahead of the stream waits for its first op, and one
+	// that is closed says so.
+	ahead, err := c.partition(f, 1).Subscribe(62)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r replicator.Record
+	if ok, err := ahead.TryNext(&r); ok || err != nil {
+		t.Fatalf("a subscription from 62 at LSN 60: %v, %v", ok, err)
+	}
+	appendN(t, c, 1, 60, 62)
+	if err := ahead.Next(ctx, &r); err != nil || r.LSN != 62 {
+		t.Fatalf("a subscription from 62: LSN %d, %v", r.LSN, err)
+	}
+	ahead.Close()
+	if _, err := ahead.TryNext(&r); !errors.Is(err, lockstitch.ErrClosed) {
+		t.Fatalf("a closed subscription: %v", err)
+	}
+	if _, err := c.partition(f, 1).Subscribe(0); !errors.Is(err, lockstitch.ErrInvalidArgument) {
+		t.Fatalf("subscribe from 0: %v", err)
+	}
 }
 
 // rolePlugin is the log plugin plus a record of role changes and epochs.

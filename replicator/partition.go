@@ -238,6 +238,24 @@ func (p *partition) committed() lockstitch.LSN {
 // Plugin returns the name of the partition's plugin.
 func (p *Partition) Plugin() string { return p.meta.Plugin }
 
+// Kind returns what this replica was created or joined as (a voter that
+// joined is non-voting until it is promoted; see Status for its role).
+func (p *Partition) Kind() lockstitch.Kind { return p.meta.Kind }
+
+// InitialMembers returns the replica set the partition was created with
+// (replica id -> Raft address), when this replica was one of them; nil
+// for a replica that joined later.
+func (p *Partition) InitialMembers() map[lockstitch.ReplicaID]string {
+	if len(p.meta.Members) == 0 {
+		return nil
+	}
+	out := make(map[lockstitch.ReplicaID]string, len(p.meta.Members))
+	for id, a := range p.meta.Members {
+		out[id] = a
+	}
+	return out
+}
+
 // state returns the open state machine, or ErrUnavailable while it opens.
 func (p *partition) state() (*stateMachine, error) {
 	if p.removed.Load() {

@@ -182,6 +182,7 @@ func (r *Replicator) start(m partitionMeta) (*partition, error) {
 		r.mu.Lock()
 		delete(r.parts, m.Partition)
 		r.mu.Unlock()
+		p.removed.Store(true) // a WaitReady under way ends
 		p.close()
 		if errors.Is(err, dragonboat.ErrReplicaRemoved) {
 			return nil, fmt.Errorf("%w: partition %d replica %d", lockstitch.ErrReplicaDeleted, m.Partition, m.Replica)

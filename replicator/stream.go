@@ -30,11 +30,12 @@ type Record struct {
 // until the next call of Next or TryNext, so a server can send them on
 // without a copy. A caller that keeps a payload copies it.
 type Subscription struct {
-	p    *partition
-	l    *wal.Log
-	it   *wal.Iterator // nil while the log has not reached next
-	next lockstitch.LSN
-	rec  wal.Record
+	p      *partition
+	l      *wal.Log
+	it     *wal.Iterator // nil while the log has not reached next
+	next   lockstitch.LSN
+	rec    wal.Record
+	closed bool
 }
 
 // Subscribe starts a subscription whose first op is from (a consumer
@@ -60,6 +61,9 @@ func (p *Partition) Subscribe(from lockstitch.LSN) (*Subscription, error) {
 
 // open opens the iterator once the log holds the op before next.
 func (s *Subscription) open() error {
+	if s.closed {
+		return fmt.Errorf("%w: subscription to partition %d", lockstitch.ErrClosed, s.p.id)
+	}
 	if s.it != nil || s.l.Last()+1 < s.next {
 		return nil
 	}
@@ -122,8 +126,13 @@ func (s *Subscription) Wait(ctx context.Context) error {
 // Position returns the LSN of the op that Next delivers next.
 func (s *Subscription) Position() lockstitch.LSN { return s.next }
 
-// Close ends the subscription.
+// Close ends the subscription; later calls fail with lockstitch.ErrClosed.
+// It is idempotent.
 func (s *Subscription) Close() error {
+	if s.closed {
+		return nil
+	}
+	s.closed = true
 	if s.it == nil {
 		return nil
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -44,7 +45,7 @@ func (n *Node) admin(ctx context.Context, req *transport.AdminRequest, res *tran
 	case transport.AdminDeletePartition:
 		err = n.deletePartition(ctx, req.Partition)
 	case transport.AdminListPartitions:
-		res.Partitions, err = n.listPartitions(ctx, req.Node)
+		res.Partitions, err = n.listPartitions(ctx, req.Node, req.Forwarded)
 	case transport.AdminAddReplica:
 		res.Replica, err = n.addReplica(ctx, req)
 	case transport.AdminRemoveReplica:
@@ -182,7 +183,11 @@ func (n *Node) createPartition(ctx context.Context, req *transport.AdminRequest)
 		return nil, fmt.Errorf("partition %d not created: %w", req.Partition, errors.Join(refused...))
 	}
 
-	// 2. Start the replicas, in parallel.
+	// 2. Start the replicas, in parallel. From here on the caller going
+	// away must not leave the create half done (or roll it back, which
+	// spends the id): the steps run to their end, within AdminTimeout.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.AdminTimeout)
+	defer cancel()
 	errs = n.onNodes(ctx, chosen, func(p Peer) *transport.AdminRequest {
 		r := start
 		r.Replica = replicaOn(p.ID)
@@ -201,9 +206,7 @@ func (n *Node) createPartition(ctx context.Context, req *transport.AdminRequest)
 				undo = append(undo, p)
 			}
 		}
-		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.Replicator.ProposalTimeout)
-		defer cancel()
-		for i, err := range n.onNodes(uctx, undo, func(p Peer) *transport.AdminRequest {
+		for i, err := range n.onNodes(ctx, undo, func(p Peer) *transport.AdminRequest {
 			return &transport.AdminRequest{Op: transport.AdminStopReplica, Partition: req.Partition, Replica: replicaOn(p.ID)}
 		}) {
 			if err != nil {
@@ -212,7 +215,9 @@ func (n *Node) createPartition(ctx context.Context, req *transport.AdminRequest)
 		}
 		// Replicas that started may have talked to each other: their ids,
 		// and so the partition's, are spent (see Retired).
-		return nil, fmt.Errorf("partition %d not created, and its id is spent (create it under another): %w", req.Partition, errors.Join(failed...))
+		// The causes are not wrapped: the answer is ErrReplicaDeleted, not
+		// a retryable one of theirs.
+		return nil, fmt.Errorf("%w: partition %d not created, and its id is spent (create it under another): %v", lockstitch.ErrReplicaDeleted, req.Partition, errors.Join(failed...))
 	}
 
 	// 3. Wait until every replica knows its leader.
@@ -238,13 +243,13 @@ func (n *Node) createPartition(ctx context.Context, req *transport.AdminRequest)
 func (n *Node) prepareReplica(req *transport.AdminRequest, res *transport.AdminResult) error {
 	if p, err := n.r.Partition(req.Partition); err == nil {
 		switch {
-		case req.Replica != 0 && p.Replica() == req.Replica && p.Plugin() == req.Plugin:
+		case req.Replica != 0 && sameReplica(p, req):
 			res.Replica = p.Replica()
 			return nil
 		case req.Join && p.Replica() < req.Replica:
 			return fmt.Errorf("%w: node %d is still deleting replica %d of partition %d", lockstitch.ErrUnavailable, n.cfg.ID, p.Replica(), req.Partition)
 		}
-		return fmt.Errorf("%w: node %d hosts replica %d of partition %d (plugin %s)", lockstitch.ErrPartitionExists, n.cfg.ID, p.Replica(), req.Partition, p.Plugin())
+		return fmt.Errorf("%w: node %d hosts replica %d of partition %d (plugin %s), not as asked", lockstitch.ErrPartitionExists, n.cfg.ID, p.Replica(), req.Partition, p.Plugin())
 	}
 	gone := n.r.Retired(req.Partition)
 	switch {
@@ -262,6 +267,35 @@ func (n *Node) prepareReplica(req *transport.AdminRequest, res *transport.AdminR
 	return nil
 }
 
+// sameReplica reports whether p is the replica req describes: the same
+// id, plugin and options, and the same initial members (a new partition)
+// or kind (a replica that joined). Only then is a start or a create a
+// repeat: a replica with the same id and other members would give a
+// replica id two addresses, which dragonboat answers by stopping the
+// process.
+func sameReplica(p *replicator.Partition, req *transport.AdminRequest) bool {
+	if p.Replica() != req.Replica || p.Plugin() != req.Plugin || !maps.Equal(p.Options(), req.Options) {
+		return false
+	}
+	members := p.InitialMembers()
+	if req.Join {
+		kind := req.Kind
+		if kind == 0 {
+			kind = lockstitch.Voter
+		}
+		return members == nil && p.Kind() == kind
+	}
+	if len(members) != len(req.Members) {
+		return false
+	}
+	for _, m := range req.Members {
+		if a, ok := members[m.Replica]; !ok || a != m.RaftAddr {
+			return false
+		}
+	}
+	return true
+}
+
 // startReplica starts this node's replica described by req. A replica
 // that runs already as described is a repeated request.
 func (n *Node) startReplica(ctx context.Context, req *transport.AdminRequest) error {
@@ -272,11 +306,11 @@ func (n *Node) startReplica(ctx context.Context, req *transport.AdminRequest) er
 		return invalid("start-replica needs members (a new partition) or join, not both")
 	}
 	if p, err := n.r.Partition(req.Partition); err == nil {
-		if p.Replica() == req.Replica && p.Plugin() == req.Plugin {
+		if sameReplica(p, req) {
 			return nil // a repeated request
 		}
-		if !req.Join || p.Replica() > req.Replica {
-			return fmt.Errorf("%w: node %d hosts replica %d of partition %d", lockstitch.ErrPartitionExists, n.cfg.ID, p.Replica(), req.Partition)
+		if !req.Join || p.Replica() >= req.Replica {
+			return fmt.Errorf("%w: node %d hosts replica %d of partition %d, not as asked", lockstitch.ErrPartitionExists, n.cfg.ID, p.Replica(), req.Partition)
 		}
 		// An older replica of the partition, removed, is still being
 		// deleted: the caller retries (the error is retryable).
@@ -294,8 +328,8 @@ func (n *Node) startReplica(ctx context.Context, req *transport.AdminRequest) er
 	} else {
 		members := make(map[lockstitch.ReplicaID]string, len(req.Members))
 		for _, m := range req.Members {
-			if m.Replica == 0 || members[m.Replica] != "" {
-				return invalid("member replica id %d is 0 or listed twice", m.Replica)
+			if _, dup := members[m.Replica]; m.Replica == 0 || dup || m.RaftAddr == "" {
+				return invalid("member replica id %d is 0 or listed twice, or has no address", m.Replica)
 			}
 			members[m.Replica] = m.RaftAddr
 		}
@@ -311,8 +345,11 @@ func (n *Node) startReplica(ctx context.Context, req *transport.AdminRequest) er
 // or only the one replica names.
 func (n *Node) stopReplica(ctx context.Context, id lockstitch.PartitionID, replica lockstitch.ReplicaID) error {
 	p, err := n.r.Partition(id)
-	if err != nil || replica != 0 && p.Replica() != replica {
+	if errors.Is(err, lockstitch.ErrPartitionNotFound) || err == nil && replica != 0 && p.Replica() != replica {
 		return nil // not hosted here
+	}
+	if err != nil {
+		return err
 	}
 	err = n.r.DeletePartition(ctx, id)
 	if errors.Is(err, lockstitch.ErrPartitionNotFound) {
@@ -351,16 +388,19 @@ func (n *Node) deletePartition(ctx context.Context, id lockstitch.PartitionID) e
 
 // listPartitions lists the partitions of one node (node != 0), or merges
 // every reachable node's list.
-func (n *Node) listPartitions(ctx context.Context, node lockstitch.NodeID) ([]transport.PartitionInfo, error) {
+func (n *Node) listPartitions(ctx context.Context, node lockstitch.NodeID, forwarded bool) ([]transport.PartitionInfo, error) {
 	if node == n.cfg.ID {
 		return n.localPartitions(ctx), nil
 	}
 	if node != 0 {
+		if forwarded {
+			return nil, invalid("list-partitions of node %d forwarded to node %d: the nodes' peer lists disagree", node, n.cfg.ID)
+		}
 		p, err := n.peer(node)
 		if err != nil {
 			return nil, err
 		}
-		res, err := n.onNode(ctx, p, &transport.AdminRequest{Op: transport.AdminListPartitions, Node: node})
+		res, err := n.onNode(ctx, p, &transport.AdminRequest{Op: transport.AdminListPartitions, Node: node, Forwarded: true})
 		if err != nil {
 			return nil, err
 		}
@@ -369,7 +409,7 @@ func (n *Node) listPartitions(ctx context.Context, node lockstitch.NodeID) ([]tr
 	peers := n.cfg.peers()
 	lists := make([][]transport.PartitionInfo, len(peers))
 	errs := n.onNodesResult(ctx, peers, func(p Peer) *transport.AdminRequest {
-		return &transport.AdminRequest{Op: transport.AdminListPartitions, Node: p.ID}
+		return &transport.AdminRequest{Op: transport.AdminListPartitions, Node: p.ID, Forwarded: p.ID != n.cfg.ID}
 	}, func(i int, res *transport.AdminResult) { lists[i] = res.Partitions })
 	byID := map[lockstitch.PartitionID]*transport.PartitionInfo{}
 	var reached int
@@ -436,11 +476,14 @@ func (n *Node) localPartitions(ctx context.Context) []transport.PartitionInfo {
 	return out
 }
 
-// forward sends a partition's request to a node that hosts the partition,
-// when this one does not: the first other node that does not answer
-// lockstitch.ErrPartitionNotFound serves it.
+// forward sends a partition's request to another node that can serve
+// it: the first that does not answer lockstitch.ErrPartitionNotFound
+// (which a node without the partition, or whose replica cannot serve the
+// request, answers to a forwarded request) or lockstitch.ErrUnavailable.
+// It fails with ErrPartitionNotFound only if every other node said so.
 func (n *Node) forward(ctx context.Context, req *transport.AdminRequest) (*transport.AdminResult, error) {
 	var errs []error
+	notFound := true
 	for _, p := range n.cfg.peers() {
 		if p.ID == n.cfg.ID {
 			continue
@@ -451,20 +494,46 @@ func (n *Node) forward(ctx context.Context, req *transport.AdminRequest) (*trans
 		if err == nil || !errors.Is(err, lockstitch.ErrPartitionNotFound) && !errors.Is(err, lockstitch.ErrUnavailable) {
 			return res, err
 		}
-		errs = append(errs, fmt.Errorf("node %d: %w", p.ID, err))
+		notFound = notFound && errors.Is(err, lockstitch.ErrPartitionNotFound)
+		errs = append(errs, fmt.Errorf("node %d: %v", p.ID, err))
 	}
-	return nil, fmt.Errorf("%w: partition %d: no reachable node hosts it: %w", lockstitch.ErrPartitionNotFound, req.Partition, errors.Join(errs...))
+	if notFound {
+		return nil, fmt.Errorf("%w: partition %d: no node hosts a replica that can serve %v: %v", lockstitch.ErrPartitionNotFound, req.Partition, req.Op, errors.Join(errs...))
+	}
+	return nil, fmt.Errorf("%w: partition %d: no node that hosts it can serve %v now: %v", lockstitch.ErrUnavailable, req.Partition, req.Op, errors.Join(errs...))
 }
 
-// hosted returns this node's replica of req's partition; if it has none
-// and req was not forwarded to it already, the forwarded result instead.
+// hosted returns this node's replica of req's partition when it can
+// serve a membership or leadership change of it; else, for a request not
+// forwarded yet, the answer of a node that can (the other result). A
+// witness cannot serve one (it has no state to read the membership
+// from), nor can a replica whose removal is asked: it may stop in the
+// middle. To a forwarded request, such a node answers
+// lockstitch.ErrPartitionNotFound, and the forwarder asks the next.
 func (n *Node) hosted(ctx context.Context, req *transport.AdminRequest) (*replicator.Partition, *transport.AdminResult, error) {
 	p, err := n.r.Partition(req.Partition)
-	if err == nil || req.Forwarded || !errors.Is(err, lockstitch.ErrPartitionNotFound) {
-		return p, nil, err
+	switch {
+	case err != nil && !errors.Is(err, lockstitch.ErrPartitionNotFound):
+		return nil, nil, err
+	case err == nil && p.Kind() == lockstitch.Witness:
+		err = fmt.Errorf("%w: node %d hosts a witness of partition %d, which cannot serve %v", lockstitch.ErrPartitionNotFound, n.cfg.ID, req.Partition, req.Op)
+	case err == nil && req.Op == transport.AdminRemoveReplica && p.Replica() == req.Replica && !lastReplica(ctx, p):
+		err = fmt.Errorf("%w: node %d hosts replica %d of partition %d, the one to remove: another host runs the change", lockstitch.ErrPartitionNotFound, n.cfg.ID, req.Replica, req.Partition)
+	case err == nil:
+		return p, nil, nil
+	}
+	if req.Forwarded {
+		return nil, nil, err
 	}
 	res, err := n.forward(ctx, req)
 	return nil, res, err
+}
+
+// lastReplica reports whether p is its partition's only member (removing
+// it is then refused, here).
+func lastReplica(ctx context.Context, p *replicator.Partition) bool {
+	m, err := p.Membership(ctx)
+	return err == nil && len(m.Replicas) == 1
 }
 
 // addReplica adds a replica of a partition on another node. It checks
@@ -520,6 +589,11 @@ func (n *Node) addReplica(ctx context.Context, req *transport.AdminRequest) (loc
 			return 0, fmt.Errorf("node %d cannot host a replica of partition %d: %w", target.ID, req.Partition, err)
 		}
 		if err := n.r.AddReplica(ctx, p.ID(), id, target.RaftAddr, kind); err != nil {
+			if errors.Is(err, lockstitch.ErrInvalidArgument) {
+				// The id was free in the membership just read: a
+				// concurrent change took it. A repeat picks another.
+				return 0, fmt.Errorf("%w: partition %d: replica id %d was taken meanwhile (repeat the request): %v", lockstitch.ErrUnavailable, req.Partition, id, err)
+			}
 			return 0, err
 		}
 	}
@@ -539,12 +613,6 @@ func (n *Node) removeReplica(ctx context.Context, req *transport.AdminRequest) e
 	}
 	p, _, err := n.hosted(ctx, req)
 	if p == nil {
-		return err
-	}
-	if p.Replica() == req.Replica && !req.Forwarded && len(n.cfg.peers()) > 1 {
-		// This node's replica is the one to go: another host runs the
-		// change, which this replica may stop in the middle of.
-		_, err := n.forward(ctx, req)
 		return err
 	}
 	m, err := p.Membership(ctx)

@@ -135,16 +135,18 @@ func (h *handler) Read(ctx context.Context, req *transport.ReadRequest, res *tra
 	if err != nil {
 		return err
 	}
-	applied := p.Applied()
-	res.Committed = applied
-	if req.From > applied {
-		return nil
-	}
+	// Subscribing first fails while the replica opens, when Applied
+	// would say 0.
 	sub, err := p.Subscribe(req.From)
 	if err != nil {
 		return err
 	}
 	defer sub.Close()
+	applied := p.Applied()
+	res.Committed = applied
+	if req.From > applied {
+		return nil
+	}
 	var rec replicator.Record
 	var wr wal.Record
 	for ctx.Err() == nil {
@@ -223,8 +225,15 @@ func (h *handler) Status(ctx context.Context, req *transport.StatusRequest) (*tr
 	return h.n.status(ctx, req)
 }
 
-// Admin implements transport.Handler.
+// Admin implements transport.Handler. The request gets AdminTimeout, or
+// the caller's shorter deadline that it carries.
 func (h *handler) Admin(ctx context.Context, req *transport.AdminRequest, res *transport.AdminResult) error {
+	timeout := h.n.cfg.AdminTimeout
+	if req.Timeout > 0 {
+		timeout = min(timeout, req.Timeout)
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	return h.n.admin(ctx, req, res)
 }
 

@@ -57,6 +57,10 @@ type Config struct {
 	// Peers lists every node of the cluster, this one included; empty
 	// means a cluster of this node alone.
 	Peers []Peer
+	// AdminTimeout bounds an admin request this node serves (less when
+	// the caller's own deadline, carried in the request, is shorter), and
+	// the steps of a partition create that run on once begun.
+	AdminTimeout time.Duration
 
 	Replicator replicator.Config
 	Transport  transport.ServerConfig
@@ -67,7 +71,7 @@ type Config struct {
 // DefaultConfig returns a Config with the defaults of every part; the
 // caller sets ID, DataDir and the addresses.
 func DefaultConfig() Config {
-	return Config{Replicator: replicator.DefaultConfig(), Transport: transport.DefaultServerConfig()}
+	return Config{Replicator: replicator.DefaultConfig(), Transport: transport.DefaultServerConfig(), AdminTimeout: time.Minute}
 }
 
 // Validate reports what is wrong with c; it does not change c.
@@ -114,6 +118,9 @@ func (c Config) Validate() error {
 	}
 	if len(c.Peers) > 0 && !self {
 		errs = append(errs, fmt.Errorf("peers do not include this node (%d)", c.ID))
+	}
+	if c.AdminTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("admin timeout %v must be positive", c.AdminTimeout))
 	}
 	if err := c.replicatorConfig().Validate(); err != nil {
 		errs = append(errs, err)
@@ -207,6 +214,7 @@ func Start(cfg Config) (*Node, error) {
 		r.Close()
 		return nil, err
 	}
+	n.adminL = cfg.AdminListener // Close closes it from here on
 	if cfg.ClientListener != nil {
 		n.listen = append(n.listen, cfg.ClientListener)
 	} else if err := n.listenOn(n.cfg.ClientListen); err != nil {
@@ -226,7 +234,6 @@ func Start(cfg Config) (*Node, error) {
 			}
 		}()
 	}
-	n.adminL = cfg.AdminListener
 	if n.adminL == nil && cfg.AdminAddr != "" {
 		if n.adminL, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
 			n.Close()

@@ -344,6 +344,51 @@ func TestAdminErrors(t *testing.T) {
 	}
 }
 
+// TestCreateAgainOtherwise repeats creates of an existing partition with
+// other options and another placement, one of its nodes down: each is
+// refused, and no node stops (a replica id with two addresses would make
+// dragonboat stop the node that hosts it). Membership and leadership
+// changes sent to a node that hosts only a witness are forwarded.
+func TestCreateAgainOtherwise(t *testing.T) {
+	t.Parallel()
+	c := newTestCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cl := c.client(ctx)
+	if _, err := cl.CreatePartition(ctx, transport.PartitionSpec{ID: 40, Nodes: []lockstitch.NodeID{1, 2}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.CreatePartition(ctx, transport.PartitionSpec{ID: 40, Nodes: []lockstitch.NodeID{1, 2}, Options: map[string]string{"x": "1"}}); !errors.Is(err, lockstitch.ErrPartitionExists) {
+		t.Fatalf("create again with other options: %v", err)
+	}
+	if _, err := cl.AddReplica(ctx, 40, 3, lockstitch.Witness); err != nil {
+		t.Fatal(err)
+	}
+	witness, err := transport.Dial(ctx, transport.DefaultClientConfig(), c.peers[2].ClientAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer witness.Close()
+	if err := witness.TransferLeader(ctx, 40, 2); err != nil {
+		t.Fatalf("transfer sent to the witness's node: %v", err)
+	}
+	if err := witness.RemoveReplica(ctx, 40, 3); err != nil {
+		t.Fatalf("remove the witness, sent to its node: %v", err)
+	}
+
+	c.stop(1) // node 2
+	if _, err := cl.CreatePartition(ctx, transport.PartitionSpec{ID: 40, Nodes: []lockstitch.NodeID{1, 3}}); !errors.Is(err, lockstitch.ErrPartitionExists) {
+		t.Fatalf("create again on other nodes while one of the old ones is down: %v", err)
+	}
+	if _, err := c.nodes[2].Replicator().Partition(40); !errors.Is(err, lockstitch.ErrPartitionNotFound) {
+		t.Fatalf("node 3 hosts partition 40 after a refused create: %v", err)
+	}
+	nodes, err := cl.ClusterStatus(ctx)
+	if err != nil || !nodes[0].Reachable || !nodes[2].Reachable {
+		t.Fatalf("nodes 1 and 3 after the refused create: %+v, %v", nodes, err)
+	}
+}
+
 // TestCreateThenAppendAnywhere appends right after each create returns,
 // through a new client whose first address is a node without a replica
 // of the partition.

@@ -4,17 +4,25 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/lockstitch/lockstitch"
 )
 
 // Admin sends an administrative request to the node at addr (any
 // connected node for "") and returns its answer. It is retried, like
-// every call, when the connection is lost or the node is busy: every
-// admin op is safe to repeat. The typed methods below (CreatePartition,
+// every call, when the connection is lost or the node is busy (every
+// admin op is safe to repeat), but not when the node answered with an
+// error. ctx's deadline travels with the request (AdminRequest.Timeout),
+// so the node gives up when the caller does. The typed methods below (CreatePartition,
 // ...) are the usual way in; they also try the next address when a node
 // cannot serve.
 func (cl *Client) Admin(ctx context.Context, addr string, req *AdminRequest) (*AdminResult, error) {
+	if d, ok := ctx.Deadline(); ok {
+		r := *req
+		r.Timeout = min(max(time.Until(d), time.Microsecond), maxAdminTimeout)
+		req = &r
+	}
 	body, err := req.AppendBinary(nil)
 	if err != nil {
 		return nil, err

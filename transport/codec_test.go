@@ -59,8 +59,9 @@ func msgCases() []msgCase {
 		},
 	}, {Partition: 4, Role: lockstitch.RoleFollower}}}
 	adminReq := AdminRequest{
-		Op: AdminStartReplica, Partition: 9, Replica: 2, Node: 3, Kind: lockstitch.NonVoting, Join: true, Replicas: 3,
-		Plugin: "log", Options: map[string]string{"a": "1", "b": ""}, Nodes: []lockstitch.NodeID{1, 2, 3},
+		Op: AdminStartReplica, Partition: 9, Replica: 2, Node: 3, Kind: lockstitch.NonVoting, Join: true, Forwarded: true, Replicas: 3,
+		Timeout: 2500 * time.Millisecond,
+		Plugin:  "log", Options: map[string]string{"a": "1", "b": ""}, Nodes: []lockstitch.NodeID{1, 2, 3},
 		Members: []Member{{Replica: 1, RaftAddr: "10.0.0.1:7010"}, {Replica: 2, RaftAddr: "10.0.0.2:7010"}},
 	}
 	adminRes := AdminResult{
@@ -322,8 +323,27 @@ func TestHeaderLayout(t *testing.T) {
 	}
 }
 
+// withByte returns a copy of b with b[i] = v.
+func withByte(b []byte, i int, v byte) []byte {
+	c := append([]byte(nil), b...)
+	c[i] = v
+	return c
+}
+
 // TestDecodeRejects checks that malformed bodies fail with ErrProtocol.
 func TestDecodeRejects(t *testing.T) {
+	adminBody, err := (&AdminRequest{Op: AdminCreatePartition, Partition: 3, Plugin: "log", Timeout: time.Second}).AppendBinary(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := new(AdminRequest).UnmarshalBinary(adminBody); err != nil {
+		t.Fatal(err) // the cases below must fail for their own reason
+	}
+	adminResBody, _ := (&AdminResult{Nodes: []NodeInfo{{Node: 1, Reachable: true}}}).AppendBinary(nil)
+	if err := new(AdminResult).UnmarshalBinary(adminResBody); err != nil {
+		t.Fatal(err)
+	}
+	const nodeReachableFromEnd = 1 + 1 + 4 + 4 // reachable, error, partitions, leading
 	u32 := func(v uint32) []byte { return binary.LittleEndian.AppendUint32(nil, v) }
 	batchHead := make([]byte, batchFixed-4)
 	cases := []struct {
@@ -342,11 +362,12 @@ func TestDecodeRejects(t *testing.T) {
 		{"error long message", decodeError(append(append(make([]byte, 16), 0), 0x81, 0x10), new(errorMsg))},
 		{"hello magic", decodeHello([]byte("HTTP/1.1 200"), new(helloMsg))},
 		{"ping body", decodeEmpty(TypePing, []byte{0})},
-		{"admin short", new(AdminRequest).UnmarshalBinary(make([]byte, adminFixed-1))},
-		{"admin flags", new(AdminRequest).UnmarshalBinary(append(make([]byte, adminFixed-5), 4, 0, 0, 0, 0, 0, 0, 0, 0))},
-		{"admin options unsorted", new(AdminRequest).UnmarshalBinary(append(make([]byte, adminFixed+1), 2, 1, 'b', 0, 1, 'a', 0, 0, 0))},
-		{"admin nodes beyond bytes", new(AdminRequest).UnmarshalBinary(append(make([]byte, adminFixed+2), 0x10, 0))},
-		{"admin result reachable", new(AdminResult).UnmarshalBinary(append(make([]byte, 10), 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))},
+		{"admin short", new(AdminRequest).UnmarshalBinary(adminBody[:len(adminBody)-1])},
+		{"admin flags", new(AdminRequest).UnmarshalBinary(withByte(adminBody, 26, 4))},
+		{"admin options unsorted", new(AdminRequest).UnmarshalBinary(append(append(make([]byte, 32), 2, 1, 'b', 0, 1, 'a', 0, 0, 0), make([]byte, 8)...))},
+		{"admin nodes beyond bytes", new(AdminRequest).UnmarshalBinary(append(make([]byte, 33), 0x10, 0))},
+		{"admin timeout", new(AdminRequest).UnmarshalBinary(append(adminBody[:len(adminBody)-8:len(adminBody)-8], 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff))},
+		{"admin result reachable", new(AdminResult).UnmarshalBinary(withByte(adminResBody, len(adminResBody)-nodeReachableFromEnd, 2))},
 		{"admin result trailing", new(AdminResult).UnmarshalBinary(make([]byte, 12))},
 	}
 	for _, c := range cases {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/lockstitch/lockstitch"
 )
@@ -30,6 +31,8 @@ import (
 //	nodes       uvarint count, then 8 bytes per NodeID
 //	members     uvarint count, then per member: replica (8), Raft
 //	            address (uvarint length + bytes, at most 255)
+//	timeout     8   microseconds the caller waits for the answer, 0 for
+//	            no limit: the serving node gives up on the op after it
 //
 // AdminResult body:
 //
@@ -150,6 +153,10 @@ type AdminRequest struct {
 	// Members is the initial replica set of a new partition, for
 	// AdminStartReplica.
 	Members []Member
+	// Timeout is how long the caller waits for the answer (0: no limit):
+	// the node that serves the request gives up on it after that, since
+	// nobody waits any more. Client.Admin sets it from ctx's deadline.
+	Timeout time.Duration
 }
 
 // Member is one replica of a new partition's initial replica set.
@@ -274,7 +281,7 @@ func (r *AdminRequest) AppendBinary(b []byte) ([]byte, error) {
 		b = binary.LittleEndian.AppendUint64(b, uint64(m.Replica))
 		b = appendString(b, m.RaftAddr)
 	}
-	return b, nil
+	return binary.LittleEndian.AppendUint64(b, uint64(max(r.Timeout, 0)/time.Microsecond)), nil
 }
 
 // UnmarshalBinary decodes an Admin body into r (encoding.
@@ -321,8 +328,18 @@ func (r *AdminRequest) UnmarshalBinary(data []byte) error {
 			r.Members[i] = Member{Replica: lockstitch.ReplicaID(d.u64()), RaftAddr: d.str(maxAddr)}
 		}
 	}
+	if us := d.u64(); us > uint64(maxAdminTimeout/time.Microsecond) {
+		if d.err == nil {
+			d.err = fmt.Errorf("%w: Admin timeout of %d µs", ErrProtocol, us)
+		}
+	} else {
+		r.Timeout = time.Duration(us) * time.Microsecond
+	}
 	return d.finish()
 }
+
+// maxAdminTimeout bounds an Admin request's timeout. Part of the format.
+const maxAdminTimeout = 24 * time.Hour
 
 // AppendBinary appends r's AdminResult body to b (encoding.
 // BinaryAppender). Strings longer than the format allows are cut.

@@ -112,10 +112,10 @@ func (s serveSettings) nodeConfig(logger *slog.Logger) (server.Config, error) {
 	tc := transport.DefaultServerConfig()
 	tc.MaxFrameBytes, tc.MaxInFlight, tc.MaxConns = s.MaxFrameBytes, s.MaxInFlight, s.MaxConns
 	tc.HandshakeTimeout, tc.IdleTimeout, tc.WriteTimeout = s.HandshakeTimeout, s.IdleTimeout, s.WriteTimeout
-	cfg := server.Config{
-		ID: lockstitch.NodeID(s.ID), DataDir: s.DataDir, RaftAddr: s.RaftAddr, ClientAddr: s.ClientAddr, ClientListen: s.ClientListen,
-		UnixSocket: s.UnixSocket, AdminAddr: s.AdminAddr, Peers: peers, Replicator: rc, Transport: tc, Logger: logger,
-	}
+	cfg := server.DefaultConfig()
+	cfg.ID, cfg.DataDir, cfg.RaftAddr = lockstitch.NodeID(s.ID), s.DataDir, s.RaftAddr
+	cfg.ClientAddr, cfg.ClientListen, cfg.UnixSocket, cfg.AdminAddr = s.ClientAddr, s.ClientListen, s.UnixSocket, s.AdminAddr
+	cfg.Peers, cfg.Replicator, cfg.Transport, cfg.Logger = peers, rc, tc, logger
 	// Check every layer now (the node's Validate checks the replicator's
 	// and the transport's), so that a bad setting is one clear error
 	// before anything starts.
