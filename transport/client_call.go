@@ -81,7 +81,7 @@ func (cl *Client) getCall(t FrameType) *call {
 func (cl *Client) putCall(c *call) {
 	c.gen++
 	c.state.Store(callIdle)
-	c.payload, c.payloads, c.query.Request, c.node, c.err, c.sendErr, c.conn = nil, nil, nil, nil, nil, nil, nil
+	c.payload, c.payloads, c.query.Request, c.admin, c.node, c.err, c.sendErr, c.conn = nil, nil, nil, nil, nil, nil, nil, nil
 	c.addr, c.byAddr, c.attempt, c.notFound, c.refused = "", false, 0, 0, false
 	clear(c.batch)
 	c.batch = c.batch[:0]
