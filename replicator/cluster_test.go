@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/internal/testutil"
 	"github.com/lockstitch/lockstitch/replicator"
@@ -65,6 +67,7 @@ func newCluster(t testing.TB, n int, tweak func(*replicator.Config)) *cluster {
 	c := &cluster{t: t}
 	for i := 0; i < n; i++ {
 		cfg := testConfig(t, filepath.Join(t.TempDir(), fmt.Sprintf("node%d", i+1)))
+		cfg.Registerer = prometheus.NewRegistry() // each node's own, for copiesReceived
 		if tweak != nil {
 			tweak(&cfg)
 		}
@@ -73,6 +76,35 @@ func newCluster(t testing.TB, n int, tweak func(*replicator.Config)) *cluster {
 	}
 	t.Cleanup(c.close)
 	return c
+}
+
+// copiesReceived returns how many state copies node i has restored
+// (lockstitch_copies_total{direction="received",result="ok"}).
+func (c *cluster) copiesReceived(i int) float64 {
+	c.t.Helper()
+	g, ok := c.nodes[i].cfg.Registerer.(prometheus.Gatherer)
+	if !ok {
+		c.t.Fatalf("node %d has no registry of its own", i+1)
+	}
+	mfs, err := g.Gather()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "lockstitch_copies_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["direction"] == "received" && labels["result"] == "ok" {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
 }
 
 func (c *cluster) start(i int) {

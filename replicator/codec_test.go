@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"testing"
 
@@ -295,46 +294,6 @@ func TestStateRoundTrip(t *testing.T) {
 	}
 }
 
-func TestChunkStream(t *testing.T) {
-	t.Parallel()
-	for _, size := range []int{0, 1, maxChunkBytes - 1, maxChunkBytes, 3*maxChunkBytes + 17} {
-		data := make([]byte, size)
-		for i := range data {
-			data[i] = byte(i * 13)
-		}
-		var buf bytes.Buffer
-		w := newChunkWriter(&buf)
-		// Write in odd pieces.
-		for rest := data; len(rest) > 0; {
-			n := min(len(rest), 1000+len(rest)%777)
-			if _, err := w.Write(rest[:n]); err != nil {
-				t.Fatal(err)
-			}
-			rest = rest[n:]
-		}
-		if err := w.Close(); err != nil {
-			t.Fatal(err)
-		}
-		stream := buf.Bytes()
-		got, err := io.ReadAll(newChunkReader(bytes.NewReader(stream)))
-		if err != nil || !bytes.Equal(got, data) {
-			t.Fatalf("size %d: read back %d bytes, err %v", size, len(got), err)
-		}
-		if len(stream) > 0 {
-			if _, err := io.ReadAll(newChunkReader(bytes.NewReader(stream[:len(stream)-1]))); !errors.Is(err, io.ErrUnexpectedEOF) {
-				t.Fatalf("size %d: cut stream: %v", size, err)
-			}
-		}
-		if size > 0 {
-			c := append([]byte(nil), stream...)
-			c[chunkHeaderSize+size/2] ^= 1
-			if _, err := io.ReadAll(newChunkReader(bytes.NewReader(c))); !errors.Is(err, errBadChunk) {
-				t.Fatalf("size %d: damaged chunk: %v", size, err)
-			}
-		}
-	}
-}
-
 func FuzzOpsEntry(f *testing.F) {
 	b := appendBatchHeader(nil, 3)
 	b = appendBatchOp(b, []byte("hello"), wal.Checksum([]byte("hello")), 1, 2)
@@ -365,16 +324,5 @@ func FuzzPartitionState(f *testing.F) {
 		if again := got.appendTo(nil); !bytes.Equal(again, b) {
 			t.Fatal("accepted state re-encodes differently")
 		}
-	})
-}
-
-func FuzzChunkReader(f *testing.F) {
-	var buf bytes.Buffer
-	w := newChunkWriter(&buf)
-	w.Write([]byte("some snapshot bytes"))
-	w.Close()
-	f.Add(buf.Bytes())
-	f.Fuzz(func(t *testing.T, b []byte) {
-		io.ReadAll(newChunkReader(bytes.NewReader(b)))
 	})
 }

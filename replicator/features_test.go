@@ -248,26 +248,40 @@ func TestSnapshotCatchUp(t *testing.T) {
 	appendN(t, c, 1, 10, 200)
 	c.start(f)
 	p := c.partition(f, 1)
-	st := waitApplied(t, p, 200)
-	if st.FirstLSN <= 10 {
-		t.Fatalf("follower log starts at %d: it replayed Raft's log instead of receiving a copy", st.FirstLSN)
+	waitApplied(t, p, 200)
+	if n := c.copiesReceived(f); n < 1 {
+		t.Fatalf("the follower restored %v copies: it replayed Raft's log instead of receiving one", n)
 	}
-	if _, err := p.Subscribe(1); !errors.Is(err, lockstitch.ErrTruncated) {
-		t.Fatalf("subscribing below the copy: %v, want ErrTruncated", err)
-	}
+	// The copy brought the retained history: the follower serves the same
+	// records as the leader, from the leader's first retained LSN.
 	appendN(t, c, 1, 200, 210)
-	waitApplied(t, p, 210)
-	recs, err := p.Read(st.FirstLSN, 1000, 1<<30)
+	st := waitApplied(t, p, 210)
+	lst, err := c.partition(l, 1).Status(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, r := range recs {
+	if st.FirstLSN != lst.FirstLSN || st.FirstLSN != 1 {
+		t.Fatalf("after the copy the follower's log starts at %d, the leader's at %d; want both at 1", st.FirstLSN, lst.FirstLSN)
+	}
+	recs, err := p.Read(1, 1000, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lrecs, err := c.partition(l, 1).Read(1, 1000, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 210 || len(lrecs) != 210 {
+		t.Fatalf("the follower reads %d records from LSN 1, the leader %d; want 210", len(recs), len(lrecs))
+	}
+	for i, r := range recs {
+		lr := lrecs[i]
+		if r.LSN != lockstitch.LSN(i+1) || r.LSN != lr.LSN || r.Epoch != lr.Epoch || r.CRC != lr.CRC || !bytes.Equal(r.Payload, lr.Payload) {
+			t.Fatalf("record %d: the follower holds LSN %d epoch %d %q, the leader LSN %d epoch %d %q", i+1, r.LSN, r.Epoch, r.Payload, lr.LSN, lr.Epoch, lr.Payload)
+		}
 		if want := opPayload(1, int(r.LSN)-1); !bytes.Equal(r.Payload, want) {
 			t.Fatalf("LSN %d after the copy holds %q, want %q", r.LSN, r.Payload, want)
 		}
-	}
-	if recs[len(recs)-1].LSN != 210 {
-		t.Fatalf("follower stream ends at %d", recs[len(recs)-1].LSN)
 	}
 }
 
@@ -305,8 +319,11 @@ func TestSnapshotBySize(t *testing.T) {
 			c.start(f)
 			p := c.partition(f, 1)
 			st := waitApplied(t, p, 138)
-			if copied := st.FirstLSN > 10; copied != bySize {
-				t.Fatalf("follower log starts at %d: copied %v, want %v", st.FirstLSN, copied, bySize)
+			if copied := c.copiesReceived(f) > 0; copied != bySize {
+				t.Fatalf("the follower restored a copy: %v, want %v", copied, bySize)
+			}
+			if st.FirstLSN != 1 {
+				t.Fatalf("the follower's log starts at %d, want 1 (the copy carries the retained log)", st.FirstLSN)
 			}
 		})
 	}

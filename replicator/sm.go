@@ -16,6 +16,7 @@ import (
 	sm "github.com/lni/dragonboat/v4/statemachine"
 
 	"github.com/lockstitch/lockstitch"
+	catchup "github.com/lockstitch/lockstitch/copy"
 	"github.com/lockstitch/lockstitch/wal"
 )
 
@@ -509,18 +510,24 @@ func (s *stateMachine) retentionFloor() lockstitch.LSN {
 	return min(s.ckptLSN, lockstitch.LSN(s.pluginDurable.Load()))
 }
 
-// snapshot is what PrepareSnapshot captures.
+// snapshot is what PrepareSnapshot captures: the partition state at LSN
+// last, the plugin's snapshot, and the first LSN the log retained then.
 type snapshot struct {
-	state  []byte
-	plugin Snapshot
+	state       []byte
+	plugin      Snapshot
+	first, last lockstitch.LSN
 }
 
 // Snapshot stream layout (part of the format): magic "lstchsnp", version
 // (4), zero (4), the encoded partition state, then the plugin snapshot as
-// a chunked stream (see chunk.go).
+// a chunked stream (package copy), then, from version 2, the log section
+// (package copy): the retained operation log up to the state's LSN, so
+// that a replica rebuilt from the snapshot serves the same history as its
+// peers. Version 1 snapshots, with no log section, are still read: the
+// replica's log then starts after the snapshot.
 const (
 	snapshotMagic   = "lstchsnp"
-	snapshotVersion = 1
+	snapshotVersion = 2
 )
 
 // PrepareSnapshot implements sm.IOnDiskStateMachine.
@@ -531,7 +538,8 @@ func (s *stateMachine) PrepareSnapshot() (interface{}, error) {
 	if err != nil {
 		return nil, fmt.Errorf("partition %d replica %d: plugin snapshot: %w", s.id, s.replica, err)
 	}
-	return &snapshot{state: s.state.appendTo(nil), plugin: ps}, nil
+	last := s.state.lsn
+	return &snapshot{state: s.state.appendTo(nil), plugin: ps, first: min(s.wal.First(), last+1), last: last}, nil
 }
 
 // SaveSnapshot implements sm.IOnDiskStateMachine: it streams a snapshot to
@@ -557,14 +565,33 @@ func (s *stateMachine) saveSnapshot(snap *snapshot, w io.Writer, done <-chan str
 	if _, err := w.Write(snap.state); err != nil {
 		return err
 	}
-	chunks := newChunkWriter(w)
+	chunks := catchup.NewChunkWriter(w)
 	if err := snap.plugin.WriteTo(ctx, chunks); err != nil {
 		if ctx.Err() != nil {
 			return sm.ErrSnapshotStopped
 		}
 		return fmt.Errorf("partition %d replica %d: plugin snapshot: %w", s.id, s.replica, err)
 	}
-	return chunks.Close()
+	if err := chunks.Close(); err != nil {
+		return err
+	}
+	// The retained log up to the snapshot's LSN. Retention may have
+	// dropped the start of what PrepareSnapshot saw: send what is
+	// retained now (WriteLog writes nothing when the range is gone).
+	var err error
+	for range 3 {
+		first := min(max(snap.first, s.wal.First()), snap.last+1)
+		if err = catchup.WriteLog(ctx, w, s.wal, first, snap.last); !errors.Is(err, wal.ErrTruncated) {
+			break
+		}
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return sm.ErrSnapshotStopped
+		}
+		return fmt.Errorf("partition %d replica %d: operation log for the snapshot: %w", s.id, s.replica, err)
+	}
+	return nil
 }
 
 // RecoverFromSnapshot implements sm.IOnDiskStateMachine: the replica's
@@ -600,8 +627,9 @@ func (s *stateMachine) recoverFromSnapshot(r io.Reader, done <-chan struct{}) er
 	if _, err := io.ReadFull(r, h[:]); err != nil {
 		return err
 	}
-	if string(h[:8]) != snapshotMagic || binary.LittleEndian.Uint32(h[8:]) != snapshotVersion {
-		return fmt.Errorf("%w: not a snapshot (magic %q, version %d)", errBadState, h[:8], binary.LittleEndian.Uint32(h[8:]))
+	version := binary.LittleEndian.Uint32(h[8:])
+	if string(h[:8]) != snapshotMagic || version < 1 || version > snapshotVersion {
+		return fmt.Errorf("%w: not a snapshot (magic %q, version %d)", errBadState, h[:8], version)
 	}
 	var sh [16]byte
 	if _, err := io.ReadFull(r, sh[:]); err != nil {
@@ -625,11 +653,11 @@ func (s *stateMachine) recoverFromSnapshot(r io.Reader, done <-chan struct{}) er
 		return sm.ErrSnapshotStopped
 	default:
 	}
-	cr := newChunkReader(r)
+	cr := catchup.NewChunkReader(r)
 	if err := s.plugin.Restore(cr, state.lsn); err != nil {
 		return fmt.Errorf("plugin restore: %w", err)
 	}
-	if err := cr.drain(); err != nil {
+	if err := cr.Drain(); err != nil {
 		return fmt.Errorf("plugin snapshot: %w", err)
 	}
 	durable, err := s.plugin.Sync()
@@ -644,8 +672,12 @@ func (s *stateMachine) recoverFromSnapshot(r io.Reader, done <-chan struct{}) er
 	if err := writeCheckpoint(s.dir, buf); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
-	if err := s.wal.Reset(state.lsn + 1); err != nil {
-		return fmt.Errorf("operation log: %w", err)
+	if version == 1 {
+		if err := s.wal.Reset(state.lsn + 1); err != nil {
+			return fmt.Errorf("operation log: %w", err)
+		}
+	} else if err := s.restoreLog(r, state.lsn); err != nil {
+		return err
 	}
 	if err := removeFileDurable(marker); err != nil {
 		return fmt.Errorf("restore marker: %w", err)
@@ -653,7 +685,40 @@ func (s *stateMachine) recoverFromSnapshot(r io.Reader, done <-chan struct{}) er
 	s.state, s.skipTo = state, 0
 	s.publish()
 	s.ckptIndex, s.ckptLSN, s.ckptAt = state.index, state.lsn, time.Now()
-	s.log.Info("replica restored from a snapshot", "lsn", state.lsn, "index", state.index)
+	s.log.Info("replica restored from a snapshot", "lsn", state.lsn, "index", state.index, "log_first", s.wal.First())
+	return nil
+}
+
+// restoreLog replaces the operation log with the snapshot's log section,
+// which must end at LSN last, and makes it durable. A failure part way
+// leaves the restore marker in place: Open then starts the log after the
+// snapshot instead (see open).
+func (s *stateMachine) restoreLog(r io.Reader, last lockstitch.LSN) error {
+	reset := false
+	first, end, err := catchup.ReadLog(r, s.cfg.MaxOpBytes, func(recs []wal.Record) error {
+		if !reset {
+			if err := s.wal.Reset(recs[0].LSN); err != nil {
+				return err
+			}
+			reset = true
+		}
+		return s.wal.AppendBatch(recs)
+	})
+	if err != nil {
+		return fmt.Errorf("operation log from the snapshot: %w", err)
+	}
+	if end != last {
+		return fmt.Errorf("%w: the snapshot's log ends at LSN %d, its state at %d", catchup.ErrCorrupt, end, last)
+	}
+	if !reset {
+		if err := s.wal.Reset(last + 1); err != nil {
+			return fmt.Errorf("operation log: %w", err)
+		}
+	}
+	if err := s.wal.Sync(); err != nil {
+		return fmt.Errorf("operation log: %w", err)
+	}
+	s.log.Info("operation log restored from the snapshot", "first", first, "last", end)
 	return nil
 }
 

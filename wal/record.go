@@ -133,6 +133,23 @@ func DecodeRecord(b []byte, maxPayload int, r *Record) (int, error) {
 	return size, nil
 }
 
+// FrameSizeOf returns the size of the frame whose header is at the start
+// of b, which must hold at least HeaderSize bytes: a reader of frames
+// back to back learns from it how much to read next. It fails with an
+// error wrapping ErrShort when b is shorter than a header, and ErrCorrupt
+// when the payload length is above maxPayload. DecodeRecord verifies the
+// frame once it is read whole.
+func FrameSizeOf(b []byte, maxPayload int) (int, error) {
+	if len(b) < HeaderSize {
+		return 0, ErrShort
+	}
+	n := frameLength(b)
+	if n > maxPayload || n > MaxPayloadLimit {
+		return 0, fmt.Errorf("%w: payload length %d exceeds limit %d", ErrCorrupt, n, maxPayload)
+	}
+	return FrameSize(n), nil
+}
+
 // frameLength returns the payload length stored in the header at the start
 // of b, which must hold at least HeaderSize bytes.
 func frameLength(b []byte) int { return int(binary.LittleEndian.Uint32(b[offLength:])) }
