@@ -2,6 +2,7 @@ package replicator_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -102,6 +103,12 @@ func Example() {
 	}
 	for _, op := range []string{"red", "green", "blue"} {
 		res, err := p.Append(ctx, replicator.AppendOp{Payload: []byte(op)})
+		for errors.Is(err, lockstitch.ErrNotLeader) || errors.Is(err, lockstitch.ErrUnavailable) {
+			// A leader just elected may still refuse for a moment:
+			// retry after a pause, as with any retryable error.
+			time.Sleep(10 * time.Millisecond)
+			res, err = p.Append(ctx, replicator.AppendOp{Payload: []byte(op)})
+		}
 		if err != nil {
 			fmt.Println(err)
 			return
