@@ -8,6 +8,7 @@ require (
 	github.com/prometheus/client_golang v1.23.2
 	github.com/valyala/bytebufferpool v1.0.0
 	golang.org/x/sys v0.35.0
+	golang.org/x/time v0.14.0
 )
 
 require (

@@ -117,6 +117,11 @@ type Config struct {
 	// recovery still needs. Zero means no limit.
 	RetainBytes int64
 	RetainAge   time.Duration
+	// CopyBytesPerSecond bounds the rate at which this node sends copies
+	// (snapshots with their retained log) to replicas that fell behind,
+	// all copies together, so that a large copy leaves the disk and the
+	// network to live replication. Zero means no limit.
+	CopyBytesPerSecond int64
 	// CheckpointInterval is how often a partition with new ops makes its
 	// state durable, which bounds what a restart replays from Raft. Log
 	// retention runs every five intervals.
@@ -219,6 +224,9 @@ func (c Config) Validate() error {
 	}
 	if c.SegmentBytes < 64<<10 {
 		bad("SegmentBytes %d is below 64 KiB", c.SegmentBytes)
+	}
+	if c.CopyBytesPerSecond < 0 {
+		bad("CopyBytesPerSecond %d must not be negative", c.CopyBytesPerSecond)
 	}
 	if c.RetainBytes < 0 || c.RetainAge < 0 {
 		bad("RetainBytes %d and RetainAge %v must not be negative", c.RetainBytes, c.RetainAge)

@@ -17,6 +17,7 @@ import (
 	"github.com/lni/dragonboat/v4/raftio"
 
 	"github.com/lockstitch/lockstitch"
+	catchup "github.com/lockstitch/lockstitch/copy"
 )
 
 // Replicator is one Lockstitch node: a dragonboat NodeHost hosting replicas
@@ -32,6 +33,8 @@ type Replicator struct {
 	closed bool
 	// retired records the replicas this node deleted.
 	retired *retired
+	// throttle bounds the rate of the copies this node sends.
+	throttle *catchup.Throttle
 
 	quit chan struct{}
 	wg   sync.WaitGroup
@@ -61,6 +64,7 @@ func Open(cfg Config) (*Replicator, error) {
 		quit:  make(chan struct{}),
 
 		snapshotKick: make(chan struct{}, 1),
+		throttle:     catchup.NewThrottle(cfg.CopyBytesPerSecond),
 	}
 	events := &listener{r: r}
 	nhc := config.NodeHostConfig{

@@ -45,6 +45,8 @@ type stateMachine struct {
 	// opened tells the partition that the replica is open (Ready may
 	// have changed); it does not block.
 	opened func()
+	// throttle bounds the rate of the copies the node sends (nil: none).
+	throttle *catchup.Throttle
 
 	// mu is held for writing by Update, Sync, snapshots and Close, and
 	// for reading by queries and the checkpoint's copy of the state.
@@ -114,6 +116,7 @@ func newStateMachine(p *partition) *stateMachine {
 
 		wantSnapshot: p.wantSnapshot,
 		opened:       p.changed,
+		throttle:     p.r.throttle,
 	}
 }
 
@@ -556,6 +559,7 @@ func (s *stateMachine) SaveSnapshot(c interface{}, w io.Writer, done <-chan stru
 func (s *stateMachine) saveSnapshot(snap *snapshot, w io.Writer, done <-chan struct{}) error {
 	ctx, cancel := contextFromStop(done)
 	defer cancel()
+	w = s.throttle.Writer(ctx, w)
 	var h [16]byte
 	copy(h[:], snapshotMagic)
 	binary.LittleEndian.PutUint32(h[8:], snapshotVersion)
