@@ -385,6 +385,22 @@ func TestSubscribeFollowsCommits(t *testing.T) {
 	if _, err := c.partition(f, 1).Subscribe(0); !errors.Is(err, lockstitch.ErrInvalidArgument) {
 		t.Fatalf("subscribe from 0: %v", err)
 	}
+
+	// Backwards: from the end, from an LSN, and down to LSN 1.
+	for _, tc := range []struct {
+		from, top lockstitch.LSN
+		ops, want int
+	}{{0, 62, 5, 5}, {100, 62, 2, 2}, {3, 3, 10, 3}, {62, 62, 1000, 62}} {
+		recs, err := c.partition(f, 1).ReadReverse(tc.from, tc.ops, 1<<20)
+		if err != nil || len(recs) != tc.want {
+			t.Fatalf("reverse read from %d: %d records, %v; want %d", tc.from, len(recs), err, tc.want)
+		}
+		for i, r := range recs {
+			if lsn := tc.top - lockstitch.LSN(i); r.LSN != lsn || !bytes.Equal(r.Payload, opPayload(1, int(lsn)-1)) {
+				t.Fatalf("reverse read from %d: record %d is LSN %d %q", tc.from, i, r.LSN, r.Payload)
+			}
+		}
+	}
 }
 
 // rolePlugin is the log plugin plus a record of role changes and epochs.

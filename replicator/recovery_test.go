@@ -213,6 +213,9 @@ func TestLogRetention(t *testing.T) {
 	if _, err := p.Read(1, 1, 1); !errors.Is(err, lockstitch.ErrTruncated) {
 		t.Fatalf("read below the first retained LSN: %v", err)
 	}
+	if _, err := p.ReadBackward(1); !errors.Is(err, lockstitch.ErrTruncated) {
+		t.Fatalf("a backward read below the first retained LSN: %v", err)
+	}
 	first, recs, err := readRetained(ctx, p)
 	if err != nil || len(recs) != int(300-first+1) {
 		t.Fatalf("read from %d: %d records, %v", first, len(recs), err)

@@ -177,6 +177,95 @@ func (p *Partition) Read(from lockstitch.LSN, maxOps, maxBytes int) ([]Record, e
 	return out, nil
 }
 
+// Backward reads a partition's retained stream on this replica from an
+// LSN down to the first retained one, as an event store reads a stream
+// from its end. Payloads are lent as by Subscription. It is not safe for
+// concurrent use.
+type Backward struct {
+	p    *partition
+	l    *wal.Log
+	it   *wal.Iterator
+	next lockstitch.LSN // the LSN TryNext delivers next; 0 after the first
+	rec  wal.Record
+}
+
+// ReadBackward starts a backward read whose first op is from, or the last
+// op this replica has applied when from is 0 or beyond it. It fails with
+// lockstitch.ErrTruncated (a *lockstitch.TruncatedError) when from is
+// below the first retained LSN.
+func (p *Partition) ReadBackward(from lockstitch.LSN) (*Backward, error) {
+	s, err := p.state()
+	if err != nil {
+		return nil, err
+	}
+	applied := lockstitch.LSN(s.applied.Load())
+	if from == 0 || from > applied {
+		from = applied
+	}
+	it, err := s.wal.NewIterator(from + 1)
+	if err != nil {
+		return nil, p.streamError(s.wal, err, from)
+	}
+	return &Backward{p: p.partition, l: s.wal, it: it, next: from}, nil
+}
+
+// Next fills r with the next op going back, and returns false once the
+// first retained op has been delivered (or there is none). The payload
+// aliases the reader's buffer until the next call.
+func (b *Backward) Next(r *Record) (bool, error) {
+	if b.next == 0 {
+		return false, nil
+	}
+	err := b.it.Prev(&b.rec)
+	if err == io.EOF {
+		b.next = 0
+		return false, nil
+	}
+	if err != nil {
+		return false, b.p.streamError(b.l, err, b.next)
+	}
+	b.next = b.rec.LSN - 1
+	*r = Record{LSN: b.rec.LSN, Epoch: lockstitch.Epoch(b.rec.Epoch), CRC: b.rec.CRC, Payload: b.rec.Payload}
+	return true, nil
+}
+
+// Close ends the read. It is idempotent.
+func (b *Backward) Close() error {
+	if b.it == nil {
+		return nil
+	}
+	err := b.it.Close()
+	b.it, b.next = nil, 0
+	return err
+}
+
+// ReadReverse returns up to maxOps committed ops from from down (from 0:
+// from the last op applied here), highest LSN first, holding at most
+// maxBytes of payload (at least one op is returned when one is there).
+func (p *Partition) ReadReverse(from lockstitch.LSN, maxOps, maxBytes int) ([]Record, error) {
+	b, err := p.ReadBackward(from)
+	if err != nil {
+		return nil, err
+	}
+	defer b.Close()
+	var out []Record
+	size := 0
+	for len(out) < maxOps {
+		var r Record
+		ok, err := b.Next(&r)
+		if err != nil {
+			return out, err
+		}
+		if !ok || (len(out) > 0 && size+len(r.Payload) > maxBytes) {
+			break
+		}
+		size += len(r.Payload)
+		r.Payload = append([]byte(nil), r.Payload...)
+		out = append(out, r)
+	}
+	return out, nil
+}
+
 // streamError maps an error reading l at LSN at to the replicator's.
 func (p *partition) streamError(l *wal.Log, err error, at lockstitch.LSN) error {
 	switch {

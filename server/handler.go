@@ -135,6 +135,9 @@ func (h *handler) Read(ctx context.Context, req *transport.ReadRequest, res *tra
 	if err != nil {
 		return err
 	}
+	if req.Reverse {
+		return readBackward(ctx, p, req, res)
+	}
 	// Subscribing first fails while the replica opens, when Applied
 	// would say 0.
 	sub, err := p.Subscribe(req.From)
@@ -156,6 +159,30 @@ func (h *handler) Read(ctx context.Context, req *transport.ReadRequest, res *tra
 		}
 		if !ok {
 			return nil
+		}
+		walRecord(&wr, &rec)
+		if !res.Add(&wr) {
+			return nil
+		}
+	}
+	return ctx.Err()
+}
+
+// readBackward serves a reverse Read: from req.From (0 or beyond the
+// applied LSN: the last applied op) down.
+func readBackward(ctx context.Context, p *replicator.Partition, req *transport.ReadRequest, res *transport.ReadResult) error {
+	b, err := p.ReadBackward(req.From)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	res.Committed = p.Applied()
+	var rec replicator.Record
+	var wr wal.Record
+	for ctx.Err() == nil {
+		ok, err := b.Next(&rec)
+		if err != nil || !ok {
+			return err
 		}
 		walRecord(&wr, &rec)
 		if !res.Add(&wr) {

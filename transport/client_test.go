@@ -54,6 +54,25 @@ func TestAppendReadQueryStatus(t *testing.T) {
 	if err := cl.Read(ctx, 7, 11, ReadOptions{}, &recs); err != nil || recs.Next(&rec) != io.EOF {
 		t.Fatalf("read beyond the end: %v", err)
 	}
+	// Backwards: from LSN 6 down, from the end, and down to LSN 1.
+	for _, c := range []struct {
+		from, want wal.LSN
+		ops        int
+	}{{6, 6, 3}, {0, 10, 2}, {99, 10, 1}, {3, 3, 10}} {
+		if err := cl.Read(ctx, 7, c.from, ReadOptions{MaxOps: c.ops, Reverse: true}, &recs); err != nil {
+			t.Fatalf("reverse read from %d: %v", c.from, err)
+		}
+		got := 0
+		for lsn := c.want; recs.Next(&rec) == nil; lsn-- {
+			if rec.LSN != lsn || string(rec.Payload) != fmt.Sprint("op ", lsn-1) {
+				t.Fatalf("reverse read from %d: record %+v, want LSN %d", c.from, rec, lsn)
+			}
+			got++
+		}
+		if want := min(c.ops, int(c.want)); got != want {
+			t.Fatalf("reverse read from %d: %d records, want %d", c.from, got, want)
+		}
+	}
 	// A partition the node does not host.
 	if err := cl.Read(ctx, 8, 1, ReadOptions{}, &recs); !errors.Is(err, lockstitch.ErrPartitionNotFound) {
 		t.Fatalf("read of an unknown partition: %v", err)

@@ -45,6 +45,7 @@ func msgCases() []msgCase {
 	batchReq := AppendBatchRequest{Partition: 7, Producer: 1, Sequence: 100}
 	batchRes := []AppendResult{{LSN: 10, Epoch: 2}, {LSN: 11, Epoch: 2, Result: []byte("r")}, {LSN: 12, Epoch: 2}}
 	readReq := ReadRequest{Partition: 5, From: 17, MaxOps: 100, MaxBytes: 1 << 20}
+	readReverseReq := ReadRequest{Partition: 5, From: 0, MaxOps: 100, MaxBytes: 1 << 20, Reverse: true}
 	records := testRecords(17, 3)
 	subReq := SubscribeRequest{Partition: 5, Marker: 16, CreditBytes: 8 << 20, CreditOps: 4096}
 	credit := creditMsg{Bytes: 65536, Ops: 128}
@@ -171,6 +172,13 @@ func msgCases() []msgCase {
 				t.Fatal(err)
 			}
 			same(t, "Read", r, readReq)
+		}},
+		{"read_reverse", appendRead(nil, 9, &readReverseReq), func(t *testing.T, h Header, body []byte) {
+			var r ReadRequest
+			if err := decodeRead(body, &r); err != nil {
+				t.Fatal(err)
+			}
+			same(t, "Read", r, readReverseReq)
 		}},
 		{"read_result", appendReadResult(nil, 9, 20, records), func(t *testing.T, h Header, body []byte) {
 			committed, recs, err := decodeRecords(h.Type, body)
@@ -356,6 +364,8 @@ func TestDecodeRejects(t *testing.T) {
 		{"batch op overruns", decodeAppendBatch(append(append(append([]byte{}, batchHead...), u32(1)...), append(u32(100), u32(0)...)...), new(AppendBatchRequest))},
 		{"batch trailing", decodeAppendBatch(append(append(append([]byte{}, batchHead...), u32(1)...), append(append(u32(0), u32(0)...), 9)...), new(AppendBatchRequest))},
 		{"read long", decodeRead(make([]byte, readSize+1), new(ReadRequest))},
+		{"read flags", decodeRead(append(make([]byte, readSize), 2, 0, 0, 0, 0, 0, 0, 0), new(ReadRequest))},
+		{"read flags word", decodeRead(append(make([]byte, readSize), 1, 0, 0, 0, 1, 0, 0, 0), new(ReadRequest))},
 		{"status scope", decodeStatus(append(make([]byte, 8), 2, 0, 0, 0, 0, 0, 0, 0), new(StatusRequest))},
 		{"status count beyond bytes", decodeStatusResult(append(make([]byte, 8), 0xff, 0xff, 0x03), new(NodeStatus))},
 		{"error code 0", decodeError(make([]byte, 18), new(errorMsg))},

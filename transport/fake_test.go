@@ -132,10 +132,25 @@ func (f *fakeHandler) Read(ctx context.Context, req *ReadRequest, res *ReadResul
 	if fp == nil {
 		return lockstitch.ErrPartitionNotFound
 	}
+	res.Committed = fp.last()
+	if req.Reverse {
+		from := req.From
+		if from == 0 || from > fp.last() {
+			from = fp.last()
+		}
+		if from < fp.first && from != 0 {
+			return &lockstitch.TruncatedError{First: fp.first}
+		}
+		for lsn := from; lsn >= fp.first && lsn > 0; lsn-- {
+			if !res.Add(&fp.recs[lsn-fp.first]) {
+				break
+			}
+		}
+		return nil
+	}
 	if req.From < fp.first {
 		return &lockstitch.TruncatedError{First: fp.first}
 	}
-	res.Committed = fp.last()
 	for lsn := req.From; lsn <= fp.last(); lsn++ {
 		if !res.Add(&fp.recs[lsn-fp.first]) {
 			break

@@ -57,8 +57,10 @@ type Handler interface {
 	// Read adds the partition's committed records from req.From on to res,
 	// with res.Add, up to req's limits (Add says when to stop), and sets
 	// res.Committed. It adds nothing when req.From is beyond the commit
-	// LSN, and fails with a *TruncatedError when req.From is below the
-	// first retained LSN. Read runs on its own goroutine and should honour
+	// LSN, and fails with a *lockstitch.TruncatedError when req.From is
+	// below the first retained LSN. With req.Reverse it adds the records
+	// from req.From (0 or beyond the commit LSN: the last committed one)
+	// down to the first retained one, highest first. Read runs on its own goroutine and should honour
 	// ctx, which is cancelled when the client cancels the request, the
 	// connection closes or the server stops.
 	Read(ctx context.Context, req *ReadRequest, res *ReadResult) error

@@ -8,11 +8,13 @@ import (
 	"github.com/lockstitch/lockstitch/wal"
 )
 
-// ReadRequest asks for committed ops of a partition from an LSN on.
+// ReadRequest asks for committed ops of a partition from an LSN on, or,
+// with Reverse, from an LSN down.
 type ReadRequest struct {
 	// Partition is the partition to read.
 	Partition lockstitch.PartitionID
-	// From is the first LSN wanted, at least 1.
+	// From is the first LSN wanted, at least 1. With Reverse, it is the
+	// highest, and 0 means the last committed op.
 	From wal.LSN
 	// MaxOps bounds the number of records returned, at least 1.
 	MaxOps int
@@ -20,30 +22,57 @@ type ReadRequest struct {
 	// (wal.FrameSize), at least 1. One record is returned even if it alone
 	// exceeds MaxBytes.
 	MaxBytes int
+	// Reverse reads from From down to the first retained LSN: the records
+	// come highest LSN first.
+	Reverse bool
 }
 
-const readSize = 24
+// Read body sizes: a forward read has no flags; a read with flags (bit 0:
+// reverse) is longer by a flags word and a zero word, so that a server
+// that predates them still serves forward reads.
+const (
+	readSize      = 24
+	readFlagsSize = 32
+	readReverse   = 1
+)
 
 // appendRead appends a Read frame. MaxOps and MaxBytes must fit in 32
 // bits.
 func appendRead(dst []byte, id uint64, r *ReadRequest) []byte {
-	dst = AppendHeader(dst, Header{Version: Version, Type: TypeRead, Length: readSize, ID: id})
+	size := readSize
+	if r.Reverse {
+		size = readFlagsSize
+	}
+	dst = AppendHeader(dst, Header{Version: Version, Type: TypeRead, Length: uint32(size), ID: id})
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(r.Partition))
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(r.From))
 	dst = binary.LittleEndian.AppendUint32(dst, uint32(r.MaxOps))
-	return binary.LittleEndian.AppendUint32(dst, uint32(r.MaxBytes))
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(r.MaxBytes))
+	if r.Reverse {
+		dst = binary.LittleEndian.AppendUint32(dst, readReverse)
+		dst = binary.LittleEndian.AppendUint32(dst, 0)
+	}
+	return dst
 }
 
 // decodeRead decodes a Read body into r. Zero limits decode; the server
 // refuses them as invalid arguments.
 func decodeRead(body []byte, r *ReadRequest) error {
-	if len(body) != readSize {
+	if len(body) != readSize && len(body) != readFlagsSize {
 		return fmt.Errorf("%w: Read body of %d bytes", ErrProtocol, len(body))
 	}
 	r.Partition = lockstitch.PartitionID(binary.LittleEndian.Uint64(body))
 	r.From = wal.LSN(binary.LittleEndian.Uint64(body[8:]))
 	r.MaxOps = int(binary.LittleEndian.Uint32(body[16:]))
 	r.MaxBytes = int(binary.LittleEndian.Uint32(body[20:]))
+	r.Reverse = false
+	if len(body) == readFlagsSize {
+		flags := binary.LittleEndian.Uint32(body[24:])
+		if flags&^readReverse != 0 || binary.LittleEndian.Uint32(body[28:]) != 0 {
+			return fmt.Errorf("%w: Read flags %#x", ErrProtocol, flags)
+		}
+		r.Reverse = flags&readReverse != 0
+	}
 	return nil
 }
 
@@ -71,6 +100,7 @@ type ReadResult struct {
 
 	buf      []byte  // the frame being built, header and committed LSN first
 	next     wal.LSN // LSN the next record must have
+	reverse  bool    // records come highest LSN first
 	ops      int
 	maxOps   int
 	maxBytes int // limit on record bytes asked for
@@ -85,6 +115,7 @@ func (r *ReadResult) reset(buf []byte, req *ReadRequest, maxFrame int) {
 	*r = ReadResult{
 		buf:      append(buf, make([]byte, readResultFixed+HeaderSize)...),
 		next:     req.From,
+		reverse:  req.Reverse,
 		maxOps:   req.MaxOps,
 		maxBytes: req.MaxBytes,
 		maxFrame: maxFrame,
@@ -96,8 +127,10 @@ func (r *ReadResult) reset(buf []byte, req *ReadRequest, maxFrame int) {
 // exceed the request's limits, except for the first record, which is
 // refused only if it cannot fit in a frame at all (the server then answers
 // ErrTooLarge when the result is empty). Records must come in LSN order
-// starting at the request's From: Add panics otherwise, because a reader
-// that skips or repeats an LSN is broken. Add copies rec; rec.Payload may
+// starting at the request's From (descending for a reverse read, whose
+// first record may be below From: From was 0 or beyond the commit LSN):
+// Add panics otherwise, because a
+// reader that skips or repeats an LSN is broken. Add copies rec; rec.Payload may
 // be reused once Add returns. It computes the frame (and the payload
 // CRC-32C) from rec, as wal.AppendRecord does, and refuses a record whose
 // rec.CRC (unless 0) differs from its payload's: the server then answers
@@ -105,6 +138,9 @@ func (r *ReadResult) reset(buf []byte, req *ReadRequest, maxFrame int) {
 func (r *ReadResult) Add(rec *wal.Record) bool {
 	if r.ops >= r.maxOps || r.err != nil {
 		return false
+	}
+	if r.reverse && r.ops == 0 && (r.next == 0 || rec.LSN < r.next) {
+		r.next = rec.LSN // from the end: From was 0 or beyond it
 	}
 	if rec.LSN != r.next {
 		panic(fmt.Sprintf("transport: ReadResult.Add got LSN %d, want %d: records must be consecutive from the request's From", rec.LSN, r.next))
@@ -126,7 +162,14 @@ func (r *ReadResult) Add(rec *wal.Record) bool {
 		return false
 	}
 	r.ops++
-	r.next++
+	if r.reverse {
+		r.next--
+		if r.next == 0 {
+			r.maxOps = r.ops // LSN 1 was the last there is
+		}
+	} else {
+		r.next++
+	}
 	return r.ops < r.maxOps && r.bytes() < r.maxBytes
 }
 

@@ -66,7 +66,7 @@ func (c *serverConn) dispatch(h *Header, body []byte) error {
 		if err := decodeRead(body, &req); err != nil {
 			return err
 		}
-		if req.From == 0 || req.MaxOps == 0 || req.MaxBytes == 0 {
+		if (req.From == 0 && !req.Reverse) || req.MaxOps == 0 || req.MaxBytes == 0 {
 			c.sendError(h.ID, &errorMsg{Code: CodeInvalidArgument, Message: "Read needs a first LSN and limits of at least 1"})
 			return nil
 		}

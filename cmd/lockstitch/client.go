@@ -232,14 +232,22 @@ func cmdTail(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	cf := addClientFlags(fs)
 	part := fs.Uint64("partition", 1, "partition to read")
-	from := fs.Uint64("from", 1, "first LSN to print")
+	from := fs.Uint64("from", 0, "first LSN to print (default: 1, or with --reverse the last committed)")
 	follow := fs.Bool("follow", false, "keep printing ops as they commit, until interrupted")
+	reverse := fs.Bool("reverse", false, "print from --from down to the first retained op, newest first")
 	limit := fs.Int("limit", 0, "stop after this many ops (0: no limit)")
 	if err := fs.Parse(args); err != nil {
 		return parseExit(err)
 	}
-	if fs.NArg() > 0 || *from == 0 {
-		return usageError(stderr, "usage: lockstitch tail [--partition P] [--from N>=1] [--follow] [--limit N]")
+	fromSet := false
+	fs.Visit(func(f *flag.Flag) { fromSet = fromSet || f.Name == "from" })
+	switch {
+	case fs.NArg() > 0 || (fromSet && *from == 0):
+		return usageError(stderr, "usage: lockstitch tail [--partition P] [--from N>=1] [--follow | --reverse] [--limit N]")
+	case *follow && *reverse:
+		return usageError(stderr, "--follow and --reverse go different ways: give one")
+	case !fromSet && !*reverse:
+		*from = 1
 	}
 	ctx, cancel := signalContext()
 	defer cancel()
@@ -286,8 +294,12 @@ func cmdTail(args []string, stdout, stderr io.Writer) int {
 	var recs transport.Records
 	for *limit == 0 || printed < *limit {
 		rctx, rcancel := context.WithTimeout(ctx, *cf.timeout)
-		err := cl.Read(rctx, p, next, transport.ReadOptions{MaxOps: 1024, MaxBytes: 4 << 20}, &recs)
+		err := cl.Read(rctx, p, next, transport.ReadOptions{MaxOps: 1024, MaxBytes: 4 << 20, Reverse: *reverse}, &recs)
 		rcancel()
+		var tr *lockstitch.TruncatedError
+		if *reverse && printed > 0 && errors.As(err, &tr) && next < tr.First {
+			break // went past the first retained op
+		}
 		if err != nil {
 			w.Flush()
 			return fail(stderr, fmt.Errorf("read partition %d from %d: %w", *part, next, err))
@@ -296,9 +308,12 @@ func cmdTail(args []string, stdout, stderr io.Writer) int {
 		for recs.Next(&rec) == nil && (*limit == 0 || printed < *limit) {
 			print(&rec)
 			next = rec.LSN + 1
+			if *reverse {
+				next = rec.LSN - 1
+			}
 			n++
 		}
-		if n == 0 {
+		if n == 0 || (*reverse && next == 0) {
 			break
 		}
 	}

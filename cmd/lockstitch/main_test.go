@@ -85,6 +85,16 @@ func startDev(t *testing.T) *devProcess {
 	return nil
 }
 
+// epochOf returns the epoch column of the first line of tail's output.
+func epochOf(t *testing.T, out string) string {
+	t.Helper()
+	f := strings.Split(strings.SplitN(out, "\n", 2)[0], "\t")
+	if len(f) < 2 {
+		t.Fatalf("tail printed %q", out)
+	}
+	return f[1]
+}
+
 func TestDevClusterEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a child process")
@@ -114,6 +124,12 @@ func TestDevClusterEndToEnd(t *testing.T) {
 	}
 	if code, out, _ := cli(t, "tail", "--partition", "1", "--from", "500", "--json"); code != 0 || strings.Count(out, "\n") != 3 || !strings.Contains(out, `"payload":"line 499"`) {
 		t.Fatalf("tail --json: %d %q", code, out)
+	}
+	if code, out, errOut := cli(t, "tail", "--partition", "1", "--reverse", "--limit", "2"); code != 0 || out != "502\t"+epochOf(t, out)+"\tline 499\n501\t"+epochOf(t, out)+"\tline 498\n" {
+		t.Fatalf("tail --reverse --limit 2: %d %q %q", code, out, errOut)
+	}
+	if code, out, errOut := cli(t, "tail", "--partition", "1", "--reverse", "--from", "2"); code != 0 || !strings.HasPrefix(out, "2\t") || !strings.Contains(out, "\tsecond\n1\t") || strings.Count(out, "\n") != 2 {
+		t.Fatalf("tail --reverse --from 2: %d %q %q", code, out, errOut)
 	}
 	if code, out, errOut := cli(t, "query", "--partition", "1"); code != 0 || !strings.Contains(out, `"lsn":502`) {
 		t.Fatalf("query: %d %q %q", code, out, errOut)
