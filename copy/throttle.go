@@ -3,6 +3,7 @@ package copy
 import (
 	"context"
 	"io"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -15,8 +16,9 @@ import (
 // injectable clock so that its decisions can be tested without waiting.
 // A nil *Throttle does not limit. It is safe for concurrent use.
 type Throttle struct {
-	lim   *rate.Limiter
-	burst int
+	lim    *rate.Limiter
+	burst  int
+	passed atomic.Int64 // bytes let through
 	now   func() time.Time
 	sleep func(ctx context.Context, d time.Duration) error
 }
@@ -72,12 +74,22 @@ func (tw *throttledWriter) Write(p []byte) (int, error) {
 		}
 		m, err := tw.w.Write(p[:n])
 		written += m
+		tw.t.passed.Add(int64(m))
 		if err != nil {
 			return written, err
 		}
 		p = p[n:]
 	}
 	return written, nil
+}
+
+// Passed returns how many bytes the Throttle has let through (0 for a nil
+// Throttle).
+func (t *Throttle) Passed() int64 {
+	if t == nil {
+		return 0
+	}
+	return t.passed.Load()
 }
 
 // wait takes n bytes' worth of tokens (n <= burst), sleeping until they

@@ -53,8 +53,8 @@ func TestThrottleRate(t *testing.T) {
 				t.Fatalf("%s: wrote %d of %d: %v", c.name, m, n, err)
 			}
 		}
-		if buf.Len() != c.bytes {
-			t.Fatalf("%s: %d bytes arrived, want %d", c.name, buf.Len(), c.bytes)
+		if buf.Len() != c.bytes || th.Passed() != int64(c.bytes) {
+			t.Fatalf("%s: %d bytes arrived, %d counted, want %d", c.name, buf.Len(), th.Passed(), c.bytes)
 		}
 		took := clock.t.Sub(start)
 		want := time.Duration(float64(max(c.bytes-th.burst, 0)) / rate * float64(time.Second))

@@ -15,6 +15,7 @@ import (
 	sm "github.com/lni/dragonboat/v4/statemachine"
 
 	"github.com/lockstitch/lockstitch"
+	catchup "github.com/lockstitch/lockstitch/copy"
 	"github.com/lockstitch/lockstitch/wal"
 )
 
@@ -149,6 +150,44 @@ func TestOpenFinishesInterruptedRestore(t *testing.T) {
 	s.Close()
 	if first, last := walBounds(t, dir); first != 21 || last != 20 {
 		t.Fatalf("log after reopening: first %d last %d, want 21 and 20", first, last)
+	}
+}
+
+// TestSnapshotCarriesLog saves a snapshot of a replica whose log holds
+// LSNs 1..50 through the node's copy throttle and restores it on an empty
+// replica: the whole snapshot went through the throttle, and the restored
+// log holds 1..50, not only what comes after the snapshot.
+func TestSnapshotCarriesLog(t *testing.T) {
+	t.Parallel()
+	src, dst := t.TempDir(), t.TempDir()
+	applyAndClose(t, src, 50)
+	from := newTestSM(t, src)
+	from.throttle = catchup.NewThrottle(1 << 30)
+	if _, err := from.Open(nil); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := from.PrepareSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := from.SaveSnapshot(snap, &buf, nil); err != nil {
+		t.Fatal(err)
+	}
+	from.Close()
+	if got := from.throttle.Passed(); got != int64(buf.Len()) {
+		t.Fatalf("the throttle let %d bytes through, the snapshot is %d", got, buf.Len())
+	}
+	to := newTestSM(t, dst)
+	if _, err := to.Open(nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := to.RecoverFromSnapshot(&buf, nil); err != nil {
+		t.Fatal(err)
+	}
+	to.Close()
+	if first, last := walBounds(t, dst); first != 1 || last != 50 {
+		t.Fatalf("the restored log holds [%d, %d], want [1, 50]", first, last)
 	}
 }
 
