@@ -19,8 +19,8 @@ type Throttle struct {
 	lim    *rate.Limiter
 	burst  int
 	passed atomic.Int64 // bytes let through
-	now   func() time.Time
-	sleep func(ctx context.Context, d time.Duration) error
+	now    func() time.Time
+	sleep  func(ctx context.Context, d time.Duration) error
 }
 
 // NewThrottle returns a Throttle of bytesPerSecond, or nil (no limit) for
