@@ -108,7 +108,7 @@ func (r *Replicator) create(m partitionMeta) (*Partition, error) {
 	if err := writeMeta(dir, m); err != nil {
 		return nil, fmt.Errorf("replicator: record partition %d: %w", m.Partition, err)
 	}
-	p, err := r.start(m)
+	p, err := r.start(m, false)
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err

@@ -147,7 +147,9 @@ func newBatcher(p *partition) *batcher {
 // completions are not *appendWaiter and watch their context themselves,
 // pass context.Background().
 func (b *batcher) enqueue(ctx context.Context, ops []AppendOp, cs []Completion) (watched bool, err error) {
-	watched, err = b.enqueueOps(ctx, ops, cs)
+	if err = b.p.usable(); err == nil {
+		watched, err = b.enqueueOps(ctx, ops, cs)
+	}
 	if err != nil && b.p.r.metrics != nil {
 		for range ops {
 			b.p.r.metrics.appendDone(time.Time{}, time.Time{}, err, false)

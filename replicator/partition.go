@@ -31,12 +31,15 @@ type partition struct {
 	dir     string
 	meta    partitionMeta
 	factory PluginFactory
-	// plugin is the instance built when the replica was started, handed
-	// to the state machine dragonboat creates (which opens it).
-	plugin  atomic.Pointer[pluginBox]
-	log     *slog.Logger
-	session *client.Session
-	batcher *batcher
+	// opened is the replica's state, opened when the replica was
+	// started, handed to the state machine dragonboat creates.
+	opened atomic.Pointer[openedReplica]
+	// quarantine is why the replica is quarantined: its state failed to
+	// open, and dragonboat does not run it (nil: it is not).
+	quarantine atomic.Pointer[Quarantine]
+	log        *slog.Logger
+	session    *client.Session
+	batcher    *batcher
 
 	sm atomic.Pointer[stateMachine] // set when dragonboat creates it
 
@@ -105,16 +108,11 @@ func newPartition(r *Replicator, meta partitionMeta, factory PluginFactory) *par
 	return p
 }
 
-// pluginBox holds a plugin instance for an atomic pointer.
-type pluginBox struct{ StateMachine }
-
 // create is the dragonboat factory of this replica's state machine; it
-// hands it the plugin built when the replica started.
+// hands it the state opened when the replica started.
 func (p *partition) create(shardID, replicaID uint64) sm.IOnDiskStateMachine {
 	s := newStateMachine(p)
-	if b := p.plugin.Swap(nil); b != nil {
-		s.pending = b.StateMachine
-	}
+	s.pending = p.opened.Swap(nil)
 	p.sm.Store(s)
 	return s
 }
@@ -176,8 +174,8 @@ func (p *Partition) WaitReady(ctx context.Context) error {
 		if p.Ready() {
 			return nil
 		}
-		if p.removed.Load() {
-			return fmt.Errorf("%w: %d", lockstitch.ErrPartitionNotFound, p.id)
+		if err := p.usable(); err != nil {
+			return err
 		}
 		p.r.mu.RLock()
 		closed := p.r.closed
@@ -258,14 +256,26 @@ func (p *Partition) InitialMembers() map[lockstitch.ReplicaID]string {
 
 // state returns the open state machine, or ErrUnavailable while it opens.
 func (p *partition) state() (*stateMachine, error) {
-	if p.removed.Load() {
-		return nil, fmt.Errorf("%w: %d", lockstitch.ErrPartitionNotFound, p.id)
+	if err := p.usable(); err != nil {
+		return nil, err
 	}
 	s := p.sm.Load()
 	if s == nil || !s.ready.Load() {
 		return nil, fmt.Errorf("%w: partition %d is not open", lockstitch.ErrUnavailable, p.id)
 	}
 	return s, nil
+}
+
+// usable returns lockstitch.ErrPartitionNotFound for a deleted replica,
+// a quarantined replica's error, else nil.
+func (p *partition) usable() error {
+	if p.removed.Load() {
+		return fmt.Errorf("%w: %d", lockstitch.ErrPartitionNotFound, p.id)
+	}
+	if q := p.quarantine.Load(); q != nil {
+		return q.err()
+	}
+	return nil
 }
 
 // isLeader reports whether this replica leads, as far as it knows.
@@ -443,9 +453,6 @@ func (p *Partition) AppendBatchTo(ops []AppendOp, cs []Completion) error {
 	if len(ops) != len(cs) {
 		return fmt.Errorf("%w: %d ops and %d completions", lockstitch.ErrInvalidArgument, len(ops), len(cs))
 	}
-	if p.removed.Load() {
-		return fmt.Errorf("%w: %d", lockstitch.ErrPartitionNotFound, p.id)
-	}
 	_, err := p.batcher.enqueue(context.Background(), ops, cs)
 	return err
 }
@@ -462,9 +469,6 @@ func (p *Partition) AppendTo(op AppendOp, c Completion) error {
 // enqueueOne queues one op for c, without allocating; see
 // batcher.enqueue for ctx and what it returns.
 func (p *Partition) enqueueOne(ctx context.Context, op AppendOp, c Completion) (watched bool, err error) {
-	if p.removed.Load() {
-		return false, fmt.Errorf("%w: %d", lockstitch.ErrPartitionNotFound, p.id)
-	}
 	ops := [1]AppendOp{op}
 	cs := [1]Completion{c}
 	return p.batcher.enqueue(ctx, ops[:], cs[:])
@@ -474,11 +478,11 @@ func (p *Partition) enqueueOne(ctx context.Context, op AppendOp, c Completion) (
 func (p *partition) close() {
 	p.batcher.close()
 	p.changed()
-	// A plugin built for the replica that no state machine took (the
-	// start failed, or the replica is a witness) is closed here.
-	if b := p.plugin.Swap(nil); b != nil {
-		if err := b.Close(); err != nil {
-			p.log.Warn("closing unused plugin", "err", err)
+	// State opened for the replica that no state machine took (the
+	// start failed) is closed here.
+	if o := p.opened.Swap(nil); o != nil {
+		if err := o.close(); err != nil {
+			p.log.Warn("closing the state of a replica that did not start", "err", err)
 		}
 	}
 }

@@ -104,7 +104,7 @@ func Open(cfg Config) (*Replicator, error) {
 		return nil, fmt.Errorf("replicator: finish deleting replicas: %w", err)
 	}
 	for _, m := range metas {
-		if _, err := r.start(m); err != nil {
+		if _, err := r.start(m, true); err != nil {
 			r.mu.Lock()
 			r.closed = true
 			started := make([]*partition, 0, len(r.parts))
@@ -125,16 +125,19 @@ func Open(cfg Config) (*Replicator, error) {
 	return r, nil
 }
 
-// start starts the replica described by m on this node.
-func (r *Replicator) start(m partitionMeta) (*partition, error) {
+// start starts the replica described by m on this node. Its state is
+// opened first, here, rather than by the state machine dragonboat
+// creates, where an error stops the node: when a replica the node is
+// restarting (restart) fails to open, it is quarantined (see Quarantine)
+// and start returns it, not running, with no error.
+func (r *Replicator) start(m partitionMeta, restart bool) (*partition, error) {
 	factory, ok := r.cfg.Plugins[m.Plugin]
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", lockstitch.ErrPluginNotFound, m.Plugin)
 	}
 	p := newPartition(r, m, factory)
 	// Build the plugin now: a factory that rejects its options fails the
-	// start here, with an error, rather than the replica's Open inside
-	// dragonboat, where an error stops the node.
+	// start here, with an error.
 	pluginDir := filepath.Join(p.dir, "plugin")
 	if err := os.MkdirAll(pluginDir, 0o755); err != nil {
 		p.close()
@@ -149,7 +152,26 @@ func (r *Replicator) start(m partitionMeta) (*partition, error) {
 		p.close()
 		return nil, fmt.Errorf("replicator: plugin %q: factory returned no plugin", m.Plugin)
 	}
-	p.plugin.Store(&pluginBox{inst}) // p.close closes it if no state machine takes it
+	if m.Kind == lockstitch.Witness {
+		// A witness holds no state: the plugin only checked the options.
+		if err := inst.Close(); err != nil {
+			p.log.Warn("closing a witness's plugin", "err", err)
+		}
+	} else {
+		ctx, cancel := r.lifetime()
+		o, err := openReplica(ctx, p.dir, r.cfg.SegmentBytes, p.log, inst)
+		cancel()
+		switch {
+		case err != nil && restart && ctx.Err() == nil:
+			p.quarantine.Store(&Quarantine{Partition: m.Partition, Replica: m.Replica, Plugin: m.Plugin, Kind: m.Kind, Joined: m.Join, Reason: err, Since: time.Now()})
+			p.log.Error("replica quarantined: its state failed to open; the node serves its other partitions", "err", err)
+		case err != nil:
+			p.close()
+			return nil, fmt.Errorf("replicator: open partition %d replica %d: %w", m.Partition, m.Replica, err)
+		default:
+			p.opened.Store(o) // p.close closes it if no state machine takes it
+		}
+	}
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
@@ -163,6 +185,9 @@ func (r *Replicator) start(m partitionMeta) (*partition, error) {
 	}
 	r.parts[m.Partition] = p
 	r.mu.Unlock()
+	if p.quarantine.Load() != nil {
+		return p, nil
+	}
 
 	var members map[uint64]dragonboat.Target
 	join := false
@@ -268,6 +293,11 @@ var (
 	_ raftio.IRaftEventListener   = (*listener)(nil)
 	_ raftio.ISystemEventListener = (*listener)(nil)
 )
+
+// lifetime returns a context that ends when the node closes.
+func (r *Replicator) lifetime() (context.Context, context.CancelFunc) {
+	return contextFromStop(r.quit)
+}
 
 // background runs f on a goroutine that Close waits for, unless the node
 // is closing.

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -39,7 +38,9 @@ type stateMachine struct {
 	metrics *Metrics
 	factory PluginFactory
 	options map[string]string
-	pending StateMachine // built when the replica started; opened by Open
+	// pending is the replica's state as the replicator opened it before
+	// starting the replica; Open takes it (nil: Open opens it).
+	pending *openedReplica
 	// wantSnapshot asks for a size-triggered snapshot; it does not block.
 	wantSnapshot func()
 	// opened tells the partition that the replica is open (Ready may
@@ -136,130 +137,33 @@ func (s *stateMachine) Open(stopc <-chan struct{}) (uint64, error) {
 }
 
 func (s *stateMachine) open(stopc <-chan struct{}) (uint64, error) {
-	pluginDir := filepath.Join(s.dir, "plugin")
-	if err := os.MkdirAll(pluginDir, 0o755); err != nil {
-		return 0, err
-	}
-	state, err := readCheckpoint(s.dir)
-	if err != nil {
-		return 0, fmt.Errorf("checkpoint: %w", err)
-	}
-	wcfg := wal.DefaultConfig()
-	wcfg.SegmentBytes = s.cfg.SegmentBytes
-	// The log holds whatever was committed, including ops accepted under
-	// a larger MaxOpBytes before a restart: it is bounded by the hard
-	// limit, not the current setting.
-	wcfg.MaxPayloadBytes = maxOpBytesLimit
-	wcfg.Preallocate = false // checkpoints fsync; thousands of partitions must not each reserve a segment
-	wcfg.Sync = wal.SyncManual
-	wcfg.Logger = s.log
-	l, err := wal.Open(filepath.Join(s.dir, "wal"), wcfg)
-	if err != nil {
-		return 0, err
-	}
-	if rep, ok := l.Repaired(); ok {
-		s.log.Warn("operation log had a torn tail", "segment", rep.Segment, "offset", rep.Offset, "last", rep.LastLSN)
-	}
-	// Make the log end exactly at the checkpoint: Raft replays the rest.
-	restoring, err := fileExists(filepath.Join(s.dir, restoringName))
-	if err != nil {
-		l.Close()
-		return 0, err
-	}
-	switch last := l.Last(); {
-	case last == state.lsn:
-	case last > state.lsn && state.lsn+1 >= l.First():
-		err = l.TruncateBack(state.lsn)
-	case restoring:
-		// A snapshot restore was interrupted after its checkpoint was
-		// written: the log still holds what came before the snapshot.
-		s.log.Warn("finishing an interrupted snapshot restore", "log_first", l.First(), "log_last", last, "checkpoint", state.lsn)
-		err = l.Reset(state.lsn + 1)
-	default:
-		// The checkpoint is only written once the log is durable up to
-		// it, so a log that does not reach it lost synced records.
-		err = fmt.Errorf("%w: operation log holds LSNs %d to %d but the checkpoint is at LSN %d; the log was damaged or removed", errBadState, l.First(), last, state.lsn)
-	}
-	if err == nil && restoring {
-		err = removeFileDurable(filepath.Join(s.dir, restoringName))
-	}
-	if err != nil {
-		l.Close()
-		return 0, err
-	}
-	plugin := s.pending
-	if plugin == nil {
-		plugin, err = s.factory(PluginContext{Partition: s.id, Replica: s.replica, Dir: pluginDir, Options: s.options, Logger: s.log})
+	o := s.pending
+	s.pending = nil
+	if o == nil {
+		// Not opened before dragonboat started the replica: open it now
+		// (an error then stops the node).
+		plugin, err := s.factory(PluginContext{Partition: s.id, Replica: s.replica, Dir: filepath.Join(s.dir, "plugin"), Options: s.options, Logger: s.log})
 		if err != nil {
-			l.Close()
 			return 0, fmt.Errorf("plugin: %w", err)
 		}
-	}
-	s.pending = nil
-	ctx, cancel := contextFromStop(stopc)
-	defer cancel()
-	durable, err := plugin.Open(ctx)
-	if err != nil {
-		l.Close()
-		return 0, fmt.Errorf("plugin open: %w", err)
-	}
-	s.state, s.wal, s.plugin = state, l, plugin
-	s.pluginDurable.Store(uint64(durable))
-	if durable > state.lsn {
-		// The plugin is ahead of the checkpoint: Raft's replay must not
-		// hand it those ops again.
-		s.skipTo = durable
-	} else if durable < state.lsn {
-		if err := s.replayIntoPlugin(stopc, durable); err != nil {
+		ctx, cancel := contextFromStop(stopc)
+		defer cancel()
+		if o, err = openReplica(ctx, s.dir, s.cfg.SegmentBytes, s.log, plugin); err != nil {
+			if ctx.Err() != nil {
+				return 0, sm.ErrOpenStopped
+			}
 			return 0, err
 		}
 	}
+	state := o.state
+	s.state, s.wal, s.plugin, s.skipTo = state, o.wal, o.plugin, o.skipTo
+	s.pluginDurable.Store(uint64(o.durable))
 	s.publish()
 	s.ckptIndex, s.ckptLSN, s.ckptAt = state.index, state.lsn, time.Now()
 	s.ready.Store(true)
 	s.opened()
-	s.log.Info("replica opened", "lsn", state.lsn, "index", state.index, "plugin_lsn", durable, "log_first", l.First())
+	s.log.Info("replica opened", "lsn", state.lsn, "index", state.index, "plugin_lsn", o.durable, "log_first", o.wal.First())
 	return state.index, nil
-}
-
-// replayIntoPlugin hands the plugin the logged ops after from, up to the
-// checkpoint.
-func (s *stateMachine) replayIntoPlugin(stopc <-chan struct{}, from lockstitch.LSN) error {
-	if from+1 < s.wal.First() {
-		return fmt.Errorf("plugin has applied up to LSN %d but the operation log starts at %d", from, s.wal.First())
-	}
-	it, err := s.wal.NewIterator(from + 1)
-	if err != nil {
-		return err
-	}
-	defer it.Close()
-	const chunk = 256
-	ops := make([]Op, 0, chunk)
-	results := make([][]byte, chunk)
-	var payloads [][]byte
-	for lsn := from + 1; lsn <= s.state.lsn; {
-		select {
-		case <-stopc:
-			return sm.ErrOpenStopped
-		default:
-		}
-		ops, payloads = ops[:0], payloads[:0]
-		for ; lsn <= s.state.lsn && len(ops) < chunk; lsn++ {
-			var r wal.Record
-			if err := it.Next(&r); err != nil {
-				return fmt.Errorf("replaying LSN %d into the plugin: %w", lsn, err)
-			}
-			// Next's payload is valid until the next call: keep a copy.
-			p := append([]byte(nil), r.Payload...)
-			payloads = append(payloads, p)
-			ops = append(ops, Op{LSN: r.LSN, Epoch: lockstitch.Epoch(r.Epoch), Payload: p})
-		}
-		if err := s.plugin.Apply(ops, results[:len(ops)]); err != nil {
-			return fmt.Errorf("plugin apply during replay: %w", err)
-		}
-	}
-	s.log.Info("replayed the operation log into the plugin", "from", from+1, "to", s.state.lsn)
-	return nil
 }
 
 // publish makes the applied position visible to lock-free readers.
