@@ -52,6 +52,10 @@ const (
 	RoleNonVoting Role = 3
 	// RoleWitness: a voter that holds no data.
 	RoleWitness Role = 4
+	// RoleQuarantined: the node holds the replica but does not run it:
+	// its state failed to open (a damaged log, a plugin that refused its
+	// state). It is rebuilt from its peers by a repair.
+	RoleQuarantined Role = 5
 )
 
 // String returns the role's name.
@@ -67,6 +71,8 @@ func (r Role) String() string {
 		return "non-voting"
 	case RoleWitness:
 		return "witness"
+	case RoleQuarantined:
+		return "quarantined"
 	}
 	return fmt.Sprintf("Role(%d)", uint8(r))
 }

@@ -3,6 +3,7 @@ package metrics
 import (
 	"net/http"
 	"net/http/pprof"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -26,8 +27,10 @@ func NewRegistry() *prometheus.Registry {
 // AdminHandler returns the admin HTTP handler: /metrics from gatherer,
 // /debug/pprof/ (the standard profiles), /healthz (the process is up) and
 // /readyz (ready returns nil: the node serves requests; else 503 with the
-// error). ready may be nil, meaning always ready.
-func AdminHandler(gatherer prometheus.Gatherer, ready func() error) http.Handler {
+// error; either way followed by notes, one per line, what an operator
+// should know of a node even when it is ready). ready and notes may be
+// nil: always ready, no notes.
+func AdminHandler(gatherer prometheus.Gatherer, ready func() error, notes func() []string) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -39,13 +42,31 @@ func AdminHandler(gatherer prometheus.Gatherer, ready func() error) http.Handler
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if ready != nil {
-			if err := ready(); err != nil {
-				http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
-				return
+		var body strings.Builder
+		status := http.StatusOK
+		if err := callReady(ready); err != nil {
+			status = http.StatusServiceUnavailable
+			body.WriteString("not ready: " + err.Error() + "\n")
+		} else {
+			body.WriteString("ok\n")
+		}
+		if notes != nil {
+			for _, n := range notes() {
+				body.WriteString(n + "\n")
 			}
 		}
-		w.Write([]byte("ok\n"))
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.WriteHeader(status)
+		w.Write([]byte(body.String()))
 	})
 	return mux
+}
+
+// callReady calls ready, when there is one.
+func callReady(ready func() error) error {
+	if ready == nil {
+		return nil
+	}
+	return ready()
 }

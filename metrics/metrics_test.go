@@ -28,7 +28,8 @@ func TestAdminHandler(t *testing.T) {
 	reg.MustRegister(c)
 	c.Add(3)
 	var notReady error = errors.New("partitions opening")
-	h := metrics.AdminHandler(reg, func() error { return notReady })
+	var notes []string
+	h := metrics.AdminHandler(reg, func() error { return notReady }, func() []string { return notes })
 
 	code, body := get(t, h, "/metrics")
 	for _, want := range []string{"lockstitch_test_events_total 3", "go_goroutines", "lockstitch_process_cpu_seconds_total"} {
@@ -49,8 +50,12 @@ func TestAdminHandler(t *testing.T) {
 		t.Fatalf("/readyz while not ready: %d %q", code, body)
 	}
 	notReady = nil
-	if code, _ := get(t, h, "/readyz"); code != 200 {
-		t.Fatalf("/readyz when ready: %d", code)
+	if code, body := get(t, h, "/readyz"); code != 200 || body != "ok\n" {
+		t.Fatalf("/readyz when ready: %d %q", code, body)
+	}
+	notes = []string{"partition 3 replica 2 is quarantined"}
+	if code, body := get(t, h, "/readyz"); code != 200 || body != "ok\npartition 3 replica 2 is quarantined\n" {
+		t.Fatalf("/readyz when ready with a note: %d %q", code, body)
 	}
 }
 

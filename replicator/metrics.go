@@ -219,20 +219,21 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 type partitionCollector struct{ r *Replicator }
 
 var (
-	descPartitions = prometheus.NewDesc(metricsNamespace+"_partitions", "Partitions this node hosts a replica of.", nil, nil)
-	descLeader     = prometheus.NewDesc(metricsNamespace+"_partition_leader", "1 if this node's replica leads the partition.", []string{"partition"}, nil)
-	descApplied    = prometheus.NewDesc(metricsNamespace+"_partition_applied_lsn", "Last LSN applied by this node's replica.", []string{"partition"}, nil)
-	descCommitted  = prometheus.NewDesc(metricsNamespace+"_partition_committed_lsn", "Last LSN this replica knows to be committed.", []string{"partition"}, nil)
-	descFirst      = prometheus.NewDesc(metricsNamespace+"_partition_first_lsn", "First LSN this replica's log retains.", []string{"partition"}, nil)
-	descEpoch      = prometheus.NewDesc(metricsNamespace+"_partition_epoch", "Epoch of the last op applied.", []string{"partition"}, nil)
-	descPending    = prometheus.NewDesc(metricsNamespace+"_partition_pending_appends", "Appends queued or in flight on this leader.", []string{"partition"}, nil)
-	descWALBytes   = prometheus.NewDesc(metricsNamespace+"_wal_bytes", "Bytes of this replica's operation log.", []string{"partition"}, nil)
-	descWALSegs    = prometheus.NewDesc(metricsNamespace+"_wal_segments", "Segment files of this replica's operation log.", []string{"partition"}, nil)
-	descLag        = prometheus.NewDesc(metricsNamespace+"_replica_lag_ops", "Ops a replica is behind the leader, as of its last progress report; exported by the leader only.", []string{"partition", "replica"}, nil)
+	descPartitions  = prometheus.NewDesc(metricsNamespace+"_partitions", "Partitions this node hosts a replica of.", nil, nil)
+	descLeader      = prometheus.NewDesc(metricsNamespace+"_partition_leader", "1 if this node's replica leads the partition.", []string{"partition"}, nil)
+	descApplied     = prometheus.NewDesc(metricsNamespace+"_partition_applied_lsn", "Last LSN applied by this node's replica.", []string{"partition"}, nil)
+	descCommitted   = prometheus.NewDesc(metricsNamespace+"_partition_committed_lsn", "Last LSN this replica knows to be committed.", []string{"partition"}, nil)
+	descFirst       = prometheus.NewDesc(metricsNamespace+"_partition_first_lsn", "First LSN this replica's log retains.", []string{"partition"}, nil)
+	descEpoch       = prometheus.NewDesc(metricsNamespace+"_partition_epoch", "Epoch of the last op applied.", []string{"partition"}, nil)
+	descPending     = prometheus.NewDesc(metricsNamespace+"_partition_pending_appends", "Appends queued or in flight on this leader.", []string{"partition"}, nil)
+	descWALBytes    = prometheus.NewDesc(metricsNamespace+"_wal_bytes", "Bytes of this replica's operation log.", []string{"partition"}, nil)
+	descWALSegs     = prometheus.NewDesc(metricsNamespace+"_wal_segments", "Segment files of this replica's operation log.", []string{"partition"}, nil)
+	descLag         = prometheus.NewDesc(metricsNamespace+"_replica_lag_ops", "Ops a replica is behind the leader, as of its last progress report; exported by the leader only.", []string{"partition", "replica"}, nil)
+	descQuarantined = prometheus.NewDesc(metricsNamespace+"_replicas_quarantined", "Replicas this node holds but does not run because their state failed to open (see the node's status and /readyz).", nil, nil)
 )
 
 func (c *partitionCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPartitions, descLeader, descApplied, descCommitted, descFirst, descEpoch, descPending, descWALBytes, descWALSegs, descLag} {
+	for _, d := range []*prometheus.Desc{descPartitions, descLeader, descApplied, descCommitted, descFirst, descEpoch, descPending, descWALBytes, descWALSegs, descLag, descQuarantined} {
 		ch <- d
 	}
 }
@@ -245,6 +246,13 @@ func (c *partitionCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	c.r.mu.RUnlock()
 	ch <- prometheus.MustNewConstMetric(descPartitions, prometheus.GaugeValue, float64(len(parts)))
+	quarantined := 0
+	for _, p := range parts {
+		if p.quarantine.Load() != nil {
+			quarantined++
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(descQuarantined, prometheus.GaugeValue, float64(quarantined))
 	for _, p := range parts {
 		s, err := p.state()
 		if err != nil {

@@ -332,6 +332,8 @@ func (p *partition) onLeader(leader, term uint64) {
 // role returns this replica's role as far as it knows.
 func (p *partition) role() lockstitch.Role {
 	switch {
+	case p.quarantine.Load() != nil:
+		return lockstitch.RoleQuarantined
 	case p.isLeader():
 		return lockstitch.RoleLeader
 	case p.meta.Kind == lockstitch.Witness:

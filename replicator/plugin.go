@@ -52,8 +52,12 @@ type Op struct {
 //
 // Errors. A plugin shares its replica's fate: an error from Open, Apply,
 // Sync or Restore means its state can no longer be trusted to match the
-// other replicas', and it stops the whole node process (dragonboat panics;
-// the node restarts from its durable state). So these errors are for
+// other replicas'. An error from Open when the node restarts quarantines
+// the replica (see Quarantine: the node serves its other partitions and
+// the replica is rebuilt from its peers); an error from Open when the
+// replica is created or joins fails that call; an error from Apply, Sync
+// or Restore stops the whole node process (dragonboat panics; the node
+// restarts from its durable state). So these errors are for
 // broken disks and corrupt state, never for bad input: an op a plugin
 // rejects is still committed and applied everywhere, and the plugin
 // reports the rejection in its result for that op. Option errors belong

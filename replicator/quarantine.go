@@ -1,6 +1,7 @@
 package replicator
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"time"
@@ -55,25 +56,6 @@ func (r *Replicator) Quarantined() []Quarantine {
 			out = append(out, *q)
 		}
 	}
-	slices.SortFunc(out, func(a, b Quarantine) int {
-		switch {
-		case a.Partition < b.Partition:
-			return -1
-		case a.Partition > b.Partition:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b Quarantine) int { return cmp.Compare(a.Partition, b.Partition) })
 	return out
-}
-
-// quarantined counts the quarantined replicas (for the metric).
-func (r *Replicator) quarantined() int {
-	n := 0
-	for _, p := range r.partitions() {
-		if p.quarantine.Load() != nil {
-			n++
-		}
-	}
-	return n
 }

@@ -160,9 +160,10 @@ func (r *Replicator) start(m partitionMeta, restart bool) (*partition, error) {
 	} else {
 		ctx, cancel := r.lifetime()
 		o, err := openReplica(ctx, p.dir, r.cfg.SegmentBytes, p.log, inst)
+		stopped := ctx.Err() != nil // the node closes: not the replica's fault
 		cancel()
 		switch {
-		case err != nil && restart && ctx.Err() == nil:
+		case err != nil && restart && !stopped:
 			p.quarantine.Store(&Quarantine{Partition: m.Partition, Replica: m.Replica, Plugin: m.Plugin, Kind: m.Kind, Joined: m.Join, Reason: err, Since: time.Now()})
 			p.log.Error("replica quarantined: its state failed to open; the node serves its other partitions", "err", err)
 		case err != nil:

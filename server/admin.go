@@ -62,6 +62,8 @@ func (n *Node) admin(ctx context.Context, req *transport.AdminRequest, res *tran
 		err = n.awaitReplica(ctx, req.Partition)
 	case transport.AdminPrepareReplica:
 		err = n.prepareReplica(req, res)
+	case transport.AdminRepairReplica:
+		res.Replica, err = n.repairReplica(ctx, req)
 	}
 	return err
 }
@@ -463,7 +465,9 @@ func (n *Node) localPartitions(ctx context.Context) []transport.PartitionInfo {
 		}
 		pi := transport.PartitionInfo{Partition: id, Plugin: p.Plugin()}
 		ri := transport.ReplicaInfo{Node: n.cfg.ID, Replica: p.Replica(), Role: lockstitch.RoleUnknown}
-		if st, err := p.Status(ctx); err == nil {
+		if p.Quarantine() != nil {
+			ri.Role = lockstitch.RoleQuarantined
+		} else if st, err := p.Status(ctx); err == nil {
 			ri.Role, ri.Applied = st.Role, st.AppliedLSN
 			pi.Epoch, pi.Committed = st.Epoch, st.CommittedLSN
 			if st.Role == lockstitch.RoleLeader {
@@ -507,14 +511,16 @@ func (n *Node) forward(ctx context.Context, req *transport.AdminRequest) (*trans
 // serve a membership or leadership change of it; else, for a request not
 // forwarded yet, the answer of a node that can (the other result). A
 // witness cannot serve one (it has no state to read the membership
-// from), nor can a replica whose removal is asked: it may stop in the
-// middle. To a forwarded request, such a node answers
+// from), nor can a quarantined replica (it does not run), nor a replica
+// whose removal is asked: it may stop in the middle. To a forwarded request, such a node answers
 // lockstitch.ErrPartitionNotFound, and the forwarder asks the next.
 func (n *Node) hosted(ctx context.Context, req *transport.AdminRequest) (*replicator.Partition, *transport.AdminResult, error) {
 	p, err := n.r.Partition(req.Partition)
 	switch {
 	case err != nil && !errors.Is(err, lockstitch.ErrPartitionNotFound):
 		return nil, nil, err
+	case err == nil && p.Quarantine() != nil:
+		err = fmt.Errorf("%w: node %d holds replica %d of partition %d quarantined, which cannot serve %v", lockstitch.ErrPartitionNotFound, n.cfg.ID, p.Replica(), req.Partition, req.Op)
 	case err == nil && p.Kind() == lockstitch.Witness:
 		err = fmt.Errorf("%w: node %d hosts a witness of partition %d, which cannot serve %v", lockstitch.ErrPartitionNotFound, n.cfg.ID, req.Partition, req.Op)
 	case err == nil && req.Op == transport.AdminRemoveReplica && p.Replica() == req.Replica && !lastReplica(ctx, p):

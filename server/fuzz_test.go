@@ -58,6 +58,10 @@ func FuzzAdmin(f *testing.F) {
 		{Op: transport.AdminStopReplica, Partition: 7, Replica: 2},
 		{Op: transport.AdminAwaitReplica, Partition: 8},
 		{Op: transport.AdminPrepareReplica, Partition: 6, Replica: 1, Plugin: "log", Join: true},
+		{Op: transport.AdminRepairReplica, Partition: 6, Node: 1},
+		{Op: transport.AdminRepairReplica, Partition: 6, Node: 2},
+		{Op: transport.AdminRepairReplica, Partition: 9, Node: 1},
+		{Op: transport.AdminRepairReplica, Partition: 6},
 		{Op: 200, Partition: 1},
 	}
 	for _, s := range seeds {

@@ -284,7 +284,11 @@ func (n *Node) status(ctx context.Context, req *transport.StatusRequest) (*trans
 			if req.OnePartition {
 				return nil, err
 			}
-			ns.Partitions = append(ns.Partitions, transport.PartitionStatus{Partition: id, Role: lockstitch.RoleUnknown})
+			role := lockstitch.RoleUnknown
+			if p.Quarantine() != nil {
+				role = lockstitch.RoleQuarantined
+			}
+			ns.Partitions = append(ns.Partitions, transport.PartitionStatus{Partition: id, Role: role})
 			continue
 		}
 		ns.Partitions = append(ns.Partitions, wireStatus(st))

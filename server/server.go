@@ -61,6 +61,10 @@ type Config struct {
 	// the caller's own deadline, carried in the request, is shorter), and
 	// the steps of a partition create that run on once begun.
 	AdminTimeout time.Duration
+	// Repair says whether and when the node rebuilds its quarantined
+	// replicas from their peers by itself (see repair.go); without it,
+	// they wait for an AdminRepairReplica (lockstitch partition repair).
+	Repair RepairPolicy
 
 	Replicator replicator.Config
 	Transport  transport.ServerConfig
@@ -71,7 +75,7 @@ type Config struct {
 // DefaultConfig returns a Config with the defaults of every part; the
 // caller sets ID, DataDir and the addresses.
 func DefaultConfig() Config {
-	return Config{Replicator: replicator.DefaultConfig(), Transport: transport.DefaultServerConfig(), AdminTimeout: time.Minute}
+	return Config{Replicator: replicator.DefaultConfig(), Transport: transport.DefaultServerConfig(), AdminTimeout: time.Minute, Repair: DefaultRepairPolicy()}
 }
 
 // Validate reports what is wrong with c; it does not change c.
@@ -121,6 +125,9 @@ func (c Config) Validate() error {
 	}
 	if c.AdminTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("admin timeout %v must be positive", c.AdminTimeout))
+	}
+	if err := c.Repair.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := c.replicatorConfig().Validate(); err != nil {
 		errs = append(errs, err)
@@ -175,6 +182,10 @@ type Node struct {
 	listen   []net.Listener
 	adminL   net.Listener
 	serveErr chan error
+	// quit closes when the node closes; repairing is closed when the
+	// automatic repair has stopped.
+	quit      chan struct{}
+	repairing chan struct{}
 
 	closeOnce sync.Once
 	closeErr  error
@@ -193,7 +204,7 @@ func Start(cfg Config) (*Node, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	n := &Node{cfg: cfg, log: logger.With("node", uint64(cfg.ID)), reg: metrics.NewRegistry(), serveErr: make(chan error, 4)}
+	n := &Node{cfg: cfg, log: logger.With("node", uint64(cfg.ID)), reg: metrics.NewRegistry(), serveErr: make(chan error, 4), quit: make(chan struct{})}
 	n.cfg.ClientAddr = cfg.clientAddr()
 	if n.cfg.ClientListen == "" {
 		n.cfg.ClientListen = n.cfg.ClientAddr
@@ -241,14 +252,22 @@ func Start(cfg Config) (*Node, error) {
 		}
 	}
 	if n.adminL != nil {
-		n.httpSrv = &http.Server{Handler: metrics.AdminHandler(n.reg, n.Ready), ReadHeaderTimeout: 10 * time.Second}
+		n.httpSrv = &http.Server{Handler: metrics.AdminHandler(n.reg, n.Ready, n.Notes), ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			if err := n.httpSrv.Serve(n.adminL); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				n.serveErr <- fmt.Errorf("server: admin listener: %w", err)
 			}
 		}()
 	}
-	n.log.Info("node serving", "client", n.ClientAddr(), "raft", cfg.RaftAddr, "unix", cfg.UnixSocket, "admin", n.AdminAddr(), "partitions", len(r.Partitions()))
+	quarantined := r.Quarantined()
+	n.log.Info("node serving", "client", n.ClientAddr(), "raft", cfg.RaftAddr, "unix", cfg.UnixSocket, "admin", n.AdminAddr(), "partitions", len(r.Partitions()), "quarantined", len(quarantined))
+	if len(quarantined) > 0 && cfg.Repair.Auto {
+		n.repairing = make(chan struct{})
+		go func() {
+			defer close(n.repairing)
+			n.repairLoop(n.quit)
+		}()
+	}
 	return n, nil
 }
 
@@ -302,12 +321,14 @@ func (n *Node) Registry() *prometheus.Registry { return n.reg }
 // Errors reports listeners that failed while serving.
 func (n *Node) Errors() <-chan error { return n.serveErr }
 
-// Ready returns nil when every partition this node hosts is open and
-// knows its leader: what /readyz reports. It looks at local state only.
+// Ready returns nil when every partition this node runs a replica of is
+// open and knows its leader: what /readyz reports. It looks at local
+// state only. Quarantined replicas do not make the node unready: the
+// node serves its other partitions, and Notes lists them.
 func (n *Node) Ready() error {
 	var waiting []string
 	for _, id := range n.r.Partitions() {
-		if p, err := n.r.Partition(id); err == nil && !p.Ready() {
+		if p, err := n.r.Partition(id); err == nil && p.Quarantine() == nil && !p.Ready() {
 			waiting = append(waiting, fmt.Sprint(id))
 		}
 	}
@@ -315,6 +336,16 @@ func (n *Node) Ready() error {
 		return fmt.Errorf("partitions without a leader or still opening: %s", strings.Join(waiting, ", "))
 	}
 	return nil
+}
+
+// Notes describes what an operator should know of a node that may be
+// ready: its quarantined replicas, with the reason. /readyz shows them.
+func (n *Node) Notes() []string {
+	var notes []string
+	for _, q := range n.r.Quarantined() {
+		notes = append(notes, q.Error())
+	}
+	return notes
 }
 
 // Shutdown stops the node gracefully: it stops accepting connections,
@@ -332,6 +363,10 @@ func (n *Node) Shutdown(ctx context.Context) error {
 // Close stops the node at once. It is idempotent.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
+		close(n.quit)
+		if n.repairing != nil {
+			<-n.repairing
+		}
 		var errs []error
 		if n.srv != nil {
 			n.srv.Close()

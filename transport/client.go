@@ -309,7 +309,11 @@ func (cl *Client) reroute(p lockstitch.PartitionID, conn *clientConn, byAddr boo
 		}
 		return conn == nil || nl.LeaderAddr != conn.ep.addr
 	case errors.Is(err, lockstitch.ErrUnavailable), errors.Is(err, lockstitch.ErrShuttingDown):
-		if conn != nil && (conn.closed.Load() || errors.Is(err, lockstitch.ErrShuttingDown)) {
+		// The connection is lost, or the node cannot serve the partition
+		// now (its replica opens, or is quarantined, or it is stopping):
+		// the next attempt tries the next node, which serves it or says
+		// where the leader is.
+		if conn != nil {
 			ps.conn.CompareAndSwap(conn, nil)
 			ps.mu.Lock()
 			ps.hint = ""

@@ -142,6 +142,21 @@ func (cl *Client) RemoveReplica(ctx context.Context, p lockstitch.PartitionID, r
 	return err
 }
 
+// RepairReplica rebuilds a node's quarantined replica of a partition (one
+// whose state failed to open: see lockstitch.RoleQuarantined) from its
+// peers: the replica is removed and deleted and a new one, of the same
+// kind, is added on the same node. It returns the new replica's id; a
+// replica that is not quarantined is left as it is and its id returned.
+// It fails when the partition cannot change its membership (no quorum,
+// or no other replica to copy from).
+func (cl *Client) RepairReplica(ctx context.Context, p lockstitch.PartitionID, node lockstitch.NodeID) (lockstitch.ReplicaID, error) {
+	res, err := cl.admin(ctx, &AdminRequest{Op: AdminRepairReplica, Partition: p, Node: node})
+	if err != nil {
+		return 0, err
+	}
+	return res.Replica, nil
+}
+
 // TransferLeader moves a partition's leadership to a replica and returns
 // once it leads.
 func (cl *Client) TransferLeader(ctx context.Context, p lockstitch.PartitionID, to lockstitch.ReplicaID) error {

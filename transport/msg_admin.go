@@ -37,7 +37,7 @@ import (
 // AdminResult body:
 //
 //	placement   uvarint count, then per replica: replica (8), node (8)
-//	replica     8   ReplicaID (add replica), 0 otherwise
+//	replica     8   ReplicaID (add and repair replica), 0 otherwise
 //	partitions  uvarint count, then per partition: partition (8),
 //	            plugin (string), leader node (8), leader replica (8),
 //	            epoch (8), committed LSN (8), replica count (uvarint),
@@ -94,8 +94,15 @@ const (
 	// hosts no replica of Partition and never deleted one), without
 	// starting it.
 	AdminPrepareReplica AdminOp = 11
+	// AdminRepairReplica rebuilds Node's replica of Partition from its
+	// peers when the replica is quarantined (its state failed to open):
+	// the replica is removed from the partition and deleted, and a new
+	// replica of the same kind is added on the same node, which catches
+	// up with a copy. The result's Replica is the new replica's id (the
+	// id of the replica there already, when it is not quarantined).
+	AdminRepairReplica AdminOp = 12
 
-	lastAdminOp = AdminPrepareReplica
+	lastAdminOp = AdminRepairReplica
 )
 
 // String returns the op's name.
@@ -123,6 +130,8 @@ func (o AdminOp) String() string {
 		return "await-replica"
 	case AdminPrepareReplica:
 		return "prepare-replica"
+	case AdminRepairReplica:
+		return "repair-replica"
 	}
 	return fmt.Sprintf("AdminOp(%d)", uint8(o))
 }

@@ -464,10 +464,10 @@ func parseNodes(s string) ([]lockstitch.NodeID, error) {
 	return out, nil
 }
 
-// cmdPartition: partition create|delete|list.
+// cmdPartition: partition create|delete|list|repair.
 func cmdPartition(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		return usageError(stderr, "usage: lockstitch partition create|delete|list [flags]")
+		return usageError(stderr, "usage: lockstitch partition create|delete|list|repair [flags]")
 	}
 	fs := flag.NewFlagSet("partition "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -537,6 +537,26 @@ func cmdPartition(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "partition %d deleted\n", *id)
 			return nil
 		}
+	case "repair":
+		id := fs.Uint64("id", 0, "partition id (required)")
+		node := fs.Uint64("node", 0, "id of the node whose quarantined replica to rebuild (required)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return parseExit(err)
+		}
+		if *id == 0 || *node == 0 {
+			return usageError(stderr, "partition repair needs --id and --node")
+		}
+		run = func(ctx context.Context, cl *transport.Client) error {
+			replica, err := cl.RepairReplica(ctx, lockstitch.PartitionID(*id), lockstitch.NodeID(*node))
+			if err != nil {
+				return err
+			}
+			if *cf.json {
+				return printJSON(stdout, map[string]any{"partition": *id, "node": *node, "replica": replica})
+			}
+			fmt.Fprintf(stdout, "partition %d: node %d hosts replica %d, rebuilt from its peers if it was quarantined\n", *id, *node, replica)
+			return nil
+		}
 	case "list":
 		if err := fs.Parse(args[1:]); err != nil {
 			return parseExit(err)
@@ -561,7 +581,7 @@ func cmdPartition(args []string, stdout, stderr io.Writer) int {
 			return tw.Flush()
 		}
 	default:
-		return usageError(stderr, "unknown partition command %q: create, delete or list", args[0])
+		return usageError(stderr, "unknown partition command %q: create, delete, list or repair", args[0])
 	}
 	return runAdmin(cf, stderr, "partition "+args[0], run)
 }

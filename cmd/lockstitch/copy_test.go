@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -68,6 +67,147 @@ func (p *serveProcess) kill() {
 	}
 }
 
+// serveCluster is n `lockstitch serve` processes on 127.0.0.1, node i
+// (from 1) hosting replica i of the partitions created on every node.
+type serveCluster struct {
+	t     *testing.T
+	ports map[int]string // by offset + node: see addr
+	dir   string
+	peers []string
+	extra []string
+	nodes []*serveProcess
+}
+
+// startServeCluster starts n serve processes with extra flags (after the
+// common ones: a 5 ms tick, no admin listener unless extra names one).
+func startServeCluster(t *testing.T, n int, extra ...string) *serveCluster {
+	t.Helper()
+	c := &serveCluster{t: t, ports: map[int]string{}, dir: t.TempDir(), extra: extra}
+	for i := 1; i <= n; i++ {
+		for _, off := range []int{0, 10, 20} {
+			c.ports[off+i] = testutil.FreeAddr(t)
+		}
+		c.peers = append(c.peers, fmt.Sprintf("%d=%s/%s", i, c.addr(10, i), c.addr(0, i)))
+	}
+	c.nodes = make([]*serveProcess, n)
+	for i := range c.nodes {
+		c.nodes[i] = startServe(t, c.args(i+1))
+	}
+	return c
+}
+
+// addr returns node i's address for off: 0 for clients, 10 for Raft, 20
+// for the admin HTTP listener (free ports on 127.0.0.1 when the cluster
+// started).
+func (c *serveCluster) addr(off, i int) string { return c.ports[off+i] }
+
+// dataDir returns node i's data directory.
+func (c *serveCluster) dataDir(i int) string { return filepath.Join(c.dir, fmt.Sprint("node", i)) }
+
+// args returns node i's serve flags, then more.
+func (c *serveCluster) args(i int, more ...string) []string {
+	a := []string{"--id", fmt.Sprint(i), "--data-dir", c.dataDir(i),
+		"--raft-addr", c.addr(10, i), "--client-addr", c.addr(0, i), "--admin-addr", "", "--peers", strings.Join(c.peers, ","),
+		"--rtt", "5ms", "--log-level", "info"}
+	a = append(a, c.extra...)
+	return append(a, more...)
+}
+
+// dial connects to the nodes given (from 1), or to every node, once
+// each of them answers.
+func (c *serveCluster) dial(ctx context.Context, nodes ...int) *transport.Client {
+	c.t.Helper()
+	if len(nodes) == 0 {
+		for i := range c.nodes {
+			nodes = append(nodes, i+1)
+		}
+	}
+	var addrs []string
+	for _, i := range nodes {
+		addrs = append(addrs, c.addr(0, i))
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			cl, err := transport.Dial(ctx, transport.DefaultClientConfig(), c.addr(0, i))
+			if err == nil {
+				cl.Close()
+				break
+			}
+			if time.Now().After(deadline) {
+				c.t.Fatalf("node %d does not answer: %v\n%s", i, err, c.nodes[i-1].log)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	cl, err := transport.Dial(ctx, transport.DefaultClientConfig(), addrs...)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return cl
+}
+
+// appendRange appends payload(from) to payload(to-1) to a partition,
+// 64 in flight at a time.
+func appendRange(ctx context.Context, t *testing.T, cl *transport.Client, id lockstitch.PartitionID, payload func(int) []byte, from, to int) {
+	t.Helper()
+	futures := make([]transport.AppendFuture, 0, 64)
+	for i := from; i < to; i++ {
+		futures = append(futures, cl.AppendAsync(ctx, id, payload(i)))
+		if len(futures) == 64 || i == to-1 {
+			for _, f := range futures {
+				if _, err := f.Wait(ctx); err != nil {
+					t.Fatalf("append to partition %d: %v", id, err)
+				}
+			}
+			futures = futures[:0]
+		}
+	}
+}
+
+// checkStream waits until node i has applied LSN total of a partition,
+// then reads LSN 1 to total from it and checks that LSN n holds
+// payload(n-1).
+func (c *serveCluster) checkStream(ctx context.Context, i int, id lockstitch.PartitionID, total lockstitch.LSN, payload func(int) []byte) {
+	c.t.Helper()
+	t := c.t
+	ncl := c.dial(ctx, i)
+	defer ncl.Close()
+	testutil.WaitFor(t, fmt.Sprintf("node %d to apply LSN %d of partition %d", i, total, id), time.Minute, func() bool {
+		ns, err := ncl.Status(ctx, c.addr(0, i))
+		if err != nil {
+			return false
+		}
+		for _, p := range ns.Partitions {
+			if p.Partition == id {
+				return p.Applied >= total
+			}
+		}
+		return false
+	})
+	var recs transport.Records
+	var rec wal.Record
+	for from := lockstitch.LSN(1); from <= total; {
+		if err := ncl.Read(ctx, id, from, transport.ReadOptions{MaxOps: 500, MaxBytes: 4 << 20}, &recs); err != nil {
+			t.Fatalf("node %d: partition %d: read from %d: %v\n%s", i, id, from, err, c.nodes[i-1].log)
+		}
+		n := 0
+		for recs.Next(&rec) == nil {
+			if rec.LSN != from || !bytes.Equal(rec.Payload, payload(int(from)-1)) {
+				t.Fatalf("node %d: partition %d: LSN %d holds %.20q, want LSN %d %.20q", i, id, rec.LSN, rec.Payload, from, payload(int(from)-1))
+			}
+			from++
+			n++
+		}
+		if n == 0 {
+			t.Fatalf("node %d: partition %d: no record at LSN %d", i, id, from)
+		}
+	}
+}
+
+// bulkPayload is op i of a test stream: its number, then 2000 bytes.
+func bulkPayload(i int) []byte {
+	return append([]byte(fmt.Sprintf("op %d ", i)), bytes.Repeat([]byte{byte(i)}, 2000)...)
+}
+
 // TestCopyKeepsHistory runs three `serve` processes with small Raft
 // snapshots, kills a follower (SIGKILL), appends megabytes while it is
 // down so that it can only catch up through a copy, restarts it, and
@@ -78,54 +218,16 @@ func TestCopyKeepsHistory(t *testing.T) {
 		t.Skip("starts three processes")
 	}
 	t.Parallel()
-	base := 20000 + rand.IntN(35000)
-	addr := func(off, i int) string { return fmt.Sprintf("127.0.0.1:%d", base+off+i) }
-	var peers []string
-	for i := 1; i <= 3; i++ {
-		peers = append(peers, fmt.Sprintf("%d=%s/%s", i, addr(10, i), addr(0, i)))
-	}
-	dir := t.TempDir()
-	args := func(i int) []string {
-		return []string{"--id", fmt.Sprint(i), "--data-dir", filepath.Join(dir, fmt.Sprint("node", i)),
-			"--raft-addr", addr(10, i), "--client-addr", addr(0, i), "--admin-addr", "", "--peers", strings.Join(peers, ","),
-			"--rtt", "5ms", "--snapshot-bytes", fmt.Sprint(1 << 20), "--log-level", "info"}
-	}
-	nodes := make([]*serveProcess, 3)
-	for i := range nodes {
-		nodes[i] = startServe(t, args(i+1))
-	}
+	c := startServeCluster(t, 3, "--snapshot-bytes", fmt.Sprint(1<<20))
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	var cl *transport.Client
-	testutil.WaitFor(t, "a node to answer", 30*time.Second, func() bool {
-		var err error
-		cl, err = transport.Dial(ctx, transport.DefaultClientConfig(), addr(0, 1), addr(0, 2), addr(0, 3))
-		return err == nil
-	})
+	cl := c.dial(ctx)
 	defer cl.Close()
 	// Partition 1 on nodes 1, 2 and 3; node 1's replica leads first.
 	if _, err := cl.CreatePartition(ctx, transport.PartitionSpec{ID: 1}); err != nil {
-		t.Fatalf("%v\n%s", err, nodes[0].log)
+		t.Fatalf("%v\n%s", err, c.nodes[0].log)
 	}
-	payload := func(i int) []byte {
-		return append([]byte(fmt.Sprintf("op %d ", i)), bytes.Repeat([]byte{byte(i)}, 2000)...)
-	}
-	appendRange := func(from, to int) {
-		t.Helper()
-		futures := make([]transport.AppendFuture, 0, to-from)
-		for i := from; i < to; i++ {
-			futures = append(futures, cl.AppendAsync(ctx, 1, payload(i)))
-			if len(futures) == 64 || i == to-1 {
-				for _, f := range futures {
-					if _, err := f.Wait(ctx); err != nil {
-						t.Fatalf("append: %v", err)
-					}
-				}
-				futures = futures[:0]
-			}
-		}
-	}
-	appendRange(0, 100)
+	appendRange(ctx, t, cl, 1, bulkPayload, 0, 100)
 	st, err := cl.PartitionStatus(ctx, 1)
 	if err != nil {
 		t.Fatal(err)
@@ -133,48 +235,19 @@ func TestCopyKeepsHistory(t *testing.T) {
 	follower := 0
 	for _, r := range st.Replicas {
 		if r.Replica != st.Leader {
-			follower = int(r.Replica) - 1 // replica i is on node i
+			follower = int(r.Replica) // replica i is on node i
 			break
 		}
 	}
-	nodes[follower].kill()
-	appendRange(100, 4000) // about 8 MiB, past several 1 MiB snapshots
-	nodes[follower] = startServe(t, args(follower+1))
+	c.nodes[follower-1].kill()
+	appendRange(ctx, t, cl, 1, bulkPayload, 100, 4000) // about 8 MiB, past several 1 MiB snapshots
+	c.nodes[follower-1] = startServe(t, c.args(follower))
 
 	// Every node serves LSNs 1..4000, the same bytes.
-	const total = 4000
-	for i := range nodes {
-		var ncl *transport.Client
-		testutil.WaitFor(t, fmt.Sprintf("node %d to answer", i+1), 30*time.Second, func() bool {
-			var err error
-			ncl, err = transport.Dial(ctx, transport.DefaultClientConfig(), addr(0, i+1))
-			return err == nil
-		})
-		testutil.WaitFor(t, fmt.Sprintf("node %d to apply LSN %d", i+1, total), time.Minute, func() bool {
-			ns, err := ncl.Status(ctx, addr(0, i+1))
-			return err == nil && len(ns.Partitions) == 1 && ns.Partitions[0].Applied >= total
-		})
-		var recs transport.Records
-		var rec wal.Record
-		for from := lockstitch.LSN(1); from <= total; {
-			if err := ncl.Read(ctx, 1, from, transport.ReadOptions{MaxOps: 500, MaxBytes: 4 << 20}, &recs); err != nil {
-				t.Fatalf("node %d: read from %d: %v\n%s", i+1, from, err, nodes[i].log)
-			}
-			n := 0
-			for recs.Next(&rec) == nil {
-				if rec.LSN != from || !bytes.Equal(rec.Payload, payload(int(from)-1)) {
-					t.Fatalf("node %d: LSN %d holds %.20q, want LSN %d %.20q", i+1, rec.LSN, rec.Payload, from, payload(int(from)-1))
-				}
-				from++
-				n++
-			}
-			if n == 0 {
-				t.Fatalf("node %d: no record at LSN %d", i+1, from)
-			}
-		}
-		ncl.Close()
+	for i := range c.nodes {
+		c.checkStream(ctx, i+1, 1, 4000, bulkPayload)
 	}
-	if !strings.Contains(nodes[follower].log.String(), "operation log restored from the snapshot") {
-		t.Fatalf("node %d caught up without a copy (the test did not exercise the copy):\n%s", follower+1, nodes[follower].log)
+	if !strings.Contains(c.nodes[follower-1].log.String(), "operation log restored from the snapshot") {
+		t.Fatalf("node %d caught up without a copy (the test did not exercise the copy):\n%s", follower, c.nodes[follower-1].log)
 	}
 }

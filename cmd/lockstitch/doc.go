@@ -6,7 +6,7 @@
 //	lockstitch tail [flags]             print ops from an LSN on (--follow)
 //	lockstitch query [flags] [request]  ask a partition's plugin
 //	lockstitch status [flags]           leader, epoch, LSNs and lag per partition
-//	lockstitch partition create|delete|list
+//	lockstitch partition create|delete|list|repair
 //	lockstitch member add|remove
 //	lockstitch leader transfer
 //	lockstitch version

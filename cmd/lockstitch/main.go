@@ -23,7 +23,7 @@ commands:
   tail                    print a partition's ops from an LSN on (--follow to keep going)
   query                   ask a partition's plugin
   status                  show leader, epoch, committed and applied LSNs and lag per partition
-  partition create|delete|list
+  partition create|delete|list|repair
   member add|remove       change a partition's replicas
   leader transfer         move a partition's leadership
   cluster status          show every node: reachable or not, replicas hosted and leading

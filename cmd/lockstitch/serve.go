@@ -65,6 +65,8 @@ type serveSettings struct {
 	CopyBytesPerSecond int64         `name:"copy-bytes-per-second" help:"rate limit of the copies this node sends to replicas that fell behind, all together (0: no limit)"`
 	CheckpointInterval time.Duration `name:"checkpoint-interval" help:"how often a busy partition makes its state durable"`
 	ProgressInterval   time.Duration `name:"progress-interval" help:"how often replicas report their progress (lag)"`
+	AutoRepair         bool          `name:"auto-repair" help:"rebuild replicas quarantined at start (their state failed to open) from their peers without waiting for lockstitch partition repair"`
+	RepairDelay        time.Duration `name:"repair-delay" help:"wait before the first automatic repair; doubled after each failure, up to 5 minutes"`
 
 	MaxFrameBytes    int           `name:"max-frame-bytes" help:"largest client frame accepted"`
 	MaxInFlight      int           `name:"max-in-flight" help:"requests in flight per client connection"`
@@ -77,7 +79,9 @@ type serveSettings struct {
 func defaultServeSettings() serveSettings {
 	rc := replicator.DefaultConfig()
 	tc := transport.DefaultServerConfig()
+	rp := server.DefaultRepairPolicy()
 	return serveSettings{
+		AutoRepair: rp.Auto, RepairDelay: rp.First,
 		ID: 1, DataDir: "lockstitch-data",
 		RaftAddr: "127.0.0.1:7410", ClientAddr: "127.0.0.1:7400", AdminAddr: "127.0.0.1:7420",
 		LogLevel: "info", LogFormat: "text", ShutdownTimeout: 10 * time.Second,
@@ -118,6 +122,8 @@ func (s serveSettings) nodeConfig(logger *slog.Logger) (server.Config, error) {
 	cfg.ID, cfg.DataDir, cfg.RaftAddr = lockstitch.NodeID(s.ID), s.DataDir, s.RaftAddr
 	cfg.ClientAddr, cfg.ClientListen, cfg.UnixSocket, cfg.AdminAddr = s.ClientAddr, s.ClientListen, s.UnixSocket, s.AdminAddr
 	cfg.Peers, cfg.Replicator, cfg.Transport, cfg.Logger = peers, rc, tc, logger
+	cfg.Repair.Auto, cfg.Repair.First = s.AutoRepair, s.RepairDelay
+	cfg.Repair.Max = max(cfg.Repair.Max, s.RepairDelay)
 	// Check every layer now (the node's Validate checks the replicator's
 	// and the transport's), so that a bad setting is one clear error
 	// before anything starts.
