@@ -85,7 +85,7 @@ func TestRepairQuarantined(t *testing.T) {
 	damageLog(t, c.dataDir(3), 1)
 	damageLog(t, c.dataDir(3), 2)
 	admin := c.addr(20, 3)
-	c.nodes[2] = startServe(t, c.args(3, "--auto-repair=false", "--admin-addr", admin))
+	c.nodes[2] = startServe(t, c.args(3, "--auto-repair=false"))
 
 	// Node 3 serves partition 3, and lists its other replicas as
 	// quarantined; /readyz says why and stays ready.
