@@ -75,6 +75,11 @@ type batch struct {
 	watched []*ctxWatch // the context watch of each op, or nil
 	starts  []time.Time // when each op was queued
 	bytes   int64       // payload bytes, for the pending bound
+	// abandoned, under the batcher's mu, marks a batch in flight whose
+	// callers were told ErrAborted when the replica lost its leadership
+	// (abandonFlying): its outcome, when dragonboat gives it, only
+	// releases its slot.
+	abandoned bool
 }
 
 // batchBuffers pools the encode buffers of batches; dragonboat copies a
@@ -118,7 +123,7 @@ func (bt *batch) recycle() {
 	}
 	clear(bt.waiters)
 	clear(bt.watched)
-	bt.waiters, bt.watched, bt.starts, bt.bytes = bt.waiters[:0], bt.watched[:0], bt.starts[:0], 0
+	bt.waiters, bt.watched, bt.starts, bt.bytes, bt.abandoned = bt.waiters[:0], bt.watched[:0], bt.starts[:0], 0, false
 	batches.Put(bt)
 }
 
@@ -352,7 +357,10 @@ func (b *batcher) complete(bt *batch, data []byte) {
 		b.finish(bt, AppendResult{}, fmt.Errorf("%w: %v", lockstitch.ErrAborted, err))
 		return
 	}
-	b.release(bt)
+	if b.release(bt) {
+		bt.recycle()
+		return
+	}
 	m, now := b.p.r.metrics, b.now()
 	for i, c := range bt.waiters {
 		var r opResult
@@ -377,7 +385,10 @@ func (b *batcher) complete(bt *batch, data []byte) {
 
 // finish fails every waiter of a batch with err.
 func (b *batcher) finish(bt *batch, r AppendResult, err error) {
-	b.release(bt)
+	if b.release(bt) {
+		bt.recycle()
+		return
+	}
 	now := b.now()
 	for i, c := range bt.waiters {
 		b.p.r.metrics.appendDone(bt.starts[i], now, err, false)
@@ -389,9 +400,11 @@ func (b *batcher) finish(bt *batch, r AppendResult, err error) {
 
 // release gives back a finished batch's slot and queue space, before its
 // callers are told: those that append again at once are then counted
-// back, and may find the slot free.
-func (b *batcher) release(bt *batch) {
+// back, and may find the slot free. It reports whether the batch was
+// abandoned: its callers were told already.
+func (b *batcher) release(bt *batch) (abandoned bool) {
 	b.mu.Lock()
+	abandoned = bt.abandoned
 	if i := slices.Index(b.flying, bt); i >= 0 {
 		b.flying = slices.Delete(b.flying, i, i+1)
 	}
@@ -405,6 +418,7 @@ func (b *batcher) release(bt *batch) {
 	case b.kick <- struct{}{}:
 	default:
 	}
+	return abandoned
 }
 
 // told marks the end of a completion (gather.told).
@@ -436,6 +450,38 @@ func (b *batcher) failQueued(err error) {
 			c.Complete(AppendResult{}, err)
 		}
 		bt.recycle()
+	}
+}
+
+// abandonFlying ends the waits of the appends in flight, with err, when
+// the replica has lost its leadership: their proposals may still commit
+// under the new leader, or not, and dragonboat would tell only at
+// ProposalTimeout; err says the outcome is unknown (ErrAborted), and a
+// caller retries with its producer sequence at the new leader within an
+// election. The batches keep their slots until dragonboat gives their
+// outcome (release).
+func (b *batcher) abandonFlying(err error) {
+	b.mu.Lock()
+	var abandoned []*batch
+	for _, bt := range b.flying {
+		if bt.abandoned {
+			continue
+		}
+		bt.abandoned = true
+		b.unwatchLocked(bt)
+		clear(bt.watched) // release must not uncount them again
+		abandoned = append(abandoned, bt)
+	}
+	b.mu.Unlock()
+	now := b.now()
+	for _, bt := range abandoned {
+		for i, c := range bt.waiters {
+			b.p.r.metrics.appendDone(bt.starts[i], now, err, false)
+			c.Complete(AppendResult{}, err)
+		}
+	}
+	if len(abandoned) > 0 {
+		b.told()
 	}
 }
 

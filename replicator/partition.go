@@ -324,7 +324,11 @@ func (p *partition) onLeader(leader, term uint64) {
 	if was && leader != uint64(p.replica) {
 		// Not on dragonboat's event goroutine: notLeader may wait for
 		// the state machine's lock.
-		go func() { p.batcher.failQueued(p.notLeader()) }()
+		go func() {
+			nl := p.notLeader()
+			p.batcher.failQueued(nl)
+			p.batcher.abandonFlying(fmt.Errorf("%w: partition %d: this replica lost its leadership while the append was in flight; it may commit under the new leader (%v)", lockstitch.ErrAborted, p.id, nl))
+		}()
 	}
 	go p.notifyRole()
 }

@@ -1,0 +1,58 @@
+package replicator_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/lockstitch/lockstitch"
+	"github.com/lockstitch/lockstitch/replicator"
+)
+
+// TestAppendsEndWhenLeadershipIsLost stops both followers of a partition
+// while appends are in flight on its leader: they cannot commit, and the
+// leader steps down once it misses its quorum (CheckQuorum). The appends
+// then end at once with ErrAborted (their outcome is unknown), not after
+// ProposalTimeout, set here far beyond the test's wait.
+func TestAppendsEndWhenLeadershipIsLost(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 3, func(cfg *replicator.Config) { cfg.ProposalTimeout = 5 * time.Minute })
+	c.create(1)
+	appendN(t, c, 1, 0, 10)
+	l := c.leader(1)
+	leader := c.partition(l, 1)
+	for i := range c.nodes {
+		if i != l {
+			c.stop(i)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const n = 8
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			_, err := leader.Append(ctx, replicator.AppendOp{Payload: []byte("in flight")})
+			errs <- err
+		}()
+	}
+	aborted := 0
+	for i := 0; i < n; i++ {
+		err := <-errs
+		if ctx.Err() != nil {
+			t.Fatalf("append still waiting after 30 s (ProposalTimeout is 5 minutes): %v", err)
+		}
+		// An append proposed before the step-down is aborted; one that
+		// came after it is refused as not leader.
+		if !errors.Is(err, lockstitch.ErrAborted) && !errors.Is(err, lockstitch.ErrNotLeader) {
+			t.Fatalf("append %d: %v, want ErrAborted or ErrNotLeader", i, err)
+		}
+		if errors.Is(err, lockstitch.ErrAborted) {
+			aborted++
+		}
+	}
+	if aborted == 0 {
+		t.Fatal("no append was in flight when the leader stepped down: the test did not exercise it")
+	}
+}
