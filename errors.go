@@ -19,6 +19,15 @@ import (
 //   - outcome unknown, retry with the same producer id and sequence:
 //     ErrAborted, ErrTimeout, ErrCanceled;
 //   - refused for good: ErrStaleSequence.
+//
+// The Go client sorts every append's end into one of three: success, a
+// definite failure (the op is not in the stream and will not be), or an
+// indeterminate one (it may be): an error that matches ErrIndeterminate
+// and wraps the last attempt's cause. An append is indeterminate when
+// any of its attempts was (an ErrAborted, ErrTimeout or ErrCanceled
+// answer, a connection lost with the append in flight, the caller's ctx
+// ending with it in flight), even if the last attempt's error alone is
+// definite.
 var (
 	// ErrInvalidArgument reports a request field out of range or a
 	// request that contradicts itself.
@@ -86,6 +95,13 @@ var (
 	// ErrClosed reports a call on a closed Replicator, Server, Client or
 	// Subscription. The wire carries it as ErrShuttingDown.
 	ErrClosed = errors.New("lockstitch: closed")
+	// ErrIndeterminate marks an append whose outcome the Go client could
+	// not learn: it may be in the stream, once, or not at all. The error
+	// also wraps the last attempt's cause. Retrying with the same
+	// producer id and sequence learns the outcome (a committed op answers
+	// as a duplicate with its LSN). It has no wire code: the client
+	// decides it.
+	ErrIndeterminate = errors.New("lockstitch: append outcome indeterminate")
 )
 
 // NotLeaderError is the error a replica that is not the leader returns for

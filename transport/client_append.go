@@ -89,7 +89,13 @@ func (f AppendFuture) WaitResult(ctx context.Context, dst []byte) (AppendResult,
 		if err == nil {
 			var answered bool
 			if answered, err = c.wait(ctx, false); !answered {
-				return AppendResult{}, err // still in flight: wait again later
+				// Still in flight: wait again later. Until then, its
+				// outcome is unknown.
+				c.uncertain = true
+				return AppendResult{}, c.outcome(err)
+			}
+			if err != nil {
+				c.attempted(err)
 			}
 		}
 		if err != nil && cl.retry(ctx, c, err) {
@@ -103,11 +109,12 @@ func (f AppendFuture) WaitResult(ctx context.Context, dst []byte) (AppendResult,
 		}
 		if err != nil && ctx.Err() != nil && retryable(err) && c.attempt < cl.cfg.MaxAttempts && !cl.isClosed() {
 			c.sendErr = err // the backoff was cut short: retry at the next Wait
-			return AppendResult{}, ctx.Err()
+			return AppendResult{}, c.outcome(ctx.Err())
 		}
 		if err != nil && cl.isClosed() {
 			err = lockstitch.ErrClosed
 		}
+		err = c.outcome(err)
 		res := AppendResult{Result: dst}
 		if err == nil {
 			res = AppendResult{LSN: c.res.LSN, Epoch: c.res.Epoch, Result: append(dst, c.res.Result...)}

@@ -43,6 +43,9 @@ type call struct {
 	// refused is set when the last attempt's error is the server's
 	// answer, not a lost connection.
 	refused bool
+	// uncertain is set once an attempt of an append ended with its
+	// outcome unknown: the append's final error is then indeterminate.
+	uncertain bool
 	conn    *clientConn // where the current attempt went
 
 	// Requests.
@@ -82,7 +85,7 @@ func (cl *Client) putCall(c *call) {
 	c.gen++
 	c.state.Store(callIdle)
 	c.payload, c.payloads, c.query.Request, c.admin, c.node, c.err, c.sendErr, c.conn = nil, nil, nil, nil, nil, nil, nil, nil
-	c.addr, c.byAddr, c.attempt, c.notFound, c.refused = "", false, 0, 0, false
+	c.addr, c.byAddr, c.attempt, c.notFound, c.refused, c.uncertain = "", false, 0, 0, false, false
 	clear(c.batch)
 	c.batch = c.batch[:0]
 	if cap(c.buf) > maxKeptWriteBuffer {
@@ -110,24 +113,68 @@ func (c *call) deliver() {
 // set: the connection recycles c when the answer comes, and the caller
 // must not touch c again.
 func (cl *Client) do(ctx context.Context, c *call) (abandoned bool, err error) {
+	isAppend := c.kind == TypeAppend || c.kind == TypeAppendBatch
 	for {
 		err = cl.send(ctx, c)
 		if err == nil {
 			var answered bool
 			if answered, err = c.wait(ctx, true); !answered {
+				// Abandoned in flight (c is no longer ours): an append's
+				// outcome is unknown.
+				if isAppend {
+					err = indeterminateError(err)
+				}
 				return true, err
 			}
 			if err == nil {
 				return false, nil
 			}
+			c.attempted(err)
 		}
 		if !cl.retry(ctx, c, err) {
 			if cl.isClosed() {
 				err = lockstitch.ErrClosed
 			}
-			return false, err
+			return false, c.outcome(err)
 		}
 	}
+}
+
+// attempted records the outcome of an append's attempt that was sent and
+// failed with err: whether the op may have been committed.
+func (c *call) attempted(err error) {
+	if c.kind != TypeAppend && c.kind != TypeAppendBatch {
+		return
+	}
+	if !c.refused || indeterminate(err) {
+		c.uncertain = true // the connection was lost with it in flight, or the server could not tell
+	}
+}
+
+// indeterminate reports whether a server's answer leaves an append's
+// outcome unknown.
+func indeterminate(err error) bool {
+	return errors.Is(err, lockstitch.ErrAborted) || errors.Is(err, lockstitch.ErrTimeout) ||
+		errors.Is(err, lockstitch.ErrCanceled) || errors.Is(err, lockstitch.ErrIndeterminate)
+}
+
+// outcome returns the error an append's caller gets after its last
+// attempt failed with err: marked lockstitch.ErrIndeterminate when any
+// attempt left the outcome unknown.
+func (c *call) outcome(err error) error {
+	if err == nil || c.kind != TypeAppend && c.kind != TypeAppendBatch || !c.uncertain {
+		return err
+	}
+	return indeterminateError(err)
+}
+
+// indeterminateError marks err, the last attempt's error of an append
+// whose outcome is unknown, with lockstitch.ErrIndeterminate.
+func indeterminateError(err error) error {
+	if errors.Is(err, lockstitch.ErrIndeterminate) {
+		return err
+	}
+	return fmt.Errorf("%w: it may have been committed; the last attempt: %w", lockstitch.ErrIndeterminate, err)
 }
 
 // wait waits for the answer to the attempt in flight and returns its
