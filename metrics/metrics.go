@@ -3,6 +3,8 @@ package metrics
 import (
 	"net/http"
 	"net/http/pprof"
+	"runtime"
+	"runtime/debug"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -13,15 +15,38 @@ import (
 // Namespace prefixes every Lockstitch metric.
 const Namespace = "lockstitch"
 
-// NewRegistry returns a registry with the Go runtime and process
-// collectors registered.
+// NewRegistry returns a registry with the Go runtime collector, the
+// process collector under its standard names (process_cpu_seconds_total,
+// process_resident_memory_bytes, ...: what dashboards and alerts written
+// for any Go service expect) and lockstitch_build_info.
 func NewRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: Namespace}),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildInfo(),
 	)
 	return reg
+}
+
+// buildInfo is lockstitch_build_info: 1, labelled with the module
+// version, the VCS revision and the Go version the binary was built from.
+func buildInfo() prometheus.Collector {
+	version, revision, goVersion := "unknown", "unknown", runtime.Version()
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		version = bi.Main.Version
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				revision = s.Value
+			}
+		}
+	}
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace:   Namespace,
+		Name:        "build_info",
+		Help:        "1, labelled with the version, VCS revision and Go version of the running binary.",
+		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": goVersion},
+	}, func() float64 { return 1 })
 }
 
 // AdminHandler returns the admin HTTP handler: /metrics from gatherer,

@@ -32,7 +32,7 @@ func TestAdminHandler(t *testing.T) {
 	h := metrics.AdminHandler(reg, func() error { return notReady }, func() []string { return notes })
 
 	code, body := get(t, h, "/metrics")
-	for _, want := range []string{"lockstitch_test_events_total 3", "go_goroutines", "lockstitch_process_cpu_seconds_total"} {
+	for _, want := range []string{"lockstitch_test_events_total 3", "go_goroutines", "process_cpu_seconds_total", "lockstitch_build_info{"} {
 		if code != 200 || !strings.Contains(body, want) {
 			t.Fatalf("/metrics: %d, missing %q", code, want)
 		}

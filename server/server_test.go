@@ -450,7 +450,7 @@ func TestAdminEndpoints(t *testing.T) {
 		t.Fatalf("/readyz: %d %s", code, body)
 	}
 	code, body := httpGet(t, base+"/metrics")
-	for _, want := range []string{"lockstitch_partition_leader{partition=\"1\"} 1", "lockstitch_transport_connections", "go_goroutines", "lockstitch_process_resident_memory_bytes"} {
+	for _, want := range []string{"lockstitch_partition_leader{partition=\"1\"} 1", "lockstitch_transport_connections", "go_goroutines", "process_resident_memory_bytes", "lockstitch_build_info{"} {
 		if code != 200 || !strings.Contains(body, want) {
 			t.Fatalf("/metrics lacks %q", want)
 		}
