@@ -268,9 +268,19 @@ type member struct {
 func (p *partition) members(ctx context.Context) ([]member, bool) {
 	var out []member
 	committed := false
-	mctx, cancel := context.WithTimeout(ctx, 10*p.r.cfg.RTT*time.Duration(p.r.cfg.ElectionRTT))
-	defer cancel()
-	if m, err := p.r.nh.SyncGetShardMembership(mctx, uint64(p.id)); err == nil {
+	// The committed membership needs a read index, which only a leader
+	// can serve: with no leader known, the local view is all there is,
+	// at once (a status of a partition that lost its quorum must not
+	// hang), and a leader that does not answer within two election
+	// timeouts is about to be replaced.
+	var m *dragonboat.Membership
+	err := lockstitch.ErrUnavailable
+	if p.leader.Load() != 0 {
+		mctx, cancel := context.WithTimeout(ctx, 2*p.r.cfg.RTT*time.Duration(p.r.cfg.ElectionRTT))
+		m, err = p.r.nh.SyncGetShardMembership(mctx, uint64(p.id))
+		cancel()
+	}
+	if err == nil {
 		committed = true
 		for id, a := range m.Nodes {
 			out = append(out, member{lockstitch.ReplicaID(id), lockstitch.Voter, a})

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -14,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -364,84 +366,196 @@ func cmdQuery(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// cmdStatus prints a table per partition: leader, epoch, committed and
-// applied LSN, and each replica's lag as the leader sees it.
+// nodeView is one node's answer to status, or why it gave none.
+type nodeView struct {
+	addr string
+	ns   *transport.NodeStatus
+	err  error
+}
+
+// nodeViews asks every address for its node's status, all at once, each
+// with one attempt bounded by timeout: a node that is down costs one
+// failed dial, not a retry loop.
+func nodeViews(ctx context.Context, addrs []string, part lockstitch.PartitionID, timeout time.Duration) []nodeView {
+	cfg := transport.DefaultClientConfig()
+	cfg.Name, cfg.MaxAttempts, cfg.DialTimeout = "lockstitch-cli", 1, timeout
+	views := make([]nodeView, len(addrs))
+	var wg sync.WaitGroup
+	for i, a := range addrs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			nctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			views[i].addr = a
+			cl, err := transport.Dial(nctx, cfg, a)
+			if err != nil {
+				views[i].err = err
+				return
+			}
+			defer cl.Close()
+			views[i].ns, views[i].err = cl.Status(nctx, a)
+			if views[i].ns != nil && part != 0 {
+				views[i].ns.Partitions = slices.DeleteFunc(views[i].ns.Partitions, func(ps transport.PartitionStatus) bool { return ps.Partition != part })
+			}
+		}()
+	}
+	wg.Wait()
+	return views
+}
+
+// partitionView is what status shows of a partition: its leader's view
+// when a reachable node leads it, else the most advanced view.
+type partitionView struct {
+	st       transport.PartitionStatus
+	node     uint64 // the node whose view it is
+	leaderly bool   // that node leads the partition
+}
+
+// partitionViews merges the nodes' views by partition, in id order.
+func partitionViews(views []nodeView) []partitionView {
+	byID := map[lockstitch.PartitionID]*partitionView{}
+	for _, v := range views {
+		if v.ns == nil {
+			continue
+		}
+		for _, ps := range v.ns.Partitions {
+			leads := ps.Role == lockstitch.RoleLeader
+			cur := byID[ps.Partition]
+			if cur == nil || leads && !cur.leaderly || leads == cur.leaderly && ps.Applied > cur.st.Applied {
+				byID[ps.Partition] = &partitionView{st: ps, node: v.ns.NodeID, leaderly: leads}
+			}
+		}
+	}
+	out := make([]partitionView, 0, len(byID))
+	for _, pv := range byID {
+		out = append(out, *pv)
+	}
+	slices.SortFunc(out, func(a, b partitionView) int { return cmp.Compare(a.st.Partition, b.st.Partition) })
+	return out
+}
+
+// cmdStatus shows every node listed and every partition they host: a
+// node that does not answer is shown as such, a replica on it as down,
+// and a partition that no reachable node leads as leaderless, which
+// makes the command exit 1.
 func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cf := addClientFlags(fs)
 	part := fs.Uint64("partition", 0, "only this partition")
+	nodeTimeout := fs.Duration("node-timeout", time.Second, "how long to wait for each node's answer (nodes are asked at once)")
 	if err := fs.Parse(args); err != nil {
 		return parseExit(err)
 	}
 	if fs.NArg() > 0 {
 		return usageError(stderr, "usage: lockstitch status [--partition P]")
 	}
+	if *nodeTimeout <= 0 {
+		return usageError(stderr, "--node-timeout must be positive")
+	}
+	addrs := cf.addrList()
+	if len(addrs) == 0 {
+		return usageError(stderr, "no node address given (--addr)")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), *cf.timeout)
 	defer cancel()
-	cl, err := cf.dial(ctx)
-	if err != nil {
-		return fail(stderr, err)
-	}
-	defer cl.Close()
-	var ids []lockstitch.PartitionID
-	if *part != 0 {
-		ids = []lockstitch.PartitionID{lockstitch.PartitionID(*part)}
-	} else {
-		// Every partition any reachable node hosts.
-		seen := map[lockstitch.PartitionID]bool{}
-		for _, a := range cf.addrList() {
-			ns, err := cl.Status(ctx, a)
-			if err != nil {
-				continue
-			}
-			for _, ps := range ns.Partitions {
-				if !seen[ps.Partition] {
-					seen[ps.Partition] = true
-					ids = append(ids, ps.Partition)
-				}
-			}
+	views := nodeViews(ctx, addrs, lockstitch.PartitionID(*part), *nodeTimeout)
+	down := map[string]bool{}
+	reached := 0
+	for _, v := range views {
+		if v.err != nil {
+			down[v.addr] = true
+		} else {
+			reached++
 		}
-		slices.Sort(ids)
 	}
-	var all []*transport.PartitionStatus
-	for _, id := range ids {
-		st, err := cl.PartitionStatus(ctx, id)
-		if err != nil {
-			return fail(stderr, fmt.Errorf("status of partition %d: %w", id, err))
+	if reached == 0 {
+		var errs []error
+		for _, v := range views {
+			errs = append(errs, fmt.Errorf("%s: %w", v.addr, v.err))
 		}
-		all = append(all, st)
+		return fail(stderr, fmt.Errorf("no node answered: %w", errors.Join(errs...)))
+	}
+	parts := partitionViews(views)
+	if *part != 0 && len(parts) == 0 {
+		return fail(stderr, fmt.Errorf("%w: no node listed hosts partition %d", lockstitch.ErrPartitionNotFound, *part))
+	}
+	leaderless := 0
+	for _, pv := range parts {
+		if !pv.leaderly {
+			leaderless++
+		}
+	}
+	replicaLag := func(r transport.ReplicaStatus) string {
+		if down[r.Addr] {
+			return "down"
+		}
+		return fmt.Sprint(r.Lag)
 	}
 	if *cf.json {
-		out := make([]map[string]any, 0, len(all))
-		for _, st := range all {
+		nodes := make([]map[string]any, 0, len(views))
+		for _, v := range views {
+			n := map[string]any{"addr": v.addr, "up": !down[v.addr]}
+			if v.ns != nil {
+				n["node"] = v.ns.NodeID
+			}
+			if down[v.addr] {
+				n["error"] = v.err.Error()
+			}
+			nodes = append(nodes, n)
+		}
+		out := make([]map[string]any, 0, len(parts))
+		for _, pv := range parts {
+			st := pv.st
 			reps := make([]map[string]any, 0, len(st.Replicas))
 			for _, r := range st.Replicas {
-				reps = append(reps, map[string]any{"replica": r.Replica, "addr": r.Addr, "kind": r.Kind.String(), "match": r.Match, "lag": r.Lag})
+				reps = append(reps, map[string]any{"replica": r.Replica, "addr": r.Addr, "kind": r.Kind.String(), "match": r.Match, "lag": r.Lag, "down": down[r.Addr]})
 			}
-			out = append(out, map[string]any{"partition": st.Partition, "role": st.Role.String(), "leader": st.Leader,
-				"leader_addr": st.LeaderAddr, "epoch": st.Epoch, "committed": st.Committed, "applied": st.Applied, "replicas": reps})
+			leader := st.Leader
+			if !pv.leaderly {
+				leader = 0
+			}
+			out = append(out, map[string]any{"partition": st.Partition, "leader": leader, "leader_addr": st.LeaderAddr, "has_leader": pv.leaderly,
+				"seen_from_node": pv.node, "epoch": st.Epoch, "committed": st.Committed, "applied": st.Applied, "replicas": reps})
 		}
-		printJSON(stdout, out)
-		return 0
-	}
-	if len(all) == 0 {
-		fmt.Fprintln(stdout, "no partitions")
-		return 0
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	for i, st := range all {
-		if i > 0 {
+		printJSON(stdout, map[string]any{"nodes": nodes, "partitions": out})
+	} else {
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintf(tw, "NODE\tADDR\tSTATUS\n")
+		for _, v := range views {
+			id, status := "-", "up"
+			if v.ns != nil {
+				id = fmt.Sprint(v.ns.NodeID)
+			}
+			if down[v.addr] {
+				status = "unreachable: " + v.err.Error()
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", id, v.addr, status)
+		}
+		if len(parts) == 0 {
+			fmt.Fprintln(tw, "\nno partitions")
+		}
+		for _, pv := range parts {
+			st := pv.st
 			fmt.Fprintln(tw)
+			fmt.Fprintf(tw, "PARTITION\tLEADER\tLEADER ADDR\tEPOCH\tCOMMITTED\tAPPLIED\n")
+			if pv.leaderly {
+				fmt.Fprintf(tw, "%d\t%d\t%s\t%d\t%d\t%d\n", st.Partition, st.Leader, st.LeaderAddr, st.Epoch, st.Committed, st.Applied)
+			} else {
+				fmt.Fprintf(tw, "%d\tnone\t(no reachable node leads it; seen from node %d)\t%d\t%d\t%d\n", st.Partition, pv.node, st.Epoch, st.Committed, st.Applied)
+			}
+			fmt.Fprintf(tw, "  REPLICA\tKIND\tADDR\tAPPLIED\tLAG\t\n")
+			for _, r := range st.Replicas {
+				fmt.Fprintf(tw, "  %d\t%s\t%s\t%d\t%s\t\n", r.Replica, r.Kind, r.Addr, r.Match, replicaLag(r))
+			}
 		}
-		fmt.Fprintf(tw, "PARTITION\tLEADER\tLEADER ADDR\tEPOCH\tCOMMITTED\tAPPLIED\n")
-		fmt.Fprintf(tw, "%d\t%d\t%s\t%d\t%d\t%d\n", st.Partition, st.Leader, st.LeaderAddr, st.Epoch, st.Committed, st.Applied)
-		fmt.Fprintf(tw, "  REPLICA\tKIND\tADDR\tAPPLIED\tLAG\t\n")
-		for _, r := range st.Replicas {
-			fmt.Fprintf(tw, "  %d\t%s\t%s\t%d\t%d\t\n", r.Replica, r.Kind, r.Addr, r.Match, r.Lag)
-		}
+		tw.Flush()
 	}
-	tw.Flush()
+	if leaderless > 0 {
+		fmt.Fprintf(stderr, "lockstitch: %d partition(s) without a leader that a listed node can reach\n", leaderless)
+		return 1
+	}
 	return 0
 }
 
