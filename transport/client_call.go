@@ -46,7 +46,7 @@ type call struct {
 	// uncertain is set once an attempt of an append ended with its
 	// outcome unknown: the append's final error is then indeterminate.
 	uncertain bool
-	conn    *clientConn // where the current attempt went
+	conn      *clientConn // where the current attempt went
 
 	// Requests.
 	payload  []byte   // Append; the caller's until the call ends
