@@ -293,6 +293,18 @@ func (n *Node) status(ctx context.Context, req *transport.StatusRequest) (*trans
 		}
 		ns.Partitions = append(ns.Partitions, wireStatus(st))
 	}
+	if req.Producer != 0 {
+		p, err := n.r.Partition(req.Partition)
+		if err != nil {
+			return nil, err
+		}
+		ps, err := p.Producer(req.Producer)
+		if err != nil {
+			return nil, err
+		}
+		ns.Producer = &transport.ProducerStatus{Producer: ps.Producer, Known: ps.Known, Forgotten: ps.Forgotten,
+			Floor: ps.Floor, Last: ps.Last, LastLSN: ps.LastLSN, LastEpoch: uint64(ps.LastEpoch)}
+	}
 	return ns, nil
 }
 

@@ -107,6 +107,17 @@ func Dial(ctx context.Context, cfg ClientConfig, addrs ...string) (*Client, erro
 // Producer returns the producer id of the Client's appends.
 func (cl *Client) Producer() uint64 { return cl.producer }
 
+// SetSequence makes next (at least 1) the sequence number of the next op
+// appended to partition p through this Client; each op takes the next
+// one, a batch one per op. The sequences of a Client's appends start at
+// 1. A producer that restarts with its id (ClientConfig.ProducerID)
+// resends an op it is unsure of under the sequence it had: the partition
+// answers with the original LSN (Duplicate) if it committed it, and
+// applies it otherwise (see ProducerStatus and docs/guarantees.md).
+func (cl *Client) SetSequence(p lockstitch.PartitionID, next uint64) {
+	cl.part(p).seq.Store(max(next, 1) - 1)
+}
+
 // Close closes every connection. Calls in progress fail with ErrClosed.
 // Close is idempotent.
 func (cl *Client) Close() error {

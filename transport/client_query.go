@@ -60,6 +60,21 @@ func (cl *Client) PartitionStatus(ctx context.Context, p lockstitch.PartitionID)
 	return &st.Partitions[0], nil
 }
 
+// ProducerStatus returns what partition p remembers of this client's
+// producer (ClientConfig.ProducerID), as its leader sees it: a producer
+// that restarts with the same id resumes from it (see SetSequence)
+// with no gap and no duplicate. Servers before this call refuse it.
+func (cl *Client) ProducerStatus(ctx context.Context, p lockstitch.PartitionID) (*ProducerStatus, error) {
+	st, err := cl.status(ctx, "", false, StatusRequest{OnePartition: true, Partition: p, Producer: lockstitch.ProducerID(cl.producer)})
+	if err != nil {
+		return nil, err
+	}
+	if st.Producer == nil || st.Producer.Producer != lockstitch.ProducerID(cl.producer) {
+		return nil, fmt.Errorf("%w: status of producer %d of partition %d has no answer for it", ErrProtocol, cl.producer, p)
+	}
+	return st.Producer, nil
+}
+
 func (cl *Client) status(ctx context.Context, addr string, byAddr bool, req StatusRequest) (*NodeStatus, error) {
 	c := cl.getCall(TypeStatus)
 	c.addr, c.byAddr, c.partition, c.status = addr, byAddr, req.Partition, req

@@ -59,6 +59,9 @@ func msgCases() []msgCase {
 			{Replica: 31, Addr: "10.0.0.3:7000", Kind: lockstitch.Witness, Match: 90, Lag: 5},
 		},
 	}, {Partition: 4, Role: lockstitch.RoleFollower}}}
+	statusProducerReq := StatusRequest{OnePartition: true, Partition: 3, Producer: 77}
+	statusProducer := NodeStatus{NodeID: 2, Partitions: []PartitionStatus{{Partition: 3, Role: lockstitch.RoleLeader, Leader: 21, Epoch: 4, Committed: 95, Applied: 95}},
+		Producer: &ProducerStatus{Producer: 77, Known: true, Forgotten: true, Floor: 1000, Last: 2023, LastLSN: 95, LastEpoch: 4}}
 	adminReq := AdminRequest{
 		Op: AdminStartReplica, Partition: 9, Replica: 2, Node: 3, Kind: lockstitch.NonVoting, Join: true, Forwarded: true, Replicas: 3,
 		Timeout: 2500 * time.Millisecond,
@@ -246,6 +249,20 @@ func msgCases() []msgCase {
 			}
 			same(t, "StatusResult", s, status)
 		}},
+		{"status_producer", appendStatus(nil, 12, &statusProducerReq), func(t *testing.T, h Header, body []byte) {
+			var r StatusRequest
+			if err := decodeStatus(body, &r); err != nil {
+				t.Fatal(err)
+			}
+			same(t, "Status", r, statusProducerReq)
+		}},
+		{"status_result_producer", appendStatusResult(nil, 12, &statusProducer), func(t *testing.T, h Header, body []byte) {
+			var s NodeStatus
+			if err := decodeStatusResult(body, &s); err != nil {
+				t.Fatal(err)
+			}
+			same(t, "StatusResult", s, statusProducer)
+		}},
 		{"admin", appendAdmin(nil, 14, adminBody), func(t *testing.T, h Header, body []byte) {
 			var r AdminRequest
 			if err := r.UnmarshalBinary(body); err != nil {
@@ -367,6 +384,8 @@ func TestDecodeRejects(t *testing.T) {
 		{"read flags", decodeRead(append(make([]byte, readSize), 2, 0, 0, 0, 0, 0, 0, 0), new(ReadRequest))},
 		{"read flags word", decodeRead(append(make([]byte, readSize), 1, 0, 0, 0, 1, 0, 0, 0), new(ReadRequest))},
 		{"status scope", decodeStatus(append(make([]byte, 8), 2, 0, 0, 0, 0, 0, 0, 0), new(StatusRequest))},
+		{"status producer of every partition", decodeStatus(append(make([]byte, 16), 7, 0, 0, 0, 0, 0, 0, 0), new(StatusRequest))},
+		{"status producer 0", decodeStatus(append(append(make([]byte, 8), 1, 0, 0, 0, 0, 0, 0, 0), make([]byte, 8)...), new(StatusRequest))},
 		{"status count beyond bytes", decodeStatusResult(append(make([]byte, 8), 0xff, 0xff, 0x03), new(NodeStatus))},
 		{"error code 0", decodeError(make([]byte, 18), new(errorMsg))},
 		{"error long message", decodeError(append(append(make([]byte, 16), 0), 0x81, 0x10), new(errorMsg))},

@@ -15,24 +15,41 @@ type StatusRequest struct {
 	OnePartition bool
 	// Partition is the partition asked about when OnePartition is set.
 	Partition lockstitch.PartitionID
+	// Producer, when not 0 (with OnePartition), also asks what the
+	// partition remembers of that producer (NodeStatus.Producer). It is
+	// sent in a longer body, which servers before it refuse.
+	Producer lockstitch.ProducerID
 }
 
-const statusSize = 16
+// Status body sizes: the original form, and the one asking about a
+// producer too.
+const (
+	statusSize         = 16
+	statusProducerSize = 24
+)
 
 // appendStatus appends a Status frame.
 func appendStatus(dst []byte, id uint64, r *StatusRequest) []byte {
-	dst = AppendHeader(dst, Header{Version: Version, Type: TypeStatus, Length: statusSize, ID: id})
+	size := statusSize
+	if r.Producer != 0 {
+		size = statusProducerSize
+	}
+	dst = AppendHeader(dst, Header{Version: Version, Type: TypeStatus, Length: uint32(size), ID: id})
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(r.Partition))
 	scope := byte(0)
 	if r.OnePartition {
 		scope = 1
 	}
-	return append(dst, scope, 0, 0, 0, 0, 0, 0, 0)
+	dst = append(dst, scope, 0, 0, 0, 0, 0, 0, 0)
+	if r.Producer != 0 {
+		dst = binary.LittleEndian.AppendUint64(dst, uint64(r.Producer))
+	}
+	return dst
 }
 
 // decodeStatus decodes a Status body into r.
 func decodeStatus(body []byte, r *StatusRequest) error {
-	if len(body) != statusSize {
+	if len(body) != statusSize && len(body) != statusProducerSize {
 		return fmt.Errorf("%w: Status body of %d bytes", ErrProtocol, len(body))
 	}
 	r.Partition = lockstitch.PartitionID(binary.LittleEndian.Uint64(body))
@@ -44,6 +61,13 @@ func decodeStatus(body []byte, r *StatusRequest) error {
 	default:
 		return fmt.Errorf("%w: Status scope %d", ErrProtocol, body[8])
 	}
+	r.Producer = 0
+	if len(body) == statusProducerSize {
+		r.Producer = lockstitch.ProducerID(binary.LittleEndian.Uint64(body[16:]))
+		if r.Producer == 0 || !r.OnePartition {
+			return fmt.Errorf("%w: Status asks about producer %d with scope %d (a producer of one partition)", ErrProtocol, r.Producer, body[8])
+		}
+	}
 	return nil
 }
 
@@ -53,6 +77,24 @@ type NodeStatus struct {
 	NodeID uint64
 	// Partitions lists the partitions asked about.
 	Partitions []PartitionStatus
+	// Producer is what the partition remembers of the producer the
+	// request asked about; nil when it did not ask.
+	Producer *ProducerStatus
+}
+
+// ProducerStatus is what a partition remembers of an idempotent producer
+// (replicator.ProducerState): enough for a producer that restarts to
+// resume with no gap and no duplicate.
+type ProducerStatus struct {
+	Producer lockstitch.ProducerID
+	// Known: the partition remembers the producer. Forgotten: it has
+	// forgotten producers (MaxProducers), maybe this one.
+	Known, Forgotten bool
+	// Floor: every applied sequence at or above it is remembered (0:
+	// every one). Last: the highest applied, at LastLSN in LastEpoch.
+	Floor, Last uint64
+	LastLSN     wal.LSN
+	LastEpoch   uint64
 }
 
 // PartitionStatus is a node's view of one partition.
@@ -122,6 +164,21 @@ func appendStatusResult(dst []byte, id uint64, s *NodeStatus) []byte {
 			dst = binary.LittleEndian.AppendUint64(dst, r.Lag)
 		}
 	}
+	if ps := s.Producer; ps != nil {
+		dst = binary.LittleEndian.AppendUint64(dst, uint64(ps.Producer))
+		var flags byte
+		if ps.Known {
+			flags |= 1
+		}
+		if ps.Forgotten {
+			flags |= 2
+		}
+		dst = append(dst, flags)
+		dst = binary.LittleEndian.AppendUint64(dst, ps.Floor)
+		dst = binary.LittleEndian.AppendUint64(dst, ps.Last)
+		dst = binary.LittleEndian.AppendUint64(dst, uint64(ps.LastLSN))
+		dst = binary.LittleEndian.AppendUint64(dst, ps.LastEpoch)
+	}
 	return endFrame(dst, start)
 }
 
@@ -155,6 +212,19 @@ func decodeStatusResult(body []byte, s *NodeStatus) error {
 			r.Match = wal.LSN(d.u64())
 			r.Lag = d.u64()
 		}
+	}
+	s.Producer = nil
+	if d.err == nil && len(d.b) > 0 {
+		ps := new(ProducerStatus)
+		ps.Producer = lockstitch.ProducerID(d.u64())
+		flags := d.u8()
+		if flags&^3 != 0 && d.err == nil {
+			return fmt.Errorf("%w: StatusResult producer flags %#x", ErrProtocol, flags)
+		}
+		ps.Known, ps.Forgotten = flags&1 != 0, flags&2 != 0
+		ps.Floor, ps.Last = d.u64(), d.u64()
+		ps.LastLSN, ps.LastEpoch = wal.LSN(d.u64()), d.u64()
+		s.Producer = ps
 	}
 	return d.finish()
 }

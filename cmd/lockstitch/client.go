@@ -62,12 +62,19 @@ func (f clientFlags) addrList() []string {
 
 // dial connects to the first node that answers.
 func (f clientFlags) dial(ctx context.Context) (*transport.Client, error) {
+	return f.dialProducer(ctx, 0)
+}
+
+// dialProducer is dial, with the client's appends under producer id
+// producer (0: a random one).
+func (f clientFlags) dialProducer(ctx context.Context, producer uint64) (*transport.Client, error) {
 	addrs := f.addrList()
 	if len(addrs) == 0 {
 		return nil, errors.New("no node address given (--addr)")
 	}
 	cfg := transport.DefaultClientConfig()
 	cfg.Name = "lockstitch-cli"
+	cfg.ProducerID = producer
 	cl, err := transport.Dial(ctx, cfg, addrs...)
 	if err != nil {
 		return nil, fmt.Errorf("cannot reach any node at %s: %w", strings.Join(addrs, ", "), err)
@@ -105,6 +112,9 @@ func cmdAppend(args []string, stdout, stderr io.Writer) int {
 	part := fs.Uint64("partition", 1, "partition to append to")
 	file := fs.String("file", "", "append one op per line of this file (- for stdin)")
 	window := fs.Int("window", 256, "appends in flight at once; 1 keeps the ops in order even across a leader change")
+	producer := fs.Uint64("producer", 0, "producer id of the appends (0: a random one); with --seq, what makes a rerun resumable")
+	seq := fs.Uint64("seq", 1, "producer sequence of the first op; op i (from 0) gets seq+i")
+	resume := fs.Bool("resume", false, "resume an interrupted run of the same command (same --producer, --seq and input): skip the ops the partition has and will not take again, resend the rest; each op ends up in the stream once")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: lockstitch append [flags] [op ...]\n\nAppends each argument as an op; with no argument (or --file), one op per line. Flags:")
 		fs.PrintDefaults()
@@ -112,8 +122,13 @@ func cmdAppend(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return parseExit(err)
 	}
-	if *window < 1 {
+	switch {
+	case *window < 1:
 		return usageError(stderr, "--window must be at least 1")
+	case *seq < 1:
+		return usageError(stderr, "--seq must be at least 1")
+	case *resume && *producer == 0:
+		return usageError(stderr, "--resume needs the --producer of the run to resume")
 	}
 	var lines *bufio.Scanner
 	switch {
@@ -129,29 +144,80 @@ func cmdAppend(args []string, stdout, stderr io.Writer) int {
 	case fs.NArg() == 0:
 		lines = bufio.NewScanner(os.Stdin)
 	}
-	ctx, cancel := signalContext()
+	// The first SIGINT or SIGTERM stops reading ops and lets those in
+	// flight finish; a second one stops at once.
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	stopReading := make(chan struct{})
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		select {
+		case <-sigs:
+		case <-ctx.Done():
+			return
+		}
+		close(stopReading)
+		select {
+		case <-sigs:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	dctx, dcancel := context.WithTimeout(ctx, *cf.timeout)
-	cl, err := cf.dial(dctx)
+	cl, err := cf.dialProducer(dctx, *producer)
 	dcancel()
 	if err != nil {
 		return fail(stderr, err)
 	}
 	defer cl.Close()
+	p := lockstitch.PartitionID(*part)
+
+	// Op i has sequence seq+i. Resuming, the ops below what the
+	// partition remembers of the producer are skipped (they were
+	// applied); those from there on are resent and answered as
+	// duplicates, or applied if they were not.
+	skipBelow := *seq
+	if *resume {
+		sctx, scancel := context.WithTimeout(ctx, *cf.timeout)
+		ps, err := cl.ProducerStatus(sctx, p)
+		scancel()
+		if err != nil {
+			return fail(stderr, fmt.Errorf("resume: what partition %d has of producer %d: %w", *part, *producer, err))
+		}
+		switch {
+		case !ps.Known && ps.Forgotten:
+			return fail(stderr, fmt.Errorf("resume: partition %d does not remember producer %d, and has forgotten producers: its earlier ops cannot be told apart; not resuming", *part, *producer))
+		case ps.Known:
+			skipBelow = max(skipBelow, ps.Floor)
+			fmt.Fprintf(stderr, "resuming producer %d: partition %d has its sequences up to %d (LSN %d); resending from sequence %d\n", *producer, *part, ps.Last, ps.LastLSN, skipBelow)
+		}
+	}
+	cl.SetSequence(p, skipBelow)
+	next := *seq // the sequence of the next op read
+	// skip reports whether the op just read is skipped.
+	skip := func() bool {
+		s := next
+		next++
+		return s < skipBelow
+	}
 
 	type result struct {
 		LSN   uint64 `json:"lsn"`
 		Epoch uint64 `json:"epoch"`
 	}
-	p := lockstitch.PartitionID(*part)
 	if lines == nil {
 		// A few ops from the command line: report each.
 		for _, op := range fs.Args() {
+			if skip() {
+				continue
+			}
 			actx, acancel := context.WithTimeout(ctx, *cf.timeout)
 			res, err := cl.Append(actx, p, []byte(op))
 			acancel()
 			if err != nil {
-				return fail(stderr, fmt.Errorf("append to partition %d: %w", *part, err))
+				return fail(stderr, fmt.Errorf("append to partition %d (producer %d, sequence %d): %w", *part, cl.Producer(), next-1, err))
 			}
 			if *cf.json {
 				printJSON(stdout, result{uint64(res.LSN), res.Epoch})
@@ -187,44 +253,79 @@ func cmdAppend(args []string, stdout, stderr io.Writer) int {
 		}
 		return nil
 	}
-	for n := 0; lines.Scan(); n++ {
+	// failed reports an append that failed, with what a rerun needs.
+	failed := func(err error) int {
+		fmt.Fprintf(stderr, "lockstitch: append to partition %d after %d ops: %v\n", *part, count, err)
+		return resumeHint(stderr, cl, p, *seq, *cf.timeout)
+	}
+	interrupted := false
+	sent := 0
+	for lines.Scan() {
+		select {
+		case <-stopReading:
+			interrupted = true
+		default:
+		}
+		if interrupted {
+			break
+		}
+		if skip() {
+			continue
+		}
 		op := append([]byte(nil), lines.Bytes()...)
-		if n == 0 {
+		if sent++; sent == 1 {
 			// The first op goes alone: it finds the leader, so the ops
 			// pipelined after it keep their order (a leader change in the
 			// middle can still reorder retried ones; --window 1 cannot).
-			actx, acancel := context.WithTimeout(ctx, *cf.timeout)
-			err := wait(cl.AppendAsync(actx, p, op))
-			acancel()
-			if err != nil {
-				return fail(stderr, fmt.Errorf("append to partition %d: %w", *part, err))
+			if err := wait(cl.AppendAsync(ctx, p, op)); err != nil {
+				return failed(err)
 			}
 			continue
 		}
 		if len(inflight) == *window {
 			if err := wait(inflight[0]); err != nil {
-				return fail(stderr, fmt.Errorf("append to partition %d after %d ops: %w", *part, count, err))
+				return failed(err)
 			}
 			inflight = inflight[1:]
 		}
 		inflight = append(inflight, cl.AppendAsync(ctx, p, op))
 	}
-	if err := lines.Err(); err != nil {
+	if err := lines.Err(); err != nil && !interrupted {
 		return fail(stderr, fmt.Errorf("reading ops: %w", err))
 	}
 	for _, f := range inflight {
 		if err := wait(f); err != nil {
-			return fail(stderr, fmt.Errorf("append to partition %d after %d ops: %w", *part, count, err))
+			return failed(err)
 		}
 	}
+	if interrupted {
+		fmt.Fprintf(stderr, "lockstitch: interrupted after %d ops (LSN %d..%d); the ops in flight finished\n", count, first, last)
+		return resumeHint(stderr, cl, p, *seq, *cf.timeout)
+	}
 	if *cf.json {
-		printJSON(stdout, map[string]any{"partition": *part, "count": count, "first": first, "last": last})
+		printJSON(stdout, map[string]any{"partition": *part, "count": count, "first": first, "last": last, "producer": cl.Producer()})
 	} else if count == 0 {
 		fmt.Fprintln(stdout, "no ops to append")
 	} else {
 		fmt.Fprintf(stdout, "appended %d ops to partition %d: LSN %d..%d in %v\n", count, *part, first, last, time.Since(start).Round(time.Millisecond))
 	}
 	return 0
+}
+
+// resumeHint prints what partition p has of the client's producer and
+// the command that resumes the run, and returns the failure exit code.
+func resumeHint(stderr io.Writer, cl *transport.Client, p lockstitch.PartitionID, seq uint64, timeout time.Duration) int {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if ps, err := cl.ProducerStatus(ctx, p); err != nil {
+		fmt.Fprintf(stderr, "lockstitch: could not ask partition %d what it has of producer %d: %v\n", p, cl.Producer(), err)
+	} else if ps.Known {
+		fmt.Fprintf(stderr, "lockstitch: partition %d has producer %d's sequences up to %d (LSN %d, epoch %d)\n", p, ps.Producer, ps.Last, ps.LastLSN, ps.LastEpoch)
+	} else {
+		fmt.Fprintf(stderr, "lockstitch: partition %d has nothing of producer %d\n", p, cl.Producer())
+	}
+	fmt.Fprintf(stderr, "lockstitch: to resume, run the same command, with the same input, adding: --producer %d --seq %d --resume\n", cl.Producer(), seq)
+	return 1
 }
 
 // cmdTail prints ops from an LSN on, and with --follow keeps printing
