@@ -30,6 +30,18 @@ type ClientConfig struct {
 	// connection that receives nothing for three intervals is considered
 	// dead. It must be well under the servers' IdleTimeout.
 	PingInterval time.Duration
+	// StallTimeout detects a server that stopped answering (paused,
+	// cut off) while requests wait on it: after StallTimeout with calls
+	// in flight and nothing received, the client pings; after another
+	// with still nothing, it drops the connection, and the calls are
+	// retried on another node (appends under their producer sequence, so
+	// at most once). A server that is slow but alive answers the ping at
+	// once. It also bounds the handshake of a new connection to twice
+	// StallTimeout (DialTimeout still bounds the TCP dial): a process
+	// that is paused has its connections accepted by the kernel and
+	// answers nothing. 0 turns it off: only PingInterval's idle check
+	// remains. It assumes round trips well below it.
+	StallTimeout time.Duration
 
 	// MaxFrameBytes is the largest frame body the client accepts; the
 	// server sizes its answers to fit.
@@ -73,6 +85,7 @@ func DefaultClientConfig() ClientConfig {
 		DialTimeout:          5 * time.Second,
 		WriteTimeout:         30 * time.Second,
 		PingInterval:         15 * time.Second,
+		StallTimeout:         500 * time.Millisecond,
 		MaxFrameBytes:        32<<20 + 4<<10,
 		MaxInFlight:          4096,
 		ReadBufferBytes:      64 << 10,
@@ -100,6 +113,9 @@ func (c ClientConfig) Validate() error {
 		if d.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s %v must be positive", d.name, d.v))
 		}
+	}
+	if c.StallTimeout < 0 {
+		errs = append(errs, fmt.Errorf("StallTimeout %v is negative", c.StallTimeout))
 	}
 	if c.BackoffMax < c.BackoffMin {
 		errs = append(errs, fmt.Errorf("BackoffMax %v is below BackoffMin %v", c.BackoffMax, c.BackoffMin))

@@ -34,8 +34,12 @@ type clientConn struct {
 	closed atomic.Bool // no new calls: failed, closing, or told ShuttingDown
 	dead   chan struct{}
 
+	// reads counts the frames received (the stall check watches it).
+	reads atomic.Uint64
+
 	// Guarded by out.mu.
 	slots []clientSlot
+	calls int   // slots holding a call (not a subscription)
 	err   error // why the connection failed
 }
 
@@ -67,7 +71,15 @@ func (cl *Client) dialConn(ctx context.Context, ep *endpoint) (*clientConn, erro
 		return nil, err
 	}
 	cc := &clientConn{cl: cl, ep: ep, nc: nc, dead: make(chan struct{})}
-	if err := cc.handshake(ctx); err != nil {
+	hctx := ctx
+	if st := cl.cfg.StallTimeout; st > 0 {
+		// A live server answers Hello at once; one that accepted the
+		// connection (its kernel did) but does not answer is paused.
+		var hcancel context.CancelFunc
+		hctx, hcancel = context.WithTimeout(ctx, 2*st)
+		defer hcancel()
+	}
+	if err := cc.handshake(hctx); err != nil {
 		nc.Close()
 		cc.fr.release()
 		return nil, err
@@ -82,6 +94,13 @@ func (cl *Client) dialConn(ctx context.Context, ep *endpoint) (*clientConn, erro
 			cc.fail(err)
 		}
 	}()
+	if cl.cfg.StallTimeout > 0 {
+		cl.wg.Add(1)
+		go func() {
+			defer cl.wg.Done()
+			cc.watchStalls(cl.cfg.StallTimeout)
+		}()
+	}
 	go func() {
 		defer cl.wg.Done()
 		cc.readLoop()
@@ -201,6 +220,7 @@ func (cc *clientConn) start(ctx context.Context, c *call) error {
 	}
 	s := &cc.slots[slot]
 	s.call = c
+	cc.calls++
 	id := s.next(slot)
 	c.conn = cc
 	c.state.Store(callInFlight)
@@ -222,11 +242,71 @@ func (cc *clientConn) readLoop() {
 			cc.fail(fmt.Errorf("%w: frame of version %d", ErrProtocol, h.Version))
 			return
 		}
+		cc.reads.Add(1)
 		if err := cc.handle(&h, body); err != nil {
 			cc.fail(err)
 			return
 		}
 	}
+}
+
+// watchStalls drops the connection when calls wait on it and the server
+// has gone silent: no frame for timeout, then none for another timeout
+// after a ping (a live server answers a ping at once, however long its
+// calls take). It runs until the connection fails.
+func (cc *clientConn) watchStalls(timeout time.Duration) {
+	tick := time.NewTicker(timeout / 2)
+	defer tick.Stop()
+	var st stallCheck
+	for {
+		select {
+		case <-cc.dead:
+			return
+		case <-tick.C:
+		}
+		cc.out.mu.Lock()
+		busy := cc.calls > 0
+		cc.out.mu.Unlock()
+		switch st.observe(busy, cc.reads.Load()) {
+		case stallPing:
+			cc.ping()
+		case stallDead:
+			cc.fail(fmt.Errorf("no answer for %v with calls waiting, nor to a ping", 2*timeout))
+			return
+		}
+	}
+}
+
+// stallCheck is the stall policy, advanced every half StallTimeout: two
+// silent ticks with calls waiting send a ping, two more declare the
+// connection dead. Any frame received, or no call waiting, resets it.
+type stallCheck struct {
+	reads  uint64
+	silent int
+}
+
+// Outcomes of stallCheck.observe.
+const (
+	stallNone = iota
+	stallPing
+	stallDead
+)
+
+// observe advances the check by one tick: busy says whether calls wait,
+// reads is the count of frames received so far.
+func (s *stallCheck) observe(busy bool, reads uint64) int {
+	if !busy || reads != s.reads {
+		s.reads, s.silent = reads, 0
+		return stallNone
+	}
+	s.silent++
+	switch s.silent {
+	case 2:
+		return stallPing
+	case 4:
+		return stallDead
+	}
+	return stallNone
 }
 
 // handle dispatches one frame from the server.
@@ -270,6 +350,7 @@ func (cc *clientConn) handle(h *Header, body []byte) error {
 	}
 	c := s.call
 	s.call = nil
+	cc.calls--
 	cc.out.mu.Unlock()
 	cc.free <- slot
 	if err := c.receive(h.Type, body); err != nil {
@@ -298,6 +379,7 @@ func (cc *clientConn) fail(err error) {
 		if s.call != nil {
 			calls = append(calls, s.call)
 			s.call = nil
+			cc.calls--
 		}
 		if s.sub != nil {
 			subs = append(subs, s.sub)

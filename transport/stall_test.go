@@ -1,0 +1,100 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+)
+
+// TestStallCheck steps the stall policy: a ping after two silent ticks
+// with calls waiting, death after four; any frame or an idle connection
+// resets it.
+func TestStallCheck(t *testing.T) {
+	var s stallCheck
+	steps := []struct {
+		busy  bool
+		reads uint64
+		want  int
+	}{
+		{true, 0, stallNone}, {true, 0, stallPing}, // silent: ping
+		{true, 1, stallNone}, // the pong: reset
+		{true, 1, stallNone}, {true, 1, stallPing}, {true, 1, stallNone}, {true, 1, stallDead},
+	}
+	for i, st := range steps {
+		if got := s.observe(st.busy, st.reads); got != st.want {
+			t.Fatalf("step %d: %d, want %d", i, got, st.want)
+		}
+	}
+	s = stallCheck{}
+	for i := 0; i < 10; i++ {
+		if got := s.observe(false, 0); got != stallNone {
+			t.Fatalf("idle tick %d: %d", i, got)
+		}
+	}
+}
+
+// silentServer accepts connections, answers Hello with Welcome, then
+// reads and answers nothing, as a paused process would.
+func silentServer(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			nc, err := l.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { nc.Close() })
+			go func() {
+				var h [HeaderSize]byte
+				if _, err := io.ReadFull(nc, h[:]); err != nil {
+					return
+				}
+				var hdr Header
+				if DecodeHeader(h[:], &hdr) != nil {
+					return
+				}
+				if _, err := io.CopyN(io.Discard, nc, int64(hdr.Length)); err != nil {
+					return
+				}
+				nc.Write(appendWelcome(nil, &welcomeMsg{NodeID: 9, MaxFrameBytes: 1 << 20, MaxInFlight: 64}))
+				io.Copy(io.Discard, nc) // and never answer
+			}()
+		}
+	}()
+	return l.Addr().String()
+}
+
+// TestStalledServerIsLeft: an append sent to a server that stopped
+// answering moves to the next node after about two StallTimeouts, not
+// after the caller's deadline; with the check off it waits for the
+// deadline.
+func TestStalledServerIsLeft(t *testing.T) {
+	silent := silentServer(t)
+	_, live := startServer(t, newFakeHandler(), testServerConfig())
+	for _, stall := range []time.Duration{100 * time.Millisecond, 0} {
+		cfg := testClientConfig()
+		cfg.StallTimeout = stall
+		cl := dialTest(t, cfg, silent, live)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		start := time.Now()
+		res, err := cl.Append(ctx, 1, []byte("x"))
+		cancel()
+		took := time.Since(start)
+		if stall > 0 {
+			if err != nil || res.LSN == 0 {
+				t.Fatalf("stall check %v: append: %v, after %v", stall, err, took)
+			}
+			t.Logf("stall check %v: appended on the live node after %v", stall, took)
+		} else if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("stall check off: append: %v after %v, want the deadline", err, took)
+		}
+	}
+}
