@@ -82,6 +82,7 @@ func msgCases() []msgCase {
 		panic(err)
 	}
 	errMsg := errorMsg{Code: CodeNotLeader, LeaderAddr: "10.0.0.2:7000", Message: "not the leader"}
+	divergedMsg := errorMsg{Code: CodeDiverged, Detail: 1000, Epoch: 0x0102030405, Message: "marker 1200 is ahead of the committed stream"}
 	hello := helloMsg{MaxVersion: Version, MinVersion: Version, MaxFrameBytes: 1 << 20, Name: "test", Credentials: []byte("secret")}
 	welcome := welcomeMsg{NodeID: 2, MaxFrameBytes: 1 << 25, MaxInFlight: 4096}
 
@@ -267,6 +268,13 @@ func msgCases() []msgCase {
 			}
 			same(t, "Error", m, errMsg)
 		}},
+		{"error_diverged", appendError(nil, 13, &divergedMsg), func(t *testing.T, h Header, body []byte) {
+			var m errorMsg
+			if err := decodeError(body, &m); err != nil {
+				t.Fatal(err)
+			}
+			same(t, "Error", m, divergedMsg)
+		}},
 	}
 }
 
@@ -410,6 +418,9 @@ func TestErrorMapping(t *testing.T) {
 		{lockstitch.ErrReplicaDeleted, CodeReplicaDeleted, lockstitch.ErrReplicaDeleted},
 		{lockstitch.ErrPluginNotFound, CodePluginNotFound, lockstitch.ErrPluginNotFound},
 		{lockstitch.ErrAborted, CodeAborted, lockstitch.ErrAborted},
+		{&lockstitch.DivergedError{Marker: 9, Committed: 5, Epoch: 3}, CodeDiverged, lockstitch.ErrDiverged},
+		{fmt.Errorf("partition 2: %w", &lockstitch.DivergedError{Committed: 5}), CodeDiverged, lockstitch.ErrDiverged},
+		{lockstitch.ErrCursorLapsed, CodeCursorLapsed, lockstitch.ErrCursorLapsed},
 		{lockstitch.ErrStaleSequence, CodeStaleSequence, lockstitch.ErrStaleSequence},
 		{lockstitch.ErrTooStale, CodeUnavailable, lockstitch.ErrUnavailable},
 		{lockstitch.ErrClosed, CodeShuttingDown, lockstitch.ErrShuttingDown},
@@ -451,6 +462,20 @@ func TestErrorMapping(t *testing.T) {
 	var tr *lockstitch.TruncatedError
 	if m := errorFor(&lockstitch.TruncatedError{First: 50}); !errors.As(errorOf(&m), &tr) || tr.First != 50 {
 		t.Fatalf("first retained LSN lost: %+v", tr)
+	}
+	// The committed LSN and epoch of a Diverged error survive the wire,
+	// the epoch up to its 48 bits.
+	for _, epoch := range []lockstitch.Epoch{0, 7, 1<<48 - 1} {
+		m := errorFor(fmt.Errorf("wrapped: %w", &lockstitch.DivergedError{Partition: 4, Marker: 90, Committed: 1 << 40, Epoch: epoch}))
+		frame := appendError(nil, 1, &m)
+		var got errorMsg
+		if err := decodeError(frame[HeaderSize:], &got); err != nil {
+			t.Fatal(err)
+		}
+		var dv *lockstitch.DivergedError
+		if !errors.As(errorOf(&got), &dv) || dv.Committed != 1<<40 || dv.Epoch != epoch {
+			t.Fatalf("epoch %d: diverged error came back as %+v", epoch, dv)
+		}
 	}
 }
 

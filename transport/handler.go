@@ -28,6 +28,8 @@ import (
 //	Timeout            ErrTimeout or context.DeadlineExceeded
 //	Canceled           ErrCanceled or context.Canceled
 //	StaleSequence      ErrStaleSequence: a producer sequence too old to tell
+//	Diverged           *DivergedError{Committed, Epoch}: a marker ahead of the committed stream
+//	CursorLapsed       ErrCursorLapsed: a durable cursor fell too far behind
 //
 // Buffers: every slice in a request aliases a buffer the server reuses
 // once the method returns (for Append and AppendBatch: once Append or
