@@ -48,6 +48,10 @@ func msgCases() []msgCase {
 	readReverseReq := ReadRequest{Partition: 5, From: 0, MaxOps: 100, MaxBytes: 1 << 20, Reverse: true}
 	records := testRecords(17, 3)
 	subReq := SubscribeRequest{Partition: 5, Marker: 16, CreditBytes: 8 << 20, CreditOps: 4096}
+	subSnapReq := SubscribeRequest{Partition: 5, Marker: 16, CreditBytes: 8 << 20, CreditOps: 4096, Snapshot: true}
+	snapData := []byte("plugin state")
+	snap := snapshotMsg{LSN: 900, Epoch: 3, CRC: wal.Checksum(snapData), Data: snapData}
+	snapEnd := snapshotMsg{LSN: 900, Epoch: 3, Data: []byte{}}
 	credit := creditMsg{Bytes: 65536, Ops: 128}
 	queryReq := QueryRequest{Partition: 3, Consistency: lockstitch.Bounded, MaxStaleness: 50 * time.Microsecond, Request: []byte("get k")}
 	queryRes := QueryResult{LSN: 90, Committed: 95, Result: []byte("v")}
@@ -194,6 +198,30 @@ func msgCases() []msgCase {
 				t.Fatal(err)
 			}
 			same(t, "Subscribe", r, subReq)
+		}},
+		{"subscribe_snapshot", appendSubscribe(nil, 10, &subSnapReq), func(t *testing.T, h Header, body []byte) {
+			var r SubscribeRequest
+			if err := decodeSubscribe(body, &r); err != nil {
+				t.Fatal(err)
+			}
+			same(t, "Subscribe", r, subSnapReq)
+		}},
+		{"snapshot", appendSnapshot(nil, 10, &snap), func(t *testing.T, h Header, body []byte) {
+			var m snapshotMsg
+			if err := decodeSnapshot(body, &m); err != nil {
+				t.Fatal(err)
+			}
+			if err := m.verify(); err != nil {
+				t.Fatal(err)
+			}
+			same(t, "Snapshot", m, snap)
+		}},
+		{"snapshot_end", appendSnapshot(nil, 10, &snapEnd), func(t *testing.T, h Header, body []byte) {
+			var m snapshotMsg
+			if err := decodeSnapshot(body, &m); err != nil {
+				t.Fatal(err)
+			}
+			same(t, "Snapshot", m, snapEnd)
 		}},
 		{"credit", appendCredit(nil, 10, credit), func(t *testing.T, h Header, body []byte) {
 			var m creditMsg

@@ -51,6 +51,7 @@ const (
 	TypeReadResult        FrameType = 0x85
 	TypeData              FrameType = 0x86
 	TypeEnd               FrameType = 0x87
+	TypeSnapshot          FrameType = 0x88
 	TypeQueryResult       FrameType = 0x89
 	TypeStatusResult      FrameType = 0x8A
 	TypeAdminResult       FrameType = 0x8B
@@ -96,6 +97,8 @@ func (t FrameType) String() string {
 		return "Data"
 	case TypeEnd:
 		return "End"
+	case TypeSnapshot:
+		return "Snapshot"
 	case TypeQueryResult:
 		return "QueryResult"
 	case TypeStatusResult:

@@ -44,7 +44,7 @@ func NewPrometheusMetrics(reg prometheus.Registerer) *PrometheusMetrics {
 	for _, t := range []FrameType{TypeHello, TypePing, TypeAppend, TypeAppendBatch, TypeRead, TypeSubscribe, TypeCredit, TypeCancel, TypeQuery, TypeStatus, TypeAdmin} {
 		m.recv[t] = recv.WithLabelValues(t.String())
 	}
-	for _, t := range []FrameType{TypeWelcome, TypePong, TypeAppendResult, TypeAppendBatchResult, TypeReadResult, TypeData, TypeEnd, TypeQueryResult, TypeStatusResult, TypeAdminResult, TypeError} {
+	for _, t := range []FrameType{TypeWelcome, TypePong, TypeAppendResult, TypeAppendBatchResult, TypeReadResult, TypeData, TypeEnd, TypeSnapshot, TypeQueryResult, TypeStatusResult, TypeAdminResult, TypeError} {
 		m.sent[t] = sent.WithLabelValues(t.String())
 	}
 	for c := CodeProtocol; c <= lastCode; c++ {
