@@ -217,6 +217,12 @@ func (s *stateMachine) update(entries []sm.Entry) error {
 			s.progressMu.Lock()
 			s.progress[id] = progressReport{applied: lsn, at: time.Now()}
 			s.progressMu.Unlock()
+		case entryCursor:
+			op, name, lsn, err := readCursorEntry(e.Cmd)
+			if err != nil {
+				return fmt.Errorf("entry %d: %w", e.Index, err)
+			}
+			e.Result = sm.Result{Value: s.state.applyCursor(op, name, lsn)}
 		default:
 			return fmt.Errorf("entry %d: %w: unknown kind %d", e.Index, errBadEntry, e.Cmd[0])
 		}
@@ -247,7 +253,9 @@ func (s *stateMachine) update(entries []sm.Entry) error {
 	for i := range entries {
 		e := &entries[i]
 		if len(e.Cmd) == 0 || e.Cmd[0] != entryOps {
-			e.Result = sm.Result{}
+			if len(e.Cmd) == 0 || e.Cmd[0] != entryCursor {
+				e.Result = sm.Result{}
+			}
 			continue
 		}
 		n := int(binary.LittleEndian.Uint32(e.Cmd[4:]))
