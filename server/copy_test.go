@@ -214,6 +214,20 @@ func TestSubscribeThroughSnapshot(t *testing.T) {
 		t.Fatalf("the consumer holds %x, the replica %x (%v)", consumer.encode(), q.Result, err)
 	}
 
+	// The consumer keeps its marker in the partition as a durable cursor.
+	if err := cl.AckCursor(ctx, 1, "chain-consumer", consumer.LSN); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.AckCursor(ctx, 1, "chain-consumer", 9999); !errors.Is(err, lockstitch.ErrInvalidArgument) {
+		t.Fatalf("ack beyond the stream: %v", err)
+	}
+	if cs, err := cl.Cursors(ctx, 1); err != nil || len(cs) != 1 || cs[0] != (transport.Cursor{Name: "chain-consumer", LSN: 4500}) {
+		t.Fatalf("cursors %+v, %v", cs, err)
+	}
+	if err := cl.DeleteCursor(ctx, 1, "chain-consumer"); err != nil {
+		t.Fatal(err)
+	}
+
 	ahead, err := cl.SubscribeWith(ctx, 1, 4600, transport.SubscribeOptions{Restore: func(wal.LSN, io.Reader) error { return nil }})
 	if err != nil {
 		t.Fatal(err)

@@ -297,6 +297,33 @@ func (h *handler) Query(ctx context.Context, req *transport.QueryRequest, res *t
 	return nil
 }
 
+// Cursor implements transport.Handler with the partition's durable
+// cursors.
+func (h *handler) Cursor(ctx context.Context, req *transport.CursorRequest, res *transport.CursorResult) error {
+	p, err := h.n.r.Partition(req.Partition)
+	if err != nil {
+		return err
+	}
+	switch req.Op {
+	case transport.CursorAck:
+		return p.AckCursor(ctx, req.Name, req.LSN)
+	case transport.CursorReset:
+		return p.ResetCursor(ctx, req.Name, req.LSN)
+	case transport.CursorDelete:
+		return p.DeleteCursor(ctx, req.Name)
+	case transport.CursorList:
+		cursors, err := p.Cursors()
+		if err != nil {
+			return err
+		}
+		for _, c := range cursors {
+			res.Cursors = append(res.Cursors, transport.Cursor{Name: c.Name, LSN: c.LSN, Lapsed: c.Lapsed})
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: unknown cursor op %v", lockstitch.ErrInvalidArgument, req.Op)
+}
+
 // Status implements transport.Handler.
 func (h *handler) Status(ctx context.Context, req *transport.StatusRequest) (*transport.NodeStatus, error) {
 	return h.n.status(ctx, req)

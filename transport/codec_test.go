@@ -52,6 +52,8 @@ func msgCases() []msgCase {
 	snapData := []byte("plugin state")
 	snap := snapshotMsg{LSN: 900, Epoch: 3, CRC: wal.Checksum(snapData), Data: snapData}
 	snapEnd := snapshotMsg{LSN: 900, Epoch: 3, Data: []byte{}}
+	cursorReq := CursorRequest{Partition: 5, Op: CursorAck, LSN: 77, Name: "billing"}
+	cursorRes := CursorResult{Cursors: []Cursor{{Name: "billing", LSN: 77}, {Name: "search", LSN: 12, Lapsed: true}}}
 	credit := creditMsg{Bytes: 65536, Ops: 128}
 	queryReq := QueryRequest{Partition: 3, Consistency: lockstitch.Bounded, MaxStaleness: 50 * time.Microsecond, Request: []byte("get k")}
 	queryRes := QueryResult{LSN: 90, Committed: 95, Result: []byte("v")}
@@ -215,6 +217,20 @@ func msgCases() []msgCase {
 				t.Fatal(err)
 			}
 			same(t, "Snapshot", m, snap)
+		}},
+		{"cursor", appendCursorReq(nil, 15, &cursorReq), func(t *testing.T, h Header, body []byte) {
+			var r CursorRequest
+			if err := decodeCursorReq(body, &r); err != nil {
+				t.Fatal(err)
+			}
+			same(t, "Cursor", r, cursorReq)
+		}},
+		{"cursor_result", appendCursorResult(nil, 15, &cursorRes), func(t *testing.T, h Header, body []byte) {
+			var r CursorResult
+			if err := decodeCursorResult(body, &r); err != nil {
+				t.Fatal(err)
+			}
+			same(t, "CursorResult", r, cursorRes)
 		}},
 		{"snapshot_end", appendSnapshot(nil, 10, &snapEnd), func(t *testing.T, h Header, body []byte) {
 			var m snapshotMsg

@@ -164,6 +164,14 @@ func FuzzDecodeSnapshot(f *testing.F) {
 	fuzzRoundTrip(f, decode, func(m *snapshotMsg) []byte { return appendSnapshot(nil, 1, m) })
 }
 
+func FuzzDecodeCursor(f *testing.F) {
+	fuzzRoundTrip(f, decodeCursorReq, func(m *CursorRequest) []byte { return appendCursorReq(nil, 1, m) })
+}
+
+func FuzzDecodeCursorResult(f *testing.F) {
+	fuzzRoundTrip(f, decodeCursorResult, func(m *CursorResult) []byte { return appendCursorResult(nil, 1, m) })
+}
+
 func FuzzDecodeCredit(f *testing.F) {
 	fuzzRoundTrip(f, decodeCredit, func(m *creditMsg) []byte { return appendCredit(nil, 1, *m) })
 }

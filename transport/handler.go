@@ -96,6 +96,14 @@ type Handler interface {
 	// path.
 	Admin(ctx context.Context, req *AdminRequest, res *AdminResult) error
 
+	// Cursor changes a partition's durable cursor (CursorAck,
+	// CursorReset, CursorDelete: on the leader, a *NotLeaderError
+	// elsewhere) or lists its cursors into res (CursorList, from this
+	// replica). It fails with lockstitch.ErrCursorLapsed for an ack of a
+	// lapsed cursor and lockstitch.ErrInvalidArgument for an unknown op,
+	// a bad name or a missing cursor. Cursor runs on its own goroutine.
+	Cursor(ctx context.Context, req *CursorRequest, res *CursorResult) error
+
 	// Status describes the node, or one partition of it when
 	// req.OnePartition is set (failing with ErrPartitionNotFound when the
 	// node does not host it). The server encodes the result before

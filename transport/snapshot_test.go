@@ -133,3 +133,49 @@ func TestSubscribeSnapshot(t *testing.T) {
 		sub.Close()
 	}
 }
+
+// TestCursorCalls drives a partition's durable cursors through the
+// client: acks (never moving a cursor back), a list, a lapsed cursor, a
+// delete, and a follower's NotLeader answer followed to the leader.
+func TestCursorCalls(t *testing.T) {
+	leader := newFakeHandler()
+	_, leaderAddr := startServer(t, leader, testServerConfig())
+	follower := newFakeHandler()
+	follower.notLeader[6] = leaderAddr
+	_, followerAddr := startServer(t, follower, testServerConfig())
+	cl := dialTest(t, testClientConfig(), followerAddr)
+	ctx := testContext(t)
+	for _, a := range []struct {
+		name string
+		lsn  wal.LSN
+	}{{"billing", 40}, {"search", 7}, {"billing", 30}} {
+		if err := cl.AckCursor(ctx, 6, a.name, a.lsn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cl.AckCursor(ctx, 6, "lapsed", 1); !errors.Is(err, lockstitch.ErrCursorLapsed) {
+		t.Fatalf("ack of a lapsed cursor: %v", err)
+	}
+	if err := cl.ResetCursor(ctx, 6, "search", 3); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.DeleteCursor(ctx, 6, "none"); !errors.Is(err, lockstitch.ErrInvalidArgument) {
+		t.Fatalf("delete of a missing cursor: %v", err)
+	}
+	got, err := cl.Cursors(ctx, 6)
+	want := []Cursor{{Name: "billing", LSN: 40}, {Name: "search", LSN: 3}}
+	if err != nil || len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("cursors %+v, %v; want %+v", got, err, want)
+	}
+	if err := cl.DeleteCursor(ctx, 6, "billing"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := cl.Cursors(ctx, 6); err != nil || len(got) != 1 {
+		t.Fatalf("cursors after a delete: %+v, %v", got, err)
+	}
+	follower.mu.Lock()
+	defer follower.mu.Unlock()
+	if fp := follower.parts[6]; fp != nil && len(fp.cursors) != 0 {
+		t.Fatalf("the follower holds cursors %+v", fp.cursors)
+	}
+}
