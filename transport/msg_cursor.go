@@ -78,8 +78,6 @@ type CursorResult struct {
 	Cursors []Cursor
 }
 
-const cursorFixed = 24
-
 // appendCursorReq appends a Cursor frame.
 func appendCursorReq(dst []byte, id uint64, r *CursorRequest) []byte {
 	dst, start := beginFrame(dst, TypeCursor, id)
