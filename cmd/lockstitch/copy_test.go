@@ -103,6 +103,16 @@ func TestCopyKeepsHistory(t *testing.T) {
 		return err == nil
 	})
 	defer cl.Close()
+	// Creating the partition needs every node: under load the processes
+	// start listening seconds apart.
+	testutil.WaitFor(t, "every node to answer", 60*time.Second, func() bool {
+		for i := 1; i <= 3; i++ {
+			if cl.Ping(ctx, addr(0, i)) != nil {
+				return false
+			}
+		}
+		return true
+	})
 	// Partition 1 on nodes 1, 2 and 3; node 1's replica leads first.
 	if _, err := cl.CreatePartition(ctx, transport.PartitionSpec{ID: 1}); err != nil {
 		t.Fatalf("%v\n%s", err, nodes[0].log)
