@@ -137,8 +137,12 @@ func (s *Subscription) Committed() wal.LSN { return s.committed }
 // the next call subscribes again from the marker), as are consecutive
 // LSNs and non-decreasing epochs. Next returns io.EOF if the server ended
 // the stream, ErrClosed after Close, and a non-retryable error (such as a
-// *TruncatedError when marker+1 is no longer retained) as it is. In steady
-// state it does not allocate.
+// *TruncatedError when marker+1 is no longer retained and the
+// subscription has no Restore option, or a *DivergedError when the marker
+// is beyond the partition's commit point) as it is. With a Restore option
+// (SubscribeWith), Next restores a snapshot first when the server sends
+// one, and then delivers the records after it. In steady state it does
+// not allocate.
 func (s *Subscription) Next(ctx context.Context, rec *wal.Record) error {
 	for {
 		if s.cur != nil {
