@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
+	"sync/atomic"
 	"testing"
 
 	"github.com/lockstitch/lockstitch"
@@ -22,6 +24,9 @@ type snapshotHandler struct {
 	state      []byte
 	chunkBytes int
 	damage     int
+	// failOnce, if set, makes the first snapshot stop after 3 chunks
+	// with ErrUnavailable, as a replica that stops would.
+	failOnce atomic.Bool
 }
 
 func (h *snapshotHandler) Subscribe(ctx context.Context, req *SubscribeRequest, s *Stream) error {
@@ -44,6 +49,9 @@ func (h *snapshotHandler) Subscribe(ctx context.Context, req *SubscribeRequest, 
 			return s.SendSnapshot(lsn, 1, chunk)
 		}
 		for i, off := 0, 0; off < len(h.state); i, off = i+1, off+h.chunkBytes {
+			if i == 3 && h.failOnce.Swap(false) {
+				return fmt.Errorf("%w: replica stopping", lockstitch.ErrUnavailable)
+			}
 			if err := send(h.state[off:min(off+h.chunkBytes, len(h.state))], i == h.damage); err != nil {
 				return err
 			}
@@ -177,5 +185,40 @@ func TestCursorCalls(t *testing.T) {
 	defer follower.mu.Unlock()
 	if fp := follower.parts[6]; fp != nil && len(fp.cursors) != 0 {
 		t.Fatalf("the follower holds cursors %+v", fp.cursors)
+	}
+}
+
+// TestSubscribeSnapshotInterrupted ends the first snapshot part way with
+// a retryable error: the client subscribes again from its old marker and
+// Restore runs again, from the start, on the whole snapshot.
+func TestSubscribeSnapshotInterrupted(t *testing.T) {
+	state := bytes.Repeat([]byte("snapshot state "), 1000)
+	h := &snapshotHandler{fakeHandler: newFakeHandler(), state: state, chunkBytes: 1000, damage: -1}
+	h.failOnce.Store(true)
+	h.mu.Lock()
+	h.partLocked(3).first = 101
+	h.mu.Unlock()
+	_, addr := startServer(t, h, testServerConfig())
+	cl := dialTest(t, testClientConfig(), addr)
+	ctx := testContext(t)
+	if _, err := cl.Append(ctx, 3, []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	var reads [][]byte
+	sub, err := cl.SubscribeWith(ctx, 3, 0, SubscribeOptions{Restore: func(lsn wal.LSN, r io.Reader) error {
+		b, err := io.ReadAll(r)
+		reads = append(reads, b)
+		return err
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	var rec wal.Record
+	if err := sub.Next(ctx, &rec); err != nil || rec.LSN != 101 || string(rec.Payload) != "after" {
+		t.Fatalf("first record: LSN %d %q, %v", rec.LSN, rec.Payload, err)
+	}
+	if len(reads) != 2 || !bytes.Equal(reads[0], state[:3000]) || !bytes.Equal(reads[1], state) {
+		t.Fatalf("Restore read %d times: want the first 3 chunks, then the whole snapshot", len(reads))
 	}
 }
