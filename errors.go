@@ -102,6 +102,20 @@ var (
 	// as a duplicate with its LSN). It has no wire code: the client
 	// decides it.
 	ErrIndeterminate = errors.New("lockstitch: append outcome indeterminate")
+	// ErrDiverged reports a consumer or replica whose marker is ahead of
+	// everything the partition has committed: it holds ops the partition
+	// never committed (it followed another partition, or state from
+	// before a restore), so no catch-up can make it match. The error is a
+	// *DivergedError carrying the partition's committed LSN and epoch.
+	// Not retryable: the consumer rebuilds its state from marker 0 or a
+	// snapshot.
+	ErrDiverged = errors.New("lockstitch: marker ahead of the committed stream")
+	// ErrCursorLapsed reports a durable cursor that fell further behind
+	// than retention holds ops for it (Config.CursorRetainOps): the ops
+	// after it may have been dropped, and it was marked lapsed. Its
+	// consumer comes back through a snapshot and the ops after it
+	// (Partition.Copy with a snapshot), then resets the cursor.
+	ErrCursorLapsed = errors.New("lockstitch: cursor lapsed")
 )
 
 // NotLeaderError is the error a replica that is not the leader returns for
@@ -157,3 +171,31 @@ func (e *TruncatedError) Error() string {
 
 // Is reports whether target is ErrTruncated.
 func (e *TruncatedError) Is(target error) bool { return target == ErrTruncated }
+
+// DivergedError reports a marker ahead of what a partition has committed.
+// It matches ErrDiverged with errors.Is.
+type DivergedError struct {
+	// Partition is the partition, zero when not known.
+	Partition PartitionID
+	// Marker is the marker the consumer gave: the last LSN it holds.
+	Marker LSN
+	// Committed is the last LSN the partition had committed when the
+	// marker was checked (a Raft read index confirmed it).
+	Committed LSN
+	// Epoch is the partition's epoch then: the epoch of the op at
+	// Committed.
+	Epoch Epoch
+}
+
+// Error implements error.
+func (e *DivergedError) Error() string {
+	var where string
+	if e.Partition != 0 {
+		where = fmt.Sprintf(" of partition %d", e.Partition)
+	}
+	return fmt.Sprintf("lockstitch: marker %d is ahead of the committed stream%s (committed LSN %d, epoch %d)",
+		e.Marker, where, e.Committed, e.Epoch)
+}
+
+// Is reports whether target is ErrDiverged.
+func (e *DivergedError) Is(target error) bool { return target == ErrDiverged }

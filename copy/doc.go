@@ -1,5 +1,5 @@
 // Package copy holds what a replica or consumer that is behind receives
-// to catch up: the chunked stream format that carries a plugin's snapshot
+// to catch up, and the plan of how it does: the chunked stream format that carries a plugin's snapshot
 // of unknown size, and the log section that carries the retained
 // operation log with it, so that a replica rebuilt from a copy serves the
 // same history as its peers.
@@ -25,6 +25,16 @@
 // WriteLog and ReadLog. The sender copies the frames as its log holds
 // them on disk; the receiver verifies every record's checksums and the
 // LSN sequence.
+//
+// # Catch-up planning
+//
+// PlanCatchUp decides how a replica or consumer holding a marker catches
+// up: the ops after it from the retained log (Delta), a snapshot at an
+// LSN at or above it and then the ops after that (SnapshotThenDelta), or
+// an error: a *lockstitch.TruncatedError when the ops after the marker
+// are gone and no snapshot may bridge the gap, a *lockstitch.DivergedError
+// when the marker is beyond everything committed. It is pure: the
+// replicator gathers its inputs and acts on its answer.
 //
 // # Concurrency
 //

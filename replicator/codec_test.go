@@ -270,13 +270,28 @@ func TestStateRoundTrip(t *testing.T) {
 			seq := uint64(i + 1)
 			s.dedupe.record(id, seq, lockstitch.LSN(i), lockstitch.Epoch(i/100))
 		}
+		// Half the rounds hold cursors (version 2), half none (version 1).
+		for i := 0; round%2 == 1 && i < 1+rng.IntN(20); i++ {
+			s.cursors[fmt.Sprintf("consumer-%d", rng.IntN(1000))] = &cursorState{lsn: lockstitch.LSN(rng.Uint64()), lapsed: rng.IntN(2) == 0}
+		}
 		b := s.appendTo(nil)
+		if v, want := binary.LittleEndian.Uint32(b[8:]), uint32(1+round%2); v != want {
+			t.Fatalf("round %d: a state with %d cursors has version %d, want %d", round, len(s.cursors), v, want)
+		}
 		got, err := decodePartitionState(b)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if again := got.appendTo(nil); !bytes.Equal(again, b) {
 			t.Fatalf("round %d: decoded state encodes differently", round)
+		}
+		if len(got.cursors) != len(s.cursors) {
+			t.Fatalf("round %d: %d cursors decoded, %d encoded", round, len(got.cursors), len(s.cursors))
+		}
+		for name, c := range s.cursors {
+			if g := got.cursors[name]; g == nil || *g != *c {
+				t.Fatalf("round %d: cursor %q decoded as %+v, want %+v", round, name, g, c)
+			}
 		}
 		if got.lsn != s.lsn || got.epoch != s.epoch || got.index != s.index || len(got.addrs) != len(s.addrs) {
 			t.Fatalf("round %d: header fields differ", round)
@@ -300,9 +315,15 @@ func FuzzOpsEntry(f *testing.F) {
 	f.Add(b)
 	f.Add(appendBatchOpV1(appendBatchHeader(nil, 3), []byte("hello"), wal.Checksum([]byte("hello")), 1, 2))
 	f.Add(appendAddrEntry(nil, 1, "x:1"))
+	f.Add(appendCursorEntry(nil, cursorAck, "consumer", 9))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		walkOps(b)
 		readAddrEntry(b)
+		if op, name, lsn, err := readCursorEntry(b); err == nil {
+			if again := appendCursorEntry(nil, op, name, lsn); !bytes.Equal(again, b) {
+				t.Fatal("accepted cursor entry re-encodes differently")
+			}
+		}
 		if r, err := readResults(b); err == nil {
 			var res opResult
 			for i := 0; i < r.count && r.next(&res) == nil; i++ {
@@ -315,6 +336,9 @@ func FuzzPartitionState(f *testing.F) {
 	s := newPartitionState()
 	s.addrs[1] = "a:1"
 	s.dedupe.record(1, 1, 1, 1)
+	f.Add(s.appendTo(nil))
+	s.cursors["c"] = &cursorState{lsn: 1, lapsed: true}
+	s.cursors["d"] = &cursorState{lsn: 2}
 	f.Add(s.appendTo(nil))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		got, err := decodePartitionState(b)

@@ -117,6 +117,12 @@ type Config struct {
 	// recovery still needs. Zero means no limit.
 	RetainBytes int64
 	RetainAge   time.Duration
+	// CursorRetainOps bounds how far behind the replica's applied LSN a
+	// durable cursor holds retention: while a cursor lags by at most this
+	// many ops, retention keeps the ops after it, whatever RetainBytes and
+	// RetainAge say; beyond it the cursor is marked lapsed
+	// (lockstitch.ErrCursorLapsed) and no longer holds anything.
+	CursorRetainOps int64
 	// CopyBytesPerSecond bounds the rate at which this node sends copies
 	// (snapshots with their retained log) to replicas that fell behind,
 	// all copies together, so that a large copy leaves the disk and the
@@ -156,6 +162,7 @@ func DefaultConfig() Config {
 		ProposalTimeout:    5 * time.Second,
 		SegmentBytes:       16 << 20,
 		RetainBytes:        1 << 30,
+		CursorRetainOps:    10_000_000,
 		CheckpointInterval: 2 * time.Second,
 		ProgressInterval:   time.Second,
 	}
@@ -230,6 +237,9 @@ func (c Config) Validate() error {
 	}
 	if c.RetainBytes < 0 || c.RetainAge < 0 {
 		bad("RetainBytes %d and RetainAge %v must not be negative", c.RetainBytes, c.RetainAge)
+	}
+	if c.CursorRetainOps < 1 {
+		bad("CursorRetainOps %d must be at least 1", c.CursorRetainOps)
 	}
 	if c.CheckpointInterval <= 0 || c.ProgressInterval <= 0 {
 		bad("CheckpointInterval %v and ProgressInterval %v must be positive", c.CheckpointInterval, c.ProgressInterval)

@@ -36,6 +36,7 @@ func TestConfigValidate(t *testing.T) {
 		{"unknown logdb", func(c *replicator.Config) { c.LogDB = "rocks" }, "LogDB"},
 		{"gap above a second", func(c *replicator.Config) { c.BatchGap = 2 * time.Second }, "BatchGap"},
 		{"negative gap", func(c *replicator.Config) { c.BatchGap = -1 }, "BatchGap"},
+		{"no cursor bound", func(c *replicator.Config) { c.CursorRetainOps = 0 }, "CursorRetainOps"},
 	} {
 		cfg := base()
 		tc.tweak(&cfg)

@@ -77,6 +77,21 @@
 // while it moves, through small Raft entries; Status gives each replica's
 // lag in ops as computed from those reports against the leader.
 //
+// # Catch-up and cursors
+//
+// A replica or consumer holding a marker (the last LSN it has) catches up
+// with Partition.Copy, as catchup.PlanCatchUp (package copy) plans it: a
+// Subscription from the marker's next op while it is retained, else,
+// with CopyOptions.Snapshot, the plugin's snapshot at an LSN S (written
+// with Copy.WriteSnapshot while appends go on) and a Subscription from
+// S+1. A marker beyond the commit point fails with a
+// *lockstitch.DivergedError; one dropped by retention without a snapshot
+// with a *lockstitch.TruncatedError. Durable cursors (AckCursor,
+// ResetCursor, DeleteCursor, Cursors) keep a consumer's marker in the
+// partition: replicated state that holds log retention for the cursor,
+// up to Config.CursorRetainOps ops behind, after which the cursor lapses
+// (lockstitch.ErrCursorLapsed).
+//
 // # Membership
 //
 // CreatePartition is called on every initial member with the same spec.

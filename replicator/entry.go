@@ -51,6 +51,19 @@ import (
 //	8  8  replica id
 //	16 8  applied LSN
 //
+// A cursor entry changes a durable cursor (see cursor.go):
+//
+//	0  1  kind = 4
+//	1  1  version = 1
+//	2  1  op: 1 ack, 2 reset, 3 delete, 4 lapse
+//	3  1  zero
+//	4  4  name length N, 1 to 255
+//	8  8  LSN (ack, reset: the cursor's new LSN; lapse: the LSN it
+//	      lapses at, a no-op if the cursor moved since; delete: 0)
+//	16 N  name
+//
+// Its result (statemachine Result.Value) is a cursor status (cursor.go).
+//
 // The result of an ops entry (statemachine Result.Data, returned to the
 // proposer) is the op count (4 bytes), then per op: a status byte (0
 // applied, 1 duplicate, 2 stale sequence), the op's LSN (8) and epoch (8)
@@ -60,6 +73,7 @@ const (
 	entryOps      = 1
 	entryAddr     = 2
 	entryProgress = 3
+	entryCursor   = 4
 
 	entryVersion    = 1
 	opsVersionV1    = 1 // read only: fixed 24-byte op headers
@@ -287,4 +301,36 @@ func (r *resultReader) next(res *opResult) error {
 	res.result = r.b[opResultHeaderSize : opResultHeaderSize+n : opResultHeaderSize+n]
 	r.b = r.b[opResultHeaderSize+n:]
 	return nil
+}
+
+// Cursor entry ops.
+const (
+	cursorAck    = 1
+	cursorReset  = 2
+	cursorDelete = 3
+	cursorLapse  = 4
+)
+
+// maxCursorName bounds a cursor's name.
+const maxCursorName = 255
+
+func appendCursorEntry(b []byte, op byte, name string, lsn lockstitch.LSN) []byte {
+	var h [entryHeaderSize]byte
+	h[0], h[1], h[2] = entryCursor, entryVersion, op
+	binary.LittleEndian.PutUint32(h[4:], uint32(len(name)))
+	binary.LittleEndian.PutUint64(h[8:], uint64(lsn))
+	b = append(b, h[:]...)
+	return append(b, name...)
+}
+
+func readCursorEntry(b []byte) (op byte, name string, lsn lockstitch.LSN, err error) {
+	if len(b) < entryHeaderSize || b[0] != entryCursor || b[1] != entryVersion || b[3] != 0 {
+		return 0, "", 0, fmt.Errorf("%w: bad cursor entry header", errBadEntry)
+	}
+	op = b[2]
+	n := int(binary.LittleEndian.Uint32(b[4:]))
+	if op < cursorAck || op > cursorLapse || n < 1 || n > maxCursorName || n != len(b)-entryHeaderSize {
+		return 0, "", 0, fmt.Errorf("%w: cursor entry op %d, name of %d bytes in %d", errBadEntry, op, n, len(b)-entryHeaderSize)
+	}
+	return op, string(b[entryHeaderSize:]), lockstitch.LSN(binary.LittleEndian.Uint64(b[8:])), nil
 }

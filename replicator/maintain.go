@@ -245,9 +245,13 @@ func (p *partition) tryPromote() bool {
 
 // retain drops whole log segments beyond Config.RetainBytes or older than
 // Config.RetainAge, but never one holding an op that recovery may still
-// need (after the checkpoint or the plugin's last durable LSN).
+// need (after the checkpoint or the plugin's last durable LSN), nor one
+// holding an op after a durable cursor that lags by at most
+// Config.CursorRetainOps; the leader lapses the cursors that lag more.
 func (p *partition) retain(s *stateMachine, now time.Time) {
 	cfg := p.r.cfg
+	hold, overdue := s.cursorHold(lockstitch.LSN(s.applied.Load()))
+	p.lapseCursors(overdue)
 	if cfg.RetainBytes == 0 && cfg.RetainAge == 0 {
 		return
 	}
@@ -281,7 +285,7 @@ func (p *partition) retain(s *stateMachine, now time.Time) {
 	var cut lockstitch.LSN
 	floor := s.retentionFloor()
 	for _, seg := range segs[:len(segs)-1] {
-		if seg.Last > min(want, floor) {
+		if seg.Last > min(want, floor, hold) {
 			break
 		}
 		cut = seg.Last + 1

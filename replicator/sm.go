@@ -217,6 +217,12 @@ func (s *stateMachine) update(entries []sm.Entry) error {
 			s.progressMu.Lock()
 			s.progress[id] = progressReport{applied: lsn, at: time.Now()}
 			s.progressMu.Unlock()
+		case entryCursor:
+			op, name, lsn, err := readCursorEntry(e.Cmd)
+			if err != nil {
+				return fmt.Errorf("entry %d: %w", e.Index, err)
+			}
+			e.Result = sm.Result{Value: s.state.applyCursor(op, name, lsn)}
 		default:
 			return fmt.Errorf("entry %d: %w: unknown kind %d", e.Index, errBadEntry, e.Cmd[0])
 		}
@@ -247,7 +253,9 @@ func (s *stateMachine) update(entries []sm.Entry) error {
 	for i := range entries {
 		e := &entries[i]
 		if len(e.Cmd) == 0 || e.Cmd[0] != entryOps {
-			e.Result = sm.Result{}
+			if len(e.Cmd) == 0 || e.Cmd[0] != entryCursor {
+				e.Result = sm.Result{}
+			}
 			continue
 		}
 		n := int(binary.LittleEndian.Uint32(e.Cmd[4:]))
@@ -423,6 +431,7 @@ type snapshot struct {
 	state       []byte
 	plugin      Snapshot
 	first, last lockstitch.LSN
+	epoch       lockstitch.Epoch // of the op at last
 }
 
 // Snapshot stream layout (part of the format): magic "lstchsnp", version
@@ -441,12 +450,30 @@ const (
 func (s *stateMachine) PrepareSnapshot() (interface{}, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.captureLocked()
+}
+
+// captureLocked captures the partition state and the plugin's snapshot as
+// of the last op applied, for a replica (PrepareSnapshot) or a consumer
+// (Partition.Copy). The caller holds mu for writing.
+func (s *stateMachine) captureLocked() (*snapshot, error) {
 	ps, err := s.plugin.PrepareSnapshot()
 	if err != nil {
 		return nil, fmt.Errorf("partition %d replica %d: plugin snapshot: %w", s.id, s.replica, err)
 	}
 	last := s.state.lsn
-	return &snapshot{state: s.state.appendTo(nil), plugin: ps, first: min(s.wal.First(), last+1), last: last}, nil
+	return &snapshot{state: s.state.appendTo(nil), plugin: ps, first: min(s.wal.First(), last+1), last: last, epoch: s.state.epoch}, nil
+}
+
+// writePluginSnapshot writes the plugin's part of snap to w as a chunked
+// stream (package copy): what a replica restores with the plugin's
+// Restore, and what a consumer's copy carries.
+func (s *stateMachine) writePluginSnapshot(ctx context.Context, snap *snapshot, w io.Writer) error {
+	chunks := catchup.NewChunkWriter(w)
+	if err := snap.plugin.WriteTo(ctx, chunks); err != nil {
+		return fmt.Errorf("partition %d replica %d: plugin snapshot: %w", s.id, s.replica, err)
+	}
+	return chunks.Close()
 }
 
 // SaveSnapshot implements sm.IOnDiskStateMachine: it streams a snapshot to
@@ -473,14 +500,10 @@ func (s *stateMachine) saveSnapshot(snap *snapshot, w io.Writer, done <-chan str
 	if _, err := w.Write(snap.state); err != nil {
 		return err
 	}
-	chunks := catchup.NewChunkWriter(w)
-	if err := snap.plugin.WriteTo(ctx, chunks); err != nil {
+	if err := s.writePluginSnapshot(ctx, snap, w); err != nil {
 		if ctx.Err() != nil {
 			return sm.ErrSnapshotStopped
 		}
-		return fmt.Errorf("partition %d replica %d: plugin snapshot: %w", s.id, s.replica, err)
-	}
-	if err := chunks.Close(); err != nil {
 		return err
 	}
 	// The retained log up to the snapshot's LSN. Retention may have

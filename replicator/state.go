@@ -20,30 +20,39 @@ type partitionState struct {
 	lsn   lockstitch.LSN // last LSN assigned
 	epoch lockstitch.    // epoch of the last op
 		Epoch
-	index  uint64 // Raft index of the last entry applied
-	dedupe *dedupe
-	addrs  map[lockstitch.ReplicaID]string
+	index   uint64 // Raft index of the last entry applied
+	dedupe  *dedupe
+	addrs   map[lockstitch.ReplicaID]string
+	cursors map[string]*cursorState
 }
 
 func newPartitionState() *partitionState {
-	return &partitionState{dedupe: newDedupe(), addrs: make(map[lockstitch.ReplicaID]string)}
+	return &partitionState{dedupe: newDedupe(), addrs: make(map[lockstitch.ReplicaID]string), cursors: make(map[string]*cursorState)}
 }
 
 // Encoded state layout. Part of the checkpoint and snapshot formats:
 // never change; bump stateVersion instead.
 //
 //	0   8  magic "lstchsta"
-//	8   4  version = 1
+//	8   4  version: 1, or 2 when the state holds cursors
 //	12  4  body length B
 //	16  8  LSN
 //	24  8  epoch
 //	32  8  Raft index
 //	40  4  address count, then per address: replica id (8), length (4), bytes
 //	...    dedupe table (see dedupe.appendTo)
+//	...    version 2 only: cursor count (4), then per cursor in name
+//	       order: name length (1), name, LSN (8), flags (1, bit 0 lapsed)
 //	16+B 4 CRC-32C of bytes [0, 16+B)
+//
+// A state without cursors is written as version 1, byte for byte as
+// before cursors existed, so nodes that predate them read it.
 const (
-	stateMagic   = "lstchsta"
-	stateVersion = 1
+	stateMagic = "lstchsta"
+	// stateVersion is the version of a state without cursors,
+	// stateVersionCursors of one with.
+	stateVersion        = 1
+	stateVersionCursors = 2
 	// maxStateBytes bounds an encoded state read from disk or a peer:
 	// a full dedupe table is about 24 MiB (see MaxProducers).
 	maxStateBytes = 64 << 20
@@ -56,7 +65,11 @@ var errBadState = errors.New("replicator: corrupt partition state")
 func (s *partitionState) appendTo(b []byte) []byte {
 	start := len(b)
 	b = append(b, stateMagic...)
-	b = binary.LittleEndian.AppendUint32(b, stateVersion)
+	version := uint32(stateVersion)
+	if len(s.cursors) > 0 {
+		version = stateVersionCursors
+	}
+	b = binary.LittleEndian.AppendUint32(b, version)
 	b = binary.LittleEndian.AppendUint32(b, 0) // body length, filled below
 	b = binary.LittleEndian.AppendUint64(b, uint64(s.lsn))
 	b = binary.LittleEndian.AppendUint64(b, uint64(s.epoch))
@@ -73,6 +86,9 @@ func (s *partitionState) appendTo(b []byte) []byte {
 		b = append(b, s.addrs[id]...)
 	}
 	b = s.dedupe.appendTo(b)
+	if version == stateVersionCursors {
+		b = appendCursors(b, s.cursors)
+	}
 	binary.LittleEndian.PutUint32(b[start+12:], uint32(len(b)-start-16))
 	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b[start:], castagnoli))
 }
@@ -83,7 +99,7 @@ func stateSize(h []byte) (int, error) {
 	if len(h) < 16 || string(h[:8]) != stateMagic {
 		return 0, fmt.Errorf("%w: bad magic", errBadState)
 	}
-	if v := binary.LittleEndian.Uint32(h[8:]); v != stateVersion {
+	if v := binary.LittleEndian.Uint32(h[8:]); v != stateVersion && v != stateVersionCursors {
 		return 0, fmt.Errorf("%w: unknown version %d", errBadState, v)
 	}
 	n := int(binary.LittleEndian.Uint32(h[12:]))
@@ -128,8 +144,16 @@ func decodePartitionState(b []byte) (*partitionState, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errBadState, err)
 	}
-	if off+used != len(body) {
-		return nil, fmt.Errorf("%w: %d trailing bytes", errBadState, len(body)-off-used)
+	off += used
+	if binary.LittleEndian.Uint32(b[8:]) == stateVersionCursors {
+		cursors, n, err := decodeCursors(body[off:])
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", errBadState, err)
+		}
+		s.cursors, off = cursors, off+n
+	}
+	if off != len(body) {
+		return nil, fmt.Errorf("%w: %d trailing bytes", errBadState, len(body)-off)
 	}
 	s.dedupe = d
 	return s, nil

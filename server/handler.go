@@ -2,9 +2,12 @@ package server
 
 import (
 	"context"
+	"encoding/binary"
+	"fmt"
 	"sync"
 
 	"github.com/lockstitch/lockstitch"
+	catchup "github.com/lockstitch/lockstitch/copy"
 	"github.com/lockstitch/lockstitch/replicator"
 	"github.com/lockstitch/lockstitch/transport"
 	"github.com/lockstitch/lockstitch/wal"
@@ -192,19 +195,33 @@ func readBackward(ctx context.Context, p *replicator.Partition, req *transport.R
 	return ctx.Err()
 }
 
-// Subscribe implements transport.Handler: the retained records from the
-// marker on, then each one as it commits. A subscriber ahead of this
-// replica waits until the replica's log reaches its marker.
+// Subscribe implements transport.Handler through Partition.Copy: the
+// retained records from the marker on, or, when the marker's next record
+// is no longer retained and the subscriber allows it, the plugin's
+// snapshot (as Snapshot frames, one chunk each) and the records after it;
+// then each record as it commits. A subscriber ahead of this replica but
+// not of the commit point waits until the replica's log reaches its
+// marker; one ahead of the commit point gets a *lockstitch.DivergedError.
 func (h *handler) Subscribe(ctx context.Context, req *transport.SubscribeRequest, st *transport.Stream) error {
 	p, err := h.n.r.Partition(req.Partition)
 	if err != nil {
 		return err
 	}
-	sub, err := p.Subscribe(req.Marker + 1)
+	cp, err := p.Copy(ctx, req.Marker, replicator.CopyOptions{Snapshot: req.Snapshot})
 	if err != nil {
 		return err
 	}
-	defer sub.Close()
+	defer cp.Close()
+	if cp.Plan.Kind == catchup.SnapshotThenDelta {
+		w := &snapshotFrames{st: st, lsn: cp.Plan.SnapshotLSN, epoch: uint64(cp.SnapshotEpoch)}
+		if err := cp.WriteSnapshot(ctx, w); err != nil {
+			return err
+		}
+		if len(w.buf) != 0 {
+			return fmt.Errorf("partition %d: the snapshot at LSN %d ends inside a chunk", req.Partition, cp.Plan.SnapshotLSN)
+		}
+	}
+	sub := cp.Subscription()
 	var rec replicator.Record
 	var wr wal.Record
 	for {
@@ -231,6 +248,39 @@ func (h *handler) Subscribe(ctx context.Context, req *transport.SubscribeRequest
 	}
 }
 
+// A Snapshot frame carries one chunk of package copy's stream: their
+// limits must agree (this fails to compile otherwise).
+const _ = uint(catchup.MaxChunkBytes-transport.MaxSnapshotChunk) + uint(transport.MaxSnapshotChunk-catchup.MaxChunkBytes)
+
+// snapshotFrames cuts the chunked stream that Copy.WriteSnapshot writes
+// back into its chunks (whatever pieces the writes come in) and sends
+// each as one Snapshot frame.
+type snapshotFrames struct {
+	st    *transport.Stream
+	lsn   lockstitch.LSN
+	epoch uint64
+	buf   []byte // the start of a chunk not yet whole
+}
+
+// Write implements io.Writer.
+func (w *snapshotFrames) Write(p []byte) (int, error) {
+	w.buf = append(w.buf, p...)
+	for len(w.buf) >= catchup.ChunkHeaderSize {
+		size := catchup.ChunkHeaderSize + int(binary.LittleEndian.Uint32(w.buf))
+		if size > catchup.ChunkHeaderSize+catchup.MaxChunkBytes {
+			return 0, fmt.Errorf("%w: snapshot chunk of %d bytes", catchup.ErrCorrupt, size)
+		}
+		if len(w.buf) < size {
+			break
+		}
+		if err := w.st.SendSnapshot(w.lsn, w.epoch, w.buf[:size]); err != nil {
+			return 0, err
+		}
+		w.buf = w.buf[:copy(w.buf, w.buf[size:])]
+	}
+	return len(p), nil
+}
+
 // Query implements transport.Handler.
 func (h *handler) Query(ctx context.Context, req *transport.QueryRequest, res *transport.QueryResult) error {
 	p, err := h.n.r.Partition(req.Partition)
@@ -245,6 +295,33 @@ func (h *handler) Query(ctx context.Context, req *transport.QueryRequest, res *t
 	res.LSN = r.LSN
 	res.Committed = max(r.LSN, p.Committed())
 	return nil
+}
+
+// Cursor implements transport.Handler with the partition's durable
+// cursors.
+func (h *handler) Cursor(ctx context.Context, req *transport.CursorRequest, res *transport.CursorResult) error {
+	p, err := h.n.r.Partition(req.Partition)
+	if err != nil {
+		return err
+	}
+	switch req.Op {
+	case transport.CursorAck:
+		return p.AckCursor(ctx, req.Name, req.LSN)
+	case transport.CursorReset:
+		return p.ResetCursor(ctx, req.Name, req.LSN)
+	case transport.CursorDelete:
+		return p.DeleteCursor(ctx, req.Name)
+	case transport.CursorList:
+		cursors, err := p.Cursors()
+		if err != nil {
+			return err
+		}
+		for _, c := range cursors {
+			res.Cursors = append(res.Cursors, transport.Cursor{Name: c.Name, LSN: c.LSN, Lapsed: c.Lapsed})
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: unknown cursor op %v", lockstitch.ErrInvalidArgument, req.Op)
 }
 
 // Status implements transport.Handler.

@@ -43,6 +43,13 @@ func startNodes(t testing.TB, n, up int) []*Node {
 // started.
 func newPartialCluster(t testing.TB, n, up int) *testCluster {
 	t.Helper()
+	return newClusterWith(t, n, up, nil)
+}
+
+// newClusterWith is newPartialCluster with each node's configuration
+// changed by tweak (if not nil) before it starts.
+func newClusterWith(t testing.TB, n, up int, tweak func(*Config)) *testCluster {
+	t.Helper()
 	c := &testCluster{t: t, nodes: make([]*Node, n)}
 	clients := make([]net.Listener, n)
 	for i := range n {
@@ -53,6 +60,9 @@ func newPartialCluster(t testing.TB, n, up int) *testCluster {
 	for i, p := range c.peers {
 		cfgs[i] = testConfig(t, p, c.peers) // its directories go after the nodes stop
 		cfgs[i].ClientListener, cfgs[i].AdminListener = clients[i], listen(t)
+		if tweak != nil {
+			tweak(&cfgs[i])
+		}
 	}
 	t.Cleanup(func() {
 		for i := range c.nodes {

@@ -57,6 +57,7 @@ type call struct {
 	read     ReadRequest
 	query    QueryRequest
 	status   StatusRequest
+	cursor   CursorRequest
 	admin    []byte // Admin body; the caller's until the call ends
 
 	// Answers, filled by the connection's reader.
@@ -67,6 +68,7 @@ type call struct {
 	lsn       wal.LSN        // Query
 	buf       []byte         // answer bytes: plugin results, records, query result
 	node      *NodeStatus    // Status
+	cursors   CursorResult   // Cursor
 }
 
 // getCall returns an idle call of kind t.
@@ -86,6 +88,7 @@ func (cl *Client) putCall(c *call) {
 	c.state.Store(callIdle)
 	c.payload, c.payloads, c.query.Request, c.admin, c.node, c.err, c.sendErr, c.conn = nil, nil, nil, nil, nil, nil, nil, nil
 	c.addr, c.byAddr, c.attempt, c.notFound, c.refused, c.uncertain = "", false, 0, 0, false, false
+	c.cursor, c.cursors = CursorRequest{}, CursorResult{}
 	clear(c.batch)
 	c.batch = c.batch[:0]
 	if cap(c.buf) > maxKeptWriteBuffer {
@@ -292,6 +295,8 @@ func (c *call) encode(b []byte, id uint64, producer uint64) []byte {
 		return appendStatus(b, id, &c.status)
 	case TypeAdmin:
 		return appendAdmin(b, id, c.admin)
+	case TypeCursor:
+		return appendCursorReq(b, id, &c.cursor)
 	case TypePing:
 		return appendPing(b, id)
 	}
@@ -358,6 +363,10 @@ func (c *call) receive(t FrameType, body []byte) error {
 		c.node = &s
 	case TypeAdminResult:
 		c.buf = append(c.buf[:0], body...)
+	case TypeCursorResult:
+		if err := decodeCursorResult(body, &c.cursors); err != nil {
+			return err
+		}
 	case TypePong:
 		if err := decodeEmpty(t, body); err != nil {
 			return err

@@ -32,6 +32,7 @@ type Subscription struct {
 	partition lockstitch.PartitionID
 	winOps    uint32
 	winBytes  uint64
+	restoreFn func(lsn wal.LSN, r io.Reader) error
 
 	// Owned by the goroutine calling Next.
 	marker    wal.LSN // last LSN delivered
@@ -63,7 +64,8 @@ type subAttempt struct {
 
 // subMsg is one frame of a subscription's stream.
 type subMsg struct {
-	buf       *bytebufferpool.ByteBuffer // records, for a Data frame
+	buf       *bytebufferpool.ByteBuffer // records, for a Data frame; the body, for a Snapshot frame
+	snapshot  bool                       // buf is a Snapshot frame's body
 	committed wal.LSN
 	err       error // for an Error frame or a lost connection
 	end       bool  // for End
@@ -71,13 +73,42 @@ type subMsg struct {
 
 // Subscribe starts following partition p after marker: Next returns the
 // record at marker+1 first. The subscription goes to the partition's
-// leader.
+// leader. It is SubscribeWith with no options: a marker whose next record
+// is no longer retained fails Next with a *lockstitch.TruncatedError.
 func (cl *Client) Subscribe(ctx context.Context, p lockstitch.PartitionID, marker wal.LSN) (*Subscription, error) {
+	return cl.SubscribeWith(ctx, p, marker, SubscribeOptions{})
+}
+
+// SubscribeOptions are the options of SubscribeWith.
+type SubscribeOptions struct {
+	// Restore, if set, lets the server catch the subscriber up through a
+	// snapshot when marker+1 is no longer retained: Next calls Restore
+	// with the snapshot's LSN S and its bytes (the partition plugin's
+	// snapshot, each chunk verified before Restore reads it), and then
+	// delivers the records from S+1. Restore must discard the
+	// subscriber's state and replace it with the snapshot's. It runs on
+	// the goroutine calling Next, and may run again (a lost connection
+	// sends the snapshot anew): a damaged chunk makes its reader fail
+	// with an error matching lockstitch.ErrChecksum, which Next returns
+	// (the next call subscribes again from the old marker). An error
+	// Restore returns is returned by Next.
+	//
+	// Without Restore, the Subscribe frame has the short form any server
+	// understands.
+	Restore func(lsn wal.LSN, r io.Reader) error
+}
+
+// SubscribeWith starts following partition p after marker, as Subscribe
+// does, with opts. A marker ahead of everything the partition committed
+// fails Next with a *lockstitch.DivergedError carrying the committed LSN
+// and epoch.
+func (cl *Client) SubscribeWith(ctx context.Context, p lockstitch.PartitionID, marker wal.LSN, opts SubscribeOptions) (*Subscription, error) {
 	s := &Subscription{
 		cl:        cl,
 		partition: p,
 		winOps:    uint32(cl.cfg.SubscribeWindowOps),
 		winBytes:  uint64(max(cl.cfg.SubscribeWindowBytes, int64(cl.cfg.MaxFrameBytes))),
+		restoreFn: opts.Restore,
 		marker:    marker,
 		committed: marker,
 		done:      make(chan struct{}),
@@ -106,8 +137,12 @@ func (s *Subscription) Committed() wal.LSN { return s.committed }
 // the next call subscribes again from the marker), as are consecutive
 // LSNs and non-decreasing epochs. Next returns io.EOF if the server ended
 // the stream, ErrClosed after Close, and a non-retryable error (such as a
-// *TruncatedError when marker+1 is no longer retained) as it is. In steady
-// state it does not allocate.
+// *TruncatedError when marker+1 is no longer retained and the
+// subscription has no Restore option, or a *DivergedError when the marker
+// is beyond the partition's commit point) as it is. With a Restore option
+// (SubscribeWith), Next restores a snapshot first when the server sends
+// one, and then delivers the records after it. In steady state it does
+// not allocate.
 func (s *Subscription) Next(ctx context.Context, rec *wal.Record) error {
 	for {
 		if s.cur != nil {
@@ -135,6 +170,27 @@ func (s *Subscription) Next(ctx context.Context, rec *wal.Record) error {
 		select {
 		case m := <-att.ch:
 			switch {
+			case m.snapshot:
+				ended, err := s.restore(ctx, att, m)
+				if err == nil {
+					continue
+				}
+				if ended {
+					s.endAttempt(att)
+				} else {
+					s.restart()
+				}
+				if s.isClosed() {
+					return lockstitch.ErrClosed
+				}
+				if ended && s.retry(ctx, err) {
+					continue
+				}
+				var dv *lockstitch.DivergedError
+				if errors.As(err, &dv) {
+					dv.Partition, dv.Marker = s.partition, s.marker
+				}
+				return err
 			case m.buf != nil:
 				s.cur, s.off = m.buf, 0
 				s.committed = max(s.committed, m.committed)
@@ -150,6 +206,10 @@ func (s *Subscription) Next(ctx context.Context, rec *wal.Record) error {
 					return lockstitch.ErrClosed
 				}
 				if !s.retry(ctx, m.err) {
+					var dv *lockstitch.DivergedError
+					if errors.As(m.err, &dv) {
+						dv.Partition, dv.Marker = s.partition, s.marker
+					}
 					return m.err
 				}
 			}
@@ -230,7 +290,7 @@ func (s *Subscription) start(ctx context.Context) error {
 	sl := &cc.slots[slot]
 	sl.sub = a
 	a.id = sl.next(slot)
-	b = appendSubscribe(b, a.id, &SubscribeRequest{Partition: s.partition, Marker: s.marker, CreditBytes: s.winBytes, CreditOps: s.winOps})
+	b = appendSubscribe(b, a.id, &SubscribeRequest{Partition: s.partition, Marker: s.marker, CreditBytes: s.winBytes, CreditOps: s.winOps, Snapshot: s.restoreFn != nil})
 	cc.out.unlock(b)
 	s.mu.Lock()
 	closed := s.closed
@@ -360,6 +420,28 @@ func (a *subAttempt) receive(t FrameType, body []byte) error {
 		default:
 			return fmt.Errorf("%w: Data frames beyond the credit granted", ErrProtocol)
 		}
+	case TypeSnapshot:
+		var m snapshotMsg
+		if err := decodeSnapshot(body, &m); err != nil {
+			return err
+		}
+		a.mu.Lock()
+		over := a.availOps == 0 || uint64(len(m.Data)) > a.availBytes
+		if !over {
+			a.availOps--
+			a.availBytes -= uint64(len(m.Data))
+		}
+		a.mu.Unlock()
+		if over {
+			return fmt.Errorf("%w: Snapshot frame of %d bytes beyond the credit granted", ErrProtocol, len(m.Data))
+		}
+		buf := subPool.Get()
+		buf.B = append(buf.B[:0], body...)
+		select {
+		case a.ch <- subMsg{buf: buf, snapshot: true}:
+		default:
+			return fmt.Errorf("%w: Snapshot frames beyond the credit granted", ErrProtocol)
+		}
 	case TypeEnd:
 		if err := decodeEmpty(t, body); err != nil {
 			return err
@@ -383,5 +465,131 @@ func (a *subAttempt) end(m subMsg) {
 	select {
 	case a.ch <- m:
 	default:
+	}
+}
+
+// restore hands the snapshot whose first frame is first to the Restore
+// option, and takes its LSN as the marker once Restore returns and the
+// snapshot was whole. ended reports that the attempt ended (End, Error,
+// a lost connection) inside the snapshot.
+func (s *Subscription) restore(ctx context.Context, att *subAttempt, first subMsg) (ended bool, err error) {
+	if s.restoreFn == nil {
+		subPool.Put(first.buf)
+		return false, fmt.Errorf("%w: Snapshot frame on a subscription that allows none", ErrProtocol)
+	}
+	var head snapshotMsg
+	if err := decodeSnapshot(first.buf.B, &head); err != nil {
+		subPool.Put(first.buf)
+		return false, err
+	}
+	if head.LSN < s.marker {
+		subPool.Put(first.buf)
+		return false, fmt.Errorf("%w: snapshot at LSN %d for marker %d", ErrProtocol, head.LSN, s.marker)
+	}
+	r := &snapshotReader{s: s, att: att, ctx: ctx, lsn: head.LSN, epoch: head.Epoch}
+	r.load(first)
+	err = s.restoreFn(head.LSN, r)
+	if err == nil && r.err == nil {
+		// Verify the rest, up to the terminator, even if Restore stopped
+		// reading early.
+		_, err = io.Copy(io.Discard, r)
+	}
+	if r.err != nil {
+		err = r.err // the stream's failure is the cause
+	} else if err != nil {
+		err = fmt.Errorf("transport: restoring the snapshot at LSN %d: %w", head.LSN, err)
+	}
+	r.release()
+	if err != nil {
+		return r.ended, err
+	}
+	s.marker, s.epoch = head.LSN, head.Epoch
+	s.committed = max(s.committed, head.LSN)
+	s.failures = 0
+	return false, nil
+}
+
+// snapshotReader reads a snapshot's data from its attempt's Snapshot
+// frames, verifying each chunk before handing out any of its bytes, and
+// renewing the credit as frames are consumed.
+type snapshotReader struct {
+	s     *Subscription
+	att   *subAttempt
+	ctx   context.Context
+	lsn   wal.LSN
+	epoch uint64
+
+	cur   *bytebufferpool.ByteBuffer // frame being read
+	data  []byte                     // its unread data
+	done  bool                       // the terminator was read
+	err   error                      // sticky
+	ended bool                       // the attempt ended
+}
+
+// Read implements io.Reader; it returns io.EOF after the terminator.
+func (r *snapshotReader) Read(p []byte) (int, error) {
+	for len(r.data) == 0 {
+		if r.err != nil {
+			return 0, r.err
+		}
+		if r.done {
+			return 0, io.EOF
+		}
+		select {
+		case m := <-r.att.ch:
+			r.load(m)
+		case <-r.ctx.Done():
+			r.err = r.ctx.Err()
+		case <-r.s.done:
+			r.err = lockstitch.ErrClosed
+		}
+	}
+	n := copy(p, r.data)
+	r.data = r.data[n:]
+	return n, nil
+}
+
+// load takes the next message of the attempt.
+func (r *snapshotReader) load(m subMsg) {
+	r.release()
+	switch {
+	case m.snapshot:
+		r.cur = m.buf
+		var sm snapshotMsg
+		if err := decodeSnapshot(m.buf.B, &sm); err != nil {
+			r.err = err
+			return
+		}
+		if sm.LSN != r.lsn || sm.Epoch != r.epoch {
+			r.err = fmt.Errorf("%w: snapshot chunk at LSN %d epoch %d inside a snapshot at LSN %d epoch %d", ErrProtocol, sm.LSN, sm.Epoch, r.lsn, r.epoch)
+			return
+		}
+		if err := sm.verify(); err != nil {
+			r.err = err
+			return
+		}
+		r.data, r.done = sm.Data, len(sm.Data) == 0
+		r.s.usedOps++
+		r.s.usedBytes += uint64(len(sm.Data))
+		if r.s.usedOps >= (r.s.winOps+1)/2 || r.s.usedBytes >= (r.s.winBytes+1)/2 {
+			r.s.grant()
+		}
+	case m.buf != nil:
+		subPool.Put(m.buf)
+		r.err = fmt.Errorf("%w: records inside a snapshot", ErrProtocol)
+	case m.end:
+		r.ended = true
+		r.err = fmt.Errorf("%w: the stream ended inside a snapshot", ErrProtocol)
+	default:
+		r.ended = true
+		r.err = m.err
+	}
+}
+
+// release gives the current frame back to the pool.
+func (r *snapshotReader) release() {
+	if r.cur != nil {
+		subPool.Put(r.cur)
+		r.cur, r.data = nil, nil
 	}
 }

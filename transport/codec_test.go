@@ -48,6 +48,12 @@ func msgCases() []msgCase {
 	readReverseReq := ReadRequest{Partition: 5, From: 0, MaxOps: 100, MaxBytes: 1 << 20, Reverse: true}
 	records := testRecords(17, 3)
 	subReq := SubscribeRequest{Partition: 5, Marker: 16, CreditBytes: 8 << 20, CreditOps: 4096}
+	subSnapReq := SubscribeRequest{Partition: 5, Marker: 16, CreditBytes: 8 << 20, CreditOps: 4096, Snapshot: true}
+	snapData := []byte("plugin state")
+	snap := snapshotMsg{LSN: 900, Epoch: 3, CRC: wal.Checksum(snapData), Data: snapData}
+	snapEnd := snapshotMsg{LSN: 900, Epoch: 3, Data: []byte{}}
+	cursorReq := CursorRequest{Partition: 5, Op: CursorAck, LSN: 77, Name: "billing"}
+	cursorRes := CursorResult{Cursors: []Cursor{{Name: "billing", LSN: 77}, {Name: "search", LSN: 12, Lapsed: true}}}
 	credit := creditMsg{Bytes: 65536, Ops: 128}
 	queryReq := QueryRequest{Partition: 3, Consistency: lockstitch.Bounded, MaxStaleness: 50 * time.Microsecond, Request: []byte("get k")}
 	queryRes := QueryResult{LSN: 90, Committed: 95, Result: []byte("v")}
@@ -85,6 +91,7 @@ func msgCases() []msgCase {
 		panic(err)
 	}
 	errMsg := errorMsg{Code: CodeNotLeader, LeaderAddr: "10.0.0.2:7000", Message: "not the leader"}
+	divergedMsg := errorMsg{Code: CodeDiverged, Detail: 1000, Epoch: 0x0102030405, Message: "marker 1200 is ahead of the committed stream"}
 	hello := helloMsg{MaxVersion: Version, MinVersion: Version, MaxFrameBytes: 1 << 20, Name: "test", Credentials: []byte("secret")}
 	welcome := welcomeMsg{NodeID: 2, MaxFrameBytes: 1 << 25, MaxInFlight: 4096}
 
@@ -197,6 +204,44 @@ func msgCases() []msgCase {
 			}
 			same(t, "Subscribe", r, subReq)
 		}},
+		{"subscribe_snapshot", appendSubscribe(nil, 10, &subSnapReq), func(t *testing.T, h Header, body []byte) {
+			var r SubscribeRequest
+			if err := decodeSubscribe(body, &r); err != nil {
+				t.Fatal(err)
+			}
+			same(t, "Subscribe", r, subSnapReq)
+		}},
+		{"snapshot", appendSnapshot(nil, 10, &snap), func(t *testing.T, h Header, body []byte) {
+			var m snapshotMsg
+			if err := decodeSnapshot(body, &m); err != nil {
+				t.Fatal(err)
+			}
+			if err := m.verify(); err != nil {
+				t.Fatal(err)
+			}
+			same(t, "Snapshot", m, snap)
+		}},
+		{"cursor", appendCursorReq(nil, 15, &cursorReq), func(t *testing.T, h Header, body []byte) {
+			var r CursorRequest
+			if err := decodeCursorReq(body, &r); err != nil {
+				t.Fatal(err)
+			}
+			same(t, "Cursor", r, cursorReq)
+		}},
+		{"cursor_result", appendCursorResult(nil, 15, &cursorRes), func(t *testing.T, h Header, body []byte) {
+			var r CursorResult
+			if err := decodeCursorResult(body, &r); err != nil {
+				t.Fatal(err)
+			}
+			same(t, "CursorResult", r, cursorRes)
+		}},
+		{"snapshot_end", appendSnapshot(nil, 10, &snapEnd), func(t *testing.T, h Header, body []byte) {
+			var m snapshotMsg
+			if err := decodeSnapshot(body, &m); err != nil {
+				t.Fatal(err)
+			}
+			same(t, "Snapshot", m, snapEnd)
+		}},
 		{"credit", appendCredit(nil, 10, credit), func(t *testing.T, h Header, body []byte) {
 			var m creditMsg
 			if err := decodeCredit(body, &m); err != nil {
@@ -283,6 +328,13 @@ func msgCases() []msgCase {
 				t.Fatal(err)
 			}
 			same(t, "Error", m, errMsg)
+		}},
+		{"error_diverged", appendError(nil, 13, &divergedMsg), func(t *testing.T, h Header, body []byte) {
+			var m errorMsg
+			if err := decodeError(body, &m); err != nil {
+				t.Fatal(err)
+			}
+			same(t, "Error", m, divergedMsg)
 		}},
 	}
 }
@@ -429,6 +481,9 @@ func TestErrorMapping(t *testing.T) {
 		{lockstitch.ErrReplicaDeleted, CodeReplicaDeleted, lockstitch.ErrReplicaDeleted},
 		{lockstitch.ErrPluginNotFound, CodePluginNotFound, lockstitch.ErrPluginNotFound},
 		{lockstitch.ErrAborted, CodeAborted, lockstitch.ErrAborted},
+		{&lockstitch.DivergedError{Marker: 9, Committed: 5, Epoch: 3}, CodeDiverged, lockstitch.ErrDiverged},
+		{fmt.Errorf("partition 2: %w", &lockstitch.DivergedError{Committed: 5}), CodeDiverged, lockstitch.ErrDiverged},
+		{lockstitch.ErrCursorLapsed, CodeCursorLapsed, lockstitch.ErrCursorLapsed},
 		{lockstitch.ErrStaleSequence, CodeStaleSequence, lockstitch.ErrStaleSequence},
 		{lockstitch.ErrTooStale, CodeUnavailable, lockstitch.ErrUnavailable},
 		{lockstitch.ErrClosed, CodeShuttingDown, lockstitch.ErrShuttingDown},
@@ -470,6 +525,20 @@ func TestErrorMapping(t *testing.T) {
 	var tr *lockstitch.TruncatedError
 	if m := errorFor(&lockstitch.TruncatedError{First: 50}); !errors.As(errorOf(&m), &tr) || tr.First != 50 {
 		t.Fatalf("first retained LSN lost: %+v", tr)
+	}
+	// The committed LSN and epoch of a Diverged error survive the wire,
+	// the epoch up to its 48 bits.
+	for _, epoch := range []lockstitch.Epoch{0, 7, 1<<48 - 1} {
+		m := errorFor(fmt.Errorf("wrapped: %w", &lockstitch.DivergedError{Partition: 4, Marker: 90, Committed: 1 << 40, Epoch: epoch}))
+		frame := appendError(nil, 1, &m)
+		var got errorMsg
+		if err := decodeError(frame[HeaderSize:], &got); err != nil {
+			t.Fatal(err)
+		}
+		var dv *lockstitch.DivergedError
+		if !errors.As(errorOf(&got), &dv) || dv.Committed != 1<<40 || dv.Epoch != epoch {
+			t.Fatalf("epoch %d: diverged error came back as %+v", epoch, dv)
+		}
 	}
 }
 

@@ -56,8 +56,10 @@ const (
 	CodeReplicaDeleted    Code = 22
 	CodePluginNotFound    Code = 23
 	CodeAborted           Code = 24
+	CodeDiverged          Code = 25
+	CodeCursorLapsed      Code = 26
 
-	lastCode = CodeAborted
+	lastCode = CodeCursorLapsed
 )
 
 // codes is the one mapping between errors and codes: each code's name and
@@ -89,6 +91,8 @@ var codes = [...]struct {
 	{CodeReplicaDeleted, "ReplicaDeleted", lockstitch.ErrReplicaDeleted},
 	{CodePluginNotFound, "PluginNotFound", lockstitch.ErrPluginNotFound},
 	{CodeAborted, "Aborted", lockstitch.ErrAborted},
+	{CodeDiverged, "Diverged", lockstitch.ErrDiverged},
+	{CodeCursorLapsed, "CursorLapsed", lockstitch.ErrCursorLapsed},
 }
 
 // sentinel returns the sentinel error of c, or nil for an unknown code.
@@ -121,7 +125,10 @@ func errorFor(err error) errorMsg {
 	m := errorMsg{Code: CodeInternal, Message: truncateUTF8(err.Error(), maxErrorMessage)}
 	var nl *lockstitch.NotLeaderError
 	var tr *lockstitch.TruncatedError
+	var dv *lockstitch.DivergedError
 	switch {
+	case errors.As(err, &dv):
+		m.Code, m.Detail, m.Epoch = CodeDiverged, uint64(dv.Committed), uint64(dv.Epoch)
 	case errors.As(err, &nl):
 		m.Code, m.LeaderAddr = CodeNotLeader, truncateUTF8(nl.LeaderAddr, maxAddr)
 	case errors.As(err, &tr):
@@ -150,14 +157,17 @@ func errorFor(err error) errorMsg {
 }
 
 // errorOf turns a received Error frame into the error a caller sees: a
-// *lockstitch.NotLeaderError, a *lockstitch.TruncatedError, or the code's
-// sentinel wrapped with the server's message.
+// *lockstitch.NotLeaderError, a *lockstitch.TruncatedError, a
+// *lockstitch.DivergedError (without its marker and partition, which the
+// caller knows), or the code's sentinel wrapped with the server's message.
 func errorOf(m *errorMsg) error {
 	switch m.Code {
 	case CodeNotLeader:
 		return &lockstitch.NotLeaderError{LeaderAddr: m.LeaderAddr}
 	case CodeTruncated:
 		return &lockstitch.TruncatedError{First: wal.LSN(m.Detail)}
+	case CodeDiverged:
+		return &lockstitch.DivergedError{Committed: wal.LSN(m.Detail), Epoch: lockstitch.Epoch(m.Epoch)}
 	}
 	s := m.Code.sentinel()
 	if s == nil {

@@ -54,6 +54,11 @@ func (m *memLog) Admin(context.Context, *transport.AdminRequest, *transport.Admi
 	return lockstitch.ErrInvalidArgument
 }
 
+// Cursor refuses: this node keeps no durable cursors.
+func (m *memLog) Cursor(context.Context, *transport.CursorRequest, *transport.CursorResult) error {
+	return lockstitch.ErrInvalidArgument
+}
+
 func (m *memLog) Status(ctx context.Context, req *transport.StatusRequest) (*transport.NodeStatus, error) {
 	return &transport.NodeStatus{NodeID: 1}, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sort"
 	"sync"
 	"testing"
 	"time"
@@ -33,6 +34,7 @@ type fakePart struct {
 	epoch   uint64
 	results map[[2]uint64]AppendResult // by (producer, sequence)
 	changed chan struct{}              // closed and replaced on every append
+	cursors map[string]Cursor
 }
 
 func newFakeHandler() *fakeHandler {
@@ -217,6 +219,43 @@ func (f *fakeHandler) Admin(ctx context.Context, req *AdminRequest, res *AdminRe
 	return nil
 }
 
+// Cursor keeps cursors per partition; an ack below the cursor keeps it,
+// an ack of a cursor named "lapsed" fails with ErrCursorLapsed.
+func (f *fakeHandler) Cursor(ctx context.Context, req *CursorRequest, res *CursorResult) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if addr, ok := f.notLeader[req.Partition]; ok && req.Op != CursorList {
+		return &lockstitch.NotLeaderError{LeaderAddr: addr}
+	}
+	fp := f.partLocked(req.Partition)
+	if fp.cursors == nil {
+		fp.cursors = map[string]Cursor{}
+	}
+	switch req.Op {
+	case CursorAck:
+		if req.Name == "lapsed" {
+			return fmt.Errorf("cursor %q: %w", req.Name, lockstitch.ErrCursorLapsed)
+		}
+		c := fp.cursors[req.Name]
+		fp.cursors[req.Name] = Cursor{Name: req.Name, LSN: max(c.LSN, req.LSN)}
+	case CursorReset:
+		fp.cursors[req.Name] = Cursor{Name: req.Name, LSN: req.LSN}
+	case CursorDelete:
+		if _, ok := fp.cursors[req.Name]; !ok {
+			return fmt.Errorf("%w: no cursor %q", lockstitch.ErrInvalidArgument, req.Name)
+		}
+		delete(fp.cursors, req.Name)
+	case CursorList:
+		for _, c := range fp.cursors {
+			res.Cursors = append(res.Cursors, c)
+		}
+		sort.Slice(res.Cursors, func(i, j int) bool { return res.Cursors[i].Name < res.Cursors[j].Name })
+	default:
+		return fmt.Errorf("%w: cursor op %d", lockstitch.ErrInvalidArgument, req.Op)
+	}
+	return nil
+}
+
 func (f *fakeHandler) Status(ctx context.Context, req *StatusRequest) (*NodeStatus, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -350,6 +389,10 @@ func (nopHandler) Query(ctx context.Context, req *QueryRequest, res *QueryResult
 
 func (nopHandler) Admin(ctx context.Context, req *AdminRequest, res *AdminResult) error {
 	return lockstitch.ErrInvalidArgument
+}
+
+func (nopHandler) Cursor(ctx context.Context, req *CursorRequest, res *CursorResult) error {
+	return nil
 }
 
 func (nopHandler) Status(ctx context.Context, req *StatusRequest) (*NodeStatus, error) {

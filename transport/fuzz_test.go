@@ -151,6 +151,27 @@ func FuzzDecodeSubscribe(f *testing.F) {
 	fuzzRoundTrip(f, decodeSubscribe, func(m *SubscribeRequest) []byte { return appendSubscribe(nil, 1, m) })
 }
 
+// FuzzDecodeSnapshot also verifies the chunks that decode: verify must
+// not panic, and a chunk whose CRC matches survives the round trip.
+func FuzzDecodeSnapshot(f *testing.F) {
+	decode := func(b []byte, m *snapshotMsg) error {
+		err := decodeSnapshot(b, m)
+		if err == nil {
+			m.verify()
+		}
+		return err
+	}
+	fuzzRoundTrip(f, decode, func(m *snapshotMsg) []byte { return appendSnapshot(nil, 1, m) })
+}
+
+func FuzzDecodeCursor(f *testing.F) {
+	fuzzRoundTrip(f, decodeCursorReq, func(m *CursorRequest) []byte { return appendCursorReq(nil, 1, m) })
+}
+
+func FuzzDecodeCursorResult(f *testing.F) {
+	fuzzRoundTrip(f, decodeCursorResult, func(m *CursorResult) []byte { return appendCursorResult(nil, 1, m) })
+}
+
 func FuzzDecodeCredit(f *testing.F) {
 	fuzzRoundTrip(f, decodeCredit, func(m *creditMsg) []byte { return appendCredit(nil, 1, *m) })
 }

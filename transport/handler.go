@@ -28,6 +28,8 @@ import (
 //	Timeout            ErrTimeout or context.DeadlineExceeded
 //	Canceled           ErrCanceled or context.Canceled
 //	StaleSequence      ErrStaleSequence: a producer sequence too old to tell
+//	Diverged           *DivergedError{Committed, Epoch}: a marker ahead of the committed stream
+//	CursorLapsed       ErrCursorLapsed: a durable cursor fell too far behind
 //
 // Buffers: every slice in a request aliases a buffer the server reuses
 // once the method returns (for Append and AppendBatch: once Append or
@@ -93,6 +95,14 @@ type Handler interface {
 	// Admin returns. Admin runs on its own goroutine and is not on a hot
 	// path.
 	Admin(ctx context.Context, req *AdminRequest, res *AdminResult) error
+
+	// Cursor changes a partition's durable cursor (CursorAck,
+	// CursorReset, CursorDelete: on the leader, a *NotLeaderError
+	// elsewhere) or lists its cursors into res (CursorList, from this
+	// replica). It fails with lockstitch.ErrCursorLapsed for an ack of a
+	// lapsed cursor and lockstitch.ErrInvalidArgument for an unknown op,
+	// a bad name or a missing cursor. Cursor runs on its own goroutine.
+	Cursor(ctx context.Context, req *CursorRequest, res *CursorResult) error
 
 	// Status describes the node, or one partition of it when
 	// req.OnePartition is set (failing with ErrPartitionNotFound when the

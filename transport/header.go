@@ -43,6 +43,7 @@ const (
 	TypeQuery       FrameType = 0x09
 	TypeStatus      FrameType = 0x0A
 	TypeAdmin       FrameType = 0x0B
+	TypeCursor      FrameType = 0x0C
 
 	TypeWelcome           FrameType = 0x81
 	TypePong              FrameType = 0x82
@@ -51,9 +52,11 @@ const (
 	TypeReadResult        FrameType = 0x85
 	TypeData              FrameType = 0x86
 	TypeEnd               FrameType = 0x87
+	TypeSnapshot          FrameType = 0x88
 	TypeQueryResult       FrameType = 0x89
 	TypeStatusResult      FrameType = 0x8A
 	TypeAdminResult       FrameType = 0x8B
+	TypeCursorResult      FrameType = 0x8C
 	TypeError             FrameType = 0xFF
 )
 
@@ -82,6 +85,10 @@ func (t FrameType) String() string {
 		return "Status"
 	case TypeAdmin:
 		return "Admin"
+	case TypeCursor:
+		return "Cursor"
+	case TypeCursorResult:
+		return "CursorResult"
 	case TypeWelcome:
 		return "Welcome"
 	case TypePong:
@@ -96,6 +103,8 @@ func (t FrameType) String() string {
 		return "Data"
 	case TypeEnd:
 		return "End"
+	case TypeSnapshot:
+		return "Snapshot"
 	case TypeQueryResult:
 		return "QueryResult"
 	case TypeStatusResult:

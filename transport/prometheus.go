@@ -41,10 +41,10 @@ func NewPrometheusMetrics(reg prometheus.Registerer) *PrometheusMetrics {
 		Help: "Error frames sent to clients, by code."}, []string{"code"})
 	reg.MustRegister(open, accepted, recvB, sentB, recv, sent, errs)
 	m := &PrometheusMetrics{open: open, accepted: accepted, recvB: recvB, sentB: sentB, errOther: errs.WithLabelValues("other")}
-	for _, t := range []FrameType{TypeHello, TypePing, TypeAppend, TypeAppendBatch, TypeRead, TypeSubscribe, TypeCredit, TypeCancel, TypeQuery, TypeStatus, TypeAdmin} {
+	for _, t := range []FrameType{TypeHello, TypePing, TypeAppend, TypeAppendBatch, TypeRead, TypeSubscribe, TypeCredit, TypeCancel, TypeQuery, TypeStatus, TypeAdmin, TypeCursor} {
 		m.recv[t] = recv.WithLabelValues(t.String())
 	}
-	for _, t := range []FrameType{TypeWelcome, TypePong, TypeAppendResult, TypeAppendBatchResult, TypeReadResult, TypeData, TypeEnd, TypeQueryResult, TypeStatusResult, TypeAdminResult, TypeError} {
+	for _, t := range []FrameType{TypeWelcome, TypePong, TypeAppendResult, TypeAppendBatchResult, TypeReadResult, TypeData, TypeEnd, TypeSnapshot, TypeQueryResult, TypeStatusResult, TypeAdminResult, TypeCursorResult, TypeError} {
 		m.sent[t] = sent.WithLabelValues(t.String())
 	}
 	for c := CodeProtocol; c <= lastCode; c++ {

@@ -99,6 +99,12 @@ func (c *serverConn) dispatch(h *Header, body []byte) error {
 			return err
 		}
 		return c.startAsync(h.ID, func(ctx context.Context, ref callRef) { c.serveAdmin(ctx, ref, id, req) })
+	case TypeCursor:
+		var req CursorRequest
+		if err := decodeCursorReq(body, &req); err != nil {
+			return err
+		}
+		return c.startAsync(h.ID, func(ctx context.Context, ref callRef) { c.serveCursor(ctx, ref, id, &req) })
 	case TypeSubscribe:
 		var req SubscribeRequest
 		if err := decodeSubscribe(body, &req); err != nil {
@@ -194,6 +200,24 @@ func (c *serverConn) serveQuery(ctx context.Context, ref callRef, id uint64, req
 	}
 	bb.B = bb.B[:0]
 	resultPool.Put(bb)
+}
+
+// serveCursor runs the Handler's Cursor and answers.
+func (c *serverConn) serveCursor(ctx context.Context, ref callRef, id uint64, req *CursorRequest) {
+	var res CursorResult
+	err := c.srv.h.Cursor(ctx, req, &res)
+	var frame []byte
+	if err == nil {
+		frame = appendCursorResult(nil, id, &res)
+		if len(frame)-HeaderSize > c.maxOut {
+			err = fmt.Errorf("%w: cursor answer of %d bytes exceeds the client's frame limit", lockstitch.ErrTooLarge, len(frame)-HeaderSize)
+		}
+	}
+	if err != nil {
+		ref.fail(err, "Cursor")
+		return
+	}
+	ref.send(TypeCursorResult, frame)
 }
 
 // serveStatus runs the Handler's Status and answers.

@@ -28,6 +28,10 @@ type Stream struct {
 
 	next      wal.LSN // LSN the next record must have
 	epoch     uint64  // epoch of the last record sent
+	marker    wal.LSN // the subscription's Marker
+	snapshot  bool    // the subscriber allows a snapshot
+	snapLSN   wal.LSN // LSN of the snapshot being sent, 0 for none
+	snapEpoch uint64
 	committed wal.LSN
 	buf       *bytebufferpool.ByteBuffer // Data frame under construction
 	ops       int                        // records in buf
@@ -50,6 +54,8 @@ func newStream(c *serverConn, id uint64, req *SubscribeRequest) *Stream {
 		c:         c,
 		id:        id,
 		next:      req.Marker + 1,
+		marker:    req.Marker,
+		snapshot:  req.Snapshot,
 		committed: req.Marker,
 		buf:       streamPool.Get(),
 		max:       c.maxOut - readResultFixed,
@@ -120,6 +126,72 @@ func (s *Stream) Send(rec *wal.Record) error {
 	s.ops++
 	s.next++
 	s.epoch = rec.Epoch
+	return nil
+}
+
+// SendSnapshot sends one chunk of a snapshot of the partition's state
+// at LSN lsn (epoch epoch: the op's at lsn) as a Snapshot frame, before
+// any record: chunk is one whole chunk of package copy's chunked stream
+// format (length, CRC-32C, data), which the subscriber verifies. The
+// terminator chunk (length 0) ends the snapshot; the records that follow
+// start at lsn+1. A chunk takes one op and its length in bytes of the
+// subscriber's credit; SendSnapshot waits for it.
+//
+// SendSnapshot panics unless the subscriber allowed a snapshot
+// (SubscribeRequest.Snapshot), lsn >= Marker, no record was sent yet and
+// every chunk of the snapshot has the same lsn and epoch. It fails with
+// ErrInvalidArgument for a chunk that is not one whole chunk, with
+// ErrTooLarge when the frame exceeds the subscriber's limit, and with
+// ctx's error when the subscription ends.
+func (s *Stream) SendSnapshot(lsn wal.LSN, epoch uint64, chunk []byte) error {
+	switch {
+	case !s.snapshot:
+		panic("transport: Stream.SendSnapshot on a subscription that allows no snapshot, or after its snapshot")
+	case s.next != s.marker+1 || s.ops > 0:
+		panic("transport: Stream.SendSnapshot after records or after the snapshot's end")
+	case lsn < s.marker:
+		panic(fmt.Sprintf("transport: Stream.SendSnapshot at LSN %d, below the marker %d", lsn, s.marker))
+	case s.snapLSN != 0 && (lsn != s.snapLSN || epoch != s.snapEpoch):
+		panic(fmt.Sprintf("transport: Stream.SendSnapshot at LSN %d epoch %d inside a snapshot at %d epoch %d", lsn, epoch, s.snapLSN, s.snapEpoch))
+	}
+	if len(chunk) < 8 || int64(binary.LittleEndian.Uint32(chunk)) != int64(len(chunk)-8) || len(chunk)-8 > MaxSnapshotChunk {
+		return fmt.Errorf("%w: a snapshot chunk of %d bytes is not one whole chunk", lockstitch.ErrInvalidArgument, len(chunk))
+	}
+	if snapshotFixed+len(chunk)-8 > s.c.maxOut {
+		return fmt.Errorf("%w: snapshot chunk of %d bytes exceeds the subscriber's frame limit", lockstitch.ErrTooLarge, len(chunk))
+	}
+	s.snapLSN, s.snapEpoch = lsn, epoch
+	size := len(chunk) - 8
+	for !s.take(size) {
+		select {
+		case <-s.credit:
+		case <-s.ctx.Done():
+			return s.ctx.Err()
+		}
+	}
+	if !s.c.out.waitRoom(s.ctx, nil) {
+		if err := s.ctx.Err(); err != nil {
+			return err
+		}
+		return lockstitch.ErrClosed
+	}
+	m := snapshotMsg{LSN: lsn, Epoch: epoch, CRC: binary.LittleEndian.Uint32(chunk[4:]), Data: chunk[8:]}
+	b, open := s.c.out.lock()
+	if open {
+		start := len(b)
+		b = appendSnapshot(b, s.id, &m)
+		s.c.m.FrameSent(TypeSnapshot, len(b)-start)
+	}
+	s.c.out.unlock(b)
+	if !open {
+		return lockstitch.ErrClosed
+	}
+	if size == 0 {
+		// The snapshot is whole: records follow from the op after it.
+		s.next, s.epoch = lsn+1, epoch
+		s.committed = max(s.committed, lsn)
+		s.snapshot = false
+	}
 	return nil
 }
 

@@ -128,7 +128,7 @@ func (c *serveCluster) dial(ctx context.Context, nodes ...int) *transport.Client
 	var addrs []string
 	for _, i := range nodes {
 		addrs = append(addrs, c.addr(0, i))
-		deadline := time.Now().Add(30 * time.Second)
+		deadline := time.Now().Add(60 * time.Second)
 		for {
 			cl, err := transport.Dial(ctx, transport.DefaultClientConfig(), c.addr(0, i))
 			if err == nil {

@@ -27,6 +27,8 @@ commands:
   member add|remove       change a partition's replicas
   leader transfer         move a partition's leadership
   cluster status          show every node: reachable or not, replicas hosted and leading
+  cursor ack|reset|delete|list
+                          a partition's durable cursors (consumer markers that hold log retention)
   version                 print the version
 
 Run lockstitch <command> -h for its flags.
@@ -59,6 +61,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdLeader(rest, stdout, stderr)
 	case "cluster":
 		return cmdCluster(rest, stdout, stderr)
+	case "cursor":
+		return cmdCursor(rest, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, version())
 		return 0

@@ -140,6 +140,21 @@ func TestDevClusterEndToEnd(t *testing.T) {
 	if code, out, errOut := cli(t, "status", "--json"); code != 0 || !json.Valid([]byte(out)) {
 		t.Fatalf("status --json: %d %q %q", code, out, errOut)
 	}
+	if code, out, errOut := cli(t, "cursor", "ack", "--partition", "1", "--name", "indexer", "--lsn", "500"); code != 0 || !strings.Contains(out, `"indexer" of partition 1 at LSN 500`) {
+		t.Fatalf("cursor ack: %d %q %q", code, out, errOut)
+	}
+	if code, out, errOut := cli(t, "cursor", "list", "--partition", "1"); code != 0 || !strings.Contains(out, "indexer  500  holds retention") {
+		t.Fatalf("cursor list: %d %q %q", code, out, errOut)
+	}
+	if code, out, errOut := cli(t, "cursor", "delete", "--partition", "1", "--name", "indexer", "--json"); code != 0 || !strings.Contains(out, `"op":"delete"`) {
+		t.Fatalf("cursor delete: %d %q %q", code, out, errOut)
+	}
+	if code, out, errOut := cli(t, "cursor", "list", "--partition", "1", "--json"); code != 0 || strings.TrimSpace(out) != "[]" {
+		t.Fatalf("cursor list --json: %d %q %q", code, out, errOut)
+	}
+	if code, _, _ := cli(t, "cursor", "ack", "--partition", "1"); code != 2 {
+		t.Fatalf("cursor ack without --name: exit %d, want 2", code)
+	}
 	if code, out, errOut := cli(t, "partition", "create", "--id", "7", "--replicas", "3"); code != 0 || !strings.Contains(out, "partition 7 created") {
 		t.Fatalf("partition create: %d %q %q", code, out, errOut)
 	}

@@ -62,6 +62,7 @@ type serveSettings struct {
 	SegmentBytes       int64         `name:"segment-bytes" help:"size of each partition's log segments"`
 	RetainBytes        int64         `name:"retain-bytes" help:"log bytes kept per partition (0: no limit)"`
 	RetainAge          time.Duration `name:"retain-age" help:"log age kept per partition (0: no limit)"`
+	CursorRetainOps    int64         `name:"cursor-retain-ops" help:"how many ops behind a durable cursor may lag and still hold log retention; beyond it the cursor lapses"`
 	CopyBytesPerSecond int64         `name:"copy-bytes-per-second" help:"rate limit of the copies this node sends to replicas that fell behind, all together (0: no limit)"`
 	CheckpointInterval time.Duration `name:"checkpoint-interval" help:"how often a busy partition makes its state durable"`
 	ProgressInterval   time.Duration `name:"progress-interval" help:"how often replicas report their progress (lag)"`
@@ -92,7 +93,7 @@ func defaultServeSettings() serveSettings {
 		BatchLinger: rc.BatchLinger, BatchGap: rc.BatchGap, MaxInflightBatches: rc.MaxInflightBatches,
 		MaxPendingOps: rc.MaxPendingOps, MaxPendingBytes: rc.MaxPendingBytes, ProposalTimeout: rc.ProposalTimeout,
 		SegmentBytes: rc.SegmentBytes, RetainBytes: rc.RetainBytes, RetainAge: rc.RetainAge, CopyBytesPerSecond: rc.CopyBytesPerSecond,
-		CheckpointInterval: rc.CheckpointInterval, ProgressInterval: rc.ProgressInterval,
+		CursorRetainOps: rc.CursorRetainOps, CheckpointInterval: rc.CheckpointInterval, ProgressInterval: rc.ProgressInterval,
 		MaxFrameBytes: tc.MaxFrameBytes, MaxInFlight: tc.MaxInFlight, MaxConns: tc.MaxConns,
 		HandshakeTimeout: tc.HandshakeTimeout, IdleTimeout: tc.IdleTimeout, WriteTimeout: tc.WriteTimeout,
 	}
@@ -113,7 +114,7 @@ func (s serveSettings) nodeConfig(logger *slog.Logger) (server.Config, error) {
 	rc.BatchLinger, rc.BatchGap, rc.MaxInflightBatches = s.BatchLinger, s.BatchGap, s.MaxInflightBatches
 	rc.MaxPendingOps, rc.MaxPendingBytes, rc.ProposalTimeout = s.MaxPendingOps, s.MaxPendingBytes, s.ProposalTimeout
 	rc.SegmentBytes, rc.RetainBytes, rc.RetainAge = s.SegmentBytes, s.RetainBytes, s.RetainAge
-	rc.CopyBytesPerSecond = s.CopyBytesPerSecond
+	rc.CopyBytesPerSecond, rc.CursorRetainOps = s.CopyBytesPerSecond, s.CursorRetainOps
 	rc.CheckpointInterval, rc.ProgressInterval = s.CheckpointInterval, s.ProgressInterval
 	tc := transport.DefaultServerConfig()
 	tc.MaxFrameBytes, tc.MaxInFlight, tc.MaxConns = s.MaxFrameBytes, s.MaxInFlight, s.MaxConns
