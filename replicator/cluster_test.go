@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,7 +31,11 @@ type cluster struct {
 	t     testing.TB
 	mu    sync.Mutex // guards each node's r: tests stop nodes under load
 	nodes []*node
+	seq   atomic.Uint64 // the last sequence appendRetry gave clusterProducer
 }
+
+// clusterProducer is the producer id appendRetry gives ops without one.
+const clusterProducer lockstitch.ProducerID = 0x7e57
 
 // get returns node i's Replicator, nil while it is stopped.
 func (c *cluster) get(i int) *replicator.Replicator {
@@ -243,8 +248,13 @@ func (c *cluster) leader(id lockstitch.PartitionID) int {
 }
 
 // appendRetry appends op through whichever node leads, retrying what is
-// safe to retry, the way a client with a producer id does.
+// retryable, the way a client with a producer id does: an op without one
+// gets the cluster's producer and its next sequence, so that a retry of
+// an append whose outcome was unknown (ErrAborted) is not applied twice.
 func (c *cluster) appendRetry(ctx context.Context, id lockstitch.PartitionID, op replicator.AppendOp) (replicator.AppendResult, error) {
+	if op.Producer == 0 {
+		op.Producer, op.Seq = clusterProducer, c.seq.Add(1)
+	}
 	for {
 		for i := range c.nodes {
 			r := c.get(i)

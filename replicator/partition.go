@@ -165,12 +165,7 @@ func (p *Partition) Ready() bool {
 // (lockstitch.ErrClosed).
 func (p *Partition) WaitReady(ctx context.Context) error {
 	for {
-		p.readyMu.Lock()
-		if p.readyC == nil {
-			p.readyC = make(chan struct{})
-		}
-		ch := p.readyC
-		p.readyMu.Unlock()
+		ch := p.changes()
 		if p.Ready() {
 			return nil
 		}
@@ -189,6 +184,29 @@ func (p *Partition) WaitReady(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// changes returns a channel that changed closes: a caller takes it, then
+// looks at the replica's state, then waits on it.
+func (p *partition) changes() <-chan struct{} {
+	p.readyMu.Lock()
+	defer p.readyMu.Unlock()
+	if p.readyC == nil {
+		p.readyC = make(chan struct{})
+	}
+	return p.readyC
+}
+
+// lostLeader reports, with an ErrUnavailable error, a voting follower that
+// knows no leader: it has missed its leader for an election timeout and
+// campaigns (Raft's pre-vote clears the leader), so it is cut off or its
+// partition has no quorum. Its log stops growing; what it serves may
+// still be read, but a follower of the stream is better served elsewhere.
+func (p *partition) lostLeader() error {
+	if p.leader.Load() != 0 || p.meta.Kind == lockstitch.Witness || p.role() == lockstitch.RoleNonVoting {
+		return nil
+	}
+	return fmt.Errorf("%w: partition %d: replica %d has lost touch with its leader", lockstitch.ErrUnavailable, p.id, p.replica)
 }
 
 // changed wakes the callers of WaitReady to look again.

@@ -56,3 +56,38 @@ func TestAppendsEndWhenLeadershipIsLost(t *testing.T) {
 		t.Fatal("no append was in flight when the leader stepped down: the test did not exercise it")
 	}
 }
+
+// TestSubscriptionLeavesACutOffFollower: a subscription waiting on a
+// follower ends with ErrUnavailable once the follower loses touch with
+// its leader (both other nodes stopped), instead of waiting for ops that
+// cannot come; its position is where a consumer resumes elsewhere.
+func TestSubscriptionLeavesACutOffFollower(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 3, nil)
+	c.create(1)
+	appendN(t, c, 1, 0, 10)
+	l := c.leader(1)
+	f := (l + 1) % 3
+	follower := c.partition(f, 1)
+	waitApplied(t, follower, 10)
+	sub, err := follower.Subscribe(11)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- sub.Wait(ctx) }()
+	for i := range c.nodes {
+		if i != f {
+			c.stop(i)
+		}
+	}
+	if err := <-errc; !errors.Is(err, lockstitch.ErrUnavailable) {
+		t.Fatalf("Wait on a follower cut off from its leader: %v, want ErrUnavailable", err)
+	}
+	if sub.Position() != 11 {
+		t.Fatalf("position %d, want 11", sub.Position())
+	}
+}

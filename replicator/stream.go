@@ -113,10 +113,38 @@ func (s *Subscription) TryNext(r *Record) (bool, error) {
 // Wait waits until the op Next delivers next has committed on this
 // replica, or ctx ends (its error is returned), or the replica stops
 // (lockstitch.ErrUnavailable).
+//
+// On a voting follower that has lost touch with its leader (it knows no
+// leader: cut off, or the partition has no quorum), Wait fails with
+// lockstitch.ErrUnavailable, at once or when that happens, rather than
+// wait for ops that cannot come: a consumer follows from another
+// replica, from Position (the Go client does so by itself).
 func (s *Subscription) Wait(ctx context.Context) error {
-	if err := s.l.Wait(ctx, s.next); err != nil {
+	if err := s.p.lostLeader(); err != nil {
+		return err
+	}
+	wctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		for {
+			ch := s.p.changes()
+			if err := s.p.lostLeader(); err != nil {
+				cancel(err)
+				return
+			}
+			select {
+			case <-ch:
+			case <-wctx.Done():
+				return
+			}
+		}
+	}()
+	if err := s.l.Wait(wctx, s.next); err != nil {
 		if ctx.Err() != nil {
 			return err
+		}
+		if cause := context.Cause(wctx); errors.Is(cause, lockstitch.ErrUnavailable) {
+			return cause
 		}
 		return s.p.streamError(s.l, err, s.next)
 	}

@@ -163,6 +163,9 @@ func (s *Subscription) Next(ctx context.Context, rec *wal.Record) error {
 				if s.retry(ctx, err) {
 					continue
 				}
+				if s.isClosed() {
+					return lockstitch.ErrClosed // closed while it waited to retry
+				}
 				return err
 			}
 			continue
@@ -186,6 +189,9 @@ func (s *Subscription) Next(ctx context.Context, rec *wal.Record) error {
 				if ended && s.retry(ctx, err) {
 					continue
 				}
+				if s.isClosed() {
+					return lockstitch.ErrClosed
+				}
 				var dv *lockstitch.DivergedError
 				if errors.As(err, &dv) {
 					dv.Partition, dv.Marker = s.partition, s.marker
@@ -206,6 +212,9 @@ func (s *Subscription) Next(ctx context.Context, rec *wal.Record) error {
 					return lockstitch.ErrClosed
 				}
 				if !s.retry(ctx, m.err) {
+					if s.isClosed() {
+						return lockstitch.ErrClosed // closed while it waited to retry
+					}
 					var dv *lockstitch.DivergedError
 					if errors.As(m.err, &dv) {
 						dv.Partition, dv.Marker = s.partition, s.marker

@@ -5,8 +5,12 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/lockstitch/lockstitch"
+	"github.com/lockstitch/lockstitch/wal"
 )
 
 // TestStallCheck steps the stall policy: a ping after two silent ticks
@@ -96,5 +100,45 @@ func TestStalledServerIsLeft(t *testing.T) {
 		} else if !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("stall check off: append: %v after %v, want the deadline", err, took)
 		}
+	}
+}
+
+// unavailableSubs refuses every subscription with ErrUnavailable.
+type unavailableSubs struct {
+	*fakeHandler
+	calls atomic.Int32
+}
+
+func (h *unavailableSubs) Subscribe(ctx context.Context, req *SubscribeRequest, s *Stream) error {
+	h.calls.Add(1)
+	return lockstitch.ErrUnavailable
+}
+
+// TestSubscriptionClosedWhileRetrying: a Subscription closed while Next
+// waits to retry returns ErrClosed, not the error it was retrying.
+func TestSubscriptionClosedWhileRetrying(t *testing.T) {
+	h := &unavailableSubs{fakeHandler: newFakeHandler()}
+	_, addr := startServer(t, h, testServerConfig())
+	cfg := testClientConfig()
+	cfg.BackoffMin, cfg.BackoffMax = 10*time.Second, 10*time.Second
+	cl := dialTest(t, cfg, addr)
+	ctx := testContext(t)
+	sub, err := cl.Subscribe(ctx, 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- sub.Next(ctx, new(wal.Record)) }()
+	for h.calls.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	sub.Close()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, lockstitch.ErrClosed) {
+			t.Fatalf("Next after Close: %v, want ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Next still waiting 5 s after Close")
 	}
 }
