@@ -163,7 +163,11 @@ func appendMany(ctx context.Context, c *cluster, id lockstitch.PartitionID, from
 			ops = append(ops, replicator.AppendOp{Payload: opPayload(int(id), i), Producer: 77, Seq: uint64(i) + 1})
 		}
 		for {
-			p, err := c.get(c.leader(id)).Partition(id)
+			r := c.get(c.leader(id))
+			if r == nil {
+				continue // stopped since: look again
+			}
+			p, err := r.Partition(id)
 			if err != nil {
 				return err
 			}

@@ -46,6 +46,9 @@ type partition struct {
 	// The leader as last reported by dragonboat's events.
 	leader atomic.Uint64
 	term   atomic.Uint64
+	// leaderLost is set when the replica, having known a leader, knows
+	// none (it campaigns), and cleared when it knows one again.
+	leaderLost atomic.Bool
 
 	roleMu   sync.Mutex // serializes role notifications to the plugin
 	lastRole lockstitch.Role
@@ -198,12 +201,14 @@ func (p *partition) changes() <-chan struct{} {
 }
 
 // lostLeader reports, with an ErrUnavailable error, a voting follower that
-// knows no leader: it has missed its leader for an election timeout and
-// campaigns (Raft's pre-vote clears the leader), so it is cut off or its
-// partition has no quorum. Its log stops growing; what it serves may
-// still be read, but a follower of the stream is better served elsewhere.
+// knew a leader and knows none any more: it has missed its leader for an
+// election timeout and campaigns (Raft's pre-vote clears the leader), so
+// it is cut off or its partition has no quorum. Its log stops growing;
+// what it serves may still be read, but a follower of the stream is
+// better served elsewhere. A replica that has not yet learnt its first
+// leader since it started is not reported.
 func (p *partition) lostLeader() error {
-	if p.leader.Load() != 0 || p.meta.Kind == lockstitch.Witness || p.role() == lockstitch.RoleNonVoting {
+	if !p.leaderLost.Load() || p.leader.Load() != 0 || p.meta.Kind == lockstitch.Witness || p.role() == lockstitch.RoleNonVoting {
 		return nil
 	}
 	return fmt.Errorf("%w: partition %d: replica %d has lost touch with its leader", lockstitch.ErrUnavailable, p.id, p.replica)
@@ -337,6 +342,11 @@ func (p *partition) leaderTerm() (uint64, error) {
 func (p *partition) onLeader(leader, term uint64) {
 	was := p.isLeader()
 	p.term.Store(term)
+	if leader == 0 && p.leader.Load() != 0 {
+		p.leaderLost.Store(true)
+	} else if leader != 0 {
+		p.leaderLost.Store(false)
+	}
 	p.leader.Store(leader)
 	p.changed()
 	if was && leader != uint64(p.replica) {

@@ -114,8 +114,8 @@ func (s *Subscription) TryNext(r *Record) (bool, error) {
 // replica, or ctx ends (its error is returned), or the replica stops
 // (lockstitch.ErrUnavailable).
 //
-// On a voting follower that has lost touch with its leader (it knows no
-// leader: cut off, or the partition has no quorum), Wait fails with
+// On a voting follower that has lost touch with its leader (it knew one
+// and knows none: cut off, or the partition has no quorum), Wait fails with
 // lockstitch.ErrUnavailable, at once or when that happens, rather than
 // wait for ops that cannot come: a consumer follows from another
 // replica, from Position (the Go client does so by itself).
