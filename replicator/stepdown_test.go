@@ -58,7 +58,7 @@ func TestAppendsEndWhenLeadershipIsLost(t *testing.T) {
 }
 
 // TestSubscriptionLeavesACutOffFollower: a subscription waiting on a
-// follower ends with ErrUnavailable once the follower loses touch with
+// follower with WaitInTouch ends with ErrUnavailable once the follower loses touch with
 // its leader (both other nodes stopped), instead of waiting for ops that
 // cannot come; its position is where a consumer resumes elsewhere.
 func TestSubscriptionLeavesACutOffFollower(t *testing.T) {
@@ -78,7 +78,7 @@ func TestSubscriptionLeavesACutOffFollower(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	errc := make(chan error, 1)
-	go func() { errc <- sub.Wait(ctx) }()
+	go func() { errc <- sub.WaitInTouch(ctx) }()
 	for i := range c.nodes {
 		if i != f {
 			c.stop(i)

@@ -113,13 +113,18 @@ func (s *Subscription) TryNext(r *Record) (bool, error) {
 // Wait waits until the op Next delivers next has committed on this
 // replica, or ctx ends (its error is returned), or the replica stops
 // (lockstitch.ErrUnavailable).
-//
-// On a voting follower that has lost touch with its leader (it knew one
-// and knows none: cut off, or the partition has no quorum), Wait fails with
-// lockstitch.ErrUnavailable, at once or when that happens, rather than
-// wait for ops that cannot come: a consumer follows from another
-// replica, from Position (the Go client does so by itself).
 func (s *Subscription) Wait(ctx context.Context) error {
+	return s.wait(ctx, ctx)
+}
+
+// WaitInTouch is Wait, except on a voting follower that has lost touch
+// with its leader (it knew one and knows none: it is cut off, or the
+// partition has no quorum): then it fails with lockstitch.ErrUnavailable,
+// at once or when that happens, rather than wait for ops that may not
+// come for long. A server whose consumer can follow from another replica
+// uses it (Lockstitch's server does: the Go client then subscribes again
+// elsewhere, from Position); an election in progress ends it too.
+func (s *Subscription) WaitInTouch(ctx context.Context) error {
 	if err := s.p.lostLeader(); err != nil {
 		return err
 	}
@@ -139,11 +144,17 @@ func (s *Subscription) Wait(ctx context.Context) error {
 			}
 		}
 	}()
+	return s.wait(ctx, wctx)
+}
+
+// wait waits on the log under wctx, a context derived from ctx whose
+// cause, when it is an ErrUnavailable, is the error returned.
+func (s *Subscription) wait(ctx, wctx context.Context) error {
 	if err := s.l.Wait(wctx, s.next); err != nil {
 		if ctx.Err() != nil {
 			return err
 		}
-		if cause := context.Cause(wctx); errors.Is(cause, lockstitch.ErrUnavailable) {
+		if cause := context.Cause(wctx); wctx != ctx && errors.Is(cause, lockstitch.ErrUnavailable) {
 			return cause
 		}
 		return s.p.streamError(s.l, err, s.next)

@@ -242,7 +242,9 @@ func (h *handler) Subscribe(ctx context.Context, req *transport.SubscribeRequest
 		if err := st.Flush(); err != nil {
 			return err
 		}
-		if err := sub.Wait(ctx); err != nil {
+		// A replica cut off from its leader ends the subscription: the
+		// client follows from another one.
+		if err := sub.WaitInTouch(ctx); err != nil {
 			return err
 		}
 	}
