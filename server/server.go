@@ -65,6 +65,10 @@ type Config struct {
 	// replicas from their peers by itself (see repair.go); without it,
 	// they wait for an AdminRepairReplica (lockstitch partition repair).
 	Repair RepairPolicy
+	// PeerProbeInterval is how often the node pings each peer, for
+	// lockstitch_peer_up and lockstitch_peer_last_contact_seconds (see
+	// peers.go); 0 turns the probes off.
+	PeerProbeInterval time.Duration
 
 	Replicator replicator.Config
 	Transport  transport.ServerConfig
@@ -75,7 +79,7 @@ type Config struct {
 // DefaultConfig returns a Config with the defaults of every part; the
 // caller sets ID, DataDir and the addresses.
 func DefaultConfig() Config {
-	return Config{Replicator: replicator.DefaultConfig(), Transport: transport.DefaultServerConfig(), AdminTimeout: time.Minute, Repair: DefaultRepairPolicy()}
+	return Config{Replicator: replicator.DefaultConfig(), Transport: transport.DefaultServerConfig(), AdminTimeout: time.Minute, Repair: DefaultRepairPolicy(), PeerProbeInterval: 2 * time.Second}
 }
 
 // Validate reports what is wrong with c; it does not change c.
@@ -125,6 +129,9 @@ func (c Config) Validate() error {
 	}
 	if c.AdminTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("admin timeout %v must be positive", c.AdminTimeout))
+	}
+	if c.PeerProbeInterval < 0 {
+		errs = append(errs, fmt.Errorf("peer probe interval %v is negative", c.PeerProbeInterval))
 	}
 	if err := c.Repair.validate(); err != nil {
 		errs = append(errs, err)
@@ -186,6 +193,8 @@ type Node struct {
 	// automatic repair has stopped.
 	quit      chan struct{}
 	repairing chan struct{}
+	peers     *peerHealth
+	probing   chan struct{} // closed when the peer probes have stopped
 
 	closeOnce sync.Once
 	closeErr  error
@@ -204,7 +213,7 @@ func Start(cfg Config) (*Node, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	n := &Node{cfg: cfg, log: logger.With("node", uint64(cfg.ID)), reg: metrics.NewRegistry(), serveErr: make(chan error, 4), quit: make(chan struct{})}
+	n := &Node{cfg: cfg, log: logger.With("node", uint64(cfg.ID)), reg: metrics.NewRegistry(), serveErr: make(chan error, 4), quit: make(chan struct{}), peers: newPeerHealth()}
 	n.cfg.ClientAddr = cfg.clientAddr()
 	if n.cfg.ClientListen == "" {
 		n.cfg.ClientListen = n.cfg.ClientAddr
@@ -257,6 +266,14 @@ func Start(cfg Config) (*Node, error) {
 			if err := n.httpSrv.Serve(n.adminL); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				n.serveErr <- fmt.Errorf("server: admin listener: %w", err)
 			}
+		}()
+	}
+	n.reg.MustRegister(peerCollector{h: n.peers, now: time.Now})
+	if cfg.PeerProbeInterval > 0 && len(cfg.Peers) > 1 {
+		n.probing = make(chan struct{})
+		go func() {
+			defer close(n.probing)
+			n.probePeers(cfg.PeerProbeInterval, n.quit)
 		}()
 	}
 	quarantined := r.Quarantined()
@@ -366,6 +383,9 @@ func (n *Node) Close() error {
 		close(n.quit)
 		if n.repairing != nil {
 			<-n.repairing
+		}
+		if n.probing != nil {
+			<-n.probing
 		}
 		var errs []error
 		if n.srv != nil {

@@ -68,6 +68,7 @@ type serveSettings struct {
 	ProgressInterval   time.Duration `name:"progress-interval" help:"how often replicas report their progress (lag)"`
 	AutoRepair         bool          `name:"auto-repair" help:"rebuild replicas quarantined at start (their state failed to open) from their peers without waiting for lockstitch partition repair"`
 	RepairDelay        time.Duration `name:"repair-delay" help:"wait before the first automatic repair; doubled after each failure, up to 5 minutes"`
+	PeerProbeInterval  time.Duration `name:"peer-probe-interval" help:"how often this node pings each peer, for lockstitch_peer_up and lockstitch_peer_last_contact_seconds (0: never)"`
 
 	MaxFrameBytes    int           `name:"max-frame-bytes" help:"largest client frame accepted"`
 	MaxInFlight      int           `name:"max-in-flight" help:"requests in flight per client connection"`
@@ -82,7 +83,7 @@ func defaultServeSettings() serveSettings {
 	tc := transport.DefaultServerConfig()
 	rp := server.DefaultRepairPolicy()
 	return serveSettings{
-		AutoRepair: rp.Auto, RepairDelay: rp.First,
+		AutoRepair: rp.Auto, RepairDelay: rp.First, PeerProbeInterval: server.DefaultConfig().PeerProbeInterval,
 		ID: 1, DataDir: "lockstitch-data",
 		RaftAddr: "127.0.0.1:7410", ClientAddr: "127.0.0.1:7400", AdminAddr: "127.0.0.1:7420",
 		LogLevel: "info", LogFormat: "text", ShutdownTimeout: 10 * time.Second,
@@ -124,6 +125,7 @@ func (s serveSettings) nodeConfig(logger *slog.Logger) (server.Config, error) {
 	cfg.ClientAddr, cfg.ClientListen, cfg.UnixSocket, cfg.AdminAddr = s.ClientAddr, s.ClientListen, s.UnixSocket, s.AdminAddr
 	cfg.Peers, cfg.Replicator, cfg.Transport, cfg.Logger = peers, rc, tc, logger
 	cfg.Repair.Auto, cfg.Repair.First = s.AutoRepair, s.RepairDelay
+	cfg.PeerProbeInterval = s.PeerProbeInterval
 	cfg.Repair.Max = max(cfg.Repair.Max, s.RepairDelay)
 	// Check every layer now (the node's Validate checks the replicator's
 	// and the transport's), so that a bad setting is one clear error
