@@ -99,6 +99,24 @@ func startServeCluster(t *testing.T, n int, extra ...string) *serveCluster {
 	return c
 }
 
+// serveTest starts a test of n serve processes with extra flags: it is
+// skipped under -short and runs in parallel. It returns the cluster, a
+// context that ends after timeout, and a client of every node; the test's
+// end cancels and closes them.
+func serveTest(t *testing.T, n int, timeout time.Duration, extra ...string) (*serveCluster, context.Context, *transport.Client) {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("starts %d processes", n)
+	}
+	t.Parallel()
+	c := startServeCluster(t, n, extra...)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	cl := c.dial(ctx)
+	t.Cleanup(func() { cl.Close() })
+	return c, ctx, cl
+}
+
 // addr returns node i's address for off: 0 for clients, 10 for Raft, 20
 // for the admin HTTP listener (free ports on 127.0.0.1 when the cluster
 // started).
@@ -219,6 +237,32 @@ func (c *serveCluster) readStream(ctx context.Context, i int, id lockstitch.Part
 	}
 }
 
+// followerBehind creates partition 1 with replica i on node i, appends
+// 100 ops, kills a follower's process (SIGKILL) and appends ops up to
+// 4000 (about 8 MiB) without it. It returns the follower's node and the
+// leader's.
+func (c *serveCluster) followerBehind(ctx context.Context, cl *transport.Client) (follower, leader int) {
+	c.t.Helper()
+	t := c.t
+	if _, err := cl.CreatePartition(ctx, transport.PartitionSpec{ID: 1, Nodes: []lockstitch.NodeID{1, 2, 3}}); err != nil {
+		t.Fatalf("%v\n%s", err, c.nodes[0].log)
+	}
+	appendRange(ctx, t, cl, 1, bulkPayload, 0, 100)
+	st, err := cl.PartitionStatus(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range st.Replicas {
+		if r.Replica != st.Leader {
+			follower = int(r.Replica)
+			break
+		}
+	}
+	c.nodes[follower-1].kill()
+	appendRange(ctx, t, cl, 1, bulkPayload, 100, 4000)
+	return follower, int(st.Leader)
+}
+
 // bulkPayload is op i of a test stream: its number, then 2000 bytes.
 func bulkPayload(i int) []byte {
 	return append([]byte(fmt.Sprintf("op %d ", i)), bytes.Repeat([]byte{byte(i)}, 2000)...)
@@ -230,33 +274,8 @@ func bulkPayload(i int) []byte {
 // checks that every node then serves every LSN from 1, byte for byte the
 // same: the copy carried the retained operation log.
 func TestCopyKeepsHistory(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts three processes")
-	}
-	t.Parallel()
-	c := startServeCluster(t, 3, "--snapshot-bytes", fmt.Sprint(1<<20))
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cl := c.dial(ctx)
-	defer cl.Close()
-	// Partition 1 on nodes 1, 2 and 3; node 1's replica leads first.
-	if _, err := cl.CreatePartition(ctx, transport.PartitionSpec{ID: 1}); err != nil {
-		t.Fatalf("%v\n%s", err, c.nodes[0].log)
-	}
-	appendRange(ctx, t, cl, 1, bulkPayload, 0, 100)
-	st, err := cl.PartitionStatus(ctx, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	follower := 0
-	for _, r := range st.Replicas {
-		if r.Replica != st.Leader {
-			follower = int(r.Replica) // replica i is on node i
-			break
-		}
-	}
-	c.nodes[follower-1].kill()
-	appendRange(ctx, t, cl, 1, bulkPayload, 100, 4000) // about 8 MiB, past several 1 MiB snapshots
+	c, ctx, cl := serveTest(t, 3, 3*time.Minute, "--snapshot-bytes", fmt.Sprint(1<<20))
+	follower, _ := c.followerBehind(ctx, cl) // 8 MiB behind: past several 1 MiB snapshots
 	c.nodes[follower-1] = startServe(t, c.args(follower))
 
 	// Every node serves LSNs 1..4000, the same bytes.
@@ -298,33 +317,8 @@ func metricValue(t *testing.T, adminAddr, series string) float64 {
 // catches up with another copy and every node serves every LSN from 1,
 // byte for byte: no gap, no duplicate, nothing half restored.
 func TestCopyReceiverKilled(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts three processes")
-	}
-	t.Parallel()
-	c := startServeCluster(t, 3, "--snapshot-bytes", fmt.Sprint(1<<20), "--copy-bytes-per-second", fmt.Sprint(2<<20))
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cl := c.dial(ctx)
-	defer cl.Close()
-	if _, err := cl.CreatePartition(ctx, transport.PartitionSpec{ID: 1, Nodes: []lockstitch.NodeID{1, 2, 3}}); err != nil {
-		t.Fatalf("%v\n%s", err, c.nodes[0].log)
-	}
-	appendRange(ctx, t, cl, 1, bulkPayload, 0, 100)
-	st, err := cl.PartitionStatus(ctx, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	follower := 0
-	for _, r := range st.Replicas {
-		if r.Replica != st.Leader {
-			follower = int(r.Replica) // replica i is on node i
-			break
-		}
-	}
-	c.nodes[follower-1].kill()
-	appendRange(ctx, t, cl, 1, bulkPayload, 100, 4000) // about 8 MiB: a copy of 4 s at 2 MiB/s
-	leader := int(st.Leader)
+	c, ctx, cl := serveTest(t, 3, 3*time.Minute, "--snapshot-bytes", fmt.Sprint(1<<20), "--copy-bytes-per-second", fmt.Sprint(2<<20))
+	follower, leader := c.followerBehind(ctx, cl) // 8 MiB behind: a copy of 4 s at 2 MiB/s
 	const sentErrors = `lockstitch_copies_total{direction="sent",result="error"}`
 	before := max(metricValue(t, c.addr(20, leader), sentErrors), 0)
 	c.nodes[follower-1] = startServe(t, c.args(follower))

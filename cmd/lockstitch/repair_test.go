@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -63,15 +62,7 @@ func roleOn(parts []transport.PartitionInfo, id lockstitch.PartitionID, node loc
 // automatic repair on. Every node then serves every LSN of every
 // partition from 1, byte for byte the same.
 func TestRepairQuarantined(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts three processes")
-	}
-	t.Parallel()
-	c := startServeCluster(t, 3)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cl := c.dial(ctx)
-	defer cl.Close()
+	c, ctx, cl := serveTest(t, 3, 3*time.Minute)
 	const n = 300
 	for id := lockstitch.PartitionID(1); id <= 3; id++ {
 		if _, err := cl.CreatePartition(ctx, transport.PartitionSpec{ID: id}); err != nil {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -22,15 +21,7 @@ import (
 // the command it prints to resume: the stream then holds every input
 // line exactly once.
 func TestAppendResumes(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts four processes")
-	}
-	t.Parallel()
-	c := startServeCluster(t, 3)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cl := c.dial(ctx)
-	defer cl.Close()
+	c, ctx, cl := serveTest(t, 3, 3*time.Minute)
 	if _, err := cl.CreatePartition(ctx, transport.PartitionSpec{ID: 1}); err != nil {
 		t.Fatal(err)
 	}

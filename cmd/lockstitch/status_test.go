@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -17,15 +16,7 @@ import (
 // unreachable and its replica down, and once no reachable node leads the
 // partition, says so and exits 1.
 func TestStatusShowsWhatIsWrong(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts three processes")
-	}
-	t.Parallel()
-	c := startServeCluster(t, 3)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cl := c.dial(ctx)
-	defer cl.Close()
+	c, ctx, cl := serveTest(t, 3, 2*time.Minute)
 	if _, err := cl.CreatePartition(ctx, transport.PartitionSpec{ID: 1, Nodes: []lockstitch.NodeID{1, 2, 3}}); err != nil {
 		t.Fatal(err)
 	}
