@@ -239,3 +239,9 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
+
+// promoteWait bounds the read that checks whether a joining replica has
+// caught up before its promotion: 25 ticks, and at least 250 ms.
+func (c Config) promoteWait() time.Duration {
+	return max(25*c.RTT, 250*time.Millisecond)
+}

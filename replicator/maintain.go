@@ -230,8 +230,15 @@ func (p *partition) tryPromote() bool {
 	if _, ok := m.NonVotings[uint64(p.replica)]; !ok {
 		return false
 	}
-	// Caught up: it has applied everything committed before now.
-	if err := p.readIndex(ctx, nil); err != nil {
+	// Caught up: it has applied everything committed before now. The
+	// read is bounded by promoteWait, not the proposal timeout: a read
+	// that cannot complete yet (a copy still being installed) is asked
+	// again after the backoff, instead of holding the promotion for
+	// seconds after the replica caught up.
+	rctx, rcancel := context.WithTimeout(ctx, p.r.cfg.promoteWait())
+	err = p.readIndex(rctx, nil)
+	rcancel()
+	if err != nil {
 		return false
 	}
 	err = p.r.nh.SyncRequestAddReplica(ctx, uint64(p.id), uint64(p.replica), p.r.cfg.RaftAddress, m.ConfigChangeID)

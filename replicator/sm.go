@@ -456,7 +456,12 @@ func (s *stateMachine) SaveSnapshot(c interface{}, w io.Writer, done <-chan stru
 	defer snap.plugin.Release()
 	cw := &countingWriter{w: w}
 	s.metrics.copyStarted()
-	defer func() { s.metrics.copyEnded("sent", cw.n.Load(), err) }()
+	start := time.Now()
+	s.log.Info("copy send started", "lsn", snap.last, "log_first", snap.first)
+	defer func() {
+		s.metrics.copyEnded("sent", cw.n.Load(), err)
+		s.log.Info("copy send ended", "lsn", snap.last, "bytes", cw.n.Load(), "elapsed", time.Since(start), "err", err)
+	}()
 	return s.saveSnapshot(snap, cw, done)
 }
 
@@ -518,8 +523,11 @@ func (s *stateMachine) RecoverFromSnapshot(r io.Reader, done <-chan struct{}) er
 	defer s.mu.Unlock()
 	cr := &countingReader{r: r}
 	s.metrics.copyStarted()
+	start := time.Now()
+	s.log.Info("copy restore started")
 	err := s.recoverFromSnapshot(cr, done)
 	s.metrics.copyEnded("received", cr.n, err)
+	s.log.Info("copy restore ended", "bytes", cr.n, "elapsed", time.Since(start), "err", err)
 	if err != nil {
 		if errors.Is(err, sm.ErrSnapshotStopped) {
 			return err
