@@ -220,7 +220,15 @@ func (p *partition) promote() {
 func (p *partition) tryPromote() bool {
 	ctx, cancel := context.WithTimeout(context.Background(), p.r.cfg.ProposalTimeout)
 	defer cancel()
-	m, err := p.r.nh.SyncGetShardMembership(ctx, uint64(p.id))
+	// The reads are bounded by promoteWait, not the proposal timeout:
+	// both are linearizable, so they wait until this replica has applied
+	// the leader's commit point, and one asked while a copy is still
+	// being installed may not complete at all. Asked again after the
+	// backoff, they do not hold the promotion for seconds after the
+	// replica caught up.
+	rctx, rcancel := context.WithTimeout(ctx, p.r.cfg.promoteWait())
+	defer rcancel()
+	m, err := p.r.nh.SyncGetShardMembership(rctx, uint64(p.id))
 	if err != nil {
 		return false
 	}
@@ -230,15 +238,8 @@ func (p *partition) tryPromote() bool {
 	if _, ok := m.NonVotings[uint64(p.replica)]; !ok {
 		return false
 	}
-	// Caught up: it has applied everything committed before now. The
-	// read is bounded by promoteWait, not the proposal timeout: a read
-	// that cannot complete yet (a copy still being installed) is asked
-	// again after the backoff, instead of holding the promotion for
-	// seconds after the replica caught up.
-	rctx, rcancel := context.WithTimeout(ctx, p.r.cfg.promoteWait())
-	err = p.readIndex(rctx, nil)
-	rcancel()
-	if err != nil {
+	// Caught up: it has applied everything committed before now.
+	if err := p.readIndex(rctx, nil); err != nil {
 		return false
 	}
 	err = p.r.nh.SyncRequestAddReplica(ctx, uint64(p.id), uint64(p.replica), p.r.cfg.RaftAddress, m.ConfigChangeID)
