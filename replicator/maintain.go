@@ -213,7 +213,9 @@ func (p *partition) promote() {
 		if p.removed.Load() {
 			return
 		}
-		backoff = min(2*backoff, time.Second)
+		// At most promoteWait: a replica that just caught up (a copy
+		// installed) is promoted within a fraction of a second.
+		backoff = min(2*backoff, p.r.cfg.promoteWait())
 	}
 }
 

@@ -8,10 +8,12 @@
 // Each run reports the append p99 of the bounded load over a window before
 // the add and from the add until the new replica is a voter and has applied
 // every op committed before the add; the time until it is a voter and until
-// it caught up; the copy's bytes (from the sender's "copy send ended" log
-// line) over the catch-up time; how many copies were sent; and, in the same
-// run, the disk's sequential read bandwidth (the leader's log segments read
-// with O_DIRECT in 1 MiB blocks, after the nodes stopped) and loopback TCP
+// it caught up; the catch-up throughput (the bytes of the operation log,
+// the same on every replica, over the time to a caught-up voter); the
+// copy's bytes (the sender's "copy send ended" log line) and how many
+// copies were sent; and, in the same run, the disk's sequential read
+// bandwidth (the leader's log segments read with O_DIRECT in 1 MiB
+// blocks, after the nodes stopped) and loopback TCP
 // bandwidth (1 MiB writes over 127.0.0.1 in this process). It ends with the
 // medians of the runs.
 //

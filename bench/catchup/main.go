@@ -41,7 +41,7 @@ type options struct {
 
 func main() {
 	var o options
-	flag.StringVar(&o.bin, "bin", "", "the lockstitch binary (required); name=path,name=path,... runs each binary in turn in every run, side by side")
+	flag.StringVar(&o.bin, "bin", "", "the lockstitch binary (required); name=path[|serve args],... runs each in turn in every run, side by side, with its own extra serve flags")
 	flag.StringVar(&o.dir, "dir", os.TempDir(), "directory for the nodes' data (the disk measured)")
 	flag.StringVar(&o.newNodeDir, "new-node-dir", "", "directory for the added node's data (default: -dir)")
 	flag.IntVar(&o.runs, "runs", 3, "runs")
@@ -61,22 +61,23 @@ func main() {
 	}
 	fmt.Printf("catchup: %d runs, %d ops of %d B, load %d/s from %d goroutines, window %v, dir %s, new node dir %s, serve args %q\n",
 		o.runs, o.ops, o.payload, o.loadRate, o.loadConc, o.window, o.dir, cmp(o.newNodeDir, o.dir), o.serveArgs)
-	type binary struct{ name, path string }
+	type binary struct{ name, path, args string }
 	var bins []binary
 	for _, b := range strings.Split(o.bin, ",") {
+		b, args, _ := strings.Cut(b, "|")
 		name, path, ok := strings.Cut(b, "=")
 		if !ok {
 			name, path = "", b
 		}
-		bins = append(bins, binary{name, path})
+		bins = append(bins, binary{name, path, args})
 	}
 	results := make([][]result, len(bins))
 	for i := 1; i <= o.runs; i++ {
 		for j, b := range bins {
 			if b.name != "" {
-				fmt.Printf("run %d: %s (%s)\n", i, b.name, b.path)
+				fmt.Printf("run %d: %s (%s %s)\n", i, b.name, b.path, b.args)
 			}
-			r, err := run(&o, b.path, i)
+			r, err := run(&o, b.path, b.args, i)
 			if err != nil {
 				log.Fatalf("catchup: run %d %s: %v", i, b.name, err)
 			}
@@ -108,7 +109,7 @@ type result struct {
 	p99Before, p99During  time.Duration
 	opsBefore, opsDuring  int
 	voterAfter, caughtUp  time.Duration
-	copyBytes             int64
+	copyBytes, logBytes   int64
 	copies                int
 	catchupMBs            float64
 	diskMBs, loopbackMBs  float64
@@ -228,7 +229,7 @@ func (n *node) takeEvents() []event {
 	return e
 }
 
-func startNodes(o *options, bin, work string) ([]*node, error) {
+func startNodes(o *options, bin, extra, work string) ([]*node, error) {
 	base := 20000 + rand.IntN(30000)
 	nodes := make([]*node, 3)
 	var peers []string
@@ -254,6 +255,7 @@ func startNodes(o *options, bin, work string) ([]*node, error) {
 		args := []string{"serve", "--id", fmt.Sprint(n.id), "--data-dir", n.dir, "--raft-addr", n.raft,
 			"--client-addr", n.client, "--admin-addr", n.admin, "--peers", strings.Join(peers, ","), "--log-level", "info"}
 		args = append(args, strings.Fields(o.serveArgs)...)
+		args = append(args, strings.Fields(extra)...)
 		n.cmd = exec.Command(bin, args...)
 		var err error
 		if n.logf, err = os.Create(filepath.Join(work, fmt.Sprintf("node%d.log", n.id))); err != nil {
@@ -354,13 +356,13 @@ func quantile(lat []time.Duration, q float64) time.Duration {
 	return s[max(0, min(i, len(s)-1))]
 }
 
-func run(o *options, bin string, i int) (result, error) {
+func run(o *options, bin, extra string, i int) (result, error) {
 	res := result{run: i}
 	work, err := os.MkdirTemp(o.dir, "catchup.")
 	if err != nil {
 		return res, err
 	}
-	nodes, err := startNodes(o, bin, work)
+	nodes, err := startNodes(o, bin, extra, work)
 	defer func() {
 		stopNodes(nodes)
 		if !o.keep {
@@ -392,6 +394,13 @@ func run(o *options, bin string, i int) (result, error) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	defer cl.Close()
+	for _, a := range addrs { // every node up before the create
+		for start := time.Now(); cl.Ping(ctx, a) != nil; time.Sleep(100 * time.Millisecond) {
+			if time.Since(start) > 30*time.Second {
+				return res, fmt.Errorf("node %s does not answer", a)
+			}
+		}
+	}
 	if _, err := cl.CreatePartition(ctx, transport.PartitionSpec{ID: 1, Nodes: []lockstitch.NodeID{1, 2}}); err != nil {
 		return res, fmt.Errorf("create: %w", err)
 	}
@@ -488,7 +497,6 @@ func run(o *options, bin string, i int) (result, error) {
 		res.copies += int(n.sendStarted.Load())
 		res.copyBytes = max(res.copyBytes, n.sentBytes.Load())
 	}
-	res.catchupMBs = float64(res.copyBytes) / 1e6 / res.caughtUp.Seconds()
 	if res.p99Before > 0 {
 		res.ratio = float64(res.p99During) / float64(res.p99Before)
 	}
@@ -500,9 +508,14 @@ func run(o *options, bin string, i int) (result, error) {
 	stopNodes(nodes)
 
 	// The ceilings, in the same run.
-	if res.diskMBs, err = diskRead(filepath.Join(nodes[0].dir, "partitions")); err != nil {
+	var logBytes int64
+	if res.diskMBs, logBytes, err = diskRead(filepath.Join(nodes[0].dir, "partitions")); err != nil {
 		return res, fmt.Errorf("disk read: %w", err)
 	}
+	// Catch-up throughput: the log the new replica received (the same
+	// size on every replica) over the time to a caught-up voter.
+	res.logBytes = logBytes
+	res.catchupMBs = float64(logBytes) / 1e6 / res.caughtUp.Seconds()
 	if res.loopbackMBs, err = loopback(1 << 30); err != nil {
 		return res, fmt.Errorf("loopback: %w", err)
 	}
@@ -577,8 +590,8 @@ func profile(o *options, n *node, run int) {
 }
 
 // diskRead reads every log segment under dir with O_DIRECT (no page
-// cache) in 1 MiB blocks and returns MB/s.
-func diskRead(dir string) (float64, error) {
+// cache) in 1 MiB blocks and returns MB/s and the bytes read.
+func diskRead(dir string) (float64, int64, error) {
 	var paths []string
 	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
 		if err == nil && !d.IsDir() && strings.HasSuffix(p, ".wal") {
@@ -587,7 +600,7 @@ func diskRead(dir string) (float64, error) {
 		return err
 	})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	slices.Sort(paths)
 	const block = 1 << 20
@@ -599,7 +612,7 @@ func diskRead(dir string) (float64, error) {
 	for _, p := range paths {
 		f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_DIRECT, 0)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		for {
 			n, err := f.Read(buf)
@@ -609,15 +622,15 @@ func diskRead(dir string) (float64, error) {
 			}
 			if err != nil {
 				f.Close()
-				return 0, err
+				return 0, 0, err
 			}
 		}
 		f.Close()
 	}
 	if total < 16<<20 {
-		return 0, fmt.Errorf("only %d bytes of log segments under %s", total, dir)
+		return 0, 0, fmt.Errorf("only %d bytes of log segments under %s", total, dir)
 	}
-	return float64(total) / 1e6 / time.Since(start).Seconds(), nil
+	return float64(total) / 1e6 / time.Since(start).Seconds(), total, nil
 }
 
 // loopback sends n bytes over a TCP connection on 127.0.0.1 in 1 MiB
