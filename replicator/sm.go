@@ -609,16 +609,30 @@ func (s *stateMachine) recoverFromSnapshot(r io.Reader, done <-chan struct{}) er
 // which must end at LSN last, and makes it durable. A failure part way
 // leaves the restore marker in place: Open then starts the log after the
 // snapshot instead (see open).
+//
+// The verified frames are written as the sender's log held them, and
+// synced every restoreSyncBytes, so that the disk never holds hundreds
+// of megabytes of the copy to write back at once: one fsync of all of
+// them stalls the other fsyncs of its file system (live appends) for as
+// long as it takes.
 func (s *stateMachine) restoreLog(r io.Reader, last lockstitch.LSN) error {
 	reset := false
-	first, end, err := catchup.ReadLog(r, s.cfg.MaxOpBytes, func(recs []wal.Record) error {
+	var unsynced int
+	first, end, err := catchup.ReadLogFrames(r, s.cfg.MaxOpBytes, func(frames []byte, batchFirst, _ wal.LSN) error {
 		if !reset {
-			if err := s.wal.Reset(recs[0].LSN); err != nil {
+			if err := s.wal.Reset(batchFirst); err != nil {
 				return err
 			}
 			reset = true
 		}
-		return s.wal.AppendBatch(recs)
+		if _, err := s.wal.AppendFrames(frames); err != nil {
+			return err
+		}
+		if unsynced += len(frames); unsynced >= restoreSyncBytes {
+			unsynced = 0
+			return s.wal.Sync()
+		}
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("operation log from the snapshot: %w", err)
@@ -637,6 +651,10 @@ func (s *stateMachine) restoreLog(r io.Reader, last lockstitch.LSN) error {
 	s.log.Info("operation log restored from the snapshot", "first", first, "last", end)
 	return nil
 }
+
+// restoreSyncBytes is how much of a copy's log restoreLog writes between
+// fsyncs.
+const restoreSyncBytes = 8 << 20
 
 // Close implements sm.IOnDiskStateMachine: what was applied becomes
 // durable, so a clean restart replays nothing.
