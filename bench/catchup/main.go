@@ -77,9 +77,18 @@ func main() {
 			if b.name != "" {
 				fmt.Printf("run %d: %s (%s %s)\n", i, b.name, b.path, b.args)
 			}
-			r, err := run(&o, b.path, b.args, i)
+			// A run that fails (a port taken by another program, say)
+			// is run again, up to three times.
+			var r result
+			var err error
+			for try := 1; try <= 3; try++ {
+				if r, err = run(&o, b.path, b.args, i); err == nil {
+					break
+				}
+				log.Printf("catchup: run %d %s, try %d: %v", i, b.name, try, err)
+			}
 			if err != nil {
-				log.Fatalf("catchup: run %d %s: %v", i, b.name, err)
+				log.Fatalf("catchup: run %d %s failed three times", i, b.name)
 			}
 			results[j] = append(results[j], r)
 			printHeader()
@@ -356,8 +365,8 @@ func quantile(lat []time.Duration, q float64) time.Duration {
 	return s[max(0, min(i, len(s)-1))]
 }
 
-func run(o *options, bin, extra string, i int) (result, error) {
-	res := result{run: i}
+func run(o *options, bin, extra string, i int) (res result, err error) {
+	res = result{run: i}
 	work, err := os.MkdirTemp(o.dir, "catchup.")
 	if err != nil {
 		return res, err
@@ -365,6 +374,17 @@ func run(o *options, bin, extra string, i int) (result, error) {
 	nodes, err := startNodes(o, bin, extra, work)
 	defer func() {
 		stopNodes(nodes)
+		if err != nil {
+			for _, n := range nodes {
+				if n == nil || n.logf == nil {
+					continue
+				}
+				if b, rerr := os.ReadFile(n.logf.Name()); rerr == nil {
+					lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+					fmt.Printf("node %d log, last lines:\n%s\n", n.id, strings.Join(lines[max(0, len(lines)-5):], "\n"))
+				}
+			}
+		}
 		if !o.keep {
 			os.RemoveAll(work)
 			if o.newNodeDir != "" && nodes != nil && nodes[2] != nil {
