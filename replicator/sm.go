@@ -614,10 +614,20 @@ func (s *stateMachine) recoverFromSnapshot(r io.Reader, done <-chan struct{}) er
 // synced every restoreSyncBytes, so that the disk never holds hundreds
 // of megabytes of the copy to write back at once: one fsync of all of
 // them stalls the other fsyncs of its file system (live appends) for as
-// long as it takes.
+// long as it takes. Each sync runs while the next restoreSyncBytes are
+// read, verified and written; one runs at a time.
 func (s *stateMachine) restoreLog(r io.Reader, last lockstitch.LSN) error {
 	reset := false
 	var unsynced int
+	var syncing chan error // the sync in flight, if any
+	waitSync := func() error {
+		if syncing == nil {
+			return nil
+		}
+		err := <-syncing
+		syncing = nil
+		return err
+	}
 	first, end, err := catchup.ReadLogFrames(r, s.cfg.MaxOpBytes, func(frames []byte, batchFirst, _ wal.LSN) error {
 		if !reset {
 			if err := s.wal.Reset(batchFirst); err != nil {
@@ -630,10 +640,17 @@ func (s *stateMachine) restoreLog(r io.Reader, last lockstitch.LSN) error {
 		}
 		if unsynced += len(frames); unsynced >= restoreSyncBytes {
 			unsynced = 0
-			return s.wal.Sync()
+			if err := waitSync(); err != nil {
+				return err
+			}
+			syncing = make(chan error, 1)
+			go func(done chan<- error) { done <- s.wal.Sync() }(syncing)
 		}
 		return nil
 	})
+	if serr := waitSync(); err == nil && serr != nil {
+		err = serr
+	}
 	if err != nil {
 		return fmt.Errorf("operation log from the snapshot: %w", err)
 	}

@@ -22,7 +22,7 @@
 //
 // bench/catchup-bench does both. -new-node-dir puts node 3's data
 // elsewhere (tmpfs, say); -serve-args passes flags to every node (for
-// example "--copy-bytes-per-second 50MiB"); -timeline prints the load's
+// example "--copy-bytes-per-second 52428800"); -timeline prints the load's
 // latency and the new replica's progress at that interval during the add;
 // -profile DIR saves a CPU profile of every node taken from the add on.
 package main
