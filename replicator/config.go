@@ -120,7 +120,8 @@ type Config struct {
 	// CopyBytesPerSecond bounds the rate at which this node sends copies
 	// (snapshots with their retained log) to replicas that fell behind,
 	// all copies together, so that a large copy leaves the disk and the
-	// network to live replication. Zero means no limit.
+	// network to live replication. Zero means no limit; the default is
+	// 100 MiB/s (see docs/decisions.md).
 	CopyBytesPerSecond int64
 	// CheckpointInterval is how often a partition with new ops makes its
 	// state durable, which bounds what a restart replays from Raft. Log
@@ -156,6 +157,7 @@ func DefaultConfig() Config {
 		ProposalTimeout:    5 * time.Second,
 		SegmentBytes:       16 << 20,
 		RetainBytes:        1 << 30,
+		CopyBytesPerSecond: 100 << 20,
 		CheckpointInterval: 2 * time.Second,
 		ProgressInterval:   time.Second,
 	}

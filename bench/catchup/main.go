@@ -459,9 +459,10 @@ func run(o *options, bin, extra string, i int) (res result, err error) {
 	for _, n := range nodes {
 		n.takeEvents()
 	}
+	var profiles sync.WaitGroup
 	if o.profile != "" {
 		for _, n := range nodes {
-			go profile(o, n, i)
+			profiles.Go(func() { profile(o, n, i) })
 		}
 	}
 	if _, err := cl.AddReplica(ctx, 1, 3, lockstitch.Voter); err != nil {
@@ -523,6 +524,7 @@ func run(o *options, bin, extra string, i int) (res result, err error) {
 	fmt.Printf("run %d: add took %v; %d appends before (p99 %s), %d during (p99 %s), %d failed; voter after %.2fs, caught up after %.2fs\n",
 		i, added.Round(time.Millisecond), len(before), ms(res.p99Before), len(during), ms(res.p99During), ld.errs.Load(),
 		res.voterAfter.Seconds(), res.caughtUp.Seconds())
+	profiles.Wait() // the nodes run until their profiles are taken
 	lstop()
 	<-loadDone
 	stopNodes(nodes)
