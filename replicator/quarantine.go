@@ -66,14 +66,3 @@ func (r *Replicator) Quarantined() []Quarantine {
 	})
 	return out
 }
-
-// quarantined counts the quarantined replicas (for the metric).
-func (r *Replicator) quarantined() int {
-	n := 0
-	for _, p := range r.partitions() {
-		if p.quarantine.Load() != nil {
-			n++
-		}
-	}
-	return n
-}
