@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/lockstitch/lockstitch/wal"
 )
@@ -108,19 +109,19 @@ const (
 	LogBatchRecords = 1024
 )
 
-// ReadLog reads a log section from r, verifying each record, and hands
-// the records to apply in order, in batches of at most LogBatchRecords
-// records and about LogBatchBytes of payload. The records' payloads alias
-// a buffer that is reused once apply returns; apply copies what it keeps
-// (wal.Log.AppendBatch does). maxPayload bounds a record's payload.
+// ReadLogFrames reads a log section from r, verifying each record (its
+// checksums, and LSNs from first to last with no gap), and hands the
+// records to apply as their frames, back to back as the sender's log held
+// them, in batches of about LogBatchBytes: wal.Log.AppendFrames writes
+// them as they are, without encoding them again. frames aliases a buffer
+// that is reused once apply returns; batchFirst and batchLast are the
+// LSNs of its first and last record. maxPayload bounds a record's
+// payload.
 //
-// It returns the section's first and last LSN. It fails with an error
-// wrapping ErrCorrupt when a record fails its checksums, a record's LSN
-// is out of sequence or the section holds more than its header says,
-// with io.ErrUnexpectedEOF when the stream ends early, and with apply's
-// error. Batches applied before a failure stay applied: the caller
-// treats the section as all or nothing itself.
-func ReadLog(r io.Reader, maxPayload int, apply func([]wal.Record) error) (first, last wal.LSN, err error) {
+// It returns the section's first and last LSN, and fails as ReadLog does.
+// Batches applied before a failure stay applied: the caller treats the
+// section as all or nothing itself.
+func ReadLogFrames(r io.Reader, maxPayload int, apply func(frames []byte, batchFirst, batchLast wal.LSN) error) (first, last wal.LSN, err error) {
 	cr := NewChunkReader(r)
 	var h [logHeaderSize]byte
 	if _, err := io.ReadFull(cr, h[:]); err != nil {
@@ -133,19 +134,10 @@ func ReadLog(r io.Reader, maxPayload int, apply func([]wal.Record) error) (first
 	}
 	br := bufio.NewReaderSize(cr, MaxChunkBytes)
 	var (
-		frame []byte // the frame being read
-		arena []byte // payloads of the batch
-		batch []wal.Record
-		rec   wal.Record
+		batch      []byte // the frames of the batch
+		batchFirst = first
+		rec        wal.Record
 	)
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		err := apply(batch)
-		batch, arena = batch[:0], arena[:0]
-		return err
-	}
 	for next := first; next <= last; next++ {
 		head, err := br.Peek(wal.HeaderSize)
 		if err != nil {
@@ -155,10 +147,9 @@ func ReadLog(r io.Reader, maxPayload int, apply func([]wal.Record) error) (first
 		if err != nil {
 			return first, last, fmt.Errorf("%w: log record %d: %v", ErrCorrupt, next, err)
 		}
-		if cap(frame) < size {
-			frame = make([]byte, size)
-		}
-		frame = frame[:size]
+		start := len(batch)
+		batch = slices.Grow(batch, size)[:start+size]
+		frame := batch[start:]
 		if _, err := io.ReadFull(br, frame); err != nil {
 			return first, last, fmt.Errorf("copy: log record %d: %w", next, unexpected(err))
 		}
@@ -168,22 +159,12 @@ func ReadLog(r io.Reader, maxPayload int, apply func([]wal.Record) error) (first
 		if rec.LSN != next {
 			return first, last, fmt.Errorf("%w: log record %d carries LSN %d", ErrCorrupt, next, rec.LSN)
 		}
-		start := len(arena)
-		arena = append(arena, rec.Payload...)
-		rec.Payload = arena[start:len(arena):len(arena)]
-		batch = append(batch, rec)
-		if len(batch) >= LogBatchRecords || len(arena) >= LogBatchBytes {
-			// The arena may have moved as it grew: point the payloads at
-			// its final backing array before handing them out.
-			repoint(batch, arena)
-			if err := flush(); err != nil {
+		if len(batch) >= LogBatchBytes || next == last {
+			if err := apply(batch, batchFirst, next); err != nil {
 				return first, last, err
 			}
+			batch, batchFirst = batch[:0], next+1
 		}
-	}
-	repoint(batch, arena)
-	if err := flush(); err != nil {
-		return first, last, err
 	}
 	// Nothing may follow the last record.
 	if _, err := br.ReadByte(); err == nil {
@@ -194,13 +175,36 @@ func ReadLog(r io.Reader, maxPayload int, apply func([]wal.Record) error) (first
 	return first, last, nil
 }
 
-// repoint makes the batch's payloads, appended to arena in order, alias
-// arena's current backing array.
-func repoint(batch []wal.Record, arena []byte) {
-	off := 0
-	for i := range batch {
-		n := len(batch[i].Payload)
-		batch[i].Payload = arena[off : off+n : off+n]
-		off += n
-	}
+// ReadLog reads a log section from r, verifying each record, and hands
+// the records to apply in order, in batches of at most LogBatchRecords
+// records and about LogBatchBytes of frames. The records' payloads alias
+// a buffer that is reused once apply returns; apply copies what it keeps
+// (wal.Log.AppendBatch does). maxPayload bounds a record's payload.
+//
+// It returns the section's first and last LSN. It fails with an error
+// wrapping ErrCorrupt when a record fails its checksums, a record's LSN
+// is out of sequence or the section holds more than its header says,
+// with io.ErrUnexpectedEOF when the stream ends early, and with apply's
+// error. Batches applied before a failure stay applied: the caller
+// treats the section as all or nothing itself.
+func ReadLog(r io.Reader, maxPayload int, apply func([]wal.Record) error) (first, last wal.LSN, err error) {
+	var batch []wal.Record
+	return ReadLogFrames(r, maxPayload, func(frames []byte, _, _ wal.LSN) error {
+		for len(frames) > 0 {
+			var rec wal.Record
+			n, err := wal.DecodeRecord(frames, maxPayload, &rec)
+			if err != nil {
+				return fmt.Errorf("%w: %v", ErrCorrupt, err) // verified already: not reached
+			}
+			batch, frames = append(batch, rec), frames[n:]
+			if len(batch) == LogBatchRecords || len(frames) == 0 {
+				err := apply(batch)
+				batch = batch[:0]
+				if err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
 }

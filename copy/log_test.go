@@ -210,3 +210,70 @@ func FuzzReadLog(f *testing.F) {
 		}
 	})
 }
+
+// TestLogFramesIntoLog restores a section into another log as the
+// replicator does, frames written as they are: batches are whole frames
+// with LSNs that run on, of about LogBatchBytes, and the restored log
+// holds the sender's bytes exactly.
+func TestLogFramesIntoLog(t *testing.T) {
+	l := testLog(t, 3000)
+	var buf bytes.Buffer
+	if err := WriteLog(context.Background(), &buf, l, 101, 3000); err != nil {
+		t.Fatal(err)
+	}
+	dst, err := wal.Open(t.TempDir(), wal.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	if err := dst.Reset(101); err != nil {
+		t.Fatal(err)
+	}
+	next, batches := wal.LSN(101), 0
+	first, last, err := ReadLogFrames(bytes.NewReader(buf.Bytes()), 1<<20, func(frames []byte, bf, bl wal.LSN) error {
+		if bf != next || bl < bf || len(frames) > LogBatchBytes+wal.FrameSize(1<<20) {
+			t.Fatalf("batch [%d, %d] of %d bytes after LSN %d", bf, bl, len(frames), next-1)
+		}
+		got, err := dst.AppendFrames(frames)
+		if err != nil || got != bl {
+			t.Fatalf("AppendFrames of [%d, %d]: last %d, %v", bf, bl, got, err)
+		}
+		next, batches = bl+1, batches+1
+		return nil
+	})
+	if err != nil || first != 101 || last != 3000 || next != 3001 {
+		t.Fatalf("read [%d, %d], next %d: %v", first, last, next, err)
+	}
+	if batches < 2 {
+		t.Fatalf("%d batches: the test did not cross a batch boundary", batches)
+	}
+	it, err := dst.NewIterator(101)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	var rec wal.Record
+	for lsn := wal.LSN(101); lsn <= 3000; lsn++ {
+		if err := it.Next(&rec); err != nil || rec.LSN != lsn || rec.Aux != uint64(lsn) || !bytes.Equal(rec.Payload, payloadOf(int(lsn))) {
+			t.Fatalf("restored record %d: %+v, %v", lsn, rec, err)
+		}
+	}
+	// A damaged frame is refused before anything of its batch is written.
+	b := bytes.Clone(buf.Bytes())
+	b[len(b)-10] ^= 0xff
+	empty, err := wal.Open(t.TempDir(), wal.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer empty.Close()
+	if err := empty.Reset(101); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = ReadLogFrames(bytes.NewReader(b), 1<<20, func(frames []byte, _, _ wal.LSN) error {
+		_, err := empty.AppendFrames(frames)
+		return err
+	})
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("damaged section: %v, want ErrCorrupt", err)
+	}
+}

@@ -126,7 +126,8 @@ type Config struct {
 	// CopyBytesPerSecond bounds the rate at which this node sends copies
 	// (snapshots with their retained log) to replicas that fell behind,
 	// all copies together, so that a large copy leaves the disk and the
-	// network to live replication. Zero means no limit.
+	// network to live replication. Zero means no limit; the default is
+	// 100 MiB/s (see docs/decisions.md).
 	CopyBytesPerSecond int64
 	// CheckpointInterval is how often a partition with new ops makes its
 	// state durable, which bounds what a restart replays from Raft. Log
@@ -163,6 +164,7 @@ func DefaultConfig() Config {
 		SegmentBytes:       16 << 20,
 		RetainBytes:        1 << 30,
 		CursorRetainOps:    10_000_000,
+		CopyBytesPerSecond: 100 << 20,
 		CheckpointInterval: 2 * time.Second,
 		ProgressInterval:   time.Second,
 	}
@@ -248,4 +250,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("replicator: invalid config: %w", err)
 	}
 	return nil
+}
+
+// promoteWait bounds the read that checks whether a joining replica has
+// caught up before its promotion: 25 ticks, and at least 250 ms.
+func (c Config) promoteWait() time.Duration {
+	return max(25*c.RTT, 250*time.Millisecond)
 }

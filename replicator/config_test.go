@@ -58,3 +58,17 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatalf("BatchLinger 0: %v", err)
 	}
 }
+
+// TestDefaultCopyLimit: copies are throttled unless configured otherwise
+// (see docs/decisions.md), and 0 still turns the limit off.
+func TestDefaultCopyLimit(t *testing.T) {
+	cfg := replicator.DefaultConfig()
+	if cfg.CopyBytesPerSecond != 100<<20 {
+		t.Fatalf("default CopyBytesPerSecond %d, want 100 MiB/s", cfg.CopyBytesPerSecond)
+	}
+	cfg.DataDir, cfg.RaftAddress = t.TempDir(), "127.0.0.1:7000"
+	cfg.CopyBytesPerSecond = 0
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("no limit: %v", err)
+	}
+}

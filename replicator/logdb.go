@@ -93,6 +93,12 @@ func (pebbleLogDB) Create(cfg config.NodeHostConfig, cb config.LogDBCallback, di
 		// would corrupt memory. Refuse instead.
 		return nil, fmt.Errorf("replicator: this program links github.com/lni/dragonboat/v4 %s, but the pebble LogDB wrapper was reviewed against %s only; use LogDB %q, or the reviewed dragonboat", v, reviewedDragonboat, LogDBTan)
 	}
+	// Dragonboat's pebble store panics on a file system other than the
+	// OS's (or its test ones): it runs on the one recvFS wraps, as its
+	// files are not snapshots anyway.
+	if fs, ok := cfg.Expert.FS.(*recvFS); ok {
+		cfg.Expert.FS = fs.FS
+	}
 	db, err := newPebbleLogDB(cfg, cb, dirs, wals)
 	if err != nil {
 		return nil, err

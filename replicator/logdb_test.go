@@ -17,6 +17,7 @@ import (
 	"github.com/lni/dragonboat/v4/config"
 	"github.com/lni/dragonboat/v4/raftio"
 	pb "github.com/lni/dragonboat/v4/raftpb"
+	"github.com/lni/vfs"
 
 	"github.com/lockstitch/lockstitch/internal/testutil"
 )
@@ -551,12 +552,15 @@ func BenchmarkLazyCommitLogDBSave(b *testing.B) {
 
 // TestLazyCommitLogDBPebble opens dragonboat's pebble LogDB through the
 // factory Open uses (newPebbleLogDB, reached with go:linkname), writes
-// through the wrapper and reads back after a reopen.
+// through the wrapper and reads back after a reopen. The NodeHost's file
+// system is recvFS, as in New: dragonboat's pebble store panics on one
+// that is not the OS's, so the factory must unwrap it.
 func TestLazyCommitLogDBPebble(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	nhc := config.NodeHostConfig{NodeHostDir: dir, RTTMillisecond: 10, RaftAddress: "127.0.0.1:1"}
 	nhc.Expert.LogDB = config.GetTinyMemLogDBConfig()
+	nhc.Expert.FS = newRecvFS(vfs.Default)
 	if err := nhc.Prepare(); err != nil {
 		t.Fatal(err)
 	}

@@ -213,14 +213,24 @@ func (p *partition) promote() {
 		if p.removed.Load() {
 			return
 		}
-		backoff = min(2*backoff, time.Second)
+		// At most promoteWait: a replica that just caught up (a copy
+		// installed) is promoted within a fraction of a second.
+		backoff = min(2*backoff, p.r.cfg.promoteWait())
 	}
 }
 
 func (p *partition) tryPromote() bool {
 	ctx, cancel := context.WithTimeout(context.Background(), p.r.cfg.ProposalTimeout)
 	defer cancel()
-	m, err := p.r.nh.SyncGetShardMembership(ctx, uint64(p.id))
+	// The reads are bounded by promoteWait, not the proposal timeout:
+	// both are linearizable, so they wait until this replica has applied
+	// the leader's commit point, and one asked while a copy is still
+	// being installed may not complete at all. Asked again after the
+	// backoff, they do not hold the promotion for seconds after the
+	// replica caught up.
+	rctx, rcancel := context.WithTimeout(ctx, p.r.cfg.promoteWait())
+	defer rcancel()
+	m, err := p.r.nh.SyncGetShardMembership(rctx, uint64(p.id))
 	if err != nil {
 		return false
 	}
@@ -231,7 +241,7 @@ func (p *partition) tryPromote() bool {
 		return false
 	}
 	// Caught up: it has applied everything committed before now.
-	if err := p.readIndex(ctx, nil); err != nil {
+	if err := p.readIndex(rctx, nil); err != nil {
 		return false
 	}
 	err = p.r.nh.SyncRequestAddReplica(ctx, uint64(p.id), uint64(p.replica), p.r.cfg.RaftAddress, m.ConfigChangeID)

@@ -15,6 +15,7 @@ import (
 	"github.com/lni/dragonboat/v4/config"
 	"github.com/lni/dragonboat/v4/plugin/tan"
 	"github.com/lni/dragonboat/v4/raftio"
+	"github.com/lni/vfs"
 
 	"github.com/lockstitch/lockstitch"
 	catchup "github.com/lockstitch/lockstitch/copy"
@@ -75,6 +76,7 @@ func Open(cfg Config) (*Replicator, error) {
 		RaftEventListener:   events,
 		SystemEventListener: events,
 	}
+	nhc.Expert.FS = newRecvFS(vfs.Default)
 	nhc.Expert.LogDB = config.GetSmallMemLogDBConfig()
 	nhc.Expert.LogDBFactory = pebbleLogDB{}
 	if cfg.LogDB == LogDBTan {

@@ -483,7 +483,12 @@ func (s *stateMachine) SaveSnapshot(c interface{}, w io.Writer, done <-chan stru
 	defer snap.plugin.Release()
 	cw := &countingWriter{w: w}
 	s.metrics.copyStarted()
-	defer func() { s.metrics.copyEnded("sent", cw.n.Load(), err) }()
+	start := time.Now()
+	s.log.Info("copy send started", "lsn", snap.last, "log_first", snap.first)
+	defer func() {
+		s.metrics.copyEnded("sent", cw.n.Load(), err)
+		s.log.Info("copy send ended", "lsn", snap.last, "bytes", cw.n.Load(), "elapsed", time.Since(start), "err", err)
+	}()
 	return s.saveSnapshot(snap, cw, done)
 }
 
@@ -541,8 +546,11 @@ func (s *stateMachine) RecoverFromSnapshot(r io.Reader, done <-chan struct{}) er
 	defer s.mu.Unlock()
 	cr := &countingReader{r: r}
 	s.metrics.copyStarted()
+	start := time.Now()
+	s.log.Info("copy restore started")
 	err := s.recoverFromSnapshot(cr, done)
 	s.metrics.copyEnded("received", cr.n, err)
+	s.log.Info("copy restore ended", "bytes", cr.n, "elapsed", time.Since(start), "err", err)
 	if err != nil {
 		if errors.Is(err, sm.ErrSnapshotStopped) {
 			return err
@@ -624,17 +632,48 @@ func (s *stateMachine) recoverFromSnapshot(r io.Reader, done <-chan struct{}) er
 // which must end at LSN last, and makes it durable. A failure part way
 // leaves the restore marker in place: Open then starts the log after the
 // snapshot instead (see open).
+//
+// The verified frames are written as the sender's log held them, and
+// synced every restoreSyncBytes, so that the disk never holds hundreds
+// of megabytes of the copy to write back at once: one fsync of all of
+// them stalls the other fsyncs of its file system (live appends) for as
+// long as it takes. Each sync runs while the next restoreSyncBytes are
+// read, verified and written; one runs at a time.
 func (s *stateMachine) restoreLog(r io.Reader, last lockstitch.LSN) error {
 	reset := false
-	first, end, err := catchup.ReadLog(r, s.cfg.MaxOpBytes, func(recs []wal.Record) error {
+	var unsynced int
+	var syncing chan error // the sync in flight, if any
+	waitSync := func() error {
+		if syncing == nil {
+			return nil
+		}
+		err := <-syncing
+		syncing = nil
+		return err
+	}
+	first, end, err := catchup.ReadLogFrames(r, s.cfg.MaxOpBytes, func(frames []byte, batchFirst, _ wal.LSN) error {
 		if !reset {
-			if err := s.wal.Reset(recs[0].LSN); err != nil {
+			if err := s.wal.Reset(batchFirst); err != nil {
 				return err
 			}
 			reset = true
 		}
-		return s.wal.AppendBatch(recs)
+		if _, err := s.wal.AppendFrames(frames); err != nil {
+			return err
+		}
+		if unsynced += len(frames); unsynced >= restoreSyncBytes {
+			unsynced = 0
+			if err := waitSync(); err != nil {
+				return err
+			}
+			syncing = make(chan error, 1)
+			go func(done chan<- error) { done <- s.wal.Sync() }(syncing)
+		}
+		return nil
 	})
+	if serr := waitSync(); err == nil && serr != nil {
+		err = serr
+	}
 	if err != nil {
 		return fmt.Errorf("operation log from the snapshot: %w", err)
 	}
@@ -652,6 +691,10 @@ func (s *stateMachine) restoreLog(r io.Reader, last lockstitch.LSN) error {
 	s.log.Info("operation log restored from the snapshot", "first", first, "last", end)
 	return nil
 }
+
+// restoreSyncBytes is how much of a copy's log restoreLog writes between
+// fsyncs.
+const restoreSyncBytes = 8 << 20
 
 // Close implements sm.IOnDiskStateMachine: what was applied becomes
 // durable, so a clean restart replays nothing.

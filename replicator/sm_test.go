@@ -254,3 +254,65 @@ func TestRestoreNotOverwrittenByCheckpoint(t *testing.T) {
 		s.Close()
 	}
 }
+
+// TestRestoreLargeLog restores a copy whose log spans several
+// restoreSyncBytes, so that syncs run while later frames are written,
+// and checks that the restored log holds every record, byte for byte.
+func TestRestoreLargeLog(t *testing.T) {
+	t.Parallel()
+	src, dst := t.TempDir(), t.TempDir()
+	const n, size = 3 * restoreSyncBytes / 4096, 4096 // about three syncs
+	payload := func(i int) []byte {
+		p := bytes.Repeat([]byte{byte(i)}, size)
+		copy(p, fmt.Sprintf("op %d", i))
+		return p
+	}
+	from := newTestSM(t, src)
+	if _, err := from.Open(nil); err != nil {
+		t.Fatal(err)
+	}
+	es := make([]sm.Entry, n)
+	for i := range es {
+		p := payload(i + 1)
+		es[i] = sm.Entry{Index: uint64(i + 1), Cmd: appendBatchOp(appendBatchHeader(nil, 1), p, wal.Checksum(p), 0, 0)}
+	}
+	if _, err := from.Update(es); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := from.PrepareSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := from.SaveSnapshot(snap, &buf, nil); err != nil {
+		t.Fatal(err)
+	}
+	from.Close()
+	to := newTestSM(t, dst)
+	if _, err := to.Open(nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := to.RecoverFromSnapshot(&buf, nil); err != nil {
+		t.Fatal(err)
+	}
+	to.Close()
+	l, err := wal.Open(filepath.Join(dst, "wal"), wal.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if l.First() != 1 || l.Last() != n {
+		t.Fatalf("the restored log holds [%d, %d], want [1, %d]", l.First(), l.Last(), n)
+	}
+	it, err := l.NewIterator(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	var rec wal.Record
+	for i := 1; i <= n; i++ {
+		if err := it.Next(&rec); err != nil || rec.LSN != lockstitch.LSN(i) || !bytes.Equal(rec.Payload, payload(i)) {
+			t.Fatalf("restored record %d: LSN %d, %.10q, %v", i, rec.LSN, rec.Payload, err)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package wal
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -295,6 +296,92 @@ func (l *Log) AppendBatch(recs []Record) error {
 		}
 	}
 	return nil
+}
+
+// AppendFrames appends records given as their frames, back to back in
+// the format of AppendRecord, as they are: a log section received from a
+// peer is written without being decoded and encoded again. The caller
+// must have verified every frame's checksums (DecodeRecord does);
+// AppendFrames checks the framing only: whole frames, each frame's length
+// against its trailer and the payload limit, and LSNs that run on from the
+// log's next one. It returns the LSN of the last frame (Last, for no
+// frame).
+//
+// As with AppendBatch, the frames are written with one write call, in one
+// segment, and a batch that fails a check is rejected whole (ErrCorrupt,
+// ErrOutOfOrder, ErrTooLarge) with nothing written; the sync policy
+// applies the same way. frames is not retained.
+func (l *Log) AppendFrames(frames []byte) (LSN, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.writableLocked(); err != nil {
+		return 0, err
+	}
+	if len(frames) == 0 {
+		return l.next - 1, nil
+	}
+	want := l.next
+	for off := 0; off < len(frames); want++ {
+		b := frames[off:]
+		if len(b) < HeaderSize {
+			return 0, fmt.Errorf("%w: %d bytes after the last whole frame", ErrCorrupt, len(b))
+		}
+		n := int(binary.LittleEndian.Uint32(b[offLength:]))
+		if n > l.maxPayload {
+			return 0, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, n, l.maxPayload)
+		}
+		size := FrameSize(n)
+		if len(b) < size {
+			return 0, fmt.Errorf("%w: frame of LSN %d cut short", ErrCorrupt, want)
+		}
+		if t := int(binary.LittleEndian.Uint32(b[HeaderSize+n:])); t != n {
+			return 0, fmt.Errorf("%w: trailer length %d, header length %d", ErrCorrupt, t, n)
+		}
+		if lsn := LSN(binary.LittleEndian.Uint64(b[offLSN:])); lsn != want {
+			return 0, fmt.Errorf("%w: frame has LSN %d, want %d", ErrOutOfOrder, lsn, want)
+		}
+		off += size
+	}
+	last := want - 1
+	seg := l.active
+	if seg.lastLSN() >= seg.first && seg.end.Load()+int64(len(frames)) > l.cfg.SegmentBytes {
+		if err := l.rollLocked(); err != nil {
+			return 0, err
+		}
+		seg = l.active
+	}
+	end := seg.end.Load()
+	if _, err := l.file.f.WriteAt(frames, end); err != nil {
+		return 0, l.failLocked(fmt.Errorf("write %s at offset %d: %w", seg.path, end, err))
+	}
+	// The sparse index, as indexLocked keeps it.
+	lsn := l.next
+	for off := 0; off < len(frames); lsn++ {
+		at := end + int64(off)
+		if at >= l.nextIndexOff {
+			seg.mu.Lock()
+			seg.index = append(seg.index, indexEntry{lsn: lsn, off: at})
+			seg.mu.Unlock()
+			l.nextIndexOff = at + l.cfg.IndexIntervalBytes
+		}
+		off += FrameSize(int(binary.LittleEndian.Uint32(frames[off+offLength:])))
+	}
+	seg.publish(end+int64(len(frames)), last)
+	l.next = last + 1
+	l.unsynced += int64(len(frames))
+	if l.tailWait != nil {
+		close(l.tailWait)
+		l.tailWait = nil
+	}
+	switch l.cfg.Sync {
+	case SyncEveryBatch:
+		return last, l.waitSyncedLocked(last)
+	case SyncPeriodic:
+		if l.unsynced >= l.cfg.SyncBytes {
+			l.requestSync()
+		}
+	}
+	return last, nil
 }
 
 // maxRetainedBuffer bounds the encode buffer kept between appends.
