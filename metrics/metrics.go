@@ -77,7 +77,7 @@ func AdminHandler(gatherer prometheus.Gatherer, ready func() error, notes func()
 		}
 		if notes != nil {
 			for _, n := range notes() {
-				body.WriteString(n + "\n")
+				body.WriteString(strings.ReplaceAll(n, "\n", " ") + "\n")
 			}
 		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

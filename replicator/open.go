@@ -2,6 +2,7 @@ package replicator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -10,6 +11,20 @@ import (
 	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/wal"
 )
+
+// errPluginOpen marks an error of a plugin's Open: the plugin refused its
+// state.
+var errPluginOpen = errors.New("plugin open")
+
+// damaged reports whether an error opening a replica says its state is
+// damaged (a corrupt log, a checkpoint the log does not match, a plugin
+// that refused its state), which quarantines the replica, rather than
+// that the node cannot open files now (permissions, descriptors, a full
+// disk), which fails the node's start: a restart may then succeed, and
+// the replica is not rebuilt for a passing fault.
+func damaged(err error) bool {
+	return errors.Is(err, errBadState) || errors.Is(err, wal.ErrCorrupt) || errors.Is(err, errPluginOpen)
+}
 
 // openedReplica is a replica's durable state, opened and checked: the
 // partition state of its last checkpoint, its operation log cut back to
@@ -104,7 +119,7 @@ func openReplica(ctx context.Context, dir string, segmentBytes int64, log *slog.
 	}
 	durable, err := plugin.Open(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("plugin open: %w", err)
+		return nil, fmt.Errorf("%w: %w", errPluginOpen, err)
 	}
 	o = &openedReplica{state: state, wal: l, plugin: plugin, durable: durable}
 	switch {

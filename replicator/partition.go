@@ -353,6 +353,9 @@ func (p *partition) onLeader(leader, term uint64) {
 		// Not on dragonboat's event goroutine: notLeader may wait for
 		// the state machine's lock.
 		go func() {
+			if p.isLeader() {
+				return // elected again meanwhile: its batches go on
+			}
 			nl := p.notLeader()
 			p.batcher.failQueued(nl)
 			p.batcher.abandonFlying(fmt.Errorf("%w: partition %d: this replica lost its leadership while the append was in flight; it may commit under the new leader (%v)", lockstitch.ErrAborted, p.id, nl))

@@ -10,13 +10,15 @@ import (
 )
 
 // Quarantine describes a replica this node holds but does not run: its
-// durable state failed to open when the node started (a damaged operation
-// log, a checkpoint the log does not reach, a plugin that refused its
-// state). The node serves its other partitions. The quarantined replica
-// answers every call with lockstitch.ErrUnavailable and keeps its files
-// for inspection until it is deleted: a replica is rebuilt from its peers
-// by removing it from its partition and adding a new replica on the same
-// node (what server's repair does). Raft does not allow the replica to
+// durable state was found damaged when the node started (a corrupt
+// operation log, a checkpoint the log does not reach, a plugin that
+// refused its state); an error that says nothing of the state (the node
+// cannot open files now) fails the node's start instead. The node serves
+// its other partitions. The quarantined replica answers every call with
+// lockstitch.ErrUnavailable and keeps its files until it is deleted: a
+// replica is rebuilt from its peers by removing it from its partition and
+// adding a new replica on the same node (what server's repair does, by
+// itself unless told not to). Raft does not allow the replica to
 // come back under its own id with its state wiped: its peers remember
 // what it acknowledged.
 type Quarantine struct {

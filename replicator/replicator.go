@@ -129,9 +129,10 @@ func Open(cfg Config) (*Replicator, error) {
 
 // start starts the replica described by m on this node. Its state is
 // opened first, here, rather than by the state machine dragonboat
-// creates, where an error stops the node: when a replica the node is
-// restarting (restart) fails to open, it is quarantined (see Quarantine)
-// and start returns it, not running, with no error.
+// creates, where an error stops the node: when the state of a replica
+// the node is restarting (restart) is damaged, it is quarantined (see
+// Quarantine) and start returns it, not running, with no error. Other
+// errors (the node cannot open files now) fail the start.
 func (r *Replicator) start(m partitionMeta, restart bool) (*partition, error) {
 	factory, ok := r.cfg.Plugins[m.Plugin]
 	if !ok {
@@ -165,7 +166,7 @@ func (r *Replicator) start(m partitionMeta, restart bool) (*partition, error) {
 		stopped := ctx.Err() != nil // the node closes: not the replica's fault
 		cancel()
 		switch {
-		case err != nil && restart && !stopped:
+		case err != nil && restart && !stopped && damaged(err):
 			p.quarantine.Store(&Quarantine{Partition: m.Partition, Replica: m.Replica, Plugin: m.Plugin, Kind: m.Kind, Joined: m.Join, Reason: err, Since: time.Now()})
 			p.log.Error("replica quarantined: its state failed to open; the node serves its other partitions", "err", err)
 		case err != nil:

@@ -700,7 +700,13 @@ const restoreSyncBytes = 8 << 20
 // durable, so a clean restart replays nothing.
 func (s *stateMachine) Close() error {
 	if s.wal == nil {
-		return nil // never opened
+		// Never opened: the state opened for it (if dragonboat stopped
+		// the replica before its Open) is released here.
+		if o := s.pending; o != nil {
+			s.pending = nil
+			return o.close()
+		}
+		return nil
 	}
 	// Holding ckptMu keeps a timed checkpoint from racing with the close.
 	s.ckptMu.Lock()

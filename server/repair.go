@@ -69,7 +69,13 @@ func (n *Node) rebuild(ctx context.Context, q replicator.Quarantine) (lockstitch
 	// the replica, this one included.
 	rm := &transport.AdminRequest{Op: transport.AdminRemoveReplica, Partition: q.Partition, Replica: q.Replica}
 	if err := n.removeReplica(ctx, rm); err != nil {
-		return 0, fmt.Errorf("repair of partition %d replica %d: removing it: %w", q.Partition, q.Replica, err)
+		// The removal may have committed and only some node (one that
+		// is down, and hosts nothing of it) failed to confirm its
+		// deletion: once this node's replica is gone, the repair goes on.
+		if _, perr := n.r.Partition(q.Partition); !errors.Is(perr, lockstitch.ErrPartitionNotFound) {
+			return 0, fmt.Errorf("repair of partition %d replica %d: removing it: %w", q.Partition, q.Replica, err)
+		}
+		log.Warn("the quarantined replica was removed and deleted here, but not every node confirmed it", "err", err)
 	}
 	id, err := n.replace(ctx, q)
 	if err != nil {
@@ -132,6 +138,26 @@ func (p RepairPolicy) next(wait time.Duration) time.Duration {
 func (n *Node) repairLoop(quit <-chan struct{}) {
 	removed := map[lockstitch.PartitionID]replicator.Quarantine{}
 	wait := n.cfg.Repair.First
+	// Each step is bounded by AdminTimeout and ends when the node closes.
+	stepCtx := func() (context.Context, context.CancelFunc) {
+		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.AdminTimeout)
+		go func() {
+			select {
+			case <-quit:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		return ctx, cancel
+	}
+	closing := func() bool {
+		select {
+		case <-quit:
+			return true
+		default:
+			return false
+		}
+	}
 	for {
 		select {
 		case <-quit:
@@ -144,7 +170,10 @@ func (n *Node) repairLoop(quit <-chan struct{}) {
 		}
 		failed := false
 		for _, q := range todo {
-			ctx, cancel := context.WithTimeout(context.Background(), n.cfg.AdminTimeout)
+			if closing() {
+				return
+			}
+			ctx, cancel := stepCtx()
 			_, err := n.rebuild(ctx, q)
 			cancel()
 			if err != nil {
@@ -156,11 +185,14 @@ func (n *Node) repairLoop(quit <-chan struct{}) {
 			}
 		}
 		for id, q := range removed {
+			if closing() {
+				return
+			}
 			if _, err := n.r.Partition(id); err == nil {
 				delete(removed, id) // a replica is back, by an operator's hand
 				continue
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), n.cfg.AdminTimeout)
+			ctx, cancel := stepCtx()
 			nid, err := n.replace(ctx, q)
 			cancel()
 			if err != nil {

@@ -223,6 +223,10 @@ func (cl *Client) retry(ctx context.Context, c *call, err error) bool {
 		ps.mu.Unlock()
 		return true
 	}
+	// Only answers of PartitionNotFound in a row mean no node hosts it;
+	// any other answer (a host electing a leader, say) starts the count
+	// again.
+	c.notFound = 0
 	if !retryable(err) || ctx.Err() != nil || cl.isClosed() {
 		return false
 	}

@@ -34,7 +34,8 @@ type clientConn struct {
 	closed atomic.Bool // no new calls: failed, closing, or told ShuttingDown
 	dead   chan struct{}
 
-	// reads counts the frames received (the stall check watches it).
+	// reads counts the bytes received (the stall check watches it: a
+	// large answer arriving slowly is progress, not a stall).
 	reads atomic.Uint64
 
 	// Guarded by out.mu.
@@ -120,7 +121,7 @@ func (cc *clientConn) handshake(ctx context.Context) error {
 	if _, err := cc.nc.Write(hello); err != nil {
 		return err
 	}
-	cc.fr.init(cc.nc, cfg.ReadBufferBytes, cfg.MaxFrameBytes, 3*cfg.PingInterval, 0)
+	cc.fr.init(countingConn{cc.nc, &cc.reads}, cfg.ReadBufferBytes, cfg.MaxFrameBytes, 3*cfg.PingInterval, 0)
 	cc.fr.setFixed(deadline)
 	var h Header
 	body, err := cc.fr.next(&h)
@@ -242,12 +243,23 @@ func (cc *clientConn) readLoop() {
 			cc.fail(fmt.Errorf("%w: frame of version %d", ErrProtocol, h.Version))
 			return
 		}
-		cc.reads.Add(1)
 		if err := cc.handle(&h, body); err != nil {
 			cc.fail(err)
 			return
 		}
 	}
+}
+
+// countingConn counts the bytes read from a connection.
+type countingConn struct {
+	net.Conn
+	n *atomic.Uint64
+}
+
+func (c countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.n.Add(uint64(n))
+	return n, err
 }
 
 // watchStalls drops the connection when calls wait on it and the server
@@ -293,7 +305,7 @@ const (
 )
 
 // observe advances the check by one tick: busy says whether calls wait,
-// reads is the count of frames received so far.
+// reads is the count of bytes received so far.
 func (s *stallCheck) observe(busy bool, reads uint64) int {
 	if !busy || reads != s.reads {
 		s.reads, s.silent = reads, 0

@@ -63,7 +63,9 @@ func (cl *Client) PartitionStatus(ctx context.Context, p lockstitch.PartitionID)
 // ProducerStatus returns what partition p remembers of this client's
 // producer (ClientConfig.ProducerID), as its leader sees it: a producer
 // that restarts with the same id resumes from it (see SetSequence)
-// with no gap and no duplicate. Servers before this call refuse it.
+// with no gap and no duplicate. A server from before this call takes the
+// request for a protocol error and closes the connection (the calls in
+// flight on it are retried elsewhere): ask only servers that have it.
 func (cl *Client) ProducerStatus(ctx context.Context, p lockstitch.PartitionID) (*ProducerStatus, error) {
 	st, err := cl.status(ctx, "", false, StatusRequest{OnePartition: true, Partition: p, Producer: lockstitch.ProducerID(cl.producer)})
 	if err != nil {

@@ -22,6 +22,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/lockstitch/lockstitch"
+	"github.com/lockstitch/lockstitch/replicator"
 	"github.com/lockstitch/lockstitch/transport"
 	"github.com/lockstitch/lockstitch/wal"
 )
@@ -129,8 +130,14 @@ func cmdAppend(args []string, stdout, stderr io.Writer) int {
 		return usageError(stderr, "--seq must be at least 1")
 	case *resume && *producer == 0:
 		return usageError(stderr, "--resume needs the --producer of the run to resume")
+	case *producer != 0 && *window > replicator.DedupeWindow:
+		// A resume relies on every op not applied being above the
+		// partition's floor for the producer, which holds only while at
+		// most DedupeWindow appends are in flight.
+		return usageError(stderr, "--window of at most %d with --producer", replicator.DedupeWindow)
 	}
 	var lines *bufio.Scanner
+	var input io.Closer // closed on the first signal, so that a read waiting on it ends
 	switch {
 	case fs.NArg() > 0 && *file != "":
 		return usageError(stderr, "give ops as arguments or --file, not both")
@@ -140,12 +147,13 @@ func cmdAppend(args []string, stdout, stderr io.Writer) int {
 			return fail(stderr, err)
 		}
 		defer f.Close()
-		lines = bufio.NewScanner(f)
+		lines, input = bufio.NewScanner(f), f
 	case fs.NArg() == 0:
-		lines = bufio.NewScanner(os.Stdin)
+		lines, input = bufio.NewScanner(os.Stdin), os.Stdin
 	}
-	// The first SIGINT or SIGTERM stops reading ops and lets those in
-	// flight finish; a second one stops at once.
+	// The first SIGINT or SIGTERM stops reading ops (closing the input,
+	// which ends a read that waits on it) and lets those in flight
+	// finish; a second one stops waiting for them.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	stopReading := make(chan struct{})
@@ -159,6 +167,9 @@ func cmdAppend(args []string, stdout, stderr io.Writer) int {
 			return
 		}
 		close(stopReading)
+		if input != nil {
+			input.Close()
+		}
 		select {
 		case <-sigs:
 			cancel()
@@ -289,6 +300,11 @@ func cmdAppend(args []string, stdout, stderr io.Writer) int {
 			inflight = inflight[1:]
 		}
 		inflight = append(inflight, cl.AppendAsync(ctx, p, op))
+	}
+	select {
+	case <-stopReading:
+		interrupted = true // maybe while a read waited: the input is closed
+	default:
 	}
 	if err := lines.Err(); err != nil && !interrupted {
 		return fail(stderr, fmt.Errorf("reading ops: %w", err))
