@@ -133,7 +133,8 @@ func (s *segment) publish(end int64, last LSN) {
 }
 
 // lookup returns the indexed position at or before lsn, which must be in
-// the segment: the offset of a record whose LSN is returned.
+// the segment or follow its last record: the offset of a record whose LSN
+// is returned.
 func (s *segment) lookup(lsn LSN) (LSN, int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
