@@ -95,7 +95,9 @@ type segment struct {
 	// end is the offset just past the last whole record. For the active
 	// segment it grows as appends complete; readers never look past it.
 	// It is stored before last, and readers load last before end, so a
-	// reader that sees last also sees the bytes of last.
+	// reader that sees last also sees the bytes of last. The end it loads
+	// may be past records appended after that last, though: it bounds
+	// reads, and is the position after last only once sealed is seen.
 	end  atomic.Int64
 	last atomic.Uint64
 
