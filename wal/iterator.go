@@ -175,15 +175,33 @@ func (it *Iterator) enter(seg *segment) error {
 	return nil
 }
 
-// locate returns the offset of lsn in seg (the segment's end for the LSN
-// after its last).
+// testHookLocate, set only by tests, runs in locate between its loads of
+// a segment's last LSN and end offset.
+var testHookLocate func()
+
+// locate returns the offset of lsn in seg (the end of the segment's last
+// record for the LSN after it).
+//
+// It relies on this invariant: an end offset loaded after last (publish
+// stores end before last) bounds the records up to last, but is the end of
+// last itself only once the segment is sealed. In the active segment an
+// append may publish between the two loads, leaving end past records the
+// caller has not been told of; returning it for last+1 would place the
+// iterator after them (Prev then reads a later LSN, Next skips records,
+// a Span covers more than it says). So end is taken as a position only
+// when sealed was seen before last; otherwise the records before lsn,
+// all of which end by end, are walked from the index.
 func (it *Iterator) locate(seg *segment, lsn LSN) (int64, error) {
 	if err := it.ensureIndex(seg); err != nil {
 		return 0, err
 	}
+	sealed := seg.sealed.Load()
 	last := seg.lastLSN()
+	if testHookLocate != nil {
+		testHookLocate()
+	}
 	end := seg.end.Load()
-	if lsn == last+1 {
+	if lsn == last+1 && sealed {
 		return end, nil
 	}
 	at, off := seg.lookup(lsn)

@@ -95,7 +95,9 @@ type segment struct {
 	// end is the offset just past the last whole record. For the active
 	// segment it grows as appends complete; readers never look past it.
 	// It is stored before last, and readers load last before end, so a
-	// reader that sees last also sees the bytes of last.
+	// reader that sees last also sees the bytes of last. The end it loads
+	// may be past records appended after that last, though: it bounds
+	// reads, and is the position after last only once sealed is seen.
 	end  atomic.Int64
 	last atomic.Uint64
 
@@ -133,7 +135,8 @@ func (s *segment) publish(end int64, last LSN) {
 }
 
 // lookup returns the indexed position at or before lsn, which must be in
-// the segment: the offset of a record whose LSN is returned.
+// the segment or follow its last record: the offset of a record whose LSN
+// is returned.
 func (s *segment) lookup(lsn LSN) (LSN, int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
