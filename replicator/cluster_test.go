@@ -255,6 +255,7 @@ func (c *cluster) appendRetry(ctx context.Context, id lockstitch.PartitionID, op
 	if op.Producer == 0 {
 		op.Producer, op.Seq = clusterProducer, c.seq.Add(1)
 	}
+	var last error
 	for {
 		for i := range c.nodes {
 			r := c.get(i)
@@ -269,10 +270,11 @@ func (c *cluster) appendRetry(ctx context.Context, id lockstitch.PartitionID, op
 			if err == nil || !retryable(err) {
 				return res, err
 			}
+			last = fmt.Errorf("node %d: %w", i+1, err)
 		}
 		select {
 		case <-ctx.Done():
-			return replicator.AppendResult{}, ctx.Err()
+			return replicator.AppendResult{}, fmt.Errorf("%w (the last attempt: %v)", ctx.Err(), last)
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
