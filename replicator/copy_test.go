@@ -364,6 +364,12 @@ func TestCopyAheadOfLaggingReplica(t *testing.T) {
 	}
 	lagging := c.partition(2, 1)
 	waitApplied(t, lagging, 10)
+	// The stalled replica must not lead: its applies end the appends.
+	if c.leader(1) == 2 {
+		if err := c.get(2).TransferLeader(ctx, 1, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	gate.Lock()
 	locked := true

@@ -30,7 +30,8 @@ package replicator
 //  6. stateMachine.mu (RWMutex): guards state, plugin, skipTo, closed,
 //     scratch, entryBytes, pending, and setting wal. Write: Open, Update,
 //     syncPlugin, PrepareSnapshot, RecoverFromSnapshot, Close, notifyRole.
-//     Read: Lookup, checkpointLocked, notLeader, registerAddress, Status.
+//     Read: Lookup, checkpointLocked, notLeader, registerAddress, Status
+//     (which waits for it 50 ms at most, then goes without addresses).
 //     Held across the factory in open, every call on an opened plugin but
 //     Snapshot.WriteTo and Release, and the wal.Log writes. Nested:
 //     progressMu (update), readyMu (open -> opened = partition.changed),

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/lni/dragonboat/v4"
@@ -211,12 +212,16 @@ func (p *Partition) Status(ctx context.Context) (PartitionStatus, error) {
 		AppliedLSN: lockstitch.LSN(s.applied.Load()),
 		FirstLSN:   s.wal.First(),
 	}
-	s.mu.RLock()
-	addrs := make(map[lockstitch.ReplicaID]string, len(s.state.addrs))
-	for id, a := range s.state.addrs {
-		addrs[id] = a
+	// The client addresses are under the state machine's lock, which an
+	// apply holds for as long as the plugin takes: a status does not wait
+	// long for it, and goes without addresses instead.
+	addrs := map[lockstitch.ReplicaID]string{}
+	if tryRLockFor(&s.mu, statusLockWait) {
+		for id, a := range s.state.addrs {
+			addrs[id] = a
+		}
+		s.mu.RUnlock()
 	}
-	s.mu.RUnlock()
 	st.LeaderAddr = addrs[st.Leader]
 
 	members, fromLeader := p.members(ctx)
@@ -320,3 +325,23 @@ func (s *stateMachine) pruneProgress(members []member) {
 }
 
 var nodeHostInfoNoLog = dragonboat.NodeHostInfoOption{SkipLogInfo: true}
+
+// statusLockWait bounds how long Status waits for the state machine's
+// lock.
+const statusLockWait = 50 * time.Millisecond
+
+// tryRLockFor read-locks mu if it can within d, and reports whether it
+// did.
+func tryRLockFor(mu *sync.RWMutex, d time.Duration) bool {
+	if mu.TryRLock() {
+		return true
+	}
+	deadline := time.Now().Add(d)
+	for wait := 50 * time.Microsecond; time.Now().Before(deadline); wait = min(2*wait, 5*time.Millisecond) {
+		time.Sleep(wait)
+		if mu.TryRLock() {
+			return true
+		}
+	}
+	return false
+}
