@@ -21,6 +21,22 @@ import (
 
 // newTestSM is a replica state machine in dir with the log plugin, outside
 // any NodeHost: the tests drive dragonboat's calls themselves.
+// saveSnapshot saves a snapshot of s, as dragonboat streams one to a
+// replica that needs it, and closes s.
+func saveSnapshot(t *testing.T, s *stateMachine) *bytes.Buffer {
+	t.Helper()
+	snap, err := s.PrepareSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := s.SaveSnapshot(snap, &buf, nil); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	return &buf
+}
+
 func newTestSM(t *testing.T, dir string) *stateMachine {
 	t.Helper()
 	cfg := DefaultConfig()
@@ -166,15 +182,7 @@ func TestSnapshotCarriesLog(t *testing.T) {
 	if _, err := from.Open(nil); err != nil {
 		t.Fatal(err)
 	}
-	snap, err := from.PrepareSnapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	if err := from.SaveSnapshot(snap, &buf, nil); err != nil {
-		t.Fatal(err)
-	}
-	from.Close()
+	buf := saveSnapshot(t, from)
 	if got := from.throttle.Passed(); got != int64(buf.Len()) {
 		t.Fatalf("the throttle let %d bytes through, the snapshot is %d", got, buf.Len())
 	}
@@ -182,7 +190,7 @@ func TestSnapshotCarriesLog(t *testing.T) {
 	if _, err := to.Open(nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := to.RecoverFromSnapshot(&buf, nil); err != nil {
+	if err := to.RecoverFromSnapshot(buf, nil); err != nil {
 		t.Fatal(err)
 	}
 	to.Close()
@@ -203,15 +211,7 @@ func TestRestoreNotOverwrittenByCheckpoint(t *testing.T) {
 		if _, err := from.Open(nil); err != nil {
 			t.Fatal(err)
 		}
-		snap, err := from.PrepareSnapshot()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var buf bytes.Buffer
-		if err := from.SaveSnapshot(snap, &buf, nil); err != nil {
-			t.Fatal(err)
-		}
-		from.Close()
+		buf := saveSnapshot(t, from)
 
 		s := newTestSM(t, dst)
 		if _, err := s.Open(nil); err != nil {
@@ -230,7 +230,7 @@ func TestRestoreNotOverwrittenByCheckpoint(t *testing.T) {
 		}()
 		go func() {
 			defer wg.Done()
-			if err := s.RecoverFromSnapshot(io.Reader(&buf), nil); err != nil {
+			if err := s.RecoverFromSnapshot(io.Reader(buf), nil); err != nil {
 				t.Error(err)
 			}
 		}()
@@ -279,20 +279,12 @@ func TestRestoreLargeLog(t *testing.T) {
 	if _, err := from.Update(es); err != nil {
 		t.Fatal(err)
 	}
-	snap, err := from.PrepareSnapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	if err := from.SaveSnapshot(snap, &buf, nil); err != nil {
-		t.Fatal(err)
-	}
-	from.Close()
+	buf := saveSnapshot(t, from)
 	to := newTestSM(t, dst)
 	if _, err := to.Open(nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := to.RecoverFromSnapshot(&buf, nil); err != nil {
+	if err := to.RecoverFromSnapshot(buf, nil); err != nil {
 		t.Fatal(err)
 	}
 	to.Close()
