@@ -75,7 +75,7 @@ func msgCases() []msgCase {
 		Members: []Member{{Replica: 1, RaftAddr: "10.0.0.1:7010"}, {Replica: 2, RaftAddr: "10.0.0.2:7010"}},
 	}
 	adminRes := AdminResult{
-		Placement: []Placement{{Replica: 1, Node: 2}, {Replica: 2, Node: 3}},
+		Placement: []Placement{{Replica: 1, Node: 2, Kind: lockstitch.Voter}, {Replica: 2, Node: 3, Kind: lockstitch.Voter}},
 		Replica:   4,
 		Partitions: []PartitionInfo{{
 			Partition: 9, Plugin: "log", Leader: 2, LeaderReplica: 1, Epoch: 5, Committed: 77,
@@ -89,6 +89,15 @@ func msgCases() []msgCase {
 	adminBody, err := adminReq.AppendBinary(nil)
 	if err != nil {
 		panic(err)
+	}
+	adminWitnessReq := AdminRequest{Op: AdminCreatePartition, Partition: 9, Plugin: "log", Replicas: 2, Witnesses: 1, WitnessNodes: []lockstitch.NodeID{3}}
+	adminWitnessBody, err := adminWitnessReq.AppendBinary(nil)
+	if err != nil {
+		panic(err)
+	}
+	adminWitnessRes := AdminResult{
+		Placement: []Placement{{Replica: 1, Node: 1, Kind: lockstitch.Voter}, {Replica: 2, Node: 2, Kind: lockstitch.Voter}},
+		Witnesses: []Placement{{Replica: 3, Node: 3, Kind: lockstitch.Witness}},
 	}
 	errMsg := errorMsg{Code: CodeNotLeader, LeaderAddr: "10.0.0.2:7000", Message: "not the leader"}
 	divergedMsg := errorMsg{Code: CodeDiverged, Detail: 1000, Epoch: 0x0102030405, Message: "marker 1200 is ahead of the committed stream"}
@@ -322,6 +331,20 @@ func msgCases() []msgCase {
 			}
 			same(t, "AdminResult", r, adminRes)
 		}},
+		{"admin_witnesses", appendAdmin(nil, 15, adminWitnessBody), func(t *testing.T, h Header, body []byte) {
+			var r AdminRequest
+			if err := r.UnmarshalBinary(body); err != nil {
+				t.Fatal(err)
+			}
+			same(t, "Admin", r, adminWitnessReq)
+		}},
+		{"admin_result_witnesses", appendAdminResult(nil, 15, &adminWitnessRes), func(t *testing.T, h Header, body []byte) {
+			var r AdminResult
+			if err := r.UnmarshalBinary(body); err != nil {
+				t.Fatal(err)
+			}
+			same(t, "AdminResult", r, adminWitnessRes)
+		}},
 		{"error", appendError(nil, 13, &errMsg), func(t *testing.T, h Header, body []byte) {
 			var m errorMsg
 			if err := decodeError(body, &m); err != nil {
@@ -450,6 +473,8 @@ func TestDecodeRejects(t *testing.T) {
 		{"admin timeout", new(AdminRequest).UnmarshalBinary(append(adminBody[:len(adminBody)-8:len(adminBody)-8], 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff))},
 		{"admin result reachable", new(AdminResult).UnmarshalBinary(withByte(adminResBody, len(adminResBody)-nodeReachableFromEnd, 2))},
 		{"admin result trailing", new(AdminResult).UnmarshalBinary(make([]byte, 12))},
+		{"admin empty witnesses", new(AdminRequest).UnmarshalBinary(append(adminBody[:len(adminBody):len(adminBody)], 0, 0, 0, 0, 0))},
+		{"admin witness nodes beyond bytes", new(AdminRequest).UnmarshalBinary(append(adminBody[:len(adminBody):len(adminBody)], 1, 0, 0, 0, 2, 1))},
 	}
 	for _, c := range cases {
 		if !errors.Is(c.err, ErrProtocol) {

@@ -710,6 +710,8 @@ func cmdPartition(args []string, stdout, stderr io.Writer) int {
 		plugin := fs.String("plugin", "log", "state machine plugin")
 		replicas := fs.Int("replicas", 0, "number of replicas (default: 3, or the cluster size)")
 		nodes := fs.String("nodes", "", "comma-separated ids of the nodes to place replicas on")
+		witnesses := fs.Int("witnesses", 0, "number of witnesses besides the replicas, on other nodes (a witness votes but keeps no data)")
+		witnessNodes := fs.String("witness-nodes", "", "comma-separated ids of the nodes to place witnesses on")
 		var opts []string
 		fs.Func("option", "plugin option key=value (repeatable)", func(s string) error { opts = append(opts, s); return nil })
 		if err := fs.Parse(args[1:]); err != nil {
@@ -718,7 +720,7 @@ func cmdPartition(args []string, stdout, stderr io.Writer) int {
 		if *id == 0 {
 			return usageError(stderr, "partition create needs --id")
 		}
-		spec := transport.PartitionSpec{ID: lockstitch.PartitionID(*id), Plugin: *plugin, Replicas: *replicas}
+		spec := transport.PartitionSpec{ID: lockstitch.PartitionID(*id), Plugin: *plugin, Replicas: *replicas, Witnesses: *witnesses}
 		for _, o := range opts {
 			k, v, ok := strings.Cut(o, "=")
 			if !ok {
@@ -735,6 +737,12 @@ func cmdPartition(args []string, stdout, stderr io.Writer) int {
 				return usageError(stderr, "--nodes: %v", err)
 			}
 		}
+		if *witnessNodes != "" {
+			var err error
+			if spec.WitnessNodes, err = parseNodes(*witnessNodes); err != nil {
+				return usageError(stderr, "--witness-nodes: %v", err)
+			}
+		}
 		run = func(ctx context.Context, cl *transport.Client) error {
 			placed, err := cl.CreatePartition(ctx, spec)
 			if err != nil {
@@ -746,6 +754,9 @@ func cmdPartition(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "partition %d created (plugin %s), replicas on nodes:", spec.ID, spec.Plugin)
 			for _, p := range placed {
 				fmt.Fprintf(stdout, " %d→node %d", p.Replica, p.Node)
+				if p.Kind == lockstitch.Witness {
+					fmt.Fprint(stdout, " (witness)")
+				}
 			}
 			fmt.Fprintln(stdout)
 			return nil
@@ -835,7 +846,11 @@ func runAdmin(cf clientFlags, stderr io.Writer, what string, run func(context.Co
 func placementJSON(ps []transport.Placement) []map[string]any {
 	out := make([]map[string]any, 0, len(ps))
 	for _, p := range ps {
-		out = append(out, map[string]any{"replica": p.Replica, "node": p.Node})
+		m := map[string]any{"replica": p.Replica, "node": p.Node}
+		if p.Kind != 0 {
+			m["kind"] = p.Kind.String()
+		}
+		out = append(out, m)
 	}
 	return out
 }
