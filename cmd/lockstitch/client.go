@@ -627,7 +627,11 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 			st := pv.st
 			reps := make([]map[string]any, 0, len(st.Replicas))
 			for _, r := range st.Replicas {
-				reps = append(reps, map[string]any{"replica": r.Replica, "addr": r.Addr, "kind": r.Kind.String(), "match": r.Match, "lag": r.Lag, "down": down[r.Addr]})
+				rep := map[string]any{"replica": r.Replica, "addr": r.Addr, "kind": r.Kind.String(), "match": r.Match, "lag": r.Lag, "down": down[r.Addr]}
+				if r.Reported {
+					rep["report_age_seconds"] = r.ReportAge.Seconds()
+				}
+				reps = append(reps, rep)
 			}
 			leader := st.Leader
 			if !pv.leaderly {
@@ -662,9 +666,9 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 			} else {
 				fmt.Fprintf(tw, "%d\tnone\t(no reachable node leads it; seen from node %d)\t%d\t%d\t%d\n", st.Partition, pv.node, st.Epoch, st.Committed, st.Applied)
 			}
-			fmt.Fprintf(tw, "  REPLICA\tKIND\tADDR\tAPPLIED\tLAG\t\n")
+			fmt.Fprintf(tw, "  REPLICA\tKIND\tADDR\tAPPLIED\tLAG\tREPORTED\n")
 			for _, r := range st.Replicas {
-				fmt.Fprintf(tw, "  %d\t%s\t%s\t%d\t%s\t\n", r.Replica, r.Kind, r.Addr, r.Match, replicaLag(r))
+				fmt.Fprintf(tw, "  %d\t%s\t%s\t%d\t%s\t%s\n", r.Replica, r.Kind, r.Addr, r.Match, replicaLag(r), reportAge(r))
 			}
 		}
 		tw.Flush()
@@ -674,6 +678,19 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// reportAge says how old the progress report behind a replica's applied
+// LSN and lag is: "-" when unknown (no report yet, a witness, or a node
+// that predates report ages).
+func reportAge(r transport.ReplicaStatus) string {
+	if !r.Reported {
+		return "-"
+	}
+	if r.ReportAge < time.Second {
+		return "now"
+	}
+	return r.ReportAge.Round(100*time.Millisecond).String() + " ago"
 }
 
 // adminClient dials the nodes for an admin command. Any node serves
