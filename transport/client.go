@@ -281,6 +281,21 @@ func (cl *Client) route(ctx context.Context, p lockstitch.PartitionID, addr stri
 	return cc, nil
 }
 
+// seedAfter returns the seed after addr in the seeds' order, or "" when
+// there is no other seed (addr not a seed: the next in the round robin).
+func (cl *Client) seedAfter(addr string) string {
+	n := len(cl.seeds)
+	if n < 2 {
+		return ""
+	}
+	for i, a := range cl.seeds {
+		if a == addr {
+			return cl.seeds[(i+1)%n]
+		}
+	}
+	return cl.seeds[int(cl.next.Load()%uint32(n))]
+}
+
 // anyConn returns a connection to some node: a usable existing one of the
 // seeds, else the next seed in turn that connects.
 func (cl *Client) anyConn(ctx context.Context) (*clientConn, error) {
@@ -301,7 +316,8 @@ func (cl *Client) anyConn(ctx context.Context) (*clientConn, error) {
 
 // reroute updates the routing of partition p after an attempt on conn
 // (nil if it was never sent) failed with err, and reports whether the
-// next attempt can go at once (a NotLeader hint to another address).
+// next attempt can go at once (a NotLeader hint to another address, or
+// another node after one that could not serve).
 func (cl *Client) reroute(p lockstitch.PartitionID, conn *clientConn, byAddr bool, err error) bool {
 	if byAddr {
 		return false
@@ -311,8 +327,16 @@ func (cl *Client) reroute(p lockstitch.PartitionID, conn *clientConn, byAddr boo
 	switch {
 	case errors.As(err, &nl):
 		ps.conn.Store(nil)
+		hint := nl.LeaderAddr
+		if hint == "" && conn != nil {
+			// This node knows no leader (it may have lost touch, or an
+			// election runs): ask the next node, by name, since a
+			// connection to this one may still be up and the seeds'
+			// round robin prefers connections that are.
+			hint = cl.seedAfter(conn.ep.addr)
+		}
 		ps.mu.Lock()
-		ps.hint = nl.LeaderAddr
+		ps.hint = hint
 		ps.mu.Unlock()
 		if nl.LeaderAddr == "" {
 			cl.next.Add(1)
@@ -321,15 +345,19 @@ func (cl *Client) reroute(p lockstitch.PartitionID, conn *clientConn, byAddr boo
 		return conn == nil || nl.LeaderAddr != conn.ep.addr
 	case errors.Is(err, lockstitch.ErrUnavailable), errors.Is(err, lockstitch.ErrShuttingDown):
 		// The connection is lost, or the node cannot serve the partition
-		// now (its replica opens, or is quarantined, or it is stopping):
-		// the next attempt tries the next node, which serves it or says
-		// where the leader is.
+		// now (its replica opens, or is quarantined, or has lost touch
+		// with its leader, or it is stopping): the next attempt tries the
+		// next node, which serves it or says where the leader is. Named
+		// as the hint: a connection to this node may still be up, and
+		// the seeds' round robin prefers connections that are.
 		if conn != nil {
 			ps.conn.CompareAndSwap(conn, nil)
+			next := cl.seedAfter(conn.ep.addr)
 			ps.mu.Lock()
-			ps.hint = ""
+			ps.hint = next
 			ps.mu.Unlock()
 			cl.next.Add(1)
+			return next != "" && next != conn.ep.addr
 		}
 	}
 	return false

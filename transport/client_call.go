@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"sync/atomic"
 	"time"
@@ -240,8 +241,15 @@ func (cl *Client) retry(ctx context.Context, c *call, err error) bool {
 		return false
 	}
 	immediate := cl.reroute(c.partition, c.conn, c.byAddr, err)
+	if cl.log.Enabled(ctx, slog.LevelDebug) {
+		addr := ""
+		if c.conn != nil {
+			addr = c.conn.ep.addr
+		}
+		cl.log.Debug("transport: retrying", "kind", c.kind, "partition", uint64(c.partition), "attempt", c.attempt, "addr", addr, "err", err)
+	}
 	if immediate && c.attempt == 1 {
-		return true // a leader hint: go there at once
+		return true // a leader hint, or another node: go there at once
 	}
 	t := time.NewTimer(cl.backoff(c.attempt))
 	defer t.Stop()

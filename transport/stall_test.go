@@ -251,3 +251,32 @@ func TestStalledSubscriptionMoves(t *testing.T) {
 	}
 	t.Logf("the next record arrived %v after it was appended", time.Since(start))
 }
+
+// TestSubscriptionLeavesAnUnavailableNode: a node that answers a
+// subscription Unavailable (its replica lost touch with its leader, say)
+// while its connection stays up is left for the next node, not asked
+// again because its connection is the one the client has.
+func TestSubscriptionLeavesAnUnavailableNode(t *testing.T) {
+	bad := &unavailableSubs{fakeHandler: newFakeHandler()}
+	_, first := startServer(t, bad, testServerConfig())
+	_, second := startServer(t, newFakeHandler(), testServerConfig())
+	ctx := testContext(t)
+	if _, err := dialTest(t, testClientConfig(), second).Append(ctx, 1, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testClientConfig()
+	cfg.BackoffMin, cfg.BackoffMax = time.Second, time.Second
+	cl := dialTest(t, cfg, first, second)
+	sub, err := cl.Subscribe(ctx, 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	var rec wal.Record
+	if err := sub.Next(ctx, &rec); err != nil || string(rec.Payload) != "x" {
+		t.Fatalf("Next: %q %v", rec.Payload, err)
+	}
+	if n := bad.calls.Load(); n != 1 {
+		t.Fatalf("the unavailable node was asked %d times", n)
+	}
+}

@@ -1,0 +1,376 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lockstitch/lockstitch"
+	"github.com/lockstitch/lockstitch/transport"
+	"github.com/lockstitch/lockstitch/wal"
+)
+
+// The isolation tests cut one serve process off from its peers with
+// nftables rules in its own network namespace, while clients (in the
+// test's namespace) still reach every node: the fault a paused or killed
+// process does not show, a node that is alive, answers its clients, and
+// has lost its partition's quorum. They need root, iproute2 and nft, and
+// run only with LOCKSTITCH_NETNS=1 (scripts/isolate).
+//
+// The network: a namespace per node and one holding a bridge (the
+// switch), each node joined to it by a veth pair, and one veth pair from
+// the test's namespace to the switch, so that nothing crosses the host's
+// own forwarding rules. Every name and the subnet carry the test
+// process's id; everything is deleted when the test ends.
+
+// netnsCluster is n serve processes, one per network namespace.
+type netnsCluster struct {
+	t      *testing.T
+	prefix string // names of namespaces and links
+	subnet string // "10.77.X."
+	dir    string
+	nodes  []*serveProcess
+}
+
+// ip runs ip(8) (or, with "nft" first, nft(8)) and fails the test on an
+// error.
+func (c *netnsCluster) run(name string, args ...string) {
+	c.t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		c.t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+}
+
+func (c *netnsCluster) ns(i int) string { return fmt.Sprintf("%sn%d", c.prefix, i) }
+
+// nodeIP is node i's address; the test's namespace is .254.
+func (c *netnsCluster) nodeIP(i int) string { return c.subnet + strconv.Itoa(i) }
+
+func (c *netnsCluster) clientAddr(i int) string { return c.nodeIP(i) + ":7000" }
+
+func startNetnsCluster(t *testing.T, n int) *netnsCluster {
+	t.Helper()
+	pid := os.Getpid()
+	c := &netnsCluster{t: t, prefix: fmt.Sprintf("lk%d", pid%100000), subnet: fmt.Sprintf("10.77.%d.", pid%250), dir: t.TempDir()}
+	sw := c.prefix + "sw"
+	host := c.prefix + "h"
+	t.Cleanup(func() {
+		for _, p := range c.nodes {
+			if p != nil {
+				p.kill()
+			}
+		}
+		exec.Command("ip", "link", "del", host).Run()
+		for i := 1; i <= n; i++ {
+			exec.Command("ip", "netns", "del", c.ns(i)).Run()
+		}
+		exec.Command("ip", "netns", "del", sw).Run()
+	})
+	c.run("ip", "netns", "add", sw)
+	c.run("ip", "-n", sw, "link", "add", "br0", "type", "bridge")
+	c.run("ip", "-n", sw, "link", "set", "br0", "up")
+	for i := 1; i <= n; i++ {
+		ns := c.ns(i)
+		c.run("ip", "netns", "add", ns)
+		c.run("ip", "-n", sw, "link", "add", fmt.Sprint("v", i), "type", "veth", "peer", "name", "eth0", "netns", ns)
+		c.run("ip", "-n", sw, "link", "set", fmt.Sprint("v", i), "master", "br0", "up")
+		c.run("ip", "-n", ns, "addr", "add", c.nodeIP(i)+"/24", "dev", "eth0")
+		c.run("ip", "-n", ns, "link", "set", "eth0", "up")
+		c.run("ip", "-n", ns, "link", "set", "lo", "up")
+	}
+	c.run("ip", "link", "add", host, "type", "veth", "peer", "name", "vh", "netns", sw)
+	c.run("ip", "-n", sw, "link", "set", "vh", "master", "br0", "up")
+	c.run("ip", "addr", "add", c.subnet+"254/24", "dev", host)
+	c.run("ip", "link", "set", host, "up")
+
+	var peers []string
+	for i := 1; i <= n; i++ {
+		peers = append(peers, fmt.Sprintf("%d=%s:7010/%s", i, c.nodeIP(i), c.clientAddr(i)))
+	}
+	c.nodes = make([]*serveProcess, n)
+	for i := 1; i <= n; i++ {
+		args := []string{"netns", "exec", c.ns(i), os.Args[0], "serve",
+			"--id", fmt.Sprint(i), "--data-dir", fmt.Sprintf("%s/node%d", c.dir, i),
+			"--raft-addr", c.nodeIP(i) + ":7010", "--client-addr", c.clientAddr(i), "--admin-addr", "127.0.0.1:7020",
+			"--peers", strings.Join(peers, ","), "--rtt", "5ms", "--log-level", "info"}
+		p := &serveProcess{args: args, log: new(syncBuffer)}
+		// ip netns exec execs the command: the process is the server.
+		p.cmd = exec.Command("ip", args...)
+		p.cmd.Env = append(os.Environ(), "LOCKSTITCH_TEST_MAIN=1")
+		p.cmd.Stderr = p.log
+		if err := p.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		c.nodes[i-1] = p
+	}
+	return c
+}
+
+// isolate cuts node i off from the other nodes (not from clients).
+func (c *netnsCluster) isolate(i int) {
+	c.t.Helper()
+	var others []string
+	for j := 1; j <= len(c.nodes); j++ {
+		if j != i {
+			others = append(others, c.nodeIP(j))
+		}
+	}
+	set := strings.Join(others, ", ")
+	rules := fmt.Sprintf(`table inet lsiso {
+  chain in { type filter hook input priority 0; policy accept; ip saddr { %s } drop; }
+  chain out { type filter hook output priority 0; policy accept; ip daddr { %s } drop; }
+}
+`, set, set)
+	cmd := exec.Command("ip", "netns", "exec", c.ns(i), "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		c.t.Fatalf("isolate node %d: %v\n%s", i, err, out)
+	}
+}
+
+// heal undoes isolate.
+func (c *netnsCluster) heal(i int) {
+	c.t.Helper()
+	c.run("ip", "netns", "exec", c.ns(i), "nft", "delete", "table", "inet", "lsiso")
+}
+
+// dial connects to the nodes given, once each answers.
+func (c *netnsCluster) dial(ctx context.Context, nodes ...int) *transport.Client {
+	c.t.Helper()
+	var addrs []string
+	for _, i := range nodes {
+		addrs = append(addrs, c.clientAddr(i))
+		for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			cl, err := transport.Dial(ctx, transport.DefaultClientConfig(), c.clientAddr(i))
+			if err == nil {
+				cl.Close()
+				break
+			}
+			if time.Now().After(deadline) {
+				c.t.Fatalf("node %d does not answer: %v\n%s", i, err, c.nodes[i-1].log)
+			}
+		}
+	}
+	cfg := transport.DefaultClientConfig()
+	if os.Getenv("LOCKSTITCH_FAILOVER_LOG") != "" {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	cl, err := transport.Dial(ctx, cfg, addrs...)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return cl
+}
+
+// TestIsolationFailover isolates, each round, the leader of a partition
+// under appends (one at a time, a client that reaches every node) and
+// measures the time from the cut to the first append acknowledged by a
+// new leader; then, each round, the follower serving a subscription, and
+// the time from the cut to the subscriber's next op (its replica, alive
+// and reachable, loses touch with its leader and ends the subscription;
+// the client resumes on another node). LOCKSTITCH_FAILOVER_ROUNDS sets
+// the rounds (default 5). The figures go in docs/benchmarks.md.
+func TestIsolationFailover(t *testing.T) {
+	if os.Getenv("LOCKSTITCH_NETNS") == "" {
+		t.Skip("needs root, iproute2 and nft: scripts/isolate runs it with LOCKSTITCH_NETNS=1")
+	}
+	rounds := 5
+	if v := os.Getenv("LOCKSTITCH_FAILOVER_ROUNDS"); v != "" {
+		var err error
+		if rounds, err = strconv.Atoi(v); err != nil || rounds < 1 {
+			t.Fatalf("LOCKSTITCH_FAILOVER_ROUNDS=%q", v)
+		}
+	}
+	c := startNetnsCluster(t, 3)
+	if os.Getenv("LOCKSTITCH_FAILOVER_LOG") != "" {
+		defer func() {
+			for i, p := range c.nodes {
+				t.Logf("node %d's log:\n%s", i+1, p.log)
+			}
+		}()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(rounds)*time.Minute+2*time.Minute)
+	defer cancel()
+	cl := c.dial(ctx, 1, 2, 3)
+	defer cl.Close()
+	if _, err := cl.CreatePartition(ctx, transport.PartitionSpec{ID: 1, Nodes: []lockstitch.NodeID{1, 2, 3}}); err != nil {
+		t.Fatal(err)
+	}
+	caughtUp := func(i int) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			now, err1 := cl.PartitionStatus(ctx, 1)
+			ns, err2 := cl.Status(ctx, c.clientAddr(i))
+			if err1 == nil && err2 == nil && len(ns.Partitions) == 1 && ns.Partitions[0].Role == lockstitch.RoleFollower && ns.Partitions[0].Applied+100 >= now.Committed {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("node %d did not catch up after it was healed", i)
+			}
+		}
+	}
+
+	// 1. The leader is cut off under appends.
+	type ack struct {
+		at    time.Time
+		epoch uint64
+	}
+	var (
+		mu   sync.Mutex
+		acks []ack
+	)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			actx, acancel := context.WithTimeout(ctx, 30*time.Second)
+			res, err := cl.Append(actx, 1, []byte("op"))
+			acancel()
+			if err == nil {
+				mu.Lock()
+				acks = append(acks, ack{time.Now(), res.Epoch})
+				mu.Unlock()
+			} else if os.Getenv("LOCKSTITCH_FAILOVER_LOG") != "" {
+				t.Logf("%s append: %v", time.Now().Format("15:04:05.000"), err)
+			}
+		}
+	}()
+	defer func() {
+		select {
+		case <-stop:
+		default:
+			close(stop)
+			<-done
+		}
+	}()
+	var leaderTook []time.Duration
+	for r := 0; r < rounds; r++ {
+		mu.Lock()
+		n0 := len(acks)
+		mu.Unlock()
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			mu.Lock()
+			n := len(acks)
+			mu.Unlock()
+			if n >= n0+200 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: appends do not flow", r)
+			}
+		}
+		st, err := cl.PartitionStatus(ctx, 1)
+		if err != nil || st.Leader == 0 {
+			t.Fatalf("status: %+v %v", st, err)
+		}
+		leader := int(st.Leader)
+		mu.Lock()
+		epoch := acks[len(acks)-1].epoch
+		mu.Unlock()
+		cut := time.Now()
+		c.isolate(leader)
+		if os.Getenv("LOCKSTITCH_FAILOVER_LOG") != "" {
+			t.Logf("%s round %d: cut off leader node %d", cut.Format("15:04:05.000"), r, leader)
+		}
+		var first time.Time
+		for deadline := cut.Add(20 * time.Second); first.IsZero() && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+			mu.Lock()
+			for i := len(acks) - 1; i >= 0 && acks[i].at.After(cut); i-- {
+				if acks[i].epoch > epoch {
+					first = acks[i].at
+				}
+			}
+			mu.Unlock()
+		}
+		c.heal(leader)
+		if first.IsZero() {
+			t.Fatalf("round %d: no append acknowledged by a new leader 20 s after cutting off node %d", r, leader)
+		}
+		leaderTook = append(leaderTook, first.Sub(cut))
+		t.Logf("round %d: cut off leader node %d; first new-epoch ack after %v", r, leader, first.Sub(cut))
+		caughtUp(leader)
+	}
+	close(stop)
+	<-done
+
+	// 2. The follower serving a subscription is cut off.
+	var subTook []time.Duration
+	var marker wal.LSN
+	for r := 0; r < rounds; r++ {
+		st, err := cl.PartitionStatus(ctx, 1)
+		if err != nil || st.Leader == 0 {
+			t.Fatalf("status: %+v %v", st, err)
+		}
+		follower := int(st.Leader)%3 + 1
+		var others []int
+		for i := 1; i <= 3; i++ {
+			if i != follower {
+				others = append(others, i)
+			}
+		}
+		scl := c.dial(ctx, append([]int{follower}, others...)...)
+		sub, err := scl.Subscribe(ctx, 1, marker)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rec wal.Record
+		next := func(d time.Duration) error {
+			nctx, ncancel := context.WithTimeout(ctx, d)
+			defer ncancel()
+			if err := sub.Next(nctx, &rec); err != nil {
+				return err
+			}
+			marker = rec.LSN
+			return nil
+		}
+		res, err := cl.Append(ctx, 1, []byte("before"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for marker < res.LSN {
+			if err := next(30 * time.Second); err != nil {
+				t.Fatalf("round %d: reading up to %d: %v", r, res.LSN, err)
+			}
+		}
+		cut := time.Now()
+		c.isolate(follower)
+		after, err := cl.Append(ctx, 1, []byte("after"))
+		if err != nil {
+			c.heal(follower)
+			t.Fatal(err)
+		}
+		for marker < after.LSN {
+			if err := next(20 * time.Second); err != nil {
+				c.heal(follower)
+				t.Fatalf("round %d: no record %d within 20 s of cutting off node %d: %v", r, after.LSN, follower, err)
+			}
+		}
+		subTook = append(subTook, time.Since(cut))
+		t.Logf("round %d: cut off node %d serving a subscription; the subscriber had the next op after %v", r, follower, time.Since(cut))
+		c.heal(follower)
+		sub.Close()
+		scl.Close()
+		caughtUp(follower)
+	}
+	slices.Sort(leaderTook)
+	slices.Sort(subTook)
+	t.Logf("leader cut off to the first append acknowledged by a new leader, %d rounds: median %v, min %v, max %v",
+		rounds, leaderTook[len(leaderTook)/2], leaderTook[0], leaderTook[len(leaderTook)-1])
+	t.Logf("subscriber's follower cut off to its next op, %d rounds: median %v, min %v, max %v",
+		rounds, subTook[len(subTook)/2], subTook[0], subTook[len(subTook)-1])
+}
