@@ -157,9 +157,15 @@ func TestLedgerSurvivesKill9(t *testing.T) {
 	// twice at most, then run to its end.
 	appendKills := []int{1 + rng.IntN(nOps/2), 1 + rng.IntN(nOps/2)}
 	appended := make(chan error, 1)
+	appenderDone := make(chan struct{})
+	defer func() {
+		cancel() // kills the appender if the test failed before it ended
+		<-appenderDone
+	}()
 	go func() {
+		defer close(appenderDone)
 		for run := 0; ; run++ {
-			p, err := startChild([]string{"append", "--addrs", addrs, "--producer", "77"}, input)
+			p, err := startChild(ctx, []string{"append", "--addrs", addrs, "--producer", "77"}, input)
 			if err != nil {
 				appended <- err
 				return
@@ -193,7 +199,7 @@ func TestLedgerSurvivesKill9(t *testing.T) {
 	var lastApplied, reapplied int
 	for run := 0; run < 8; run++ {
 		k := 1 + rng.IntN(150)
-		p, err := startChild(applyArgs, "")
+		p, err := startChild(ctx, applyArgs, "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -243,7 +249,7 @@ func TestLedgerSurvivesKill9(t *testing.T) {
 		}
 	}
 	// A last run to the end of the stream.
-	p, err := startChild(append(applyArgs, "--until", fmt.Sprint(nOps)), "")
+	p, err := startChild(ctx, append(applyArgs, "--until", fmt.Sprint(nOps)), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,8 +314,8 @@ func TestLedgerSurvivesKill9(t *testing.T) {
 }
 
 // startChild runs the ledger command with args in a new process.
-func startChild(args []string, stdin string) (*testcluster.Proc, error) {
-	return testcluster.StartProc(os.Args[0], args, []string{childEnv + "=1"}, stdin)
+func startChild(ctx context.Context, args []string, stdin string) (*testcluster.Proc, error) {
+	return testcluster.StartProc(ctx, os.Args[0], args, []string{childEnv + "=1"}, stdin)
 }
 
 // genOps returns n ops: accounts opened and funded, then transfers among

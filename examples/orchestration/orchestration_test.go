@@ -124,7 +124,7 @@ func TestOrchestrationSurvivesKill9(t *testing.T) {
 	args := []string{"run", "--addrs", strings.Join(c.Addrs(), ","), "--partition", fmt.Sprint(partition), "--dir", effectsDir, "--orders", fmt.Sprint(orders), "--progress"}
 	replayed, edges, kills := 0, 0, 0
 	for run := 1; ; run++ {
-		p, err := testcluster.StartProc(os.Args[0], args, []string{childEnv + "=1"}, "")
+		p, err := testcluster.StartProc(ctx, os.Args[0], args, []string{childEnv + "=1"}, "")
 		if err != nil {
 			t.Fatal(err)
 		}

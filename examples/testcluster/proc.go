@@ -3,6 +3,7 @@ package testcluster
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -23,9 +24,11 @@ type Proc struct {
 }
 
 // StartProc starts name with args and extra environment variables env
-// ("K=V"), with stdin from the file at stdin ("" for none).
-func StartProc(name string, args, env []string, stdin string) (*Proc, error) {
-	p := &Proc{cmd: exec.Command(name, args...), lines: make(chan string, 1024), done: make(chan struct{})}
+// ("K=V"), with stdin from the file at stdin ("" for none). The process is
+// killed (SIGKILL) if ctx ends before it does: a test's deadline stops
+// a process that hangs.
+func StartProc(ctx context.Context, name string, args, env []string, stdin string) (*Proc, error) {
+	p := &Proc{cmd: exec.CommandContext(ctx, name, args...), lines: make(chan string, 1024), done: make(chan struct{})}
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stderr = lockedWriter{p}
 	if stdin != "" {
