@@ -47,11 +47,14 @@ var layers = []layer{
 	{dir: "metrics"},
 	// The shared vocabulary: IDs, roles, error sentinels.
 	{dir: ".", may: []string{"wal"}},
-	{dir: "transport", may: []string{".", "wal", "metrics"}},
+	// Plugin op and result formats (ops/queue, ...): leaves shared by a
+	// plugin in replicator and its client in transport.
+	{dir: "ops", may: []string{"."}},
+	{dir: "transport", may: []string{".", "wal", "metrics", "ops"}},
 	// Not transport: replicator imports copy and must not reach the wire.
 	{dir: "copy", may: []string{".", "wal", "metrics"}},
-	{dir: "replicator", may: []string{".", "wal", "copy", "metrics"}},
-	{dir: "server", may: []string{".", "replicator", "transport", "copy", "wal", "metrics"}},
+	{dir: "replicator", may: []string{".", "wal", "copy", "metrics", "ops"}},
+	{dir: "server", may: []string{".", "replicator", "transport", "copy", "wal", "metrics", "ops"}},
 	{dir: "cmd", open: true, except: []string{"bench", "examples"}},
 	// Examples do what a user outside the module can do: no internal
 	// package, in their tests either.
