@@ -1,0 +1,679 @@
+// Package queue is the built-in queue plugin: a replicated FIFO of items
+// with leases, acknowledgements and a dead-letter list, stored in pebble.
+// Its ops, results and queries are in package ops/queue (imported here as
+// qops), which documents them byte by byte; the typed client is
+// transport/queueclient.
+//
+// # Time
+//
+// Leases run on the queue's clock: the latest replicator.Op.Time it has
+// seen, the proposing leader's wall clock, replicated with each op. Every
+// replica applies the same ops with the same times, so a lease expires at
+// the same op everywhere, whatever each replica's own clock says. The
+// clock never goes back: a new leader whose clock is behind its
+// predecessor's neither un-expires a lease nor shortens one; its ops take
+// the clock as it is until its own time passes it. (An op without a time,
+// from a node older than the time stamp, leaves the clock as it is.)
+//
+// Every op first expires the leases whose deadline is at or before the
+// clock, in deadline order, then id order: each such item goes back to the
+// ready list at its place (items are handed out in enqueue order), or, if
+// it has been delivered MaxDeliveries times, to the dead-letter list,
+// where it stays (peek shows it). A query sees the state as of the last
+// op: a lease that has expired since is counted as leased until then.
+//
+// # Storage
+//
+// Each Apply call is one pebble batch holding its ops' effects and the
+// LSN of its last op, committed without an fsync: after a process crash
+// pebble has every batch it was given, and after a machine crash a prefix
+// of them, each whole, with its LSN; Open returns that LSN and the
+// replicator replays the rest, with their times (the operation log keeps
+// them). Sync fsyncs pebble's log. Keys:
+//
+//	"m"                     meta: version 1 (1), zero (7), applied LSN (8),
+//	                        clock (8, Unix ns), next item id (8), ready (8),
+//	                        leased (8) and dead-letter (8) counts
+//	"i" id                  an item: state (1: 0 ready, 1 leased, 2 dead),
+//	                        zero (3), deliveries (4), lease deadline (8, Unix
+//	                        ns, 0 unless leased), payload
+//	"r" id                  the ready list, in id (enqueue) order; empty value
+//	"l" deadline id         the leased items, by deadline; empty value
+//	"d" id                  the dead-letter list; empty value
+//
+// ids and deadlines in keys are big-endian, so keys sort by them; ids
+// start at 1. A snapshot is every key and value at one LSN: magic
+// "lsqueue1", then records (uvarint key length, key, uvarint value
+// length, value), then a zero key length.
+//
+// # Options
+//
+// max_deliveries: how many times an item is handed out before, its last
+// lease expired, it is dead-lettered (default 5, 1 to 1000000).
+package queue
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble"
+
+	"github.com/lockstitch/lockstitch"
+	qops "github.com/lockstitch/lockstitch/ops/queue"
+	"github.com/lockstitch/lockstitch/replicator"
+)
+
+// PluginName is the name under which nodes offer the queue plugin.
+const PluginName = "queue"
+
+// Options.
+const (
+	// OptionMaxDeliveries names the max_deliveries option.
+	OptionMaxDeliveries = "max_deliveries"
+	// DefaultMaxDeliveries is max_deliveries when not given.
+	DefaultMaxDeliveries = 5
+	maxMaxDeliveries     = 1_000_000
+)
+
+// New is the queue plugin's factory (a replicator.PluginFactory). It
+// checks the options and opens nothing.
+func New(pc replicator.PluginContext) (replicator.StateMachine, error) {
+	q := &Queue{dir: pc.Dir, log: pc.Logger, maxDeliveries: DefaultMaxDeliveries}
+	if q.log == nil {
+		q.log = slog.New(slog.DiscardHandler)
+	}
+	for k, v := range pc.Options {
+		switch k {
+		case OptionMaxDeliveries:
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > maxMaxDeliveries {
+				return nil, fmt.Errorf("%w: queue option %s=%q: want an integer from 1 to %d", lockstitch.ErrInvalidArgument, k, v, maxMaxDeliveries)
+			}
+			q.maxDeliveries = uint32(n)
+		default:
+			return nil, fmt.Errorf("%w: queue has no option %q (it has %s)", lockstitch.ErrInvalidArgument, k, OptionMaxDeliveries)
+		}
+	}
+	return q, nil
+}
+
+var _ replicator.StateMachine = (*Queue)(nil)
+
+// Queue is the plugin. The replicator calls it as replicator.StateMachine
+// says; its methods are not for other callers.
+type Queue struct {
+	dir           string
+	log           *slog.Logger
+	maxDeliveries uint32
+
+	// mu guards db and meta against Query and Sync (which the replicator
+	// may call from other goroutines than Apply's).
+	mu   sync.RWMutex
+	db   *pebble.DB
+	meta meta
+
+	// res holds the results of the last Apply.
+	res    []byte
+	resEnd []int
+	// key is scratch for building keys.
+	key []byte
+}
+
+// meta is the queue's state beside its items.
+type meta struct {
+	lsn                 lockstitch.LSN
+	clock               int64 // Unix ns, 0: none yet
+	nextID              uint64
+	ready, leased, dead uint64
+}
+
+const (
+	metaVersion = 1
+	metaSize    = 56
+)
+
+var metaKey = []byte("m")
+
+// Key prefixes.
+const (
+	prefixItem   = 'i'
+	prefixReady  = 'r'
+	prefixLeased = 'l'
+	prefixDead   = 'd'
+)
+
+// Item states.
+const (
+	stateReady  = 0
+	stateLeased = 1
+	stateDead   = 2
+)
+
+const itemHeader = 16
+
+func (m *meta) appendTo(b []byte) []byte {
+	b = append(b, metaVersion, 0, 0, 0, 0, 0, 0, 0)
+	b = binary.LittleEndian.AppendUint64(b, uint64(m.lsn))
+	b = binary.LittleEndian.AppendUint64(b, uint64(m.clock))
+	b = binary.LittleEndian.AppendUint64(b, m.nextID)
+	b = binary.LittleEndian.AppendUint64(b, m.ready)
+	b = binary.LittleEndian.AppendUint64(b, m.leased)
+	return binary.LittleEndian.AppendUint64(b, m.dead)
+}
+
+func decodeMeta(b []byte) (meta, error) {
+	if len(b) != metaSize || b[0] != metaVersion {
+		return meta{}, fmt.Errorf("queue: corrupt meta record (%d bytes)", len(b))
+	}
+	u := func(i int) uint64 { return binary.LittleEndian.Uint64(b[8+8*i:]) }
+	return meta{lsn: lockstitch.LSN(u(0)), clock: int64(u(1)), nextID: u(2), ready: u(3), leased: u(4), dead: u(5)}, nil
+}
+
+// pebbleLogger sends pebble's messages to the plugin's logger.
+type pebbleLogger struct{ log *slog.Logger }
+
+func (l pebbleLogger) Infof(format string, args ...interface{}) {
+	l.log.Debug("pebble: " + fmt.Sprintf(format, args...))
+}
+
+func (l pebbleLogger) Fatalf(format string, args ...interface{}) {
+	msg := fmt.Sprintf(format, args...)
+	l.log.Error("pebble: " + msg)
+	panic("queue: pebble: " + msg)
+}
+
+func (q *Queue) dbDir() string { return filepath.Join(q.dir, "pebble") }
+
+func (q *Queue) openDB() error {
+	db, err := pebble.Open(q.dbDir(), &pebble.Options{Logger: pebbleLogger{q.log}})
+	if err != nil {
+		return fmt.Errorf("queue: open pebble: %w", err)
+	}
+	m := meta{nextID: 1}
+	v, closer, err := db.Get(metaKey)
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+	case err != nil:
+		db.Close()
+		return fmt.Errorf("queue: read meta: %w", err)
+	default:
+		m, err = decodeMeta(v)
+		closer.Close()
+		if err != nil {
+			db.Close()
+			return err
+		}
+	}
+	q.db, q.meta = db, m
+	return nil
+}
+
+// Open opens the queue's pebble store and returns the LSN of the last
+// batch it holds.
+func (q *Queue) Open(ctx context.Context) (lockstitch.LSN, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if err := q.openDB(); err != nil {
+		return 0, err
+	}
+	return q.meta.lsn, nil
+}
+
+// Apply applies ops in one pebble batch with the LSN of the last one.
+func (q *Queue) Apply(ops []replicator.Op, results [][]byte) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	b := q.db.NewIndexedBatch()
+	defer b.Close()
+	m := q.meta
+	q.res, q.resEnd = q.res[:0], q.resEnd[:0]
+	for i := range ops {
+		op := &ops[i]
+		if t := qops.UnixNanos(op.Time); t > m.clock {
+			m.clock = t
+		}
+		var err error
+		q.res, err = q.apply(b, &m, op.Payload, q.res)
+		if err != nil {
+			return fmt.Errorf("queue: LSN %d: %w", op.LSN, err)
+		}
+		m.lsn = op.LSN
+		q.resEnd = append(q.resEnd, len(q.res))
+	}
+	if err := b.Set(metaKey, m.appendTo(nil), nil); err != nil {
+		return err
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return fmt.Errorf("queue: commit: %w", err)
+	}
+	q.meta = m
+	start := 0
+	for i, end := range q.resEnd {
+		results[i] = q.res[start:end:end]
+		start = end
+	}
+	return nil
+}
+
+// apply applies one op to b and m and appends its result to res. Its
+// errors are storage errors; a bad op is a result.
+func (q *Queue) apply(b *pebble.Batch, m *meta, payload []byte, res []byte) ([]byte, error) {
+	var op qops.Op
+	if err := qops.DecodeOp(payload, &op); err != nil {
+		kind := op.Kind
+		if kind < qops.KindEnqueue || kind > qops.KindExtend {
+			kind = 0
+		}
+		return qops.AppendResult(res, &qops.Result{Kind: kind, Status: qops.StatusInvalid}), nil
+	}
+	if err := q.expire(b, m); err != nil {
+		return res, err
+	}
+	r := qops.Result{Kind: op.Kind}
+	var err error
+	switch op.Kind {
+	case qops.KindEnqueue:
+		r.ID = m.nextID
+		m.nextID++
+		err = q.putItem(b, r.ID, stateReady, 0, 0, op.Payload)
+		if err == nil {
+			err = b.Set(q.listKey(prefixReady, 0, r.ID), nil, nil)
+			m.ready++
+		}
+	case qops.KindDequeue:
+		err = q.dequeue(b, m, op.Lease, &r)
+	case qops.KindAck, qops.KindExtend:
+		err = q.settle(b, m, &op, &r)
+	}
+	if err != nil {
+		return res, err
+	}
+	return qops.AppendResult(res, &r), nil
+}
+
+// expire ends the leases due at m.clock.
+func (q *Queue) expire(b *pebble.Batch, m *meta) error {
+	it := b.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixLeased}, UpperBound: []byte{prefixLeased + 1}})
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()
+		if len(k) != 17 {
+			return fmt.Errorf("corrupt lease key %x", k)
+		}
+		deadline := int64(binary.BigEndian.Uint64(k[1:]))
+		if deadline > m.clock {
+			break
+		}
+		id := binary.BigEndian.Uint64(k[9:])
+		it2, err := q.item(b, id)
+		if err != nil {
+			return err
+		}
+		if err := b.Delete(k, nil); err != nil {
+			return err
+		}
+		m.leased--
+		if it2.deliveries >= q.maxDeliveries {
+			err = q.putItem(b, id, stateDead, it2.deliveries, 0, it2.payload)
+			if err == nil {
+				err = b.Set(q.listKey(prefixDead, 0, id), nil, nil)
+			}
+			m.dead++
+		} else {
+			err = q.putItem(b, id, stateReady, it2.deliveries, 0, it2.payload)
+			if err == nil {
+				err = b.Set(q.listKey(prefixReady, 0, id), nil, nil)
+			}
+			m.ready++
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return it.Error()
+}
+
+func (q *Queue) dequeue(b *pebble.Batch, m *meta, lease time.Duration, r *qops.Result) error {
+	it := b.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixReady}, UpperBound: []byte{prefixReady + 1}})
+	if !it.First() {
+		err := it.Error()
+		it.Close()
+		r.Status = qops.StatusEmpty
+		return err
+	}
+	k := append([]byte(nil), it.Key()...)
+	if err := it.Close(); err != nil {
+		return err
+	}
+	if len(k) != 9 {
+		return fmt.Errorf("corrupt ready key %x", k)
+	}
+	id := binary.BigEndian.Uint64(k[1:])
+	item, err := q.item(b, id)
+	if err != nil {
+		return err
+	}
+	deadline := m.clock + int64(lease)
+	if err := b.Delete(k, nil); err != nil {
+		return err
+	}
+	if err := b.Set(q.listKey(prefixLeased, deadline, id), nil, nil); err != nil {
+		return err
+	}
+	item.deliveries++
+	if err := q.putItem(b, id, stateLeased, item.deliveries, deadline, item.payload); err != nil {
+		return err
+	}
+	m.ready--
+	m.leased++
+	r.ID, r.Delivery, r.Deadline, r.Payload = id, item.deliveries, qops.TimeOf(deadline), item.payload
+	return nil
+}
+
+// settle acknowledges or extends a delivery.
+func (q *Queue) settle(b *pebble.Batch, m *meta, op *qops.Op, r *qops.Result) error {
+	item, err := q.item(b, op.ID)
+	if errors.Is(err, pebble.ErrNotFound) || err == nil && (item.state != stateLeased || item.deliveries != op.Delivery) {
+		r.Status = qops.StatusLost
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := b.Delete(q.listKey(prefixLeased, item.deadline, op.ID), nil); err != nil {
+		return err
+	}
+	if op.Kind == qops.KindAck {
+		m.leased--
+		return b.Delete(q.itemKey(op.ID), nil)
+	}
+	deadline := m.clock + int64(op.Lease)
+	r.Deadline = qops.TimeOf(deadline)
+	if err := b.Set(q.listKey(prefixLeased, deadline, op.ID), nil, nil); err != nil {
+		return err
+	}
+	return q.putItem(b, op.ID, stateLeased, item.deliveries, deadline, item.payload)
+}
+
+type item struct {
+	state      byte
+	deliveries uint32
+	deadline   int64
+	payload    []byte // a copy
+}
+
+// reader is what items are read from: a batch or a snapshot of the db.
+type reader interface {
+	Get(key []byte) ([]byte, io.Closer, error)
+}
+
+func (q *Queue) item(r reader, id uint64) (item, error) {
+	v, closer, err := r.Get(q.itemKey(id))
+	if err != nil {
+		return item{}, err
+	}
+	defer closer.Close()
+	return decodeItem(v)
+}
+
+func decodeItem(v []byte) (item, error) {
+	if len(v) < itemHeader || v[0] > stateDead {
+		return item{}, fmt.Errorf("corrupt item record (%d bytes)", len(v))
+	}
+	return item{
+		state:      v[0],
+		deliveries: binary.LittleEndian.Uint32(v[4:]),
+		deadline:   int64(binary.LittleEndian.Uint64(v[8:])),
+		payload:    append([]byte(nil), v[itemHeader:]...),
+	}, nil
+}
+
+func (q *Queue) putItem(b *pebble.Batch, id uint64, state byte, deliveries uint32, deadline int64, payload []byte) error {
+	v := make([]byte, itemHeader, itemHeader+len(payload))
+	v[0] = state
+	binary.LittleEndian.PutUint32(v[4:], deliveries)
+	binary.LittleEndian.PutUint64(v[8:], uint64(deadline))
+	return b.Set(q.itemKey(id), append(v, payload...), nil)
+}
+
+func (q *Queue) itemKey(id uint64) []byte {
+	q.key = binary.BigEndian.AppendUint64(append(q.key[:0], prefixItem), id)
+	return q.key
+}
+
+// listKey is the key of id in a list; deadline only for the leased list.
+// It returns a new slice (pebble copies keys on Set, but list keys are
+// built while an item key is in use).
+func (q *Queue) listKey(prefix byte, deadline int64, id uint64) []byte {
+	k := make([]byte, 0, 17)
+	k = append(k, prefix)
+	if prefix == prefixLeased {
+		k = binary.BigEndian.AppendUint64(k, uint64(deadline))
+	}
+	return binary.BigEndian.AppendUint64(k, id)
+}
+
+// Query answers a length or peek query (ops/queue).
+func (q *Queue) Query(ctx context.Context, req []byte) ([]byte, error) {
+	var qr qops.Query
+	if err := qops.DecodeQuery(req, &qr); err != nil {
+		return nil, err
+	}
+	q.mu.RLock()
+	defer q.mu.RUnlock()
+	if q.db == nil {
+		return nil, lockstitch.ErrUnavailable
+	}
+	if qr.Kind == qops.QueryLen {
+		return qops.AppendLengths(nil, &qops.Lengths{Ready: q.meta.ready, Leased: q.meta.leased, Dead: q.meta.dead, Clock: qops.TimeOf(q.meta.clock)}), nil
+	}
+	snap := q.db.NewSnapshot()
+	defer snap.Close()
+	prefix := map[qops.List]byte{qops.ListReady: prefixReady, qops.ListLeased: prefixLeased, qops.ListDead: prefixDead}[qr.List]
+	it := snap.NewIter(&pebble.IterOptions{LowerBound: []byte{prefix}, UpperBound: []byte{prefix + 1}})
+	defer it.Close()
+	out := qops.AppendPeekHeader(nil)
+	n := uint32(0)
+	for it.First(); it.Valid() && n < qr.Limit; it.Next() {
+		k := it.Key()
+		if len(k) < 9 {
+			return nil, fmt.Errorf("queue: corrupt list key %x", k)
+		}
+		id := binary.BigEndian.Uint64(k[len(k)-8:])
+		v, closer, err := snap.Get(append([]byte{prefixItem}, k[len(k)-8:]...))
+		if err != nil {
+			return nil, fmt.Errorf("queue: item %d: %w", id, err)
+		}
+		item, err := decodeItem(v)
+		closer.Close()
+		if err != nil {
+			return nil, fmt.Errorf("queue: item %d: %w", id, err)
+		}
+		out = qops.AppendItem(out, &qops.Item{ID: id, Deliveries: item.deliveries, Deadline: qops.TimeOf(item.deadline), Payload: item.payload})
+		n++
+	}
+	if err := it.Error(); err != nil {
+		return nil, fmt.Errorf("queue: peek: %w", err)
+	}
+	return out, nil
+}
+
+// Sync fsyncs pebble's log, which holds every batch Apply committed.
+func (q *Queue) Sync() (lockstitch.LSN, error) {
+	q.mu.RLock()
+	defer q.mu.RUnlock()
+	if err := q.db.LogData(nil, pebble.Sync); err != nil {
+		return 0, fmt.Errorf("queue: sync: %w", err)
+	}
+	return q.meta.lsn, nil
+}
+
+const snapshotMagic = "lsqueue1"
+
+// PrepareSnapshot takes a pebble snapshot of the state.
+func (q *Queue) PrepareSnapshot() (replicator.Snapshot, error) {
+	q.mu.RLock()
+	defer q.mu.RUnlock()
+	return &snapshot{snap: q.db.NewSnapshot()}, nil
+}
+
+type snapshot struct {
+	snap *pebble.Snapshot
+}
+
+func (s *snapshot) WriteTo(ctx context.Context, w io.Writer) error {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	if _, err := bw.WriteString(snapshotMagic); err != nil {
+		return err
+	}
+	it := s.snap.NewIter(nil)
+	defer it.Close()
+	var h []byte
+	for it.First(); it.Valid(); it.Next() {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		h = binary.AppendUvarint(h[:0], uint64(len(it.Key())))
+		h = append(h, it.Key()...)
+		h = binary.AppendUvarint(h, uint64(len(it.Value())))
+		if _, err := bw.Write(h); err != nil {
+			return err
+		}
+		if _, err := bw.Write(it.Value()); err != nil {
+			return err
+		}
+	}
+	if err := it.Error(); err != nil {
+		return fmt.Errorf("queue: snapshot: %w", err)
+	}
+	if err := bw.WriteByte(0); err != nil {
+		return err
+	}
+	return bw.Flush()
+}
+
+func (s *snapshot) Release() { s.snap.Close() }
+
+// maxSnapshotRecord bounds a key or value read from a snapshot.
+const maxSnapshotRecord = 1 << 30
+
+// Restore replaces the store with a snapshot's: it removes the pebble
+// directory, opens an empty one and writes the snapshot's records.
+func (q *Queue) Restore(r io.Reader, lsn lockstitch.LSN) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.db != nil {
+		if err := q.db.Close(); err != nil {
+			return fmt.Errorf("queue: restore: close: %w", err)
+		}
+		q.db = nil
+	}
+	if err := os.RemoveAll(q.dbDir()); err != nil {
+		return fmt.Errorf("queue: restore: %w", err)
+	}
+	if err := q.openDB(); err != nil {
+		return err
+	}
+	if err := q.restore(bufio.NewReaderSize(r, 64<<10), lsn); err != nil {
+		return fmt.Errorf("queue: restore: %w", err)
+	}
+	return nil
+}
+
+func (q *Queue) restore(r *bufio.Reader, lsn lockstitch.LSN) error {
+	var magic [len(snapshotMagic)]byte
+	if _, err := io.ReadFull(r, magic[:]); err != nil {
+		return err
+	}
+	if string(magic[:]) != snapshotMagic {
+		return fmt.Errorf("not a queue snapshot (magic %q)", magic[:])
+	}
+	read := func() ([]byte, error) {
+		n, err := binary.ReadUvarint(r)
+		if err != nil {
+			return nil, err
+		}
+		if n > maxSnapshotRecord {
+			return nil, fmt.Errorf("snapshot record of %d bytes", n)
+		}
+		b := make([]byte, n)
+		_, err = io.ReadFull(r, b)
+		return b, err
+	}
+	b := q.db.NewBatch()
+	var m *meta
+	for {
+		k, err := read()
+		if err != nil {
+			b.Close()
+			return err
+		}
+		if len(k) == 0 {
+			break
+		}
+		v, err := read()
+		if err != nil {
+			b.Close()
+			return err
+		}
+		if string(k) == string(metaKey) {
+			mm, err := decodeMeta(v)
+			if err != nil {
+				b.Close()
+				return err
+			}
+			m = &mm
+		}
+		if err := b.Set(k, v, nil); err != nil {
+			b.Close()
+			return err
+		}
+		if b.Len() >= 4<<20 {
+			if err := b.Commit(pebble.NoSync); err != nil {
+				return err
+			}
+			b = q.db.NewBatch()
+		}
+	}
+	if m == nil {
+		// A queue that never applied an op has no meta record.
+		m = &meta{nextID: 1}
+	}
+	if m.lsn != lsn && m.lsn != 0 {
+		b.Close()
+		return fmt.Errorf("snapshot at LSN %d, expected %d", m.lsn, lsn)
+	}
+	m.lsn = lsn
+	if err := b.Set(metaKey, m.appendTo(nil), nil); err != nil {
+		b.Close()
+		return err
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return err
+	}
+	q.meta = *m
+	return nil
+}
+
+// Close closes the pebble store; it may be called more than once, and
+// for a queue never opened.
+func (q *Queue) Close() error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.db == nil {
+		return nil
+	}
+	err := q.db.Close()
+	q.db = nil
+	return err
+}
