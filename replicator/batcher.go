@@ -316,8 +316,12 @@ func (b *batcher) queueLocked() gatherQueue {
 // not be proposed it returns why, and the caller finishes the batch once
 // it has released proposeMu (finishing takes mu, which comes first in
 // the lock order). now, the batcher's clock when the batch was taken, is
-// the proposer's time the entry carries (Op.Time).
+// the proposer's time the entry carries (Op.Time), unless the Config has
+// a ProposerClock.
 func (b *batcher) propose(bt *batch, now time.Time) error {
+	if b.cfg.ProposerClock != nil {
+		now = b.cfg.ProposerClock()
+	}
 	term, err := b.p.leaderTerm()
 	if err != nil {
 		bt.releaseBuf()
