@@ -98,6 +98,29 @@ func cmdQueue(args []string, stdout, stderr io.Writer) int {
 	if id != nil && (*id == 0 || *delivery == 0 || *delivery > 1<<32-1) {
 		return usageError(stderr, "queue %s needs --id and --delivery", op)
 	}
+	var peekList qops.List
+	if list != nil {
+		var err error
+		if peekList, err = qops.ParseList(*list); err != nil {
+			return usageError(stderr, "--list: %v", err)
+		}
+		if *limit < 1 || *limit > qops.MaxPeek {
+			return usageError(stderr, "--limit %d is not 1 to %d", *limit, qops.MaxPeek)
+		}
+	}
+	var level lockstitch.Consistency
+	if consistency != nil {
+		switch *consistency {
+		case "linearizable":
+			level = lockstitch.Linearizable
+		case "leader":
+			level = lockstitch.LeaderLocal
+		case "any":
+			level = lockstitch.Bounded
+		default:
+			return usageError(stderr, "--consistency %q is not linearizable, leader or any", *consistency)
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), *cf.timeout)
 	defer cancel()
 	cl, err := cf.dial(ctx)
@@ -107,16 +130,7 @@ func cmdQueue(args []string, stdout, stderr io.Writer) int {
 	defer cl.Close()
 	q := queueclient.New(cl, lockstitch.PartitionID(*part))
 	if consistency != nil {
-		switch *consistency {
-		case "linearizable":
-			q.Consistency = lockstitch.Linearizable
-		case "leader":
-			q.Consistency = lockstitch.LeaderLocal
-		case "any":
-			q.Consistency, q.MaxStaleness = lockstitch.Bounded, *staleness
-		default:
-			return usageError(stderr, "--consistency %q is not linearizable, leader or any", *consistency)
-		}
+		q.Consistency, q.MaxStaleness = level, *staleness
 	}
 	switch op {
 	case "push":
@@ -159,14 +173,7 @@ func cmdQueue(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "item %d leased until %s\n", *id, deadline.Format(time.RFC3339Nano))
 		}
 	case "peek":
-		l, err := qops.ParseList(*list)
-		if err != nil {
-			return usageError(stderr, "--list: %v", err)
-		}
-		if *limit < 1 || *limit > qops.MaxPeek {
-			return usageError(stderr, "--limit %d is not 1 to %d", *limit, qops.MaxPeek)
-		}
-		items, lsn, err := q.Peek(ctx, l, *limit)
+		items, lsn, err := q.Peek(ctx, peekList, *limit)
 		if err != nil {
 			return fail(stderr, err)
 		}
@@ -178,7 +185,7 @@ func cmdQueue(args []string, stdout, stderr io.Writer) int {
 					out[i]["deadline"] = it.Deadline
 				}
 			}
-			printJSON(stdout, map[string]any{"list": l.String(), "lsn": lsn, "items": out})
+			printJSON(stdout, map[string]any{"list": peekList.String(), "lsn": lsn, "items": out})
 			return 0
 		}
 		for _, it := range items {

@@ -10,11 +10,12 @@
 // returns is in that clock, which may differ from the caller's by the
 // clock skew between the machines.
 //
-// Retries. A Client with a producer id (transport.ClientConfig.ProducerID)
-// applies each op once even when a retry crosses a leader change; without
-// one, an Enqueue or Dequeue that the client retries after a lost answer
-// may take effect twice (two items, or an item leased and never seen,
-// which comes back when its lease expires).
+// Retries. The transport client sends every op under its producer id and
+// a sequence number, so an op it retries after a lost answer, across a
+// leader change too, is applied once and answered with its first result.
+// A call that fails (its context ends first) may or may not have taken
+// effect: an Enqueue may have added its item; a Dequeue may have leased
+// an item nobody saw, which comes back when its lease expires.
 package queueclient
 
 import (
