@@ -122,6 +122,17 @@ type Queue struct {
 	db   *pebble.DB
 	meta meta
 
+	// readyLow and leaseLow are lower bounds, kept in memory, of the ids
+	// in the ready list and the deadlines in the leased list: the scans
+	// of Dequeue and of lease expiry start there, past the deletion
+	// tombstones of the items handed out and the leases ended (which
+	// pebble keeps until it compacts them, and which a scan from the
+	// start of the list would step over, one by one, at every op).
+	// Invariants: no ready item has an id below readyLow, no leased one a
+	// deadline below leaseLow. Both are 0 after Open and Restore.
+	readyLow uint64
+	leaseLow int64
+
 	// res holds the results of the last Apply.
 	res    []byte
 	resEnd []int
@@ -215,6 +226,7 @@ func (q *Queue) openDB() error {
 		}
 	}
 	q.db, q.meta = db, m
+	q.readyLow, q.leaseLow = 0, 0
 	return nil
 }
 
@@ -301,18 +313,21 @@ func (q *Queue) apply(b *pebble.Batch, m *meta, payload []byte, res []byte) ([]b
 	return qops.AppendResult(res, &r), nil
 }
 
-// expire ends the leases due at m.clock.
+// expire ends the leases due at m.clock: those with a deadline from
+// leaseLow to m.clock. A new deadline is always after the clock, so none
+// is left at or below it afterwards: leaseLow moves past it.
 func (q *Queue) expire(b *pebble.Batch, m *meta) error {
-	it := b.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixLeased}, UpperBound: []byte{prefixLeased + 1}})
+	if q.leaseLow > m.clock {
+		return nil
+	}
+	lower := binary.BigEndian.AppendUint64([]byte{prefixLeased}, uint64(max(q.leaseLow, 0)))
+	upper := binary.BigEndian.AppendUint64([]byte{prefixLeased}, uint64(m.clock)+1)
+	it := b.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	defer it.Close()
 	for it.First(); it.Valid(); it.Next() {
 		k := it.Key()
 		if len(k) != 17 {
 			return fmt.Errorf("corrupt lease key %x", k)
-		}
-		deadline := int64(binary.BigEndian.Uint64(k[1:]))
-		if deadline > m.clock {
-			break
 		}
 		id := binary.BigEndian.Uint64(k[9:])
 		it2, err := q.item(b, id)
@@ -335,16 +350,23 @@ func (q *Queue) expire(b *pebble.Batch, m *meta) error {
 				err = b.Set(q.listKey(prefixReady, 0, id), nil, nil)
 			}
 			m.ready++
+			q.readyLow = min(q.readyLow, id)
 		}
 		if err != nil {
 			return err
 		}
 	}
-	return it.Error()
+	if err := it.Error(); err != nil {
+		return err
+	}
+	q.leaseLow = m.clock + 1
+	return nil
 }
 
+// dequeue leases the first ready item, the first at or after readyLow.
 func (q *Queue) dequeue(b *pebble.Batch, m *meta, lease time.Duration, r *qops.Result) error {
-	it := b.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixReady}, UpperBound: []byte{prefixReady + 1}})
+	lower := binary.BigEndian.AppendUint64([]byte{prefixReady}, q.readyLow)
+	it := b.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: []byte{prefixReady + 1}})
 	if !it.First() {
 		err := it.Error()
 		it.Close()
@@ -376,6 +398,7 @@ func (q *Queue) dequeue(b *pebble.Batch, m *meta, lease time.Duration, r *qops.R
 	}
 	m.ready--
 	m.leased++
+	q.readyLow = id + 1
 	r.ID, r.Delivery, r.Deadline, r.Payload = id, item.deliveries, qops.TimeOf(deadline), item.payload
 	return nil
 }
@@ -479,8 +502,17 @@ func (q *Queue) Query(ctx context.Context, req []byte) ([]byte, error) {
 	}
 	snap := q.db.NewSnapshot()
 	defer snap.Close()
-	prefix := map[qops.List]byte{qops.ListReady: prefixReady, qops.ListLeased: prefixLeased, qops.ListDead: prefixDead}[qr.List]
-	it := snap.NewIter(&pebble.IterOptions{LowerBound: []byte{prefix}, UpperBound: []byte{prefix + 1}})
+	// The ready and leased lists start at their bounds (see readyLow).
+	var lower []byte
+	switch qr.List {
+	case qops.ListReady:
+		lower = binary.BigEndian.AppendUint64([]byte{prefixReady}, q.readyLow)
+	case qops.ListLeased:
+		lower = binary.BigEndian.AppendUint64([]byte{prefixLeased}, uint64(max(q.leaseLow, 0)))
+	default:
+		lower = []byte{prefixDead}
+	}
+	it := snap.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: []byte{lower[0] + 1}})
 	defer it.Close()
 	out := qops.AppendPeekHeader(nil)
 	n := uint32(0)

@@ -396,7 +396,7 @@ func TestSnapshotRestore(t *testing.T) {
 // TestChunkingDoesNotMatter: replicas get the same ops in Apply calls of
 // different sizes (a replay, a catch-up); they must end in the same
 // state. Random ops at random times, applied one by one on one queue and
-// in random chunks on another.
+// in random chunks on another, which is sometimes closed and reopened.
 func TestChunkingDoesNotMatter(t *testing.T) {
 	t.Parallel()
 	seed := *seedFlag
@@ -433,6 +433,16 @@ func TestChunkingDoesNotMatter(t *testing.T) {
 		want[i] = append([]byte(nil), res[0]...)
 	}
 	for i := 0; i < len(ops); {
+		if rng.IntN(8) == 0 {
+			// A restart: the store is reopened (and the scan bounds kept
+			// in memory start over).
+			if err := chunked.q.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if lsn := chunked.open(opts); lsn != lockstitch.LSN(i) {
+				t.Fatalf("reopened at LSN %d after %d ops", lsn, i)
+			}
+		}
 		n := min(1+rng.IntN(64), len(ops)-i)
 		res := make([][]byte, n)
 		if err := chunked.q.Apply(ops[i:i+n], res); err != nil {
@@ -451,4 +461,51 @@ func TestChunkingDoesNotMatter(t *testing.T) {
 	if l := one.lengths(); l.Dead == 0 || l.Ready == 0 {
 		t.Fatalf("the ops did not reach the lists: %+v", l)
 	}
+}
+
+// BenchmarkApply measures items' whole lives in the plugin, in Apply
+// calls of 64 ops as a busy partition gets them: an iteration enqueues,
+// dequeues and acknowledges 64 items (ns/item divides by them).
+func BenchmarkApply(b *testing.B) {
+	sm, err := New(replicator.PluginContext{Dir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	q := sm.(*Queue)
+	if _, err := q.Open(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	defer q.Close()
+	const chunk = 64
+	item := bytes.Repeat([]byte("x"), 100)
+	ops := make([]replicator.Op, chunk)
+	res := make([][]byte, chunk)
+	var lsn lockstitch.LSN
+	at := t0
+	apply := func(p func(i int) []byte) {
+		for i := range ops {
+			lsn++
+			ops[i] = replicator.Op{LSN: lsn, Time: at, Payload: p(i)}
+		}
+		if err := q.Apply(ops, res); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var ids [chunk]uint64
+	b.ReportAllocs()
+	b.SetBytes(chunk * int64(len(item)))
+	for b.Loop() {
+		apply(func(int) []byte { return qops.AppendEnqueue(nil, item) })
+		apply(func(int) []byte { return qops.AppendDequeue(nil, time.Minute) })
+		for i := range res {
+			var r qops.Result
+			if err := qops.DecodeResult(res[i], &r); err != nil || r.Status != qops.StatusOK {
+				b.Fatalf("dequeue: %v %v", r.Status, err)
+			}
+			ids[i] = r.ID
+		}
+		apply(func(i int) []byte { return qops.AppendAck(nil, ids[i], 1) })
+		at = at.Add(time.Millisecond)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*chunk), "ns/item")
 }
