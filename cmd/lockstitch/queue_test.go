@@ -61,7 +61,23 @@ func (c *serveCluster) localQueueView(ctx context.Context, i int, id lockstitch.
 // checks that its queue ends exactly as the replicas that never crashed:
 // the same lengths, clock and lists, item by item.
 func TestQueueFollowerCrash(t *testing.T) {
-	c, ctx, cl := serveTest(t, 3, 3*time.Minute, "--checkpoint-interval", "50ms")
+	queueCrash(t, "--checkpoint-interval", "50ms")
+}
+
+// TestQueueFollowerCopy is TestQueueFollowerCrash with Raft logs
+// compacted every 100 entries: the restarted follower is too far behind
+// for the leader's log and is sent a copy, the queue's snapshot.
+func TestQueueFollowerCopy(t *testing.T) {
+	c, follower := queueCrash(t, "--snapshot-entries", "100", "--compaction-overhead", "10")
+	if log := c.nodes[follower-1].log.String(); !strings.Contains(log, "replica restored from a snapshot") {
+		t.Fatalf("node %d caught up without a copy (the test did not exercise the queue's snapshot):\n%s", follower, log)
+	}
+}
+
+// queueCrash runs the crash test on serve processes with extra flags and
+// returns the cluster and the node it killed.
+func queueCrash(t *testing.T, extra ...string) (*serveCluster, int) {
+	c, ctx, cl := serveTest(t, 3, 3*time.Minute, extra...)
 	const id = 1
 	if _, err := cl.CreatePartition(ctx, transport.PartitionSpec{ID: id, Plugin: "queue", Options: map[string]string{"max_deliveries": "2"}, Nodes: []lockstitch.NodeID{1, 2, 3}}); err != nil {
 		t.Fatalf("%v\n%s", err, c.nodes[0].log)
@@ -140,6 +156,7 @@ func TestQueueFollowerCrash(t *testing.T) {
 	// them from the operation log, with their times, depends on timing.
 	replayed := strings.Contains(c.nodes[follower-1].log.String(), "replayed the operation log into the plugin")
 	t.Logf("after %d ops: %d ready, %d leased, %d dead; follower %d killed and restarted (plugin replayed from the log: %v)", l.LSN, l.Ready, l.Leased, l.Dead, follower, replayed)
+	return c, follower
 }
 
 // TestQueueCLI drives a queue partition with the CLI against serve
