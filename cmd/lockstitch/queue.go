@@ -134,7 +134,7 @@ func cmdQueue(args []string, stdout, stderr io.Writer) int {
 	}
 	switch op {
 	case "push":
-		return queuePush(ctx, q, fs.Args(), *cf.json, stdout, stderr)
+		return queuePush(q, *cf.timeout, fs.Args(), *cf.json, stdout, stderr)
 	case "pop":
 		d, err := q.Dequeue(ctx, *lease)
 		if errors.Is(err, queueclient.ErrEmpty) {
@@ -214,9 +214,11 @@ func cmdQueue(args []string, stdout, stderr io.Writer) int {
 }
 
 // queuePush enqueues args, or each line of stdin when there are none, one
-// at a time, in order, and prints each item's id.
-func queuePush(ctx context.Context, q *queueclient.Client, args []string, asJSON bool, stdout, stderr io.Writer) int {
+// at a time, in order, each within timeout, and prints each item's id.
+func queuePush(q *queueclient.Client, timeout time.Duration, args []string, asJSON bool, stdout, stderr io.Writer) int {
 	push := func(item []byte) error {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
 		id, lsn, err := q.Enqueue(ctx, item)
 		if err != nil {
 			return err
