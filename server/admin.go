@@ -41,7 +41,15 @@ func (n *Node) admin(ctx context.Context, req *transport.AdminRequest, res *tran
 	var err error
 	switch req.Op {
 	case transport.AdminCreatePartition:
-		res.Placement, err = n.createPartition(ctx, req)
+		var placed []transport.Placement
+		placed, err = n.createPartition(ctx, req)
+		for _, p := range placed {
+			if p.Kind == lockstitch.Witness {
+				res.Witnesses = append(res.Witnesses, p)
+			} else {
+				res.Placement = append(res.Placement, p)
+			}
+		}
 	case transport.AdminDeletePartition:
 		err = n.deletePartition(ctx, req.Partition)
 	case transport.AdminListPartitions:
@@ -142,12 +150,19 @@ func (n *Node) createPartition(ctx context.Context, req *transport.AdminRequest)
 	if err != nil {
 		return nil, err
 	}
+	witnesses, err := n.witnessPlacement(req, chosen)
+	if err != nil {
+		return nil, err
+	}
 	start := transport.AdminRequest{Op: transport.AdminStartReplica, Partition: req.Partition, Plugin: req.Plugin, Options: req.Options}
 	placement := make([]transport.Placement, len(chosen))
 	for i, p := range chosen {
 		id := lockstitch.ReplicaID(i + 1)
 		start.Members = append(start.Members, transport.Member{Replica: id, RaftAddr: p.RaftAddr})
-		placement[i] = transport.Placement{Replica: id, Node: p.ID}
+		placement[i] = transport.Placement{Replica: id, Node: p.ID, Kind: lockstitch.Voter}
+	}
+	isWitness := func(node lockstitch.NodeID) bool {
+		return slices.ContainsFunc(witnesses, func(w Peer) bool { return w.ID == node })
 	}
 	replicaOn := func(node lockstitch.NodeID) lockstitch.ReplicaID {
 		for _, pl := range placement {
@@ -164,6 +179,9 @@ func (n *Node) createPartition(ctx context.Context, req *transport.AdminRequest)
 	errs := n.onNodesResult(ctx, peers, func(p Peer) *transport.AdminRequest {
 		r := start
 		r.Op, r.Replica = transport.AdminPrepareReplica, replicaOn(p.ID)
+		if isWitness(p.ID) {
+			r.Kind = lockstitch.Witness
+		}
 		return &r
 	}, func(i int, res *transport.AdminResult) {
 		if res.Replica != 0 {
@@ -175,7 +193,7 @@ func (n *Node) createPartition(ctx context.Context, req *transport.AdminRequest)
 		p := peers[i]
 		switch {
 		case err == nil:
-		case errors.Is(err, lockstitch.ErrUnavailable) && replicaOn(p.ID) == 0:
+		case errors.Is(err, lockstitch.ErrUnavailable) && replicaOn(p.ID) == 0 && !isWitness(p.ID):
 			n.log.Warn("create partition: a node that gets no replica cannot be reached", "partition", uint64(req.Partition), "peer", uint64(p.ID), "err", err)
 		default:
 			refused = append(refused, fmt.Errorf("node %d: %w", p.ID, err))
@@ -231,8 +249,69 @@ func (n *Node) createPartition(ctx context.Context, req *transport.AdminRequest)
 				lockstitch.ErrUnavailable, req.Partition, replicaOn(chosen[i].ID), chosen[i].ID, err)
 		}
 	}
+	// 4. Add the witnesses, one at a time (each is a membership change).
+	// add-replica is safe to repeat: a witness added by an earlier try of
+	// this request is found and left as it is.
+	// A partition just created may drop the membership read until its
+	// leader has committed in its term: that is retried.
+	for _, w := range witnesses {
+		add := &transport.AdminRequest{Op: transport.AdminAddReplica, Partition: req.Partition, Node: w.ID, Kind: lockstitch.Witness}
+		id, err := n.addReplica(ctx, add)
+		for retry := time.Duration(10 * time.Millisecond); errors.Is(err, lockstitch.ErrUnavailable) && ctx.Err() == nil; retry = min(2*retry, time.Second) {
+			select {
+			case <-ctx.Done():
+			case <-time.After(retry):
+				id, err = n.addReplica(ctx, add)
+			}
+		}
+		if err != nil {
+			return placement, fmt.Errorf("partition %d created with its voters, but its witness on node %d was not added (repeat the request): %w", req.Partition, w.ID, err)
+		}
+		placement = append(placement, transport.Placement{Replica: id, Node: w.ID, Kind: lockstitch.Witness})
+	}
 	n.log.Info("partition created", "partition", uint64(req.Partition), "plugin", req.Plugin, "placement", placement)
 	return placement, nil
+}
+
+// witnessPlacement chooses the nodes of a new partition's witnesses:
+// those named, or req.Witnesses of them, the next nodes after the voters
+// in the order placement uses. A node gets a voter or a witness, not both.
+func (n *Node) witnessPlacement(req *transport.AdminRequest, voters []Peer) ([]Peer, error) {
+	isVoter := func(id lockstitch.NodeID) bool {
+		return slices.ContainsFunc(voters, func(v Peer) bool { return v.ID == id })
+	}
+	if len(req.WitnessNodes) > 0 {
+		if req.Witnesses != 0 && int(req.Witnesses) != len(req.WitnessNodes) {
+			return nil, invalid("%d witnesses asked for on %d nodes", req.Witnesses, len(req.WitnessNodes))
+		}
+		var chosen []Peer
+		for _, id := range req.WitnessNodes {
+			p, err := n.peer(id)
+			if err != nil {
+				return nil, err
+			}
+			if isVoter(id) || slices.ContainsFunc(chosen, func(c Peer) bool { return c.ID == id }) {
+				return nil, invalid("node %d is listed twice (a node gets one replica of a partition)", id)
+			}
+			chosen = append(chosen, p)
+		}
+		return chosen, nil
+	}
+	if req.Witnesses == 0 {
+		return nil, nil
+	}
+	peers := n.cfg.peers()
+	if len(voters)+int(req.Witnesses) > len(peers) {
+		return nil, invalid("%d voters and %d witnesses asked for, the cluster has %d nodes", len(voters), req.Witnesses, len(peers))
+	}
+	start := int((uint64(req.Partition) - 1) % uint64(len(peers)))
+	var chosen []Peer
+	for i := 0; len(chosen) < int(req.Witnesses); i++ {
+		if p := peers[(start+i)%len(peers)]; !isVoter(p.ID) {
+			chosen = append(chosen, p)
+		}
+	}
+	return chosen, nil
 }
 
 // prepareReplica checks that this node could start the replica req
@@ -248,6 +327,11 @@ func (n *Node) prepareReplica(req *transport.AdminRequest, res *transport.AdminR
 		case req.Replica != 0 && sameReplica(p, req):
 			res.Replica = p.Replica()
 			return nil
+		case req.Replica == 0 && !req.Join && req.Kind == lockstitch.Witness && p.Kind() == lockstitch.Witness &&
+			p.Plugin() == req.Plugin && maps.Equal(p.Options(), req.Options):
+			// A repeated create whose witness was added here.
+			res.Replica = p.Replica()
+			return nil
 		case req.Join && p.Replica() < req.Replica:
 			return fmt.Errorf("%w: node %d is still deleting replica %d of partition %d", lockstitch.ErrUnavailable, n.cfg.ID, p.Replica(), req.Partition)
 		}
@@ -261,7 +345,7 @@ func (n *Node) prepareReplica(req *transport.AdminRequest, res *transport.AdminR
 		return fmt.Errorf("%w: node %d deleted replicas %v of partition %d: a deleted partition's id cannot be used again",
 			lockstitch.ErrReplicaDeleted, n.cfg.ID, gone, req.Partition)
 	}
-	if req.Replica != 0 {
+	if req.Replica != 0 || req.Kind == lockstitch.Witness {
 		if _, ok := n.r.Config().Plugins[req.Plugin]; !ok {
 			return fmt.Errorf("%w: node %d has no plugin %q", lockstitch.ErrPluginNotFound, n.cfg.ID, req.Plugin)
 		}

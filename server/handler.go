@@ -399,11 +399,13 @@ func wireStatus(st replicator.PartitionStatus) transport.PartitionStatus {
 	}
 	for _, r := range st.Replicas {
 		ws.Replicas = append(ws.Replicas, transport.ReplicaStatus{
-			Replica: r.Replica,
-			Addr:    r.ClientAddress,
-			Kind:    r.Kind,
-			Match:   r.AppliedLSN,
-			Lag:     r.Lag,
+			Replica:   r.Replica,
+			Addr:      r.ClientAddress,
+			Kind:      r.Kind,
+			Match:     r.AppliedLSN,
+			Lag:       r.Lag,
+			Reported:  r.Reported,
+			ReportAge: r.ReportAge,
 		})
 	}
 	return ws

@@ -285,6 +285,22 @@ func TestAdminErrors(t *testing.T) {
 			_, err := cl.CreatePartition(ctx, transport.PartitionSpec{ID: 8, Nodes: []lockstitch.NodeID{1, 1}})
 			return err
 		}, lockstitch.ErrInvalidArgument},
+		{"create with more witnesses than nodes left", func() error {
+			_, err := cl.CreatePartition(ctx, transport.PartitionSpec{ID: 8, Replicas: 2, Witnesses: 2})
+			return err
+		}, lockstitch.ErrInvalidArgument},
+		{"create a witness on a voter's node", func() error {
+			_, err := cl.CreatePartition(ctx, transport.PartitionSpec{ID: 8, Nodes: []lockstitch.NodeID{1, 2}, WitnessNodes: []lockstitch.NodeID{2}})
+			return err
+		}, lockstitch.ErrInvalidArgument},
+		{"create a witness on an unknown node", func() error {
+			_, err := cl.CreatePartition(ctx, transport.PartitionSpec{ID: 8, Nodes: []lockstitch.NodeID{1, 2}, WitnessNodes: []lockstitch.NodeID{9}})
+			return err
+		}, lockstitch.ErrInvalidArgument},
+		{"create witnesses on nodes that do not match their count", func() error {
+			_, err := cl.CreatePartition(ctx, transport.PartitionSpec{ID: 8, Nodes: []lockstitch.NodeID{1}, Witnesses: 1, WitnessNodes: []lockstitch.NodeID{2, 3}})
+			return err
+		}, lockstitch.ErrInvalidArgument},
 		{"create with an unknown plugin", func() error {
 			_, err := cl.CreatePartition(ctx, transport.PartitionSpec{ID: 8, Plugin: "nope"})
 			return err

@@ -81,11 +81,21 @@ type PartitionSpec struct {
 	// instead, in replica order.
 	Replicas int
 	Nodes    []lockstitch.NodeID
+	// Witnesses is how many witnesses the partition gets besides its
+	// voters (a witness votes and keeps Raft's log metadata, but no data
+	// or stream): 2 voters and 1 witness survive one node's loss at the
+	// cost of two copies of the data. They are placed on nodes that get
+	// no voter; WitnessNodes, if set, says which instead. Nodes that
+	// predate witnesses in create refuse the request with a protocol
+	// error.
+	Witnesses    int
+	WitnessNodes []lockstitch.NodeID
 }
 
-// CreatePartition creates a partition and returns where its replicas are.
-// It returns once every replica has started and knows its leader, so an
-// append sent to any node next succeeds. Creating a partition that
+// CreatePartition creates a partition and returns where its replicas are:
+// its voters, then its witnesses (Placement.Kind says which). It returns
+// once every replica has started and knows its leader, so an append sent
+// to any node next succeeds. Creating a partition that
 // exists as specified succeeds; one that exists otherwise fails with
 // lockstitch.ErrPartitionExists, an id of a deleted partition with
 // lockstitch.ErrReplicaDeleted, a node that cannot be reached with
@@ -94,14 +104,18 @@ func (cl *Client) CreatePartition(ctx context.Context, spec PartitionSpec) ([]Pl
 	if spec.Replicas < 0 || spec.Replicas > 1<<16 {
 		return nil, fmt.Errorf("%w: %d replicas", lockstitch.ErrInvalidArgument, spec.Replicas)
 	}
+	if spec.Witnesses < 0 || spec.Witnesses > 1<<16 {
+		return nil, fmt.Errorf("%w: %d witnesses", lockstitch.ErrInvalidArgument, spec.Witnesses)
+	}
 	res, err := cl.admin(ctx, &AdminRequest{
 		Op: AdminCreatePartition, Partition: spec.ID, Plugin: spec.Plugin, Options: spec.Options,
 		Replicas: uint32(spec.Replicas), Nodes: spec.Nodes,
+		Witnesses: uint32(spec.Witnesses), WitnessNodes: spec.WitnessNodes,
 	})
 	if err != nil {
 		return nil, err
 	}
-	return res.Placement, nil
+	return append(res.Placement, res.Witnesses...), nil
 }
 
 // DeletePartition deletes every replica of a partition. Deleting a

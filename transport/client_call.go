@@ -361,7 +361,7 @@ func (c *call) receive(t FrameType, body []byte) error {
 		c.buf = append(c.buf[:0], r.Result...)
 	case TypeStatusResult:
 		var s NodeStatus
-		if err := decodeStatusResult(body, &s); err != nil {
+		if err := decodeStatusResult(body, &c.status, &s); err != nil {
 			return err
 		}
 		c.node = &s

@@ -31,11 +31,13 @@ type ClientConfig struct {
 	// dead. It must be well under the servers' IdleTimeout.
 	PingInterval time.Duration
 	// StallTimeout detects a server that stopped answering (paused,
-	// cut off) while requests wait on it: after StallTimeout with calls
-	// in flight and nothing received, the client pings; after another
-	// with still nothing, it drops the connection, and the calls are
-	// retried on another node (appends under their producer sequence, so
-	// at most once). A server that is slow but alive answers the ping at
+	// cut off) while requests or subscriptions wait on it: after
+	// StallTimeout with calls in flight or a subscription open and
+	// nothing received, the client pings; after another with still
+	// nothing, it drops the connection, and the calls are retried on
+	// another node (appends under their producer sequence, so at most
+	// once) and subscriptions resume there from their marker. A server
+	// that is slow but alive (or a quiet partition) answers the ping at
 	// once. It also bounds the handshake of a new connection to twice
 	// StallTimeout (DialTimeout still bounds the TCP dial): a process
 	// that is paused has its connections accepted by the kernel and

@@ -41,6 +41,7 @@ type clientConn struct {
 	// Guarded by out.mu.
 	slots []clientSlot
 	calls int   // slots holding a call (not a subscription)
+	subs  int   // slots holding a subscription
 	err   error // why the connection failed
 }
 
@@ -277,20 +278,22 @@ func (cc *clientConn) watchStalls(timeout time.Duration) {
 		case <-tick.C:
 		}
 		cc.out.mu.Lock()
-		busy := cc.calls > 0
+		// A subscription counts: a live server answers the ping even
+		// when it has nothing to send (no new op, no credit left).
+		busy := cc.calls > 0 || cc.subs > 0
 		cc.out.mu.Unlock()
 		switch st.observe(busy, cc.reads.Load()) {
 		case stallPing:
 			cc.ping()
 		case stallDead:
-			cc.fail(fmt.Errorf("no answer for %v with calls waiting, nor to a ping", 2*timeout))
+			cc.fail(fmt.Errorf("no answer for %v with calls or subscriptions waiting, nor to a ping", 2*timeout))
 			return
 		}
 	}
 }
 
 // stallCheck is the stall policy, advanced every half StallTimeout: two
-// silent ticks with calls waiting send a ping, two more declare the
+// silent ticks with calls or subscriptions waiting send a ping, two more declare the
 // connection dead. Any frame received, or no call waiting, resets it.
 type stallCheck struct {
 	reads  uint64
@@ -353,6 +356,7 @@ func (cc *clientConn) handle(h *Header, body []byte) error {
 		end := h.Type == TypeEnd || h.Type == TypeError
 		if end {
 			s.sub = nil
+			cc.subs--
 		}
 		cc.out.mu.Unlock()
 		if end {
@@ -396,6 +400,7 @@ func (cc *clientConn) fail(err error) {
 		if s.sub != nil {
 			subs = append(subs, s.sub)
 			s.sub = nil
+			cc.subs--
 		}
 	}
 	cc.out.mu.Unlock()

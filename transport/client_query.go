@@ -79,6 +79,7 @@ func (cl *Client) ProducerStatus(ctx context.Context, p lockstitch.PartitionID) 
 
 func (cl *Client) status(ctx context.Context, addr string, byAddr bool, req StatusRequest) (*NodeStatus, error) {
 	c := cl.getCall(TypeStatus)
+	req.ReportAges = true // servers that predate them answer without
 	c.addr, c.byAddr, c.partition, c.status = addr, byAddr, req.Partition, req
 	abandoned, err := cl.do(ctx, c)
 	if abandoned {

@@ -298,6 +298,7 @@ func (s *Subscription) start(ctx context.Context) error {
 	}
 	sl := &cc.slots[slot]
 	sl.sub = a
+	cc.subs++
 	a.id = sl.next(slot)
 	b = appendSubscribe(b, a.id, &SubscribeRequest{Partition: s.partition, Marker: s.marker, CreditBytes: s.winBytes, CreditOps: s.winOps, Snapshot: s.restoreFn != nil})
 	cc.out.unlock(b)

@@ -65,6 +65,15 @@ func msgCases() []msgCase {
 			{Replica: 31, Addr: "10.0.0.3:7000", Kind: lockstitch.Witness, Match: 90, Lag: 5},
 		},
 	}, {Partition: 4, Role: lockstitch.RoleFollower}}}
+	statusAgesReq := StatusRequest{OnePartition: true, Partition: 3, Producer: 77, ReportAges: true}
+	statusAges := NodeStatus{NodeID: 2, Partitions: []PartitionStatus{{
+		Partition: 3, Role: lockstitch.RoleLeader, Leader: 21, Epoch: 4, Committed: 95, Applied: 94,
+		Replicas: []ReplicaStatus{
+			{Replica: 21, Addr: "10.0.0.2:7000", Kind: lockstitch.Voter, Match: 95, Reported: true},
+			{Replica: 31, Addr: "10.0.0.3:7000", Kind: lockstitch.Voter, Match: 90, Lag: 5, Reported: true, ReportAge: 2500 * time.Millisecond},
+			{Replica: 41, Addr: "10.0.0.4:7000", Kind: lockstitch.Voter},
+		},
+	}}, Producer: &ProducerStatus{Producer: 77, Known: true, Last: 3, LastLSN: 95, LastEpoch: 4}}
 	statusProducerReq := StatusRequest{OnePartition: true, Partition: 3, Producer: 77}
 	statusProducer := NodeStatus{NodeID: 2, Partitions: []PartitionStatus{{Partition: 3, Role: lockstitch.RoleLeader, Leader: 21, Epoch: 4, Committed: 95, Applied: 95}},
 		Producer: &ProducerStatus{Producer: 77, Known: true, Forgotten: true, Floor: 1000, Last: 2023, LastLSN: 95, LastEpoch: 4}}
@@ -75,7 +84,7 @@ func msgCases() []msgCase {
 		Members: []Member{{Replica: 1, RaftAddr: "10.0.0.1:7010"}, {Replica: 2, RaftAddr: "10.0.0.2:7010"}},
 	}
 	adminRes := AdminResult{
-		Placement: []Placement{{Replica: 1, Node: 2}, {Replica: 2, Node: 3}},
+		Placement: []Placement{{Replica: 1, Node: 2, Kind: lockstitch.Voter}, {Replica: 2, Node: 3, Kind: lockstitch.Voter}},
 		Replica:   4,
 		Partitions: []PartitionInfo{{
 			Partition: 9, Plugin: "log", Leader: 2, LeaderReplica: 1, Epoch: 5, Committed: 77,
@@ -89,6 +98,15 @@ func msgCases() []msgCase {
 	adminBody, err := adminReq.AppendBinary(nil)
 	if err != nil {
 		panic(err)
+	}
+	adminWitnessReq := AdminRequest{Op: AdminCreatePartition, Partition: 9, Plugin: "log", Replicas: 2, Witnesses: 1, WitnessNodes: []lockstitch.NodeID{3}}
+	adminWitnessBody, err := adminWitnessReq.AppendBinary(nil)
+	if err != nil {
+		panic(err)
+	}
+	adminWitnessRes := AdminResult{
+		Placement: []Placement{{Replica: 1, Node: 1, Kind: lockstitch.Voter}, {Replica: 2, Node: 2, Kind: lockstitch.Voter}},
+		Witnesses: []Placement{{Replica: 3, Node: 3, Kind: lockstitch.Witness}},
 	}
 	errMsg := errorMsg{Code: CodeNotLeader, LeaderAddr: "10.0.0.2:7000", Message: "not the leader"}
 	divergedMsg := errorMsg{Code: CodeDiverged, Detail: 1000, Epoch: 0x0102030405, Message: "marker 1200 is ahead of the committed stream"}
@@ -287,9 +305,9 @@ func msgCases() []msgCase {
 			}
 			same(t, "Status", r, statusReq)
 		}},
-		{"status_result", appendStatusResult(nil, 12, &status), func(t *testing.T, h Header, body []byte) {
+		{"status_result", appendStatusResult(nil, 12, &statusReq, &status), func(t *testing.T, h Header, body []byte) {
 			var s NodeStatus
-			if err := decodeStatusResult(body, &s); err != nil {
+			if err := decodeStatusResult(body, &statusReq, &s); err != nil {
 				t.Fatal(err)
 			}
 			same(t, "StatusResult", s, status)
@@ -301,12 +319,34 @@ func msgCases() []msgCase {
 			}
 			same(t, "Status", r, statusProducerReq)
 		}},
-		{"status_result_producer", appendStatusResult(nil, 12, &statusProducer), func(t *testing.T, h Header, body []byte) {
+		{"status_result_producer", appendStatusResult(nil, 12, &statusProducerReq, &statusProducer), func(t *testing.T, h Header, body []byte) {
 			var s NodeStatus
-			if err := decodeStatusResult(body, &s); err != nil {
+			if err := decodeStatusResult(body, &statusProducerReq, &s); err != nil {
 				t.Fatal(err)
 			}
 			same(t, "StatusResult", s, statusProducer)
+		}},
+		{"status_ages", appendStatus(nil, 12, &statusAgesReq), func(t *testing.T, h Header, body []byte) {
+			var r StatusRequest
+			if err := decodeStatus(body, &r); err != nil {
+				t.Fatal(err)
+			}
+			same(t, "Status", r, statusAgesReq)
+		}},
+		{"status_result_ages", appendStatusResult(nil, 12, &statusAgesReq, &statusAges), func(t *testing.T, h Header, body []byte) {
+			var s NodeStatus
+			if err := decodeStatusResult(body, &statusAgesReq, &s); err != nil {
+				t.Fatal(err)
+			}
+			same(t, "StatusResult", s, statusAges)
+			// A server that predates report ages answers without them.
+			var old NodeStatus
+			if err := decodeStatusResult(appendStatusResult(nil, 12, &statusReq, &statusAges)[HeaderSize:], &statusAgesReq, &old); err != nil {
+				t.Fatal(err)
+			}
+			if r := old.Partitions[0].Replicas[1]; r.Reported || r.ReportAge != 0 || r.Lag != 5 {
+				t.Fatalf("an answer without ages: %+v", r)
+			}
 		}},
 		{"admin", appendAdmin(nil, 14, adminBody), func(t *testing.T, h Header, body []byte) {
 			var r AdminRequest
@@ -321,6 +361,20 @@ func msgCases() []msgCase {
 				t.Fatal(err)
 			}
 			same(t, "AdminResult", r, adminRes)
+		}},
+		{"admin_witnesses", appendAdmin(nil, 15, adminWitnessBody), func(t *testing.T, h Header, body []byte) {
+			var r AdminRequest
+			if err := r.UnmarshalBinary(body); err != nil {
+				t.Fatal(err)
+			}
+			same(t, "Admin", r, adminWitnessReq)
+		}},
+		{"admin_result_witnesses", appendAdminResult(nil, 15, &adminWitnessRes), func(t *testing.T, h Header, body []byte) {
+			var r AdminResult
+			if err := r.UnmarshalBinary(body); err != nil {
+				t.Fatal(err)
+			}
+			same(t, "AdminResult", r, adminWitnessRes)
 		}},
 		{"error", appendError(nil, 13, &errMsg), func(t *testing.T, h Header, body []byte) {
 			var m errorMsg
@@ -409,6 +463,9 @@ func withByte(b []byte, i int, v byte) []byte {
 
 // TestDecodeRejects checks that malformed bodies fail with ErrProtocol.
 func TestDecodeRejects(t *testing.T) {
+	// One replica whose report age is unknown: its age is the last byte.
+	ageless := appendStatusResult(nil, 1, &StatusRequest{ReportAges: true},
+		&NodeStatus{Partitions: []PartitionStatus{{Partition: 1, Replicas: []ReplicaStatus{{Replica: 1}}}}})[HeaderSize:]
 	adminBody, err := (&AdminRequest{Op: AdminCreatePartition, Partition: 3, Plugin: "log", Timeout: time.Second}).AppendBinary(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -436,9 +493,11 @@ func TestDecodeRejects(t *testing.T) {
 		{"read flags", decodeRead(append(make([]byte, readSize), 2, 0, 0, 0, 0, 0, 0, 0), new(ReadRequest))},
 		{"read flags word", decodeRead(append(make([]byte, readSize), 1, 0, 0, 0, 1, 0, 0, 0), new(ReadRequest))},
 		{"status scope", decodeStatus(append(make([]byte, 8), 2, 0, 0, 0, 0, 0, 0, 0), new(StatusRequest))},
+		{"status flags", decodeStatus(append(make([]byte, 8), 1, 2, 0, 0, 0, 0, 0, 0), new(StatusRequest))},
+		{"status report age too large", decodeStatusResult(binary.AppendUvarint(ageless[:len(ageless)-1:len(ageless)-1], 1<<62), &StatusRequest{ReportAges: true}, new(NodeStatus))},
 		{"status producer of every partition", decodeStatus(append(make([]byte, 16), 7, 0, 0, 0, 0, 0, 0, 0), new(StatusRequest))},
 		{"status producer 0", decodeStatus(append(append(make([]byte, 8), 1, 0, 0, 0, 0, 0, 0, 0), make([]byte, 8)...), new(StatusRequest))},
-		{"status count beyond bytes", decodeStatusResult(append(make([]byte, 8), 0xff, 0xff, 0x03), new(NodeStatus))},
+		{"status count beyond bytes", decodeStatusResult(append(make([]byte, 8), 0xff, 0xff, 0x03), new(StatusRequest), new(NodeStatus))},
 		{"error code 0", decodeError(make([]byte, 18), new(errorMsg))},
 		{"error long message", decodeError(append(append(make([]byte, 16), 0), 0x81, 0x10), new(errorMsg))},
 		{"hello magic", decodeHello([]byte("HTTP/1.1 200"), new(helloMsg))},
@@ -450,6 +509,8 @@ func TestDecodeRejects(t *testing.T) {
 		{"admin timeout", new(AdminRequest).UnmarshalBinary(append(adminBody[:len(adminBody)-8:len(adminBody)-8], 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff))},
 		{"admin result reachable", new(AdminResult).UnmarshalBinary(withByte(adminResBody, len(adminResBody)-nodeReachableFromEnd, 2))},
 		{"admin result trailing", new(AdminResult).UnmarshalBinary(make([]byte, 12))},
+		{"admin empty witnesses", new(AdminRequest).UnmarshalBinary(append(adminBody[:len(adminBody):len(adminBody)], 0, 0, 0, 0, 0))},
+		{"admin witness nodes beyond bytes", new(AdminRequest).UnmarshalBinary(append(adminBody[:len(adminBody):len(adminBody)], 1, 0, 0, 0, 2, 1))},
 	}
 	for _, c := range cases {
 		if !errors.Is(c.err, ErrProtocol) {

@@ -189,7 +189,17 @@ func FuzzDecodeStatus(f *testing.F) {
 }
 
 func FuzzDecodeStatusResult(f *testing.F) {
-	fuzzRoundTrip(f, decodeStatusResult, func(m *NodeStatus) []byte { return appendStatusResult(nil, 1, m) })
+	var req StatusRequest
+	decode := func(b []byte, m *NodeStatus) error { return decodeStatusResult(b, &req, m) }
+	fuzzRoundTrip(f, decode, func(m *NodeStatus) []byte { return appendStatusResult(nil, 1, &req, m) })
+}
+
+// FuzzDecodeStatusResultAsked decodes answers to a request that asked
+// about a producer and for report ages.
+func FuzzDecodeStatusResultAsked(f *testing.F) {
+	req := StatusRequest{OnePartition: true, Partition: 3, Producer: 77, ReportAges: true}
+	decode := func(b []byte, m *NodeStatus) error { return decodeStatusResult(b, &req, m) }
+	fuzzRoundTrip(f, decode, func(m *NodeStatus) []byte { return appendStatusResult(nil, 1, &req, m) })
 }
 
 func FuzzDecodeError(f *testing.F) {

@@ -166,6 +166,11 @@ type AdminRequest struct {
 	// the node that serves the request gives up on it after that, since
 	// nobody waits any more. Client.Admin sets it from ctx's deadline.
 	Timeout time.Duration
+	// Witnesses is how many witnesses a new partition gets besides its
+	// voters, on nodes that get no voter; WitnessNodes, if set, says
+	// which nodes instead. Encoded after Timeout, only when set.
+	Witnesses    uint32
+	WitnessNodes []lockstitch.NodeID
 }
 
 // Member is one replica of a new partition's initial replica set.
@@ -176,8 +181,12 @@ type Member struct {
 
 // AdminResult is the answer to an AdminRequest.
 type AdminResult struct {
-	// Placement says where a created partition's replicas are.
+	// Placement says where a created partition's replicas are: its
+	// voters.
 	Placement []Placement
+	// Witnesses says where a created partition's witnesses are. Encoded
+	// last, only when there are any.
+	Witnesses []Placement
 	// Replica is the id of the replica AdminAddReplica added.
 	Replica lockstitch.ReplicaID
 	// Partitions are the partitions AdminListPartitions lists, by id.
@@ -190,6 +199,10 @@ type AdminResult struct {
 type Placement struct {
 	Replica lockstitch.ReplicaID
 	Node    lockstitch.NodeID
+	// Kind is lockstitch.Voter or lockstitch.Witness. It is not on the
+	// wire: the list a placement is in says it (AdminResult.Placement or
+	// AdminResult.Witnesses), and decoding sets it.
+	Kind lockstitch.Kind
 }
 
 // PartitionInfo describes a partition across the cluster.
@@ -278,10 +291,7 @@ func (r *AdminRequest) AppendBinary(b []byte) ([]byte, error) {
 		b = appendString(b, k)
 		b = appendString(b, r.Options[k])
 	}
-	b = binary.AppendUvarint(b, uint64(len(r.Nodes)))
-	for _, n := range r.Nodes {
-		b = binary.LittleEndian.AppendUint64(b, uint64(n))
-	}
+	b = appendNodes(b, r.Nodes)
 	b = binary.AppendUvarint(b, uint64(len(r.Members)))
 	for _, m := range r.Members {
 		if len(m.RaftAddr) > maxAddr {
@@ -290,7 +300,57 @@ func (r *AdminRequest) AppendBinary(b []byte) ([]byte, error) {
 		b = binary.LittleEndian.AppendUint64(b, uint64(m.Replica))
 		b = appendString(b, m.RaftAddr)
 	}
-	return binary.LittleEndian.AppendUint64(b, uint64(max(r.Timeout, 0)/time.Microsecond)), nil
+	b = binary.LittleEndian.AppendUint64(b, uint64(max(r.Timeout, 0)/time.Microsecond))
+	if r.Witnesses != 0 || len(r.WitnessNodes) > 0 {
+		b = binary.LittleEndian.AppendUint32(b, r.Witnesses)
+		b = appendNodes(b, r.WitnessNodes)
+	}
+	return b, nil
+}
+
+// appendNodes appends a count and the node ids.
+func appendNodes(b []byte, nodes []lockstitch.NodeID) []byte {
+	b = binary.AppendUvarint(b, uint64(len(nodes)))
+	for _, n := range nodes {
+		b = binary.LittleEndian.AppendUint64(b, uint64(n))
+	}
+	return b
+}
+
+// nodes decodes what appendNodes appended.
+func (d *decoder) nodes() []lockstitch.NodeID {
+	n := d.count(8)
+	if n == 0 {
+		return nil
+	}
+	nodes := make([]lockstitch.NodeID, n)
+	for i := range nodes {
+		nodes[i] = lockstitch.NodeID(d.u64())
+	}
+	return nodes
+}
+
+// appendPlacements appends a count and the placements.
+func appendPlacements(b []byte, ps []Placement) []byte {
+	b = binary.AppendUvarint(b, uint64(len(ps)))
+	for _, p := range ps {
+		b = binary.LittleEndian.AppendUint64(b, uint64(p.Replica))
+		b = binary.LittleEndian.AppendUint64(b, uint64(p.Node))
+	}
+	return b
+}
+
+// placements decodes what appendPlacements appended, as replicas of kind.
+func (d *decoder) placements(kind lockstitch.Kind) []Placement {
+	n := d.count(placementSize)
+	if n == 0 {
+		return nil
+	}
+	ps := make([]Placement, n)
+	for i := range ps {
+		ps[i] = Placement{Replica: lockstitch.ReplicaID(d.u64()), Node: lockstitch.NodeID(d.u64()), Kind: kind}
+	}
+	return ps
 }
 
 // UnmarshalBinary decodes an Admin body into r (encoding.
@@ -325,12 +385,7 @@ func (r *AdminRequest) UnmarshalBinary(data []byte) error {
 			r.Options[k], prev = v, k
 		}
 	}
-	if n := d.count(8); n > 0 {
-		r.Nodes = make([]lockstitch.NodeID, n)
-		for i := range r.Nodes {
-			r.Nodes[i] = lockstitch.NodeID(d.u64())
-		}
-	}
+	r.Nodes = d.nodes()
 	if n := d.count(memberMin); n > 0 {
 		r.Members = make([]Member, n)
 		for i := 0; i < n && d.err == nil; i++ {
@@ -344,6 +399,13 @@ func (r *AdminRequest) UnmarshalBinary(data []byte) error {
 	} else {
 		r.Timeout = time.Duration(us) * time.Microsecond
 	}
+	if d.err == nil && len(d.b) > 0 {
+		r.Witnesses = d.u32()
+		r.WitnessNodes = d.nodes()
+		if r.Witnesses == 0 && len(r.WitnessNodes) == 0 && d.err == nil {
+			d.err = fmt.Errorf("%w: Admin witness fields present but empty", ErrProtocol)
+		}
+	}
 	return d.finish()
 }
 
@@ -353,11 +415,7 @@ const maxAdminTimeout = 24 * time.Hour
 // AppendBinary appends r's AdminResult body to b (encoding.
 // BinaryAppender). Strings longer than the format allows are cut.
 func (r *AdminResult) AppendBinary(b []byte) ([]byte, error) {
-	b = binary.AppendUvarint(b, uint64(len(r.Placement)))
-	for _, p := range r.Placement {
-		b = binary.LittleEndian.AppendUint64(b, uint64(p.Replica))
-		b = binary.LittleEndian.AppendUint64(b, uint64(p.Node))
-	}
+	b = appendPlacements(b, r.Placement)
 	b = binary.LittleEndian.AppendUint64(b, uint64(r.Replica))
 	b = binary.AppendUvarint(b, uint64(len(r.Partitions)))
 	for i := range r.Partitions {
@@ -391,6 +449,9 @@ func (r *AdminResult) AppendBinary(b []byte) ([]byte, error) {
 		b = binary.LittleEndian.AppendUint32(b, n.Partitions)
 		b = binary.LittleEndian.AppendUint32(b, n.Leading)
 	}
+	if len(r.Witnesses) > 0 {
+		b = appendPlacements(b, r.Witnesses)
+	}
 	return b, nil
 }
 
@@ -400,12 +461,7 @@ func (r *AdminResult) AppendBinary(b []byte) ([]byte, error) {
 func (r *AdminResult) UnmarshalBinary(data []byte) error {
 	d := decoder{b: data}
 	*r = AdminResult{}
-	if n := d.count(placementSize); n > 0 {
-		r.Placement = make([]Placement, n)
-		for i := range r.Placement {
-			r.Placement[i] = Placement{Replica: lockstitch.ReplicaID(d.u64()), Node: lockstitch.NodeID(d.u64())}
-		}
-	}
+	r.Placement = d.placements(lockstitch.Voter)
 	r.Replica = lockstitch.ReplicaID(d.u64())
 	if n := d.count(partitionInfoMin); n > 0 {
 		r.Partitions = make([]PartitionInfo, n)
@@ -448,6 +504,11 @@ func (r *AdminResult) UnmarshalBinary(data []byte) error {
 			ni.Error = d.str(maxErrorMessage)
 			ni.Partitions = d.u32()
 			ni.Leading = d.u32()
+		}
+	}
+	if d.err == nil && len(d.b) > 0 {
+		if r.Witnesses = d.placements(lockstitch.Witness); len(r.Witnesses) == 0 && d.err == nil {
+			d.err = fmt.Errorf("%w: AdminResult witnesses present but empty", ErrProtocol)
 		}
 	}
 	return d.finish()

@@ -3,6 +3,7 @@ package transport
 import (
 	"encoding/binary"
 	"fmt"
+	"time"
 
 	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/wal"
@@ -19,6 +20,10 @@ type StatusRequest struct {
 	// partition remembers of that producer (NodeStatus.Producer). It is
 	// sent in a longer body, which servers before it refuse.
 	Producer lockstitch.ProducerID
+	// ReportAges asks for the age of each replica's progress report
+	// (ReplicaStatus.ReportAge). Servers that predate it ignore it and
+	// answer without ages.
+	ReportAges bool
 }
 
 // Status body sizes: the original form, and the one asking about a
@@ -40,7 +45,11 @@ func appendStatus(dst []byte, id uint64, r *StatusRequest) []byte {
 	if r.OnePartition {
 		scope = 1
 	}
-	dst = append(dst, scope, 0, 0, 0, 0, 0, 0, 0)
+	var flags byte
+	if r.ReportAges {
+		flags |= 1
+	}
+	dst = append(dst, scope, flags, 0, 0, 0, 0, 0, 0)
 	if r.Producer != 0 {
 		dst = binary.LittleEndian.AppendUint64(dst, uint64(r.Producer))
 	}
@@ -61,6 +70,10 @@ func decodeStatus(body []byte, r *StatusRequest) error {
 	default:
 		return fmt.Errorf("%w: Status scope %d", ErrProtocol, body[8])
 	}
+	if body[9]&^1 != 0 {
+		return fmt.Errorf("%w: Status flags %#x", ErrProtocol, body[9])
+	}
+	r.ReportAges = body[9]&1 != 0
 	r.Producer = 0
 	if len(body) == statusProducerSize {
 		r.Producer = lockstitch.ProducerID(binary.LittleEndian.Uint64(body[16:]))
@@ -131,6 +144,13 @@ type ReplicaStatus struct {
 	// Lag is how many ops the replica trails the leader's commit LSN, as
 	// the leader sees it.
 	Lag uint64
+	// Reported says whether ReportAge is known: the server was asked
+	// (StatusRequest.ReportAges), knows it, and received a report from
+	// the replica. ReportAge is how long before the answer the node
+	// received the replica's progress report that Match and Lag come
+	// from (0 for the answering replica itself), to the millisecond.
+	Reported  bool
+	ReportAge time.Duration
 }
 
 // Minimum encoded sizes, used to check counts before allocating.
@@ -139,9 +159,9 @@ const (
 	replicaStatusMin   = 8 + 1 + 1 + 8 + 8
 )
 
-// appendStatusResult appends a StatusResult frame. Addresses longer than
-// the format allows are cut.
-func appendStatusResult(dst []byte, id uint64, s *NodeStatus) []byte {
+// appendStatusResult appends a StatusResult frame answering req.
+// Addresses longer than the format allows are cut.
+func appendStatusResult(dst []byte, id uint64, req *StatusRequest, s *NodeStatus) []byte {
 	dst, start := beginFrame(dst, TypeStatusResult, id)
 	dst = binary.LittleEndian.AppendUint64(dst, s.NodeID)
 	dst = binary.AppendUvarint(dst, uint64(len(s.Partitions)))
@@ -179,11 +199,23 @@ func appendStatusResult(dst []byte, id uint64, s *NodeStatus) []byte {
 		dst = binary.LittleEndian.AppendUint64(dst, uint64(ps.LastLSN))
 		dst = binary.LittleEndian.AppendUint64(dst, ps.LastEpoch)
 	}
+	if req.ReportAges {
+		for i := range s.Partitions {
+			for _, r := range s.Partitions[i].Replicas {
+				var age uint64
+				if r.Reported {
+					age = uint64(max(r.ReportAge, 0)/time.Millisecond) + 1
+				}
+				dst = binary.AppendUvarint(dst, age)
+			}
+		}
+	}
 	return endFrame(dst, start)
 }
 
-// decodeStatusResult decodes a StatusResult body into s. It allocates.
-func decodeStatusResult(body []byte, s *NodeStatus) error {
+// decodeStatusResult decodes a StatusResult body answering req into s.
+// It allocates.
+func decodeStatusResult(body []byte, req *StatusRequest, s *NodeStatus) error {
 	d := decoder{b: body}
 	s.NodeID = d.u64()
 	np := d.count(partitionStatusMin)
@@ -214,7 +246,7 @@ func decodeStatusResult(body []byte, s *NodeStatus) error {
 		}
 	}
 	s.Producer = nil
-	if d.err == nil && len(d.b) > 0 {
+	if d.err == nil && req.Producer != 0 {
 		ps := new(ProducerStatus)
 		ps.Producer = lockstitch.ProducerID(d.u64())
 		flags := d.u8()
@@ -226,5 +258,22 @@ func decodeStatusResult(body []byte, s *NodeStatus) error {
 		ps.LastLSN, ps.LastEpoch = wal.LSN(d.u64()), d.u64()
 		s.Producer = ps
 	}
+	// Report ages, when asked for and the server knows them.
+	if d.err == nil && req.ReportAges && len(d.b) > 0 {
+		for i := range s.Partitions {
+			for j := range s.Partitions[i].Replicas {
+				r := &s.Partitions[i].Replicas[j]
+				if age := d.uvarint(); age > 0 && d.err == nil {
+					if age > uint64(maxReportAge/time.Millisecond) {
+						return fmt.Errorf("%w: StatusResult report age of %d ms", ErrProtocol, age-1)
+					}
+					r.Reported, r.ReportAge = true, time.Duration(age-1)*time.Millisecond
+				}
+			}
+		}
+	}
 	return d.finish()
 }
+
+// maxReportAge bounds a decoded report age (so it fits a Duration).
+const maxReportAge = 100 * 365 * 24 * time.Hour

@@ -230,7 +230,7 @@ func (c *serverConn) serveStatus(ctx context.Context, ref callRef, id uint64, re
 		ref.fail(err, "Status")
 		return
 	}
-	frame := appendStatusResult(nil, id, st)
+	frame := appendStatusResult(nil, id, req, st)
 	if len(frame)-HeaderSize > c.maxOut {
 		ref.fail(fmt.Errorf("%w: status of %d bytes exceeds the client's frame limit", lockstitch.ErrTooLarge, len(frame)), "Status")
 		return

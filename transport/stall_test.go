@@ -142,3 +142,112 @@ func TestSubscriptionClosedWhileRetrying(t *testing.T) {
 		t.Fatal("Next still waiting 5 s after Close")
 	}
 }
+
+// pausableProxy forwards TCP connections to a server until paused; then
+// it holds every byte in both directions, as a paused server process
+// would (its kernel still accepts and buffers).
+type pausableProxy struct {
+	addr   string
+	paused atomic.Bool
+	resume chan struct{}
+}
+
+func startPausableProxy(t *testing.T, target string) *pausableProxy {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &pausableProxy{addr: l.Addr().String(), resume: make(chan struct{})}
+	t.Cleanup(func() { l.Close(); p.unpause() })
+	go func() {
+		for {
+			nc, err := l.Accept()
+			if err != nil {
+				return
+			}
+			sc, err := net.Dial("tcp", target)
+			if err != nil {
+				nc.Close()
+				continue
+			}
+			t.Cleanup(func() { nc.Close(); sc.Close() })
+			go p.pipe(nc, sc)
+			go p.pipe(sc, nc)
+		}
+	}()
+	return p
+}
+
+// pipe copies src to dst, holding what it reads while the proxy is paused.
+func (p *pausableProxy) pipe(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if p.paused.Load() {
+			<-p.resume
+		}
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			dst.Close()
+			return
+		}
+	}
+}
+
+func (p *pausableProxy) pause() { p.paused.Store(true) }
+
+func (p *pausableProxy) unpause() {
+	if p.paused.CompareAndSwap(true, false) {
+		close(p.resume)
+	}
+}
+
+// TestStalledSubscriptionMoves: a subscription whose server pauses while
+// the partition is quiet (nothing to send, so silence proves nothing by
+// itself) is moved to another node by the stall check's ping, and goes on
+// from its marker, well before the idle check (PingInterval) would act.
+func TestStalledSubscriptionMoves(t *testing.T) {
+	h := newFakeHandler()
+	_, first := startServer(t, h, testServerConfig())
+	_, second := startServer(t, h, testServerConfig())
+	proxy := startPausableProxy(t, first)
+	cfg := testClientConfig()
+	cfg.StallTimeout = 100 * time.Millisecond
+	cl := dialTest(t, cfg, proxy.addr, second)
+	ctx := testContext(t)
+	if _, err := cl.Append(ctx, 1, []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := cl.Subscribe(ctx, 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	var rec wal.Record
+	if err := sub.Next(ctx, &rec); err != nil || string(rec.Payload) != "one" {
+		t.Fatalf("first record: %q %v", rec.Payload, err)
+	}
+	if sub.att == nil || sub.att.cc.ep.addr != proxy.addr {
+		t.Fatal("the subscription did not go to the first address, the node to pause")
+	}
+	proxy.pause()
+	// Quiet for a few stall timeouts, then a new op: it must come from the
+	// other node.
+	time.Sleep(5 * cfg.StallTimeout)
+	h2 := dialTest(t, testClientConfig(), second)
+	if _, err := h2.Append(ctx, 1, []byte("two")); err != nil {
+		t.Fatal(err)
+	}
+	nctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := sub.Next(nctx, &rec); err != nil || string(rec.Payload) != "two" || rec.LSN != 2 {
+		t.Fatalf("after the pause: %q at %d, %v (after %v)", rec.Payload, rec.LSN, err, time.Since(start))
+	}
+	t.Logf("the next record arrived %v after it was appended", time.Since(start))
+}

@@ -627,7 +627,11 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 			st := pv.st
 			reps := make([]map[string]any, 0, len(st.Replicas))
 			for _, r := range st.Replicas {
-				reps = append(reps, map[string]any{"replica": r.Replica, "addr": r.Addr, "kind": r.Kind.String(), "match": r.Match, "lag": r.Lag, "down": down[r.Addr]})
+				rep := map[string]any{"replica": r.Replica, "addr": r.Addr, "kind": r.Kind.String(), "match": r.Match, "lag": r.Lag, "down": down[r.Addr]}
+				if r.Reported {
+					rep["report_age_seconds"] = r.ReportAge.Seconds()
+				}
+				reps = append(reps, rep)
 			}
 			leader := st.Leader
 			if !pv.leaderly {
@@ -662,9 +666,9 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 			} else {
 				fmt.Fprintf(tw, "%d\tnone\t(no reachable node leads it; seen from node %d)\t%d\t%d\t%d\n", st.Partition, pv.node, st.Epoch, st.Committed, st.Applied)
 			}
-			fmt.Fprintf(tw, "  REPLICA\tKIND\tADDR\tAPPLIED\tLAG\t\n")
+			fmt.Fprintf(tw, "  REPLICA\tKIND\tADDR\tAPPLIED\tLAG\tREPORTED\n")
 			for _, r := range st.Replicas {
-				fmt.Fprintf(tw, "  %d\t%s\t%s\t%d\t%s\t\n", r.Replica, r.Kind, r.Addr, r.Match, replicaLag(r))
+				fmt.Fprintf(tw, "  %d\t%s\t%s\t%d\t%s\t%s\n", r.Replica, r.Kind, r.Addr, r.Match, replicaLag(r), reportAge(r))
 			}
 		}
 		tw.Flush()
@@ -674,6 +678,19 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// reportAge says how old the progress report behind a replica's applied
+// LSN and lag is: "-" when unknown (no report yet, a witness, or a node
+// that predates report ages).
+func reportAge(r transport.ReplicaStatus) string {
+	if !r.Reported {
+		return "-"
+	}
+	if r.ReportAge < time.Second {
+		return "now"
+	}
+	return r.ReportAge.Round(100*time.Millisecond).String() + " ago"
 }
 
 // adminClient dials the nodes for an admin command. Any node serves
@@ -710,6 +727,8 @@ func cmdPartition(args []string, stdout, stderr io.Writer) int {
 		plugin := fs.String("plugin", "log", "state machine plugin")
 		replicas := fs.Int("replicas", 0, "number of replicas (default: 3, or the cluster size)")
 		nodes := fs.String("nodes", "", "comma-separated ids of the nodes to place replicas on")
+		witnesses := fs.Int("witnesses", 0, "number of witnesses besides the replicas, on other nodes (a witness votes but keeps no data)")
+		witnessNodes := fs.String("witness-nodes", "", "comma-separated ids of the nodes to place witnesses on")
 		var opts []string
 		fs.Func("option", "plugin option key=value (repeatable)", func(s string) error { opts = append(opts, s); return nil })
 		if err := fs.Parse(args[1:]); err != nil {
@@ -718,7 +737,7 @@ func cmdPartition(args []string, stdout, stderr io.Writer) int {
 		if *id == 0 {
 			return usageError(stderr, "partition create needs --id")
 		}
-		spec := transport.PartitionSpec{ID: lockstitch.PartitionID(*id), Plugin: *plugin, Replicas: *replicas}
+		spec := transport.PartitionSpec{ID: lockstitch.PartitionID(*id), Plugin: *plugin, Replicas: *replicas, Witnesses: *witnesses}
 		for _, o := range opts {
 			k, v, ok := strings.Cut(o, "=")
 			if !ok {
@@ -735,6 +754,12 @@ func cmdPartition(args []string, stdout, stderr io.Writer) int {
 				return usageError(stderr, "--nodes: %v", err)
 			}
 		}
+		if *witnessNodes != "" {
+			var err error
+			if spec.WitnessNodes, err = parseNodes(*witnessNodes); err != nil {
+				return usageError(stderr, "--witness-nodes: %v", err)
+			}
+		}
 		run = func(ctx context.Context, cl *transport.Client) error {
 			placed, err := cl.CreatePartition(ctx, spec)
 			if err != nil {
@@ -746,6 +771,9 @@ func cmdPartition(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "partition %d created (plugin %s), replicas on nodes:", spec.ID, spec.Plugin)
 			for _, p := range placed {
 				fmt.Fprintf(stdout, " %d→node %d", p.Replica, p.Node)
+				if p.Kind == lockstitch.Witness {
+					fmt.Fprint(stdout, " (witness)")
+				}
 			}
 			fmt.Fprintln(stdout)
 			return nil
@@ -835,7 +863,11 @@ func runAdmin(cf clientFlags, stderr io.Writer, what string, run func(context.Co
 func placementJSON(ps []transport.Placement) []map[string]any {
 	out := make([]map[string]any, 0, len(ps))
 	for _, p := range ps {
-		out = append(out, map[string]any{"replica": p.Replica, "node": p.Node})
+		m := map[string]any{"replica": p.Replica, "node": p.Node}
+		if p.Kind != 0 {
+			m["kind"] = p.Kind.String()
+		}
+		out = append(out, m)
 	}
 	return out
 }

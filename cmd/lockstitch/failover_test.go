@@ -13,6 +13,7 @@ import (
 
 	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/transport"
+	"github.com/lockstitch/lockstitch/wal"
 )
 
 // TestLeaderPauseFailover pauses the leader's serve process (SIGSTOP)
@@ -168,4 +169,117 @@ func TestLeaderPauseFailover(t *testing.T) {
 	slices.Sort(took)
 	t.Logf("pause of the leader to the first append acknowledged by a new leader (20 s: none by then), %d rounds, StallTimeout %v: median %v, min %v, max %v",
 		rounds, cfg.StallTimeout, took[len(took)/2], took[0], took[len(took)-1])
+}
+
+// TestSubscriberPauseFailover pauses (SIGSTOP) the serve process of a
+// follower that serves a subscription while ops are appended through the
+// other nodes, and measures the time from the pause to the subscriber's
+// first record appended after it: the client's stall check finds the
+// silent connection and resumes from its marker on another node. The
+// follower is resumed (SIGCONT) between rounds. LOCKSTITCH_FAILOVER_ROUNDS
+// sets the rounds (default 2; scripts/failover runs more); the figure is
+// logged, and bounded only by what a subscriber left on a dead
+// connection (45 s of idle pings) would miss.
+func TestSubscriberPauseFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three processes")
+	}
+	t.Parallel()
+	rounds := 2
+	if v := os.Getenv("LOCKSTITCH_FAILOVER_ROUNDS"); v != "" {
+		var err error
+		if rounds, err = strconv.Atoi(v); err != nil || rounds < 1 {
+			t.Fatalf("LOCKSTITCH_FAILOVER_ROUNDS=%q", v)
+		}
+	}
+	c := startServeCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(rounds)*time.Minute+time.Minute)
+	defer cancel()
+	cl := c.dial(ctx)
+	defer cl.Close()
+	if _, err := cl.CreatePartition(ctx, transport.PartitionSpec{ID: 1, Nodes: []lockstitch.NodeID{1, 2, 3}}); err != nil {
+		t.Fatal(err)
+	}
+	var took []time.Duration
+	var marker lockstitch.LSN
+	for r := 0; r < rounds; r++ {
+		st, err := cl.PartitionStatus(ctx, 1)
+		if err != nil || st.Leader == 0 {
+			t.Fatalf("status: %+v %v", st, err)
+		}
+		follower := int(st.Leader)%3 + 1 // replica i is on node i
+		others := []string{}
+		for i := 1; i <= 3; i++ {
+			if i != follower {
+				others = append(others, c.addr(0, i))
+			}
+		}
+		// The subscriber's first address is the follower's: it subscribes
+		// there.
+		scl, err := transport.Dial(ctx, transport.DefaultClientConfig(), append([]string{c.addr(0, follower)}, others...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sub, err := scl.Subscribe(ctx, 1, marker)
+		if err != nil {
+			t.Fatal(err)
+		}
+		acl, err := transport.Dial(ctx, transport.DefaultClientConfig(), others...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rec wal.Record
+		next := func(d time.Duration) error {
+			nctx, ncancel := context.WithTimeout(ctx, d)
+			defer ncancel()
+			if err := sub.Next(nctx, &rec); err != nil {
+				return err
+			}
+			marker = rec.LSN
+			return nil
+		}
+		res, err := acl.Append(ctx, 1, []byte("before"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for marker < res.LSN {
+			if err := next(30 * time.Second); err != nil {
+				t.Fatalf("round %d: reading up to %d on node %d: %v", r, res.LSN, follower, err)
+			}
+		}
+		proc := c.nodes[follower-1]
+		paused := time.Now()
+		if err := proc.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		after, err := acl.Append(ctx, 1, []byte("after"))
+		if err != nil {
+			proc.cmd.Process.Signal(syscall.SIGCONT)
+			t.Fatal(err)
+		}
+		for marker < after.LSN {
+			if err := next(20 * time.Second); err != nil {
+				proc.cmd.Process.Signal(syscall.SIGCONT)
+				t.Fatalf("round %d: no record %d within 20 s of pausing node %d: %v", r, after.LSN, follower, err)
+			}
+		}
+		took = append(took, time.Since(paused))
+		t.Logf("round %d: paused node %d; the subscriber had the next op after %v", r, follower, time.Since(paused))
+		if err := proc.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+		sub.Close()
+		scl.Close()
+		acl.Close()
+		// The next round starts with the resumed node caught up.
+		fcl := c.dial(ctx, follower)
+		_, err = fcl.Append(ctx, 1, []byte("resumed"))
+		fcl.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.readStream(ctx, follower, 1, marker+1, func(*wal.Record) {})
+	}
+	slices.Sort(took)
+	t.Logf("pause of a subscriber's follower to its next op, %d rounds: median %v, min %v, max %v", rounds, took[len(took)/2], took[0], took[len(took)-1])
 }

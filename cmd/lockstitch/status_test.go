@@ -28,7 +28,7 @@ func TestStatusShowsWhatIsWrong(t *testing.T) {
 			return false
 		}
 		for _, r := range st.Replicas {
-			if r.Addr == "" {
+			if r.Addr == "" || !r.Reported {
 				return false
 			}
 		}
@@ -50,6 +50,27 @@ func TestStatusShowsWhatIsWrong(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "unreachable") || !strings.Contains(out, "down") {
 		t.Fatalf("status with node 3 killed: exit %d, want 0, node 3 unreachable and replica 3 down (%q)\n%s%s", code, downRow, out, errOut)
 	}
+	// The lag of the killed replica is as of its last report, which ages;
+	// the others report the ops appended since.
+	appendRange(ctx, t, cl, 1, bulkPayload, 10, 20)
+	testutil.WaitFor(t, "replica 3's report to be older than the others'", time.Minute, func() bool {
+		st, err := cl.PartitionStatus(ctx, 1)
+		if err != nil || len(st.Replicas) != 3 {
+			return false
+		}
+		var dead, live time.Duration
+		for _, r := range st.Replicas {
+			switch {
+			case !r.Reported:
+				return false
+			case r.Addr == c.addr(0, 3):
+				dead = r.ReportAge
+			default:
+				live = max(live, r.ReportAge)
+			}
+		}
+		return dead > 2*time.Second && live < dead && st.Committed == 20
+	})
 
 	c.nodes[1].kill()
 	testutil.WaitFor(t, "status to report the partition leaderless", time.Minute, func() bool {
