@@ -44,7 +44,11 @@
 // ids and deadlines in keys are big-endian, so keys sort by them; ids
 // start at 1. A snapshot is every key and value at one LSN: magic
 // "lsqueue1", then records (uvarint key length, key, uvarint value
-// length, value), then a zero key length.
+// length, value), then a zero key length. Restore deletes every key and
+// sets "x", the restore mark, in one synced batch, writes the snapshot's
+// records, then its meta record and deletes the mark in a last synced
+// batch: Open finds the mark only after a restore cut short, and then
+// discards the partial state and starts empty (LSN 0).
 //
 // # Options
 //
@@ -54,13 +58,13 @@ package queue
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -237,6 +241,19 @@ func (q *Queue) Open(ctx context.Context) (lockstitch.LSN, error) {
 	defer q.mu.Unlock()
 	if err := q.openDB(); err != nil {
 		return 0, err
+	}
+	switch _, closer, err := q.db.Get(restoringKey); {
+	case errors.Is(err, pebble.ErrNotFound):
+	case err != nil:
+		return 0, fmt.Errorf("queue: read the restore mark: %w", err)
+	default:
+		// A restore was cut short: what it wrote is part of a state. The
+		// queue starts empty; the replicator replays or copies the rest.
+		closer.Close()
+		q.log.Warn("queue: discarding an interrupted restore")
+		if err := q.clear(false); err != nil {
+			return 0, fmt.Errorf("queue: discard an interrupted restore: %w", err)
+		}
 	}
 	return q.meta.lsn, nil
 }
@@ -599,23 +616,24 @@ func (s *snapshot) Release() { s.snap.Close() }
 // maxSnapshotRecord bounds a key or value read from a snapshot.
 const maxSnapshotRecord = 1 << 30
 
-// Restore replaces the store with a snapshot's: it removes the pebble
-// directory, opens an empty one and writes the snapshot's records.
+// restoringKey marks a restore in progress: Restore writes it with the
+// deletion of the old state and removes it with the new meta record, both
+// synced, so Open finds it only after a crash in between (see Open).
+var restoringKey = []byte("x")
+
+// Key bounds of every key the queue writes.
+var (
+	keysStart = []byte{0}
+	keysEnd   = []byte{0xff}
+)
+
+// Restore replaces the store's state with a snapshot's: in the same
+// store (a pebble snapshot being written out keeps its view), it deletes
+// every key and marks the restore under way, writes the snapshot's
+// records, then the meta record with lsn and the end of the mark.
 func (q *Queue) Restore(r io.Reader, lsn lockstitch.LSN) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.db != nil {
-		if err := q.db.Close(); err != nil {
-			return fmt.Errorf("queue: restore: close: %w", err)
-		}
-		q.db = nil
-	}
-	if err := os.RemoveAll(q.dbDir()); err != nil {
-		return fmt.Errorf("queue: restore: %w", err)
-	}
-	if err := q.openDB(); err != nil {
-		return err
-	}
 	if err := q.restore(bufio.NewReaderSize(r, 64<<10), lsn); err != nil {
 		return fmt.Errorf("queue: restore: %w", err)
 	}
@@ -630,6 +648,9 @@ func (q *Queue) restore(r *bufio.Reader, lsn lockstitch.LSN) error {
 	if string(magic[:]) != snapshotMagic {
 		return fmt.Errorf("not a queue snapshot (magic %q)", magic[:])
 	}
+	if err := q.clear(true); err != nil {
+		return err
+	}
 	read := func() ([]byte, error) {
 		n, err := binary.ReadUvarint(r)
 		if err != nil {
@@ -643,11 +664,11 @@ func (q *Queue) restore(r *bufio.Reader, lsn lockstitch.LSN) error {
 		return b, err
 	}
 	b := q.db.NewBatch()
-	var m *meta
+	defer func() { b.Close() }()
+	m := meta{nextID: 1} // a queue that never applied an op has no meta record
 	for {
 		k, err := read()
 		if err != nil {
-			b.Close()
 			return err
 		}
 		if len(k) == 0 {
@@ -655,45 +676,64 @@ func (q *Queue) restore(r *bufio.Reader, lsn lockstitch.LSN) error {
 		}
 		v, err := read()
 		if err != nil {
-			b.Close()
 			return err
 		}
-		if string(k) == string(metaKey) {
-			mm, err := decodeMeta(v)
-			if err != nil {
-				b.Close()
+		switch {
+		case bytes.Equal(k, metaKey):
+			// Written last, when the state is whole.
+			if m, err = decodeMeta(v); err != nil {
 				return err
 			}
-			m = &mm
+			continue
+		case bytes.Equal(k, restoringKey):
+			return errors.New("snapshot holds a restore mark")
 		}
 		if err := b.Set(k, v, nil); err != nil {
-			b.Close()
 			return err
 		}
 		if b.Len() >= 4<<20 {
 			if err := b.Commit(pebble.NoSync); err != nil {
 				return err
 			}
+			b.Close()
 			b = q.db.NewBatch()
 		}
 	}
-	if m == nil {
-		// A queue that never applied an op has no meta record.
-		m = &meta{nextID: 1}
-	}
 	if m.lsn != lsn && m.lsn != 0 {
-		b.Close()
 		return fmt.Errorf("snapshot at LSN %d, expected %d", m.lsn, lsn)
 	}
 	m.lsn = lsn
 	if err := b.Set(metaKey, m.appendTo(nil), nil); err != nil {
-		b.Close()
+		return err
+	}
+	if err := b.Delete(restoringKey, nil); err != nil {
 		return err
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
 		return err
 	}
-	q.meta = *m
+	q.meta = m
+	q.readyLow, q.leaseLow = 0, 0
+	return nil
+}
+
+// clear deletes every key, synced; with mark, it marks a restore under
+// way (restoringKey) in the same batch.
+func (q *Queue) clear(mark bool) error {
+	b := q.db.NewBatch()
+	defer b.Close()
+	if err := b.DeleteRange(keysStart, keysEnd, nil); err != nil {
+		return err
+	}
+	if mark {
+		if err := b.Set(restoringKey, nil, nil); err != nil {
+			return err
+		}
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return err
+	}
+	q.meta, q.readyLow, q.leaseLow = meta{nextID: 1}, 0, 0
 	return nil
 }
 

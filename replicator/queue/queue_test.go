@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -102,6 +103,18 @@ func (h *harness) lengths() qops.Lengths {
 		h.t.Fatal(err)
 	}
 	return l
+}
+
+// keys counts the keys in the queue's store.
+func (h *harness) keys() int {
+	h.t.Helper()
+	it := h.q.db.NewIter(nil)
+	defer it.Close()
+	n := 0
+	for it.First(); it.Valid(); it.Next() {
+		n++
+	}
+	return n
 }
 
 func (h *harness) clock() time.Time { return qops.TimeOf(h.q.meta.clock) }
@@ -390,6 +403,57 @@ func TestSnapshotRestore(t *testing.T) {
 	}
 	if err := dst.q.Restore(bytes.NewReader([]byte("lslog")), 7); err == nil {
 		t.Fatal("restore of garbage succeeded")
+	}
+}
+
+// TestRestoreCutShort: a restore whose stream ends early fails, and the
+// next Open discards what it wrote and starts empty, at LSN 0; a
+// snapshot being written out meanwhile keeps its view.
+func TestRestoreCutShort(t *testing.T) {
+	t.Parallel()
+	src := newHarness(t, nil)
+	big := strings.Repeat("x", 100<<10) // 10 MiB in all: the restore commits some before it fails
+	for i := range 100 {
+		src.enqueue(t0, fmt.Sprint(i, big))
+	}
+	snap, err := src.q.PrepareSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var full bytes.Buffer
+	if err := snap.WriteTo(context.Background(), &full); err != nil {
+		t.Fatal(err)
+	}
+	snap.Release()
+
+	dst := newHarness(t, nil)
+	dst.enqueue(t0, "old")
+	before := dst.state()
+	pending, err := dst.q.PrepareSnapshot() // written out after the restore
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.q.Restore(bytes.NewReader(full.Bytes()[:full.Len()/2]), 100); err == nil {
+		t.Fatal("a restore from half a snapshot succeeded")
+	}
+	var old bytes.Buffer
+	if err := pending.WriteTo(context.Background(), &old); err != nil {
+		t.Fatal(err)
+	}
+	pending.Release()
+	dst.q.Close()
+	if lsn := dst.open(nil); lsn != 0 {
+		t.Fatalf("reopened after a restore cut short at LSN %d", lsn)
+	}
+	if n := dst.keys(); n != 0 {
+		t.Fatalf("reopened after a restore cut short with %d keys", n)
+	}
+	// The snapshot taken before the restore still holds the old state.
+	if err := dst.q.Restore(bytes.NewReader(old.Bytes()), 1); err != nil {
+		t.Fatal(err)
+	}
+	if after := dst.state(); after != before {
+		t.Fatalf("the snapshot written during the restore holds\n%s\nwant\n%s", after, before)
 	}
 }
 
