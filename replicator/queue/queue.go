@@ -120,8 +120,9 @@ type Queue struct {
 	log           *slog.Logger
 	maxDeliveries uint32
 
-	// mu guards db and meta against Query and Sync (which the replicator
-	// may call from other goroutines than Apply's).
+	// mu guards db, meta and snaps against Query, Sync and snapshots
+	// (which the replicator may call from other goroutines than Apply's).
+	// Lock order: mu, then a snapshot's mu.
 	mu   sync.RWMutex
 	db   *pebble.DB
 	meta meta
@@ -136,6 +137,9 @@ type Queue struct {
 	// deadline below leaseLow. Both are 0 after Open and Restore.
 	readyLow uint64
 	leaseLow int64
+
+	// snaps are the snapshots not released, which Close ends.
+	snaps map[*snapshot]struct{}
 
 	// res holds the results of the last Apply.
 	res    []byte
@@ -571,39 +575,57 @@ const snapshotMagic = "lsqueue1"
 
 // PrepareSnapshot takes a pebble snapshot of the state.
 func (q *Queue) PrepareSnapshot() (replicator.Snapshot, error) {
-	q.mu.RLock()
-	defer q.mu.RUnlock()
-	return &snapshot{snap: q.db.NewSnapshot()}, nil
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.db == nil {
+		return nil, lockstitch.ErrClosed
+	}
+	s := &snapshot{q: q, snap: q.db.NewSnapshot()}
+	if q.snaps == nil {
+		q.snaps = map[*snapshot]struct{}{}
+	}
+	q.snaps[s] = struct{}{}
+	return s, nil
 }
 
+// snapshot is a pebble snapshot being written out. A Snapshot may
+// outlive its plugin (a copy to a consumer still being sent when the
+// replica closes): Close ends every live one first, and WriteTo then
+// fails with lockstitch.ErrClosed instead of reading a closed store. So
+// WriteTo reads under mu, a batch of records at a time, and writes each
+// batch without it.
 type snapshot struct {
+	q  *Queue
+	mu sync.Mutex
+	// snap is nil once released or ended by Close.
 	snap *pebble.Snapshot
 }
+
+// snapshotBatchBytes is how much WriteTo reads at a time.
+const snapshotBatchBytes = 256 << 10
 
 func (s *snapshot) WriteTo(ctx context.Context, w io.Writer) error {
 	bw := bufio.NewWriterSize(w, 64<<10)
 	if _, err := bw.WriteString(snapshotMagic); err != nil {
 		return err
 	}
-	it := s.snap.NewIter(nil)
-	defer it.Close()
-	var h []byte
-	for it.First(); it.Valid(); it.Next() {
+	var buf, from []byte
+	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		h = binary.AppendUvarint(h[:0], uint64(len(it.Key())))
-		h = append(h, it.Key()...)
-		h = binary.AppendUvarint(h, uint64(len(it.Value())))
-		if _, err := bw.Write(h); err != nil {
+		var done bool
+		var err error
+		buf, from, done, err = s.read(buf[:0], from)
+		if err != nil {
 			return err
 		}
-		if _, err := bw.Write(it.Value()); err != nil {
+		if _, err := bw.Write(buf); err != nil {
 			return err
 		}
-	}
-	if err := it.Error(); err != nil {
-		return fmt.Errorf("queue: snapshot: %w", err)
+		if done {
+			break
+		}
 	}
 	if err := bw.WriteByte(0); err != nil {
 		return err
@@ -611,7 +633,52 @@ func (s *snapshot) WriteTo(ctx context.Context, w io.Writer) error {
 	return bw.Flush()
 }
 
-func (s *snapshot) Release() { s.snap.Close() }
+// read appends the records from key from on (the first if nil) to buf,
+// about snapshotBatchBytes of them, and returns the key to go on from, or
+// done after the last.
+func (s *snapshot) read(buf, from []byte) ([]byte, []byte, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.snap == nil {
+		return buf, nil, false, fmt.Errorf("queue: snapshot: %w", lockstitch.ErrClosed)
+	}
+	it := s.snap.NewIter(nil)
+	defer it.Close()
+	valid := it.First()
+	if from != nil {
+		valid = it.SeekGE(from)
+	}
+	for ; valid; valid = it.Next() {
+		if len(buf) >= snapshotBatchBytes {
+			return buf, append([]byte(nil), it.Key()...), false, nil
+		}
+		buf = binary.AppendUvarint(buf, uint64(len(it.Key())))
+		buf = append(buf, it.Key()...)
+		buf = binary.AppendUvarint(buf, uint64(len(it.Value())))
+		buf = append(buf, it.Value()...)
+	}
+	if err := it.Error(); err != nil {
+		return buf, nil, false, fmt.Errorf("queue: snapshot: %w", err)
+	}
+	return buf, nil, true, nil
+}
+
+func (s *snapshot) Release() {
+	s.q.mu.Lock()
+	delete(s.q.snaps, s)
+	s.q.mu.Unlock()
+	s.end()
+}
+
+// end closes the pebble snapshot, once.
+func (s *snapshot) end() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.snap != nil {
+		s.snap.Close()
+		s.snap = nil
+	}
+}
 
 // maxSnapshotRecord bounds a key or value read from a snapshot.
 const maxSnapshotRecord = 1 << 30
@@ -745,6 +812,10 @@ func (q *Queue) Close() error {
 	if q.db == nil {
 		return nil
 	}
+	for s := range q.snaps {
+		s.end()
+	}
+	clear(q.snaps)
 	err := q.db.Close()
 	q.db = nil
 	return err

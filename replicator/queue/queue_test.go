@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -454,6 +455,40 @@ func TestRestoreCutShort(t *testing.T) {
 	}
 	if after := dst.state(); after != before {
 		t.Fatalf("the snapshot written during the restore holds\n%s\nwant\n%s", after, before)
+	}
+	// The whole snapshot (written in many batches) restores the source.
+	if err := dst.q.Restore(bytes.NewReader(full.Bytes()), 100); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := src.state(), dst.state(); a != b {
+		t.Fatal("the restored queue differs from its source")
+	}
+}
+
+// TestSnapshotOutlivesClose: a snapshot still being written when its
+// queue closes fails with ErrClosed, and its release is harmless.
+func TestSnapshotOutlivesClose(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	h.enqueue(t0, "a")
+	snap, err := h.q.PrepareSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept, err := h.q.PrepareSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept.Release()
+	if err := h.q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := snap.WriteTo(context.Background(), io.Discard); !errors.Is(err, lockstitch.ErrClosed) {
+		t.Fatalf("writing a snapshot of a closed queue: %v", err)
+	}
+	snap.Release()
+	if _, err := h.q.PrepareSnapshot(); !errors.Is(err, lockstitch.ErrClosed) {
+		t.Fatalf("a snapshot of a closed queue: %v", err)
 	}
 }
 
