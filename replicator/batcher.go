@@ -296,7 +296,7 @@ func (b *batcher) dispatchLocked(now time.Time) time.Duration {
 		b.flying = append(b.flying, next)
 		b.proposeMu.Lock()
 		b.mu.Unlock()
-		err := b.propose(next)
+		err := b.propose(next, now)
 		b.proposeMu.Unlock()
 		if err != nil {
 			b.finish(next, AppendResult{}, err) // takes mu: not under proposeMu
@@ -315,14 +315,20 @@ func (b *batcher) queueLocked() gatherQueue {
 // for its outcome. It is called with proposeMu held; if the batch could
 // not be proposed it returns why, and the caller finishes the batch once
 // it has released proposeMu (finishing takes mu, which comes first in
-// the lock order).
-func (b *batcher) propose(bt *batch) error {
+// the lock order). now, the batcher's clock when the batch was taken, is
+// the proposer's time the entry carries (Op.Time), unless the Config has
+// a ProposerClock.
+func (b *batcher) propose(bt *batch, now time.Time) error {
+	if b.cfg.ProposerClock != nil {
+		now = b.cfg.ProposerClock()
+	}
 	term, err := b.p.leaderTerm()
 	if err != nil {
 		bt.releaseBuf()
 		return err
 	}
 	binary.LittleEndian.PutUint64(bt.buf[8:], term)
+	setBatchTime(bt.buf, now)
 	b.p.r.metrics.batchProposed(len(bt.waiters))
 	rs, err := b.p.r.nh.Propose(b.p.session, bt.buf, b.cfg.ProposalTimeout)
 	bt.releaseBuf()

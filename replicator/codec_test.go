@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/wal"
@@ -20,8 +21,15 @@ func TestOpsEntryRoundTrip(t *testing.T) {
 		seq      uint64
 	}
 	ops := []op{{[]byte("a"), 0, 0}, {nil, 7, 1}, {bytes.Repeat([]byte("x"), 1000), 7, 2}, {[]byte("big ids"), 1 << 62, 1<<64 - 1}}
-	for _, version := range []int{opsVersionV1, opsVersion} {
-		b := appendBatchHeader(nil, 42)
+	proposed := time.Date(2026, 12, 7, 21, 30, 0, 123456789, time.UTC)
+	for _, version := range []int{opsVersionV1, opsVersionV2, opsVersion} {
+		var b []byte
+		if version == opsVersion {
+			b = appendBatchHeader(nil, 42)
+			setBatchTime(b, proposed)
+		} else {
+			b = appendBatchHeaderV2(nil, 42)
+		}
 		for _, o := range ops {
 			if version == opsVersionV1 {
 				b = appendBatchOpV1(b, o.payload, wal.Checksum(o.payload), o.producer, o.seq)
@@ -35,6 +43,10 @@ func TestOpsEntryRoundTrip(t *testing.T) {
 		}
 		if r.term != 42 || r.count != len(ops) || int(r.version) != version {
 			t.Fatalf("version %d header: term %d count %d version %d", version, r.term, r.count, r.version)
+		}
+		// Only version 3 carries the proposer's time; older ops have none.
+		if want := (time.Time{}); version == opsVersion && !r.time.Equal(proposed) || version != opsVersion && r.time != want {
+			t.Fatalf("version %d time %v", version, r.time)
 		}
 		var e entryOp
 		for i, o := range ops {
@@ -56,16 +68,78 @@ func TestOpsEntryRoundTrip(t *testing.T) {
 			}
 		}
 	}
-	// A small op without a producer costs 6 bytes of header in version 2.
+	// A small op without a producer costs 6 bytes of header in version 2
+	// and later.
 	b := appendBatchHeader(nil, 1)
 	if n := len(appendBatchOp(b, make([]byte, 16), 0, 0, 0)) - len(b); n != 16+6 {
 		t.Fatalf("a 16-byte op takes %d bytes", n)
 	}
 }
 
-// appendBatchOpV1 encodes an op of a version 1 ops entry (after a header
-// whose version byte it sets), as nodes wrote before version 2; they
-// still read it.
+// TestOpsEntryGolden pins the bytes of a version 3 ops entry: the header
+// with the proposer's time, then one op.
+func TestOpsEntryGolden(t *testing.T) {
+	t.Parallel()
+	b := appendBatchHeader(nil, 5)
+	setBatchTime(b, time.Unix(0, 0x0102030405060708))
+	b = appendBatchOp(b, []byte("hi"), 0xaabbccdd, 9, 300)
+	want := []byte{
+		1, 3, 0, 0, // kind, version, zero
+		1, 0, 0, 0, // op count
+		5, 0, 0, 0, 0, 0, 0, 0, // term
+		8, 7, 6, 5, 4, 3, 2, 1, // proposer's time, Unix ns
+		2,                      // payload length
+		0xdd, 0xcc, 0xbb, 0xaa, // CRC
+		9,          // producer
+		0xac, 0x02, // sequence 300
+		'h', 'i',
+	}
+	if !bytes.Equal(b, want) {
+		t.Fatalf("entry\n% x\nwant\n% x", b, want)
+	}
+	// A header stamped with the zero time (or one before 1970) reads as the
+	// zero time.
+	for _, tm := range []time.Time{{}, time.Unix(-5, 0)} {
+		h := appendBatchHeader(nil, 1)
+		setBatchTime(h, tm)
+		if r, err := readOps(h); err != nil || !r.time.IsZero() {
+			t.Fatalf("time %v read as %v, %v", tm, r.time, err)
+		}
+	}
+}
+
+// TestRecordAux checks the op time kept in a log record's aux: a time
+// comes back as it was, and an op without one keeps its Raft index there
+// as before, which reads as no time.
+func TestRecordAux(t *testing.T) {
+	t.Parallel()
+	for _, tm := range []time.Time{
+		time.Date(2026, 12, 7, 21, 30, 0, 1, time.UTC),
+		time.Unix(0, 1).UTC(),
+		time.Date(2262, 1, 1, 0, 0, 0, 0, time.UTC),
+	} {
+		aux := recordAux(tm, 77)
+		if aux&recordTimeBit == 0 || !recordTime(aux).Equal(tm) {
+			t.Fatalf("time %v: aux %x reads as %v", tm, aux, recordTime(aux))
+		}
+	}
+	if aux := recordAux(time.Time{}, 77); aux != 77 || !recordTime(aux).IsZero() {
+		t.Fatalf("no time: aux %d reads as %v", aux, recordTime(aux))
+	}
+}
+
+// appendBatchHeaderV2 starts an ops entry of version 2 (16-byte header,
+// no time), as nodes wrote before version 3; they still read it.
+func appendBatchHeaderV2(b []byte, term uint64) []byte {
+	var h [entryHeaderSize]byte
+	h[0], h[1] = entryOps, opsVersionV2
+	binary.LittleEndian.PutUint64(h[8:], term)
+	return append(b, h[:]...)
+}
+
+// appendBatchOpV1 encodes an op of a version 1 ops entry (after a 16-byte
+// header whose version byte it sets), as nodes wrote before version 2;
+// they still read it.
 func appendBatchOpV1(b []byte, payload []byte, crc uint32, producer lockstitch.ProducerID, seq uint64) []byte {
 	b[1] = 1
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(payload)))
@@ -313,7 +387,8 @@ func FuzzOpsEntry(f *testing.F) {
 	b := appendBatchHeader(nil, 3)
 	b = appendBatchOp(b, []byte("hello"), wal.Checksum([]byte("hello")), 1, 2)
 	f.Add(b)
-	f.Add(appendBatchOpV1(appendBatchHeader(nil, 3), []byte("hello"), wal.Checksum([]byte("hello")), 1, 2))
+	f.Add(appendBatchOpV1(appendBatchHeaderV2(nil, 3), []byte("hello"), wal.Checksum([]byte("hello")), 1, 2))
+	f.Add(appendBatchOp(appendBatchHeaderV2(nil, 3), []byte("hello"), wal.Checksum([]byte("hello")), 1, 2))
 	f.Add(appendAddrEntry(nil, 1, "x:1"))
 	f.Add(appendCursorEntry(nil, cursorAck, "consumer", 9))
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -109,6 +109,10 @@ type Config struct {
 	// ProposalTimeout bounds how long a batch may take to commit before
 	// its appends fail with ErrAborted.
 	ProposalTimeout time.Duration
+	// ProposerClock is the clock a leader reads when it proposes a batch
+	// of ops, the time the ops carry (Op.Time); nil means time.Now. Tests
+	// of time-based plugins set a fake one per node.
+	ProposerClock func() time.Time
 
 	// SegmentBytes is the segment size of each partition's operation log.
 	SegmentBytes int64

@@ -42,7 +42,11 @@
 // A plugin is a StateMachine built by a PluginFactory registered by name in
 // Config.Plugins (no global registry). Its contract is on StateMachine. The
 // built-in "log" plugin keeps nothing but its position: the stream is the
-// state. A plugin that implements RoleObserver is told when its replica
+// state; replicator/queue is a queue with leases on pebble. Each op comes
+// with the time its leader stamped on it when proposing it (Op.Time),
+// replicated in the Raft entry and kept in the operation log, so that a
+// plugin's time-based decisions are the same on every replica and on a
+// replay. A plugin that implements RoleObserver is told when its replica
 // becomes leader, follower or non-voting. A program outside the process can
 // be the state machine instead: it subscribes to the stream from its own
 // marker and applies the ops itself.

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/lockstitch/lockstitch"
 )
@@ -15,11 +16,13 @@ import (
 //
 //	offset  size  field
 //	0       1     kind = 1
-//	1       1     version = 2
+//	1       1     version = 3
 //	2       2     zero
 //	4       4     op count
 //	8       8     proposer's Raft term
-//	16      ...   ops, back to back:
+//	16      8     proposer's time: its wall clock when it proposed the
+//	              entry, Unix nanoseconds, signed (0: none)
+//	24      ...   ops, back to back:
 //	              uvarint  payload length N
 //	              4        payload CRC-32C (the producer's)
 //	              uvarint  producer id (0: none)
@@ -30,7 +33,11 @@ import (
 // payload length (4), the CRC (4), the producer id (8) and the sequence
 // (8). Version 2 takes 6 bytes for a small op without a producer: with
 // 16-byte ops, an entry of version 1 was 60% headers, and Raft's round
-// trip grows with the bytes it writes and sends.
+// trip grows with the bytes it writes and sends. Versions 1 and 2 have a
+// 16-byte header, without the proposer's time: their ops have the zero
+// time (Op.Time). Version 3 added the time, so that every replica hands
+// its plugin the same time with an op (a lease expires at the same op
+// everywhere); ops of version 1 and 2 have the zero time.
 //
 // An address entry records a replica's client address:
 //
@@ -77,8 +84,12 @@ const (
 
 	entryVersion    = 1
 	opsVersionV1    = 1 // read only: fixed 24-byte op headers
-	opsVersion      = 2
+	opsVersionV2    = 2 // read only: no proposer's time
+	opsVersion      = 3
 	entryHeaderSize = 16
+	// opsHeaderSize is the header of a version 3 ops entry; versions 1
+	// and 2 have entryHeaderSize.
+	opsHeaderSize = 24
 	// opHeaderSizeV1 is the op header of version 1 ops entries;
 	// maxOpHeaderSize bounds that of version 2.
 	opHeaderSizeV1  = 24
@@ -94,12 +105,61 @@ const (
 
 var errBadEntry = errors.New("replicator: malformed Raft entry")
 
-// batchHeader starts an ops entry in b (which must be empty) for term.
+// appendBatchHeader starts an ops entry in b (which must be empty) for
+// term, with the zero time; setBatchTime sets it.
 func appendBatchHeader(b []byte, term uint64) []byte {
-	var h [entryHeaderSize]byte
+	var h [opsHeaderSize]byte
 	h[0], h[1] = entryOps, opsVersion
 	binary.LittleEndian.PutUint64(h[8:], term)
 	return append(b, h[:]...)
+}
+
+// setBatchTime stamps the ops entry in b with the proposer's time.
+func setBatchTime(b []byte, t time.Time) {
+	binary.LittleEndian.PutUint64(b[16:], uint64(unixNanos(t)))
+}
+
+// unixNanos encodes t as entries and log records carry it: Unix
+// nanoseconds, 0 for the zero time (and for times before 1970, which no
+// proposer's clock shows).
+func unixNanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return max(t.UnixNano(), 0)
+}
+
+// recordTimeBit marks the aux of an operation log record that holds the
+// op's time. The log keeps each op's time so that ops replayed from it
+// into a plugin after a restart (open.go) have the time they had when
+// first applied: a record's aux is 1<<63 | the op's unixNanos, or, for an
+// op without a time (of an entry before version 3), the Raft index of its
+// entry, as nodes wrote before.
+const recordTimeBit = 1 << 63
+
+// recordAux is the aux of the log record of an op with time t, from the
+// Raft entry at index.
+func recordAux(t time.Time, index uint64) uint64 {
+	if n := unixNanos(t); n != 0 {
+		return recordTimeBit | uint64(n)
+	}
+	return index
+}
+
+// recordTime is the op time a log record's aux holds (zero if none).
+func recordTime(aux uint64) time.Time {
+	if aux&recordTimeBit == 0 {
+		return time.Time{}
+	}
+	return timeOfNanos(int64(aux &^ recordTimeBit))
+}
+
+// timeOfNanos decodes unixNanos; 0 is the zero time.
+func timeOfNanos(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
 }
 
 // appendBatchOp adds one op to the ops entry in b and bumps its count.
@@ -128,6 +188,7 @@ type opsReader struct {
 	b       []byte
 	count   int
 	term    uint64
+	time    time.Time // the proposer's; zero before version 3
 	version byte
 }
 
@@ -136,15 +197,24 @@ func readOps(b []byte) (opsReader, error) {
 	if len(b) < entryHeaderSize || b[0] != entryOps {
 		return opsReader{}, fmt.Errorf("%w: not an ops entry", errBadEntry)
 	}
-	if b[1] != opsVersionV1 && b[1] != opsVersion {
-		return opsReader{}, fmt.Errorf("%w: ops entry version %d", errBadEntry, b[1])
-	}
-	return opsReader{
-		b:       b[entryHeaderSize:],
+	r := opsReader{
 		count:   int(binary.LittleEndian.Uint32(b[4:])),
 		term:    binary.LittleEndian.Uint64(b[8:]),
 		version: b[1],
-	}, nil
+	}
+	switch b[1] {
+	case opsVersionV1, opsVersionV2:
+		r.b = b[entryHeaderSize:]
+	case opsVersion:
+		if len(b) < opsHeaderSize {
+			return opsReader{}, fmt.Errorf("%w: ops entry header cut short", errBadEntry)
+		}
+		r.time = timeOfNanos(int64(binary.LittleEndian.Uint64(b[16:])))
+		r.b = b[opsHeaderSize:]
+	default:
+		return opsReader{}, fmt.Errorf("%w: ops entry version %d", errBadEntry, b[1])
+	}
+	return r, nil
 }
 
 // next decodes the next op into op; it returns false after the last one.

@@ -159,7 +159,7 @@ func replayIntoPlugin(ctx context.Context, l *wal.Log, plugin StateMachine, from
 			}
 			// Next's payload is valid until the next call: keep a copy.
 			p := append([]byte(nil), r.Payload...)
-			ops = append(ops, Op{LSN: r.LSN, Epoch: lockstitch.Epoch(r.Epoch), Payload: p})
+			ops = append(ops, Op{LSN: r.LSN, Epoch: lockstitch.Epoch(r.Epoch), Time: recordTime(r.Aux), Payload: p})
 		}
 		if err := plugin.Apply(ops, results[:len(ops)]); err != nil {
 			return fmt.Errorf("plugin apply during replay: %w", err)

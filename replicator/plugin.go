@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"time"
 
 	"github.com/lockstitch/lockstitch"
 )
@@ -12,6 +13,17 @@ import (
 type Op struct {
 	LSN   lockstitch.LSN
 	Epoch lockstitch.Epoch
+	// Time is the proposing leader's wall clock when it proposed the op
+	// (in UTC, without a monotonic reading). It is replicated with the op,
+	// so every replica, and a replica replaying the op after a restart,
+	// sees the same Time: a plugin may base deterministic decisions on it
+	// (a lease that expires), never on its own clock. It is not monotonic:
+	// ops proposed together share a time, and a new leader's clock may be
+	// behind its predecessor's; a plugin that needs a clock that never
+	// goes back keeps the latest Time it has seen. It is the zero time for
+	// ops written before nodes stamped it (Raft entries of versions 1
+	// and 2).
+	Time time.Time
 	// Payload aliases a buffer owned by the replicator; it is valid only
 	// during the call that received it. Copy what must outlive the call.
 	Payload []byte

@@ -314,11 +314,11 @@ func (s *stateMachine) assign(e *sm.Entry) error {
 		if op.Producer != 0 {
 			s.state.dedupe.record(op.Producer, op.Seq, lsn, s.state.epoch)
 		}
-		sc.recs = append(sc.recs, wal.Record{LSN: lsn, Epoch: uint64(s.state.epoch), Aux: e.Index, Payload: op.Payload})
+		sc.recs = append(sc.recs, wal.Record{LSN: lsn, Epoch: uint64(s.state.epoch), Aux: recordAux(r.time, e.Index), Payload: op.Payload})
 		out := opOutcome{status: statusApplied, lsn: lsn, epoch: s.state.epoch, plugin: -1}
 		if lsn > s.skipTo {
 			out.plugin = len(sc.ops)
-			sc.ops = append(sc.ops, Op{LSN: lsn, Epoch: s.state.epoch, Payload: op.Payload})
+			sc.ops = append(sc.ops, Op{LSN: lsn, Epoch: s.state.epoch, Time: r.time, Payload: op.Payload})
 		}
 		sc.outcome = append(sc.outcome, out)
 	}

@@ -2,6 +2,7 @@ package replicator
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -307,4 +308,76 @@ func TestRestoreLargeLog(t *testing.T) {
 			t.Fatalf("restored record %d: LSN %d, %.10q, %v", i, rec.LSN, rec.Payload, err)
 		}
 	}
+}
+
+// timesPlugin records the time of every op it is given. It never makes
+// anything durable, so every restart replays the whole log into it.
+type timesPlugin struct {
+	logPlugin
+	times *[]time.Time
+}
+
+func (p *timesPlugin) Open(context.Context) (lockstitch.LSN, error) { return 0, nil }
+func (p *timesPlugin) Sync() (lockstitch.LSN, error)                { return 0, nil }
+func (p *timesPlugin) Apply(ops []Op, results [][]byte) error {
+	for _, op := range ops {
+		*p.times = append(*p.times, op.Time)
+	}
+	return nil
+}
+
+// TestOpTimeReachesPlugin checks that a plugin sees the proposer's time of
+// each op, the same when the op is first applied and when it is replayed
+// from the operation log after a restart; an op of a version 2 entry has
+// the zero time.
+func TestOpTimeReachesPlugin(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	var times []time.Time
+	open := func() *stateMachine {
+		s := newTestSM(t, dir)
+		s.factory = func(PluginContext) (StateMachine, error) { return &timesPlugin{times: &times}, nil }
+		if _, err := s.Open(nil); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	t1 := time.Date(2026, 12, 7, 21, 0, 0, 1, time.UTC)
+	t3 := t1.Add(-time.Hour) // a later leader's clock may be behind
+	entry := func(index uint64, tm time.Time, v2 bool) sm.Entry {
+		p := []byte(fmt.Sprintf("op %d", index))
+		var b []byte
+		if v2 {
+			b = appendBatchHeaderV2(nil, 1)
+		} else {
+			b = appendBatchHeader(nil, 1)
+			setBatchTime(b, tm)
+		}
+		b = appendBatchOp(b, p, wal.Checksum(p), 0, 0)
+		return sm.Entry{Index: index, Cmd: appendBatchOp(b, p, wal.Checksum(p), 0, 0)}
+	}
+	s := open()
+	if _, err := s.Update([]sm.Entry{entry(1, t1, false), entry(2, time.Time{}, true), entry(3, t3, false)}); err != nil {
+		t.Fatal(err)
+	}
+	want := []time.Time{t1, t1, {}, {}, t3, t3}
+	check := func(when string) {
+		t.Helper()
+		if len(times) != len(want) {
+			t.Fatalf("%s: the plugin saw %d ops, want %d", when, len(times), len(want))
+		}
+		for i := range want {
+			if !times[i].Equal(want[i]) {
+				t.Fatalf("%s: op %d has time %v, want %v", when, i+1, times[i], want[i])
+			}
+		}
+	}
+	check("applied")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	times = nil
+	s = open()
+	defer s.Close()
+	check("replayed")
 }

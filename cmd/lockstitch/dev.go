@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/lockstitch/lockstitch"
+	"github.com/lockstitch/lockstitch/replicator"
+	"github.com/lockstitch/lockstitch/replicator/queue"
 	"github.com/lockstitch/lockstitch/server"
 	"github.com/lockstitch/lockstitch/transport"
 )
@@ -82,12 +84,16 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 		running = append(running, n)
 	}
 
-	// A partition of each built-in plugin, numbered from 1 in name order.
+	// A partition of each built-in plugin, numbered from 1: log first (the
+	// commands below use partition 1), then the others in name order.
 	plugins := make([]string, 0)
 	for name := range running[0].Replicator().Config().Plugins {
-		plugins = append(plugins, name)
+		if name != replicator.LogPluginName {
+			plugins = append(plugins, name)
+		}
 	}
 	sort.Strings(plugins)
+	plugins = append([]string{replicator.LogPluginName}, plugins...)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cl, err := transport.Dial(ctx, transport.DefaultClientConfig(), peers[0].ClientAddr)
@@ -121,8 +127,13 @@ Talk to it from another terminal (lockstitch, or: go run ./cmd/lockstitch):
   lockstitch tail --partition 1 --from 1
   lockstitch status
   lockstitch query --partition 1
-Press Ctrl-C to stop.
 `)
+	for i, name := range plugins {
+		if name == queue.PluginName {
+			fmt.Fprintf(stdout, "  lockstitch queue push --partition %d job-1 && lockstitch queue pop --partition %d\n", i+1, i+1)
+		}
+	}
+	fmt.Fprintf(stdout, "Press Ctrl-C to stop.\n")
 	if *base != 7400 {
 		fmt.Fprintf(stdout, "(with --base-port %d, pass --addr %s to the client commands)\n", *base, peers[0].ClientAddr)
 	}

@@ -29,6 +29,8 @@ commands:
   cluster status          show every node: reachable or not, replicas hosted and leading
   cursor ack|reset|delete|list
                           a partition's durable cursors (consumer markers that hold log retention)
+  queue push|pop|ack|extend|peek|len
+                          a queue partition's items: enqueue, lease, acknowledge (lockstitch queue -h)
   version                 print the version
 
 Run lockstitch <command> -h for its flags.
@@ -63,6 +65,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCluster(rest, stdout, stderr)
 	case "cursor":
 		return cmdCursor(rest, stdout, stderr)
+	case "queue":
+		return cmdQueue(rest, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, version())
 		return 0
