@@ -49,6 +49,7 @@ type batcher struct {
 	pendingOps   int
 	pendingBytes int64
 	inflight     int
+	abandoned    int // of inflight: see gatherQueue
 	closed       bool
 	// gather decides when the open batch goes.
 	gather gather
@@ -308,7 +309,7 @@ func (b *batcher) dispatchLocked(now time.Time) time.Duration {
 
 // queueLocked is what gather sees of the queue; mu is held.
 func (b *batcher) queueLocked() gatherQueue {
-	return gatherQueue{inflight: b.inflight, ready: len(b.ready) > 0, open: b.open != nil}
+	return gatherQueue{inflight: b.inflight, abandoned: b.abandoned, ready: len(b.ready) > 0, open: b.open != nil}
 }
 
 // propose hands a batch to Raft; a goroutine per batch in flight waits
@@ -416,7 +417,11 @@ func (b *batcher) release(bt *batch) (abandoned bool) {
 	}
 	b.unwatchLocked(bt)
 	b.inflight--
-	b.gather.released(b.now(), len(bt.waiters))
+	if abandoned {
+		b.abandoned-- // its callers were told long ago: none is away
+	} else {
+		b.gather.released(b.now(), len(bt.waiters))
+	}
 	b.pendingOps -= len(bt.waiters)
 	b.pendingBytes -= bt.bytes
 	b.mu.Unlock()
@@ -465,7 +470,9 @@ func (b *batcher) failQueued(err error) {
 // ProposalTimeout; err says the outcome is unknown (ErrAborted), and a
 // caller retries with its producer sequence at the new leader within an
 // election. The batches keep their slots until dragonboat gives their
-// outcome (release).
+// outcome (release), but the open batch no longer waits for them: a
+// replica that leads again at once (or never saw the new leader) must not
+// hold its next appends until ProposalTimeout.
 func (b *batcher) abandonFlying(err error) {
 	b.mu.Lock()
 	var abandoned []*batch
@@ -474,6 +481,7 @@ func (b *batcher) abandonFlying(err error) {
 			continue
 		}
 		bt.abandoned = true
+		b.abandoned++
 		b.unwatchLocked(bt)
 		clear(bt.watched) // release must not uncount them again
 		abandoned = append(abandoned, bt)

@@ -12,7 +12,8 @@ import "time"
 // times.
 //
 // The policy. A full batch is proposed as soon as one of the slots is
-// free; the open batch once nothing is in flight. When a batch completes,
+// free; the open batch once nothing is in flight (but batches abandoned
+// when the replica lost its leadership). When a batch completes,
 // its callers tend to append again at once, so the open batch then waits
 // for as many ops as the completed batches had (away), but no later than
 // the last completion plus linger (gatherUntil), and no later than gap
@@ -48,7 +49,13 @@ type gather struct {
 
 // gatherQueue is what the batcher holds, as the policy sees it.
 type gatherQueue struct {
-	inflight    int  // batches proposed and not yet released
+	inflight int // batches proposed and not yet released
+	// abandoned counts the batches of inflight whose callers were told
+	// already (the replica lost its leadership): they hold their slots
+	// until dragonboat gives their outcome, up to ProposalTimeout, but
+	// no caller will come back from them, so the open batch does not
+	// wait for them.
+	abandoned   int
 	ready, open bool // a full batch waits for a slot; a partial batch is open
 }
 
@@ -97,7 +104,7 @@ func (g *gather) next(now time.Time, q gatherQueue) (gatherMove, time.Time) {
 		return gatherReady, time.Time{}
 	case !q.open:
 		return gatherHold, time.Time{}
-	case q.inflight > 0:
+	case q.inflight > q.abandoned:
 		return gatherHold, time.Time{} // a completion kicks
 	}
 	if g.away > 0 {

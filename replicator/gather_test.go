@@ -161,6 +161,12 @@ func TestGather(t *testing.T) {
 			decide(10, gatherQueue{inflight: 5, ready: true}, gatherHold, none),
 			awayIs(4),
 		}},
+		{"abandoned batches hold slots, not the open batch", linger, gap, 2, []gatherStep{
+			decide(0, gatherQueue{inflight: 1, open: true}, gatherHold, none),
+			decide(0, gatherQueue{inflight: 1, abandoned: 1, open: true}, gatherOpen, none),
+			decide(0, gatherQueue{inflight: 2, abandoned: 1, open: true}, gatherHold, none),
+			decide(0, gatherQueue{inflight: 2, abandoned: 2, ready: true, open: true}, gatherHold, none),
+		}},
 		{"one slot", linger, gap, 1, []gatherStep{
 			decide(0, gatherQueue{ready: true, open: true}, gatherReady, none),
 			decide(0, gatherQueue{inflight: 1, ready: true, open: true}, gatherHold, none),
