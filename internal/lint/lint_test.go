@@ -47,10 +47,13 @@ var layers = []layer{
 	{dir: "metrics"},
 	// The shared vocabulary: IDs, roles, error sentinels.
 	{dir: ".", may: []string{"wal"}},
-	{dir: "transport", may: []string{".", "wal", "metrics"}},
+	// Op and result formats of the built-in plugins: clients and plugins
+	// share them, so they link neither the replicator nor the wire.
+	{dir: "ops", may: []string{".", "wal"}},
+	{dir: "transport", may: []string{".", "wal", "metrics", "ops"}},
 	// Not transport: replicator imports copy and must not reach the wire.
 	{dir: "copy", may: []string{".", "wal", "metrics"}},
-	{dir: "replicator", may: []string{".", "wal", "copy", "metrics"}},
+	{dir: "replicator", may: []string{".", "wal", "copy", "metrics", "ops"}},
 	{dir: "server", may: []string{".", "replicator", "transport", "copy", "wal", "metrics"}},
 	{dir: "cmd", open: true, except: []string{"bench", "examples"}},
 	// Examples do what a user outside the module can do: no internal
