@@ -76,10 +76,13 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// DefaultConfig returns a Config with the defaults of every part; the
-// caller sets ID, DataDir and the addresses.
+// DefaultConfig returns a Config with the defaults of every part and the
+// built-in plugins (DefaultPlugins); the caller sets ID, DataDir and the
+// addresses.
 func DefaultConfig() Config {
-	return Config{Replicator: replicator.DefaultConfig(), Transport: transport.DefaultServerConfig(), AdminTimeout: time.Minute, Repair: DefaultRepairPolicy(), PeerProbeInterval: 2 * time.Second}
+	rc := replicator.DefaultConfig()
+	rc.Plugins = DefaultPlugins()
+	return Config{Replicator: rc, Transport: transport.DefaultServerConfig(), AdminTimeout: time.Minute, Repair: DefaultRepairPolicy(), PeerProbeInterval: 2 * time.Second}
 }
 
 // Validate reports what is wrong with c; it does not change c.

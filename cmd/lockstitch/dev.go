@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/lockstitch/lockstitch"
+	"github.com/lockstitch/lockstitch/replicator"
 	"github.com/lockstitch/lockstitch/server"
 	"github.com/lockstitch/lockstitch/transport"
 )
@@ -82,12 +83,19 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 		running = append(running, n)
 	}
 
-	// A partition of each built-in plugin, numbered from 1 in name order.
+	// A partition of each built-in plugin, numbered from 1: log first (the
+	// commands below use partition 1), then the others in name order.
 	plugins := make([]string, 0)
 	for name := range running[0].Replicator().Config().Plugins {
 		plugins = append(plugins, name)
 	}
-	sort.Strings(plugins)
+	sort.Slice(plugins, func(i, j int) bool {
+		li, lj := plugins[i] == replicator.LogPluginName, plugins[j] == replicator.LogPluginName
+		if li != lj {
+			return li
+		}
+		return plugins[i] < plugins[j]
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cl, err := transport.Dial(ctx, transport.DefaultClientConfig(), peers[0].ClientAddr)

@@ -108,6 +108,7 @@ func (s serveSettings) nodeConfig(logger *slog.Logger) (server.Config, error) {
 		errs = append(errs, err)
 	}
 	rc := replicator.DefaultConfig()
+	rc.Plugins = server.DefaultPlugins()
 	rc.RTT, rc.ElectionRTT, rc.HeartbeatRTT = s.RTT, s.ElectionRTT, s.HeartbeatRTT
 	rc.SnapshotEntries, rc.CompactionOverhead, rc.SnapshotBytes = s.SnapshotEntries, s.CompactionOverhead, s.SnapshotBytes
 	rc.LogDB, rc.EngineWorkers, rc.DeploymentID = replicator.LogDB(s.LogDB), s.EngineWorkers, s.DeploymentID

@@ -54,13 +54,13 @@ var layers = []layer{
 	// Not transport: replicator imports copy and must not reach the wire.
 	{dir: "copy", may: []string{".", "wal", "metrics"}},
 	{dir: "replicator", may: []string{".", "wal", "copy", "metrics", "ops"}},
-	{dir: "server", may: []string{".", "replicator", "transport", "copy", "wal", "metrics"}},
+	{dir: "server", may: []string{".", "replicator", "transport", "copy", "wal", "metrics", "ops"}},
 	{dir: "cmd", open: true, except: []string{"bench", "examples"}},
 	// Examples do what a user outside the module can do: no internal
 	// package, in their tests either.
 	{dir: "examples", open: true, except: []string{"cmd", "bench", "internal"}},
 	{dir: "bench", open: true, except: []string{"cmd"}},
-	{dir: "internal/testutil", may: []string{".", "wal", "metrics", "transport"}, testsOnly: true},
+	{dir: "internal/testutil", may: []string{".", "wal", "metrics", "transport", "ops"}, testsOnly: true},
 	{dir: "internal/lint"},
 }
 
