@@ -247,4 +247,3 @@ func nextRecord(b []byte) (k, v, rest []byte, err error) {
 	}
 	return k, b[n : n+int(vn)], b[n+int(vn):], nil
 }
-
