@@ -29,6 +29,7 @@ commands:
   cluster status          show every node: reachable or not, replicas hosted and leading
   cursor ack|reset|delete|list
                           a partition's durable cursors (consumer markers that hold log retention)
+  kv put|get|del|cas|scan read and write a partition of the kv plugin (lockstitch kv -h)
   version                 print the version
 
 Run lockstitch <command> -h for its flags.
@@ -63,6 +64,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCluster(rest, stdout, stderr)
 	case "cursor":
 		return cmdCursor(rest, stdout, stderr)
+	case "kv":
+		return cmdKV(rest, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, version())
 		return 0
