@@ -12,6 +12,7 @@ import (
 
 	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/replicator"
+	"github.com/lockstitch/lockstitch/replicator/kv"
 	"github.com/lockstitch/lockstitch/server"
 	"github.com/lockstitch/lockstitch/transport"
 )
@@ -129,8 +130,13 @@ Talk to it from another terminal (lockstitch, or: go run ./cmd/lockstitch):
   lockstitch tail --partition 1 --from 1
   lockstitch status
   lockstitch query --partition 1
-Press Ctrl-C to stop.
 `)
+	for i, name := range plugins {
+		if name == kv.Name {
+			fmt.Fprintf(stdout, "  lockstitch kv put --partition %d greeting hello\n  lockstitch kv get --partition %d greeting\n", i+1, i+1)
+		}
+	}
+	fmt.Fprintf(stdout, "Press Ctrl-C to stop.\n")
 	if *base != 7400 {
 		fmt.Fprintf(stdout, "(with --base-port %d, pass --addr %s to the client commands)\n", *base, peers[0].ClientAddr)
 	}
