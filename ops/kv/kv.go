@@ -76,6 +76,10 @@
 //	bad request   a message (UTF-8)
 //	otherwise     empty
 //
+// A scan returns at most its limit of items, and the plugin may stop it
+// sooner (after about 1 MiB); flag bit 0 then says that more keys follow:
+// scan again from the last key plus a zero byte.
+//
 // A write the plugin rejects (a cas mismatch, a malformed request) is
 // still committed: it changes nothing, and its result says why.
 package kv

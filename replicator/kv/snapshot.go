@@ -137,6 +137,7 @@ func (p *Plugin) Restore(r io.Reader, lsn lockstitch.LSN) error {
 	if err := old.release(); err != nil {
 		p.log.Warn("kv plugin: closing the database a restore replaced", "err", err)
 	}
+	p.log.Info("kv plugin: restored a snapshot", "lsn", uint64(lsn), "dir", dbDir(gen))
 	return nil
 }
 
