@@ -25,7 +25,8 @@
 //
 //	header  4 magic "LKVS", 1 version = 1, 3 zero, 8 LSN, 8 epoch,
 //	        4 CRC-32C (Castagnoli) of the 24 bytes before it
-//	block   4 length N (1 to 1 MiB), 4 CRC-32C of the N bytes, N bytes:
+//	block   4 length N (1 to 80 MiB: about 64 KiB, or one larger record),
+//	        4 CRC-32C of the N bytes, N bytes:
 //	        records back to back, each
 //	        uvarint key length K (1 to ops/kv.MaxKeyBytes), K key,
 //	        uvarint stored length S (at least 8), S stored value

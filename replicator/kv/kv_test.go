@@ -124,14 +124,34 @@ func (h *harness) scan(prefix, start string, limit int) ([]string, bool) {
 	return out, res.More
 }
 
-// dump is every key as "key=value@version", in order.
+// dump is every key as "key=value@version" (a value of more than 16
+// bytes as its length), in order, scanned page by page.
 func (h *harness) dump() []string {
 	h.t.Helper()
-	items, more := h.scan("", "", kvops.MaxScanLimit)
-	if more {
-		h.t.Fatal("more keys than a scan returns")
+	var out []string
+	start := []byte(nil)
+	for range 1000 {
+		res := h.query(kvops.AppendScan(nil, nil, start, kvops.MaxScanLimit))
+		rest := res.Items
+		for range res.Count {
+			var it kvops.Item
+			var err error
+			if rest, err = kvops.NextItem(rest, &it); err != nil {
+				h.t.Fatal(err)
+			}
+			v := string(it.Value)
+			if len(v) > 16 {
+				v = fmt.Sprintf("(%d bytes)", len(v))
+			}
+			out = append(out, fmt.Sprintf("%s=%s@%d", it.Key, v, it.Version))
+			start = append(bytes.Clone(it.Key), 0)
+		}
+		if !res.More {
+			return out
+		}
 	}
-	return items
+	h.t.Fatal("a scan that never ends")
+	return nil
 }
 
 func TestApplyResultsAndVersions(t *testing.T) {
@@ -337,6 +357,8 @@ func TestSnapshotRestore(t *testing.T) {
 		src.one(kvops.AppendPut(nil, fmt.Appendf(nil, "key%04d", i), val))
 	}
 	src.one(kvops.AppendDelete(nil, []byte("key0007")))
+	// A value larger than a block.
+	src.one(kvops.AppendPut(nil, []byte("key0008"), bytes.Repeat([]byte("x"), 3<<20)))
 	snap, err := src.p.PrepareSnapshot()
 	if err != nil {
 		t.Fatal(err)
@@ -353,19 +375,19 @@ func TestSnapshotRestore(t *testing.T) {
 
 	dst := newHarness(t, vfs.NewMem())
 	dst.one(kvops.AppendPut(nil, []byte("stale"), nil))
-	if err := dst.p.Restore(bytes.NewReader(image), 301); err != nil {
+	if err := dst.p.Restore(bytes.NewReader(image), 302); err != nil {
 		t.Fatalf("Restore: %v", err)
 	}
 	if d := dst.dump(); fmt.Sprint(d) != fmt.Sprint(want) {
 		t.Fatalf("restored %d keys, want %d", len(d), len(want))
 	}
-	if g := dst.get("key0001"); g.LSN != 301 || g.Version != 2 {
+	if g := dst.get("key0001"); g.LSN != 302 || g.Version != 2 {
 		t.Fatalf("restored get: %+v", g)
 	}
 	// The restored state is durable and reopens at the snapshot's LSN.
 	dst.p.Close()
-	if lsn := dst.open(); lsn != 301 {
-		t.Fatalf("Open after Restore = %d, want 301", lsn)
+	if lsn := dst.open(); lsn != 302 {
+		t.Fatalf("Open after Restore = %d, want 302", lsn)
 	}
 	if d := dst.dump(); len(d) != len(want) {
 		t.Fatalf("reopened with %d keys, want %d", len(d), len(want))
@@ -380,7 +402,7 @@ func TestSnapshotRestore(t *testing.T) {
 		"count":       flip(image, len(image)-3),
 	}
 	for name, b := range bad {
-		err := dst.p.Restore(bytes.NewReader(b), 301)
+		err := dst.p.Restore(bytes.NewReader(b), 302)
 		if !errors.Is(err, ErrCorrupt) {
 			t.Errorf("%s: Restore = %v, want ErrCorrupt", name, err)
 		}
@@ -388,7 +410,7 @@ func TestSnapshotRestore(t *testing.T) {
 			t.Fatalf("%s: a refused restore left %d keys, want %d", name, len(d), len(want))
 		}
 	}
-	if err := dst.p.Restore(bytes.NewReader(image), 302); !errors.Is(err, ErrCorrupt) {
+	if err := dst.p.Restore(bytes.NewReader(image), 303); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("Restore at another LSN = %v, want ErrCorrupt", err)
 	}
 	// An empty state round-trips too.

@@ -16,11 +16,13 @@ import (
 )
 
 const (
-	snapMagic        = "LKVS"
-	snapVersion      = 1
-	snapHeaderBytes  = 28
-	blockTarget      = 64 << 10 // a block is cut once it holds this much
-	maxBlockBytes    = 1 << 20
+	snapMagic       = "LKVS"
+	snapVersion     = 1
+	snapHeaderBytes = 28
+	blockTarget     = 64 << 10 // a block is cut once it holds this much
+	// maxBlockBytes bounds a block: one record at least, and a value is
+	// at most an op (64 MiB at most, see replicator.Config.MaxOpBytes).
+	maxBlockBytes    = 80 << 20
 	restoreBatchSize = 4 << 20 // bytes per pebble batch while restoring
 )
 
@@ -68,7 +70,9 @@ func (s *snapshot) WriteTo(ctx context.Context, w io.Writer) error {
 	}
 	for ok := it.First(); ok; ok = it.Next() {
 		k, v := it.Key()[1:], it.Value()
-		if len(block)-8+len(k)+len(v)+2*binary.MaxVarintLen64 > maxBlockBytes {
+		// A record that would overflow the block starts the next one, which
+		// it may fill alone.
+		if len(block) > 8 && len(block)-8+len(k)+len(v)+2*binary.MaxVarintLen64 > blockTarget {
 			if err := flush(); err != nil {
 				return fmt.Errorf("kv plugin: snapshot at LSN %d: %w", s.lsn, err)
 			}
