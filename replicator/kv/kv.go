@@ -97,10 +97,11 @@ type Plugin struct {
 	log *slog.Logger
 	fs  vfs.FS // every file goes through it: tests simulate crashes
 
-	db    *handle
-	gen   int // the number of the database directory in use
-	lsn   atomic.Uint64
-	epoch lockstitch.Epoch
+	db     *handle
+	gen    int // the number of the database directory in use
+	lsn    atomic.Uint64
+	epoch  lockstitch.Epoch
+	synced lockstitch.LSN // the last LSN Sync made durable
 
 	// Apply's scratch, reused.
 	res     []byte
@@ -224,7 +225,7 @@ func (p *Plugin) Open(ctx context.Context) (lockstitch.LSN, error) {
 		db.Close()
 		return 0, fmt.Errorf("kv plugin: %s: %w", dir, err)
 	}
-	p.db, p.gen, p.epoch = &handle{db: db, fs: p.fs, dir: dir, refs: 1}, gen, epoch
+	p.db, p.gen, p.epoch, p.synced = &handle{db: db, fs: p.fs, dir: dir, refs: 1}, gen, epoch, lsn
 	p.lsn.Store(uint64(lsn))
 	return lsn, nil
 }
@@ -555,12 +556,17 @@ func scan(db *pebble.DB, req *kvops.Request, lsn lockstitch.LSN) ([]byte, error)
 	return append(out, items...), nil
 }
 
-// Sync makes every applied batch durable with one fsync of pebble's WAL.
+// Sync makes every applied batch durable with one fsync of pebble's WAL
+// (none if nothing was applied since the last Sync).
 func (p *Plugin) Sync() (lockstitch.LSN, error) {
 	lsn := lockstitch.LSN(p.lsn.Load())
+	if lsn == p.synced {
+		return lsn, nil
+	}
 	if err := p.db.db.LogData(nil, pebble.Sync); err != nil {
 		return 0, fmt.Errorf("kv plugin: sync: %w", err)
 	}
+	p.synced = lsn
 	return lsn, nil
 }
 

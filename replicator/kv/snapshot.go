@@ -136,7 +136,8 @@ func (p *Plugin) Restore(r io.Reader, lsn lockstitch.LSN) error {
 	old.mu.Lock()
 	old.old = true
 	old.mu.Unlock()
-	p.db, p.gen, p.epoch = &handle{db: db, fs: p.fs, dir: dir, refs: 1}, gen, epoch
+	// build synced the new database.
+	p.db, p.gen, p.epoch, p.synced = &handle{db: db, fs: p.fs, dir: dir, refs: 1}, gen, epoch, lsn
 	p.lsn.Store(uint64(lsn))
 	if err := old.release(); err != nil {
 		p.log.Warn("kv plugin: closing the database a restore replaced", "err", err)
