@@ -6,7 +6,7 @@
 //
 //	kc := kvclient.New(cl, 2) // partition 2 runs the kv plugin
 //	w, err := kc.Put(ctx, []byte("k"), []byte("v"))
-//	item, err := kc.Get(ctx, []byte("k"), kvclient.Linearizable)
+//	item, lsn, err := kc.Get(ctx, []byte("k"), kvclient.Linearizable) // lsn: the state it reflects
 //	w, err = kc.CAS(ctx, []byte("k"), []byte("v2"), item.Version)
 //
 // Every answer carries the LSN it reflects; a write's LSN is also the
