@@ -12,6 +12,7 @@ import (
 
 	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/replicator"
+	"github.com/lockstitch/lockstitch/replicator/kv"
 	"github.com/lockstitch/lockstitch/replicator/queue"
 	"github.com/lockstitch/lockstitch/server"
 	"github.com/lockstitch/lockstitch/transport"
@@ -129,7 +130,10 @@ Talk to it from another terminal (lockstitch, or: go run ./cmd/lockstitch):
   lockstitch query --partition 1
 `)
 	for i, name := range plugins {
-		if name == queue.PluginName {
+		switch name {
+		case kv.Name:
+			fmt.Fprintf(stdout, "  lockstitch kv put --partition %d greeting hello\n  lockstitch kv get --partition %d greeting\n", i+1, i+1)
+		case queue.PluginName:
 			fmt.Fprintf(stdout, "  lockstitch queue push --partition %d job-1 && lockstitch queue pop --partition %d\n", i+1, i+1)
 		}
 	}

@@ -31,6 +31,7 @@ commands:
                           a partition's durable cursors (consumer markers that hold log retention)
   queue push|pop|ack|extend|peek|len
                           a queue partition's items: enqueue, lease, acknowledge (lockstitch queue -h)
+  kv put|get|del|cas|scan read and write a partition of the kv plugin (lockstitch kv -h)
   version                 print the version
 
 Run lockstitch <command> -h for its flags.
@@ -67,6 +68,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCursor(rest, stdout, stderr)
 	case "queue":
 		return cmdQueue(rest, stdout, stderr)
+	case "kv":
+		return cmdKV(rest, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, version())
 		return 0

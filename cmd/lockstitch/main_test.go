@@ -134,11 +134,11 @@ func TestDevClusterEndToEnd(t *testing.T) {
 	if code, out, errOut := cli(t, "query", "--partition", "1"); code != 0 || !strings.Contains(out, `"lsn":502`) {
 		t.Fatalf("query: %d %q %q", code, out, errOut)
 	}
-	// dev's partition 2 is a queue.
-	if code, out, errOut := cli(t, "queue", "push", "--partition", "2", "job"); code != 0 || out != "1\n" {
+	// dev's partition 3 is a queue (1 log, 2 kv).
+	if code, out, errOut := cli(t, "queue", "push", "--partition", "3", "job"); code != 0 || out != "1\n" {
 		t.Fatalf("queue push: %d %q %q", code, out, errOut)
 	}
-	if code, out, errOut := cli(t, "queue", "pop", "--partition", "2"); code != 0 || out != "1 1 job\n" {
+	if code, out, errOut := cli(t, "queue", "pop", "--partition", "3"); code != 0 || out != "1 1 job\n" {
 		t.Fatalf("queue pop: %d %q %q", code, out, errOut)
 	}
 	if code, out, errOut := cli(t, "status"); code != 0 || !strings.Contains(out, "PARTITION") || !strings.Contains(out, "502") {

@@ -47,9 +47,8 @@ var layers = []layer{
 	{dir: "metrics"},
 	// The shared vocabulary: IDs, roles, error sentinels.
 	{dir: ".", may: []string{"wal"}},
-	// Plugin op and result formats (ops/queue, ...): leaves shared by a
-	// plugin in replicator and its client in transport. They import the
-	// root only (wal is listed because the root imports it).
+	// Op and result formats of the built-in plugins: clients and plugins
+	// share them, so they link neither the replicator nor the wire.
 	{dir: "ops", may: []string{".", "wal"}},
 	{dir: "transport", may: []string{".", "wal", "metrics", "ops"}},
 	// Not transport: replicator imports copy and must not reach the wire.

@@ -1,0 +1,524 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+
+	"github.com/lockstitch/lockstitch"
+	"github.com/lockstitch/lockstitch/internal/testutil"
+	"github.com/lockstitch/lockstitch/transport"
+	"github.com/lockstitch/lockstitch/transport/kvclient"
+)
+
+func TestKVCommands(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a child process")
+	}
+	code, out, _ := cli(t, "kv", "-h")
+	if code != 0 || !strings.Contains(out, "cas KEY VALUE --version V") {
+		t.Fatalf("kv -h: %d %q", code, out)
+	}
+	if code, _, errOut := cli(t, "kv", "get"); code != 2 || !strings.Contains(errOut, "usage: lockstitch kv get") {
+		t.Fatalf("kv get without a key: %d %q", code, errOut)
+	}
+	d := startDev(t)
+	go io.Copy(io.Discard, d.stdout)
+	t.Setenv("LOCKSTITCH_ADDR", fmt.Sprintf("127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d", d.base+1, d.base+2, d.base+3))
+
+	// dev's partition 2 is a kv partition, the CLI's default.
+	if code, out, errOut := cli(t, "kv", "put", "greeting", "hello"); code != 0 || out != "\"greeting\" at version 1\n" {
+		t.Fatalf("kv put: %d %q %q", code, out, errOut)
+	}
+	var got struct {
+		Found   bool
+		Value   string
+		Version uint64
+		LSN     uint64
+		OK      bool
+	}
+	code, out, errOut := cli(t, "kv", "get", "greeting", "--json")
+	if err := json.Unmarshal([]byte(out), &got); code != 0 || err != nil || !got.Found || got.Value != "hello" || got.Version != 1 || got.LSN != 1 {
+		t.Fatalf("kv get --json: %d %q %q", code, out, errOut)
+	}
+	if code, _, errOut := cli(t, "kv", "cas", "greeting", "bye", "--version", "7"); code != 1 || !strings.Contains(errOut, "its version is 1, not 7") {
+		t.Fatalf("kv cas with a stale version: %d %q", code, errOut)
+	}
+	code, out, errOut = cli(t, "kv", "cas", "--version", "1", "greeting", "bye", "--json")
+	if err := json.Unmarshal([]byte(out), &got); code != 0 || err != nil || !got.OK || got.Version != 3 {
+		t.Fatalf("kv cas: %d %q %q", code, out, errOut)
+	}
+	for i := range 5 {
+		if code, _, errOut := cli(t, "kv", "put", fmt.Sprint("user/", i), fmt.Sprint("v", i)); code != 0 {
+			t.Fatalf("kv put: %d %q", code, errOut)
+		}
+	}
+	code, out, errOut = cli(t, "kv", "scan", "--prefix", "user/", "--limit", "2", "--consistency", "leader")
+	if code != 0 || out != "user/0\t4\tv0\nuser/1\t5\tv1\n" || !strings.Contains(errOut, `--after "user/1"`) {
+		t.Fatalf("kv scan: %d %q %q", code, out, errOut)
+	}
+	code, out, errOut = cli(t, "kv", "scan", "--prefix", "user/", "--after", "user/1", "--json")
+	if code != 0 || !strings.Contains(out, `"key":"user/2"`) || !strings.Contains(out, `"more":false`) || strings.Contains(out, `"user/1"`) {
+		t.Fatalf("kv scan --after: %d %q %q", code, out, errOut)
+	}
+	if code, out, errOut := cli(t, "kv", "del", "greeting"); code != 0 || !strings.Contains(out, "deleted at LSN 9") {
+		t.Fatalf("kv del: %d %q %q", code, out, errOut)
+	}
+	if code, _, errOut := cli(t, "kv", "get", "greeting", "--consistency", "leader"); code != 1 || !strings.Contains(errOut, "not found") {
+		t.Fatalf("kv get of a deleted key: %d %q", code, errOut)
+	}
+	// Partition 1 runs the log plugin: its answers are not kv results.
+	if code, _, errOut := cli(t, "kv", "get", "x", "--partition", "1"); code != 1 || !strings.Contains(errOut, "not a kv result") {
+		t.Fatalf("kv get on a log partition: %d %q", code, errOut)
+	}
+}
+
+// The linearizability model of a kv key under put, get and cas, for
+// porcupine. Every value written is unique, so a value names the write
+// that wrote it, and a cas's expected version is the version of the value
+// the client last read (kvInput.expect).
+const (
+	kvGet = iota
+	kvPut
+	kvCAS
+)
+
+type kvInput struct {
+	op     int
+	key    string
+	value  string // put, cas: the value written
+	expect string // cas: the value the key must hold ("": absent)
+}
+
+type kvOutput struct {
+	unknown bool   // a write whose outcome is indeterminate
+	ok      bool   // cas: applied
+	value   string // get: the value ("": absent)
+	version uint64 // get: the key's version; put, cas ok: the new one; cas mismatch: the current one
+}
+
+// kvState is a key's value and version; known is false after a write
+// whose version the history does not say.
+type kvState struct {
+	value   string
+	version uint64
+	known   bool
+}
+
+var kvModel = porcupine.Model{
+	Partition: func(history []porcupine.Operation) [][]porcupine.Operation {
+		byKey := map[string][]porcupine.Operation{}
+		for _, op := range history {
+			k := op.Input.(kvInput).key
+			byKey[k] = append(byKey[k], op)
+		}
+		var out [][]porcupine.Operation
+		for _, ops := range byKey {
+			out = append(out, ops)
+		}
+		return out
+	},
+	Init: func() any { return kvState{known: true} },
+	Step: func(state, input, output any) (bool, any) {
+		s, in, out := state.(kvState), input.(kvInput), output.(kvOutput)
+		newer := !s.known || out.version > s.version
+		switch in.op {
+		case kvGet:
+			if out.value != s.value || (s.known && out.version != s.version) {
+				return false, s
+			}
+			return true, kvState{value: s.value, version: out.version, known: true}
+		case kvPut:
+			if out.unknown {
+				return true, kvState{value: in.value}
+			}
+			return newer, kvState{value: in.value, version: out.version, known: true}
+		}
+		match := s.value == in.expect
+		switch {
+		case out.unknown && match:
+			return true, kvState{value: in.value}
+		case out.unknown:
+			return true, s
+		case out.ok:
+			return match && newer, kvState{value: in.value, version: out.version, known: true}
+		}
+		if match || (s.known && out.version != s.version) {
+			return false, s
+		}
+		return true, kvState{value: s.value, version: out.version, known: true}
+	},
+	Equal: func(a, b any) bool { return a.(kvState) == b.(kvState) },
+	DescribeOperation: func(input, output any) string {
+		in, out := input.(kvInput), output.(kvOutput)
+		return fmt.Sprintf("%d %s %q %q -> %+v", in.op, in.key, in.value, in.expect, out)
+	},
+}
+
+// TestKVCheckerCatchesStaleRead feeds the checker histories that are not
+// linearizable and sees it refuse them, and their linearizable variants
+// and sees it accept them.
+func TestKVCheckerCatchesStaleRead(t *testing.T) {
+	op := func(client int, in kvInput, call, ret int64, out kvOutput) porcupine.Operation {
+		return porcupine.Operation{ClientId: client, Input: in, Call: call, Output: out, Return: ret}
+	}
+	for _, tc := range []struct {
+		name string
+		ok   bool
+		h    []porcupine.Operation
+	}{
+		{"read after a completed put sees it", true, []porcupine.Operation{
+			op(0, kvInput{op: kvPut, key: "x", value: "a"}, 0, 10, kvOutput{version: 1}),
+			op(1, kvInput{op: kvGet, key: "x"}, 20, 30, kvOutput{value: "a", version: 1}),
+		}},
+		{"stale read after a completed put", false, []porcupine.Operation{
+			op(0, kvInput{op: kvPut, key: "x", value: "a"}, 0, 10, kvOutput{version: 1}),
+			op(1, kvInput{op: kvGet, key: "x"}, 20, 30, kvOutput{}),
+		}},
+		{"two cas on one version both succeed", false, []porcupine.Operation{
+			op(0, kvInput{op: kvPut, key: "x", value: "a"}, 0, 10, kvOutput{version: 1}),
+			op(1, kvInput{op: kvCAS, key: "x", value: "b", expect: "a"}, 20, 30, kvOutput{ok: true, version: 2}),
+			op(2, kvInput{op: kvCAS, key: "x", value: "c", expect: "a"}, 25, 40, kvOutput{ok: true, version: 3}),
+		}},
+		{"a read goes back in time", false, []porcupine.Operation{
+			op(0, kvInput{op: kvPut, key: "x", value: "a"}, 0, 10, kvOutput{version: 1}),
+			op(0, kvInput{op: kvPut, key: "x", value: "b"}, 20, 100, kvOutput{version: 2}),
+			op(1, kvInput{op: kvGet, key: "x"}, 30, 40, kvOutput{value: "b", version: 2}),
+			op(2, kvInput{op: kvGet, key: "x"}, 50, 60, kvOutput{value: "a", version: 1}),
+		}},
+		{"an indeterminate put is seen later", true, []porcupine.Operation{
+			op(0, kvInput{op: kvPut, key: "x", value: "a"}, 0, math.MaxInt64, kvOutput{unknown: true}),
+			op(1, kvInput{op: kvGet, key: "x"}, 20, 30, kvOutput{}),
+			op(1, kvInput{op: kvGet, key: "x"}, 40, 50, kvOutput{value: "a", version: 7}),
+		}},
+		{"an indeterminate put is seen, then unseen", false, []porcupine.Operation{
+			op(0, kvInput{op: kvPut, key: "x", value: "a"}, 0, math.MaxInt64, kvOutput{unknown: true}),
+			op(1, kvInput{op: kvGet, key: "x"}, 20, 30, kvOutput{value: "a", version: 7}),
+			op(1, kvInput{op: kvGet, key: "x"}, 40, 50, kvOutput{}),
+		}},
+	} {
+		if got := porcupine.CheckOperations(kvModel, tc.h); got != tc.ok {
+			t.Errorf("%s: linearizable = %v, want %v", tc.name, got, tc.ok)
+		}
+	}
+}
+
+// createKV creates kv partition id with replica i on node i.
+func createKV(ctx context.Context, t *testing.T, c *serveCluster, cl *transport.Client, id lockstitch.PartitionID) {
+	t.Helper()
+	spec := transport.PartitionSpec{ID: id, Plugin: "kv", Nodes: []lockstitch.NodeID{1, 2, 3}}
+	if _, err := cl.CreatePartition(ctx, spec); err != nil {
+		t.Fatalf("create kv partition: %v\n%s", err, c.nodes[0].log)
+	}
+}
+
+// TestKVLinearizable runs clients doing put, get and cas on a few keys
+// against three serve processes, SIGKILLs the partition's leader midway
+// and restarts it, records the history (a write that fails is
+// indeterminate: it may have been applied, at any time after its call)
+// and checks it with porcupine.
+func TestKVLinearizable(t *testing.T) {
+	c, ctx, cl := serveTest(t, 3, 3*time.Minute)
+	createKV(ctx, t, c, cl, 1)
+
+	const clients, minOps = 8, 400
+	keys := []string{"a", "b", "c", "d"}
+	start := time.Now()
+	now := func() int64 { return int64(time.Since(start)) }
+	var (
+		mu        sync.Mutex
+		history   []porcupine.Operation
+		done      atomic.Int64
+		restarted atomic.Bool
+		wg        sync.WaitGroup
+		failures  atomic.Int64
+	)
+	kcs := make([]*kvclient.Client, clients)
+	for i := range kcs {
+		ccl := c.dial(ctx)
+		t.Cleanup(func() { ccl.Close() })
+		kcs[i] = kvclient.New(ccl, 1)
+	}
+	for id := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(id), 1))
+			// What this client last read of each key: a cas expects it.
+			seen := map[string]kvclient.Item{}
+			for n := 0; (done.Load() < minOps || !restarted.Load()) && ctx.Err() == nil && n < 2000; n++ {
+				key := keys[rng.IntN(len(keys))]
+				in := kvInput{key: key, value: fmt.Sprintf("c%d-%d", id, n)}
+				var out kvOutput
+				octx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				call := now()
+				var err error
+				switch r := rng.IntN(10); {
+				case r < 4:
+					in.op, in.value = kvGet, ""
+					var item kvclient.Item
+					item, _, err = kcs[id].Get(octx, []byte(key), kvclient.Linearizable)
+					if errors.Is(err, kvclient.ErrNotFound) {
+						err, item = nil, kvclient.Item{}
+					}
+					out.value, out.version = string(item.Value), item.Version
+					if err == nil {
+						seen[key] = item
+					}
+				case r < 7:
+					in.op = kvPut
+					var w kvclient.Write
+					w, err = kcs[id].Put(octx, []byte(key), []byte(in.value))
+					out.version = w.Version
+				default:
+					in.op, in.expect = kvCAS, string(seen[key].Value)
+					var w kvclient.Write
+					w, err = kcs[id].CAS(octx, []byte(key), []byte(in.value), seen[key].Version)
+					var conflict *kvclient.ConflictError
+					switch {
+					case errors.As(err, &conflict):
+						err, out.version = nil, conflict.Current
+					case err == nil:
+						out.ok, out.version = true, w.Version
+					}
+				}
+				ret := now()
+				cancel()
+				if err != nil {
+					failures.Add(1)
+					if in.op == kvGet {
+						continue // a read without an answer did nothing
+					}
+					out, ret = kvOutput{unknown: true}, math.MaxInt64
+				}
+				mu.Lock()
+				history = append(history, porcupine.Operation{ClientId: id, Input: in, Call: call, Output: out, Return: ret})
+				mu.Unlock()
+				done.Add(1)
+			}
+		}()
+	}
+
+	// Kill the leader after a quarter of the ops, restart it at half.
+	testutil.WaitFor(t, "100 ops", time.Minute, func() bool { return done.Load() >= minOps/4 })
+	st, err := cl.PartitionStatus(ctx, 1)
+	if err != nil || st.Leader == 0 {
+		t.Fatalf("partition status: %+v, %v", st, err)
+	}
+	leader := int(st.Leader)
+	c.nodes[leader-1].kill()
+	t.Logf("killed node %d (the leader) after %d ops", leader, done.Load())
+	testutil.WaitFor(t, "200 ops", time.Minute, func() bool { return done.Load() >= minOps/2 })
+	c.nodes[leader-1] = startServe(t, c.args(leader))
+	restarted.Store(true)
+	t.Logf("restarted node %d after %d ops", leader, done.Load())
+	wg.Wait()
+	if ctx.Err() != nil {
+		t.Fatal("the test ran out of time")
+	}
+
+	res := porcupine.CheckOperationsTimeout(kvModel, history, time.Minute)
+	t.Logf("%d ops (%d failed or indeterminate) in %v: %s", len(history), failures.Load(), time.Since(start).Round(time.Millisecond), res)
+	if res != porcupine.Ok {
+		t.Fatalf("the history is not linearizable (%s)", res)
+	}
+}
+
+// scanAll reads every key of partition p through a client of node i
+// alone, answered from that node's own state (Bounded, with a staleness
+// bound no replica exceeds in a test), and checks that the state has
+// applied LSN want.
+func scanAll(ctx context.Context, t *testing.T, c *serveCluster, i int, p lockstitch.PartitionID, want lockstitch.LSN) []string {
+	t.Helper()
+	ncl := c.dial(ctx, i)
+	defer ncl.Close()
+	kc := kvclient.New(ncl, p)
+	opts := kvclient.ReadOptions{Consistency: lockstitch.Bounded, MaxStaleness: time.Hour}
+	var out []string
+	req := kvclient.ScanRequest{Limit: 50}
+	for {
+		res, err := kc.Scan(ctx, req, opts)
+		if err != nil {
+			t.Fatalf("node %d: scan: %v", i, err)
+		}
+		if res.LSN != want {
+			t.Fatalf("node %d answered at LSN %d, want %d", i, res.LSN, want)
+		}
+		for _, it := range res.Items {
+			out = append(out, fmt.Sprintf("%s=%s@%d", it.Key, it.Value, it.Version))
+		}
+		if !res.More {
+			return out
+		}
+		req.Start = res.Next
+	}
+}
+
+// TestKVFollowerCrash SIGKILLs a follower's serve process while clients
+// write (puts, deletes, cas, batches) and restarts it, then compares every
+// key, value and version that each node holds (read from each node's own
+// state) with the others'. Raft snapshots are frequent, and each syncs
+// the plugin, so the follower has synced part of its state when it dies.
+//
+// replay: the writers pause from just after the kill until the follower
+// has restarted and caught up, so the leader keeps the entries it lacks:
+// it reopens its plugin at the last synced LSN and replays the rest.
+// snapshot: the writers go on while the follower is down, the leader
+// compacts its log, and the follower is restored from a snapshot (the kv
+// plugin's snapshot stream, through the replicator's copy).
+func TestKVFollowerCrash(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		pause   bool
+		logLine string
+	}{
+		{"replay", true, "replica opened"},
+		{"snapshot", false, "replica restored from a snapshot"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			kvFollowerCrash(t, tc.pause, tc.logLine)
+		})
+	}
+}
+
+func kvFollowerCrash(t *testing.T, pause bool, logLine string) {
+	c, ctx, cl := serveTest(t, 3, 3*time.Minute, "--snapshot-entries", "48", "--compaction-overhead", "44", "--checkpoint-interval", "20ms")
+	createKV(ctx, t, c, cl, 1)
+	const writers, perWriter = 4, 150
+	var (
+		done atomic.Int64
+		wg   sync.WaitGroup
+		gate sync.RWMutex // writers hold it shared for each write
+	)
+	kc := kvclient.New(cl, 1)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 2))
+			key := func() []byte { return []byte(fmt.Sprintf("k%03d", rng.IntN(500))) }
+			for n := range perWriter {
+				gate.RLock()
+				k, val := key(), []byte(fmt.Sprintf("w%d-%d", w, n))
+				var err error
+				switch r := rng.IntN(10); {
+				case r < 5:
+					_, err = kc.Put(ctx, k, val)
+				case r < 6:
+					_, err = kc.Delete(ctx, k)
+				case r < 8:
+					item, _, gerr := kc.Get(ctx, k, kvclient.LeaderLocal)
+					if gerr != nil && !errors.Is(gerr, kvclient.ErrNotFound) {
+						err = gerr
+						break
+					}
+					_, err = kc.CAS(ctx, k, val, item.Version)
+				default:
+					_, _, err = kc.Batch(ctx, []kvclient.BatchOp{kvclient.PutOp(k, val), kvclient.PutOp(key(), val), kvclient.DeleteOp(key())})
+				}
+				gate.RUnlock()
+				if err != nil && !errors.Is(err, kvclient.ErrConflict) {
+					t.Errorf("writer %d: %v", w, err)
+					return
+				}
+				done.Add(1)
+			}
+		}()
+	}
+	testutil.WaitFor(t, "250 writes", time.Minute, func() bool { return done.Load() >= 250 })
+	st, err := cl.PartitionStatus(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	follower := 0
+	for _, r := range st.Replicas {
+		if r.Replica != st.Leader {
+			follower = int(r.Replica)
+			break
+		}
+	}
+	c.nodes[follower-1].kill()
+	t.Logf("killed node %d (a follower) after %d writes", follower, done.Load())
+	if pause {
+		gate.Lock()
+		now, err := cl.PartitionStatus(ctx, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.nodes[follower-1] = startServe(t, c.args(follower))
+		waitApplied(ctx, t, c, follower, now.Committed)
+		gate.Unlock()
+	} else {
+		testutil.WaitFor(t, "450 writes", time.Minute, func() bool { return done.Load() >= 450 })
+		c.nodes[follower-1] = startServe(t, c.args(follower))
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+
+	// One more write marks the end; every node then applies up to it.
+	w, err := kc.Put(ctx, []byte("end"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := w.LSN
+	for i := 1; i <= 3; i++ {
+		waitApplied(ctx, t, c, i, total)
+	}
+	want := scanAll(ctx, t, c, int(st.Leader), 1, total)
+	for i := 1; i <= 3; i++ {
+		got := scanAll(ctx, t, c, i, 1, total)
+		if strings.Join(got, " ") != strings.Join(want, " ") {
+			j := 0
+			for j < min(len(got), len(want)) && got[j] == want[j] {
+				j++
+			}
+			t.Fatalf("node %d (crashed: %v) holds %d keys, node %d %d; the first difference is at key %d: %q, %q",
+				i, i == follower, len(got), st.Leader, len(want), j, append(got, "(none)")[j], append(want, "(none)")[j])
+		}
+	}
+	t.Logf("%d writes, LSN %d; every node holds the same %d keys", done.Load(), total, len(want))
+	// The restart took the path this case is about.
+	var restart []string
+	for _, l := range strings.Split(c.nodes[follower-1].log.String(), "\n") {
+		if strings.Contains(l, "replica opened") || strings.Contains(l, "replayed") || strings.Contains(l, "restored from a snapshot") {
+			restart = append(restart, l)
+		}
+	}
+	log := strings.Join(restart, "\n")
+	t.Logf("node %d after its restart:\n%s", follower, log)
+	if !strings.Contains(log, logLine) || (pause && strings.Contains(log, "restored from a snapshot")) || strings.Contains(log, "plugin_lsn=0 ") {
+		t.Fatalf("node %d's restart has no %q, or a snapshot restore, or a plugin that synced nothing", follower, logLine)
+	}
+}
+
+// waitApplied waits until node i has applied LSN lsn of partition 1.
+func waitApplied(ctx context.Context, t *testing.T, c *serveCluster, i int, lsn lockstitch.LSN) {
+	t.Helper()
+	ncl := c.dial(ctx, i)
+	defer ncl.Close()
+	testutil.WaitFor(t, fmt.Sprintf("node %d to apply LSN %d", i, lsn), time.Minute, func() bool {
+		ns, err := ncl.Status(ctx, c.addr(0, i))
+		if err != nil {
+			return false
+		}
+		for _, p := range ns.Partitions {
+			if p.Partition == 1 {
+				return p.Applied >= lsn
+			}
+		}
+		return false
+	})
+}
