@@ -83,6 +83,26 @@ func newCluster(t testing.TB, n int, tweak func(*replicator.Config)) *cluster {
 	return c
 }
 
+// counter returns the value of node i's counter name (no labels).
+func (c *cluster) counter(i int, name string) float64 {
+	c.t.Helper()
+	g, ok := c.nodes[i].cfg.Registerer.(prometheus.Gatherer)
+	if !ok {
+		c.t.Fatalf("node %d has no registry of its own", i+1)
+	}
+	mfs, err := g.Gather()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	c.t.Fatalf("node %d has no counter %s", i+1, name)
+	return 0
+}
+
 // copiesReceived returns how many state copies node i has restored
 // (lockstitch_copies_total{direction="received",result="ok"}).
 func (c *cluster) copiesReceived(i int) float64 {

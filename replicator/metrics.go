@@ -35,6 +35,7 @@ type Metrics struct {
 	copyReceived   prometheus.Counter
 	copiesActive   prometheus.Gauge
 	copies         *prometheus.CounterVec
+	subsLeft       prometheus.Counter
 
 	reg        prometheus.Registerer
 	collectors []prometheus.Collector
@@ -106,13 +107,17 @@ func newMetrics(reg prometheus.Registerer, r *Replicator) *Metrics {
 			Namespace: metricsNamespace, Name: "copies_total",
 			Help: "State copies finished, by direction (sent, received) and result (ok, error).",
 		}, []string{"direction", "result"}),
+		subsLeft: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "subscriptions_left_total",
+			Help: "Subscriptions this node ended because its replica lost touch with its leader (Subscription.WaitInTouch): their consumers follow from another replica.",
+		}),
 	}
 	for _, res := range appendResults {
 		m.appendsBy = append(m.appendsBy, m.appends.WithLabelValues(res))
 	}
 	m.reg = reg
 	m.collectors = []prometheus.Collector{m.appends, m.appendDuration, m.batchOps, m.checkpoints, m.checkpointDur,
-		m.copySent, m.copyReceived, m.copiesActive, m.copies, &partitionCollector{r: r}}
+		m.copySent, m.copyReceived, m.copiesActive, m.copies, m.subsLeft, &partitionCollector{r: r}}
 	reg.MustRegister(m.collectors...)
 	return m
 }
@@ -125,6 +130,14 @@ func (m *Metrics) unregister() {
 	}
 	for _, c := range m.collectors {
 		m.reg.Unregister(c)
+	}
+}
+
+// subscriptionLeft records a subscription ended because its replica lost
+// touch with its leader.
+func (m *Metrics) subscriptionLeft() {
+	if m != nil {
+		m.subsLeft.Inc()
 	}
 }
 

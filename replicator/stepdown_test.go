@@ -90,4 +90,7 @@ func TestSubscriptionLeavesACutOffFollower(t *testing.T) {
 	if sub.Position() != 11 {
 		t.Fatalf("position %d, want 11", sub.Position())
 	}
+	if n := c.counter(f, "lockstitch_subscriptions_left_total"); n != 1 {
+		t.Fatalf("lockstitch_subscriptions_left_total %v, want 1", n)
+	}
 }

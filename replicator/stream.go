@@ -126,6 +126,7 @@ func (s *Subscription) Wait(ctx context.Context) error {
 // elsewhere, from Position); an election in progress ends it too.
 func (s *Subscription) WaitInTouch(ctx context.Context) error {
 	if err := s.p.lostLeader(); err != nil {
+		s.p.r.metrics.subscriptionLeft()
 		return err
 	}
 	wctx, cancel := context.WithCancelCause(ctx)
@@ -144,7 +145,11 @@ func (s *Subscription) WaitInTouch(ctx context.Context) error {
 			}
 		}
 	}()
-	return s.wait(ctx, wctx)
+	err := s.wait(ctx, wctx)
+	if err != nil && ctx.Err() == nil && err == context.Cause(wctx) {
+		s.p.r.metrics.subscriptionLeft() // ended by the watch above
+	}
+	return err
 }
 
 // wait waits on the log under wctx, a context derived from ctx whose
