@@ -86,7 +86,8 @@ func (p *partition) readIndexQuery(ctx context.Context, q *queryRequest) (QueryR
 // readIndex confirms the commit point with the leader and waits until
 // this replica has applied it; then it calls read, if not nil, with the
 // completed request. A fresh leader drops read indexes until it commits
-// in its term: those are retried.
+// in its term: those are retried, but not on a replica that has lost
+// touch with its leader (lostLeader), which fails at once.
 func (p *partition) readIndex(ctx context.Context, read func(*dragonboat.RequestState) error) error {
 	timeout := p.r.cfg.ProposalTimeout
 	if d, ok := ctx.Deadline(); ok {
@@ -101,12 +102,10 @@ func (p *partition) readIndex(ctx context.Context, read func(*dragonboat.Request
 		if err != nil {
 			return proposeError(p.id, err)
 		}
-		var res dragonboat.RequestResult
-		select {
-		case res = <-rs.ResultC():
-		case <-ctx.Done():
+		res, err := p.awaitRead(ctx, rs)
+		if err != nil {
 			// The request completes on its own within its timeout.
-			return ctx.Err()
+			return err
 		}
 		if res.Completed() {
 			p.markFresh(start)
@@ -120,12 +119,38 @@ func (p *partition) readIndex(ctx context.Context, read func(*dragonboat.Request
 		if !res.Dropped() || ctx.Err() != nil {
 			return fmt.Errorf("%w: partition %d: read index did not complete", lockstitch.ErrUnavailable, p.id)
 		}
+		// A replica cut off from its leader (a deposed leader among them)
+		// cannot confirm a read until it is back: the caller does better
+		// on another replica than retrying here until the timeout.
+		if err := p.lostLeader(); err != nil {
+			return err
+		}
 		select {
 		case <-time.After(p.r.cfg.RTT):
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 		timeout -= time.Since(start)
+	}
+}
+
+// awaitRead waits for a read index's result. It gives up with ctx's
+// error, or with lostLeader's when this replica loses touch with its
+// leader meanwhile: a deposed leader keeps a read index pending until its
+// timeout.
+func (p *partition) awaitRead(ctx context.Context, rs *dragonboat.RequestState) (dragonboat.RequestResult, error) {
+	for {
+		ch := p.changes()
+		if err := p.lostLeader(); err != nil {
+			return dragonboat.RequestResult{}, err
+		}
+		select {
+		case res := <-rs.ResultC():
+			return res, nil
+		case <-ch:
+		case <-ctx.Done():
+			return dragonboat.RequestResult{}, ctx.Err()
+		}
 	}
 }
 

@@ -94,3 +94,27 @@ func TestSubscriptionLeavesACutOffFollower(t *testing.T) {
 		t.Fatalf("lockstitch_subscriptions_left_total %v, want 1", n)
 	}
 }
+
+// TestReadsEndWhenLeadershipIsLost: a linearizable read on a leader that
+// has lost its followers fails with ErrUnavailable once it steps down,
+// instead of retrying its read index until the timeout (5 minutes here),
+// so the caller reads from another replica within an election.
+func TestReadsEndWhenLeadershipIsLost(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 3, func(cfg *replicator.Config) { cfg.ProposalTimeout = 5 * time.Minute })
+	c.create(1)
+	appendN(t, c, 1, 0, 10)
+	l := c.leader(1)
+	leader := c.partition(l, 1)
+	for i := range c.nodes {
+		if i != l {
+			c.stop(i)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := leader.Query(ctx, nil, replicator.QueryOptions{Consistency: lockstitch.Linearizable})
+	if ctx.Err() != nil || !errors.Is(err, lockstitch.ErrUnavailable) {
+		t.Fatalf("linearizable read on a leader cut off from its followers: %v (after the 30 s deadline: %v), want ErrUnavailable before it", err, ctx.Err() != nil)
+	}
+}
