@@ -153,3 +153,40 @@ func BenchmarkKV(b *testing.B) {
 		}
 	}
 }
+
+// TestKVResultLost: a write retried under the sequence of one that was
+// applied (its answer lost) is answered as a duplicate, with no plugin
+// result: a put still knows its version (its LSN), a delete or cas says
+// transport.ErrResultLost, and neither applies twice.
+func TestKVResultLost(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := newTestCluster(t, 3)
+	cl := c.client(ctx)
+	if _, err := cl.CreatePartition(ctx, transport.PartitionSpec{ID: 1, Plugin: "kv", Replicas: 3}); err != nil {
+		t.Fatal(err)
+	}
+	kc := kvclient.New(cl, 1)
+	w, err := kc.Put(ctx, []byte("a"), []byte("1")) // sequence 1
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl.SetSequence(1, 1) // as a producer that restarted unsure of its last op
+	again, err := kc.Put(ctx, []byte("a"), []byte("1"))
+	if err != nil || again != w {
+		t.Fatalf("put retried: %+v, %v; want the first put's %+v", again, err, w)
+	}
+	d, err := kc.Delete(ctx, []byte("a")) // sequence 2
+	if err != nil || !d.Found {
+		t.Fatalf("delete: %+v, %v", d, err)
+	}
+	cl.SetSequence(1, 2)
+	if lost, err := kc.Delete(ctx, []byte("a")); !errors.Is(err, transport.ErrResultLost) || lost.LSN != d.LSN {
+		t.Fatalf("delete retried: %+v, %v; want ErrResultLost at LSN %d", lost, err, d.LSN)
+	}
+	// Nothing was applied twice: the next write comes right after.
+	w3, err := kc.Put(ctx, []byte("b"), []byte("2"))
+	if err != nil || w3.LSN != d.LSN+1 {
+		t.Fatalf("next put: %+v, %v; want LSN %d", w3, err, d.LSN+1)
+	}
+}

@@ -28,6 +28,14 @@ var (
 	ErrUnauthenticated = errors.New("transport: unauthenticated")
 	// ErrInternal reports a server failure it could not classify.
 	ErrInternal = errors.New("transport: internal server error")
+	// ErrResultLost reports an op that was applied, by an earlier attempt
+	// of the same call whose answer was lost, but whose plugin result is
+	// not known: the partition recognised the retry by its producer
+	// sequence and answered with the op's LSN, and it does not keep
+	// plugins' results for retries. Typed clients of plugins that always
+	// answer (kv, queue) return it for an empty result; the op's effect
+	// happened once.
+	ErrResultLost = errors.New("transport: the op was applied by an earlier attempt; its plugin result is lost")
 )
 
 // Code is the stable numeric error code of an Error frame. Never renumber.

@@ -100,7 +100,13 @@ type Item struct {
 
 // Put sets key to value.
 func (c *Client) Put(ctx context.Context, key, value []byte) (Write, error) {
-	return c.write(ctx, key, kvops.AppendPut(nil, key, value))
+	w, err := c.write(ctx, key, kvops.AppendPut(nil, key, value))
+	if errors.Is(err, transport.ErrResultLost) {
+		// A put always applies, and a key's version is the LSN of the
+		// write that last changed it: the lost result is known.
+		return Write{LSN: w.LSN, Version: uint64(w.LSN), Found: true}, nil
+	}
+	return w, err
 }
 
 // Delete deletes key; Write.Found says whether it existed.
@@ -124,6 +130,12 @@ func (c *Client) append(ctx context.Context, req []byte, res *kvops.Result) (tra
 	if err != nil {
 		return ar, err
 	}
+	if len(ar.Result) == 0 {
+		// A retry answered as a duplicate: the write was applied at
+		// ar.LSN; whether a delete found its key or a cas matched is
+		// not known.
+		return ar, fmt.Errorf("kvclient: partition %d: write at LSN %d: %w", c.p, ar.LSN, transport.ErrResultLost)
+	}
 	if err := kvops.DecodeResult(ar.Result, res); err != nil {
 		return ar, fmt.Errorf("kvclient: partition %d: the answer is not a kv result (is it a kv partition?): %w", c.p, err)
 	}
@@ -135,7 +147,11 @@ func (c *Client) append(ctx context.Context, req []byte, res *kvops.Result) (tra
 
 func (c *Client) write(ctx context.Context, key, req []byte) (Write, error) {
 	var res kvops.Result
-	if _, err := c.append(ctx, req, &res); err != nil {
+	ar, err := c.append(ctx, req, &res)
+	if errors.Is(err, transport.ErrResultLost) {
+		return Write{LSN: ar.LSN}, err
+	}
+	if err != nil {
 		return Write{}, err
 	}
 	switch res.Status {
