@@ -474,8 +474,13 @@ func (b *batcher) failQueued(err error) {
 // replica that leads again at once (or never saw the new leader) must not
 // hold its next appends until ProposalTimeout.
 func (b *batcher) abandonFlying(err error) {
+	// The waiters are copied under mu: once a batch is marked abandoned,
+	// its outcome may arrive at any time, and release recycles it.
 	b.mu.Lock()
-	var abandoned []*batch
+	var (
+		waiters []Completion
+		starts  []time.Time
+	)
 	for _, bt := range b.flying {
 		if bt.abandoned {
 			continue
@@ -484,17 +489,16 @@ func (b *batcher) abandonFlying(err error) {
 		b.abandoned++
 		b.unwatchLocked(bt)
 		clear(bt.watched) // release must not uncount them again
-		abandoned = append(abandoned, bt)
+		waiters = append(waiters, bt.waiters...)
+		starts = append(starts, bt.starts...)
 	}
 	b.mu.Unlock()
 	now := b.now()
-	for _, bt := range abandoned {
-		for i, c := range bt.waiters {
-			b.p.r.metrics.appendDone(bt.starts[i], now, err, false)
-			c.Complete(AppendResult{}, err)
-		}
+	for i, c := range waiters {
+		b.p.r.metrics.appendDone(starts[i], now, err, false)
+		c.Complete(AppendResult{}, err)
 	}
-	if len(abandoned) > 0 {
+	if len(waiters) > 0 {
 		b.told()
 	}
 }

@@ -39,7 +39,7 @@ func (a *appendDone) Complete(r replicator.AppendResult, err error) {
 		done.Fail(err)
 		return
 	}
-	done.Complete(transport.AppendResult{LSN: r.LSN, Epoch: uint64(r.Epoch), Result: r.Result})
+	done.Complete(transport.AppendResult{LSN: r.LSN, Epoch: uint64(r.Epoch), Result: r.Result, Duplicate: r.Duplicate})
 }
 
 // Append implements transport.Handler. A duplicate is answered with the

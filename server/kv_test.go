@@ -156,8 +156,9 @@ func BenchmarkKV(b *testing.B) {
 
 // TestKVResultLost: a write retried under the sequence of one that was
 // applied (its answer lost) is answered as a duplicate, with no plugin
-// result: a put still knows its version (its LSN), a delete or cas says
-// transport.ErrResultLost, and neither applies twice.
+// result: the client says transport.ErrResultLost with the original LSN,
+// and nothing applies twice. On a partition of another plugin, an empty
+// answer is not taken for a duplicate.
 func TestKVResultLost(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -172,9 +173,8 @@ func TestKVResultLost(t *testing.T) {
 		t.Fatal(err)
 	}
 	cl.SetSequence(1, 1) // as a producer that restarted unsure of its last op
-	again, err := kc.Put(ctx, []byte("a"), []byte("1"))
-	if err != nil || again != w {
-		t.Fatalf("put retried: %+v, %v; want the first put's %+v", again, err, w)
+	if again, err := kc.Put(ctx, []byte("a"), []byte("1")); !errors.Is(err, transport.ErrResultLost) || again.LSN != w.LSN {
+		t.Fatalf("put retried: %+v, %v; want ErrResultLost at LSN %d", again, err, w.LSN)
 	}
 	d, err := kc.Delete(ctx, []byte("a")) // sequence 2
 	if err != nil || !d.Found {
@@ -188,5 +188,12 @@ func TestKVResultLost(t *testing.T) {
 	w3, err := kc.Put(ctx, []byte("b"), []byte("2"))
 	if err != nil || w3.LSN != d.LSN+1 {
 		t.Fatalf("next put: %+v, %v; want LSN %d", w3, err, d.LSN+1)
+	}
+	// A log partition answers every append with an empty result.
+	if _, err := cl.CreatePartition(ctx, transport.PartitionSpec{ID: 2, Replicas: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kvclient.New(cl, 2).Put(ctx, []byte("a"), []byte("1")); err == nil || errors.Is(err, transport.ErrResultLost) {
+		t.Fatalf("put on a log partition: %v, want an error saying it is no kv partition", err)
 	}
 }

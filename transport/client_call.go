@@ -317,7 +317,7 @@ func (c *call) encode(b []byte, id uint64, producer uint64) []byte {
 
 // receive stores the answer body of type t in c. It returns an error only
 // for a malformed answer, a protocol violation by the server.
-func (c *call) receive(t FrameType, body []byte) error {
+func (c *call) receive(t FrameType, flags uint16, body []byte) error {
 	if t == TypeError {
 		var m errorMsg
 		if err := decodeError(body, &m); err != nil {
@@ -337,7 +337,7 @@ func (c *call) receive(t FrameType, body []byte) error {
 			return err
 		}
 		c.buf = append(c.buf[:0], r.Result...)
-		c.res = AppendResult{LSN: r.LSN, Epoch: r.Epoch, Result: c.buf}
+		c.res = AppendResult{LSN: r.LSN, Epoch: r.Epoch, Result: c.buf, Duplicate: flags&FlagDuplicate != 0}
 	case TypeAppendBatchResult:
 		it, err := decodeBatchResults(body)
 		if err != nil {

@@ -369,7 +369,7 @@ func (cc *clientConn) handle(h *Header, body []byte) error {
 	cc.calls--
 	cc.out.mu.Unlock()
 	cc.free <- slot
-	if err := c.receive(h.Type, body); err != nil {
+	if err := c.receive(h.Type, h.Flags, body); err != nil {
 		c.err = err
 		c.deliver()
 		return err

@@ -341,7 +341,7 @@ func msgCases() []msgCase {
 			same(t, "StatusResult", s, statusAges)
 			// A server that predates report ages answers without them.
 			var old NodeStatus
-			if err := decodeStatusResult(appendStatusResult(nil, 12, &statusReq, &statusAges)[HeaderSize:], &statusAgesReq, &old); err != nil {
+			if err := decodeStatusResult(appendStatusResult(nil, 12, &statusProducerReq, &statusAges)[HeaderSize:], &statusAgesReq, &old); err != nil {
 				t.Fatal(err)
 			}
 			if r := old.Partitions[0].Replicas[1]; r.Reported || r.ReportAge != 0 || r.Lag != 5 {
@@ -493,7 +493,6 @@ func TestDecodeRejects(t *testing.T) {
 		{"read flags", decodeRead(append(make([]byte, readSize), 2, 0, 0, 0, 0, 0, 0, 0), new(ReadRequest))},
 		{"read flags word", decodeRead(append(make([]byte, readSize), 1, 0, 0, 0, 1, 0, 0, 0), new(ReadRequest))},
 		{"status scope", decodeStatus(append(make([]byte, 8), 2, 0, 0, 0, 0, 0, 0, 0), new(StatusRequest))},
-		{"status flags", decodeStatus(append(make([]byte, 8), 1, 2, 0, 0, 0, 0, 0, 0), new(StatusRequest))},
 		{"status report age too large", decodeStatusResult(binary.AppendUvarint(ageless[:len(ageless)-1:len(ageless)-1], 1<<62), &StatusRequest{ReportAges: true}, new(NodeStatus))},
 		{"status producer of every partition", decodeStatus(append(make([]byte, 16), 7, 0, 0, 0, 0, 0, 0, 0), new(StatusRequest))},
 		{"status producer 0", decodeStatus(append(append(make([]byte, 8), 1, 0, 0, 0, 0, 0, 0, 0), make([]byte, 8)...), new(StatusRequest))},
@@ -694,5 +693,44 @@ func TestStoredCRCChecked(t *testing.T) {
 	unknown.CRC = 0
 	if _, err := appendChecked(nil, &unknown); err != nil {
 		t.Fatalf("a record without a stored CRC was refused: %v", err)
+	}
+}
+
+// TestStatusFlagsIgnored: Status flag bits this version does not know are
+// ignored (as servers before flags ignored the byte), and a producer asked
+// about is answered even when the Handler knows nothing of it.
+func TestStatusFlagsIgnored(t *testing.T) {
+	var r StatusRequest
+	if err := decodeStatus(append(make([]byte, 8), 1, 0xfe, 0, 0, 0, 0, 0, 0), &r); err != nil || r.ReportAges || !r.OnePartition {
+		t.Fatalf("unknown flags: %+v %v", r, err)
+	}
+	req := StatusRequest{OnePartition: true, Partition: 3, Producer: 7, ReportAges: true}
+	frame := appendStatusResult(nil, 1, &req, &NodeStatus{NodeID: 1, Partitions: []PartitionStatus{{Partition: 3, Replicas: []ReplicaStatus{{Replica: 1, Reported: true}}}}})
+	var s NodeStatus
+	if err := decodeStatusResult(frame[HeaderSize:], &req, &s); err != nil || s.Producer == nil || s.Producer.Producer != 7 || s.Producer.Known || !s.Partitions[0].Replicas[0].Reported {
+		t.Fatalf("a producer the handler did not answer: %+v %v", s, err)
+	}
+}
+
+// TestAppendResultDuplicateFlag: a duplicate's AppendResult carries
+// FlagDuplicate in its header, and the client's decoding reads it back;
+// other results leave the flags zero (what servers before it sent).
+func TestAppendResultDuplicateFlag(t *testing.T) {
+	for _, dup := range []bool{false, true} {
+		frame := appendAppendResult(nil, 9, &AppendResult{LSN: 5, Epoch: 2, Duplicate: dup})
+		var h Header
+		if err := DecodeHeader(frame, &h); err != nil {
+			t.Fatal(err)
+		}
+		if got := h.Flags == FlagDuplicate; got != dup || (!dup && h.Flags != 0) {
+			t.Fatalf("duplicate %v: header flags %#x", dup, h.Flags)
+		}
+		c := &call{kind: TypeAppend}
+		if err := c.receive(h.Type, h.Flags, frame[HeaderSize:]); err != nil {
+			t.Fatal(err)
+		}
+		if c.res.Duplicate != dup || c.res.LSN != 5 {
+			t.Fatalf("duplicate %v: decoded %+v", dup, c.res)
+		}
 	}
 }

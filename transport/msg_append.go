@@ -61,20 +61,34 @@ type AppendResult struct {
 	// Result is the plugin's answer to the op, possibly empty. The Client
 	// returns a copy; a Handler's slice is copied before Complete returns.
 	Result []byte
+	// Duplicate says the op was a retry of one the partition had applied
+	// (by its producer sequence): LSN and Epoch are the original op's,
+	// and Result is empty, since plugins' results are not kept. It travels
+	// as flag FlagDuplicate of the AppendResult frame's header; servers
+	// before it never set it, clients before it ignore it.
+	Duplicate bool
 }
 
 const appendResultFixed = 16
 
+// FlagDuplicate is the AppendResult header flag of AppendResult.Duplicate.
+const FlagDuplicate uint16 = 1
+
 // appendAppendResult appends an AppendResult frame.
 func appendAppendResult(dst []byte, id uint64, r *AppendResult) []byte {
-	dst = AppendHeader(dst, Header{Version: Version, Type: TypeAppendResult, Length: uint32(appendResultFixed + len(r.Result)), ID: id})
+	var flags uint16
+	if r.Duplicate {
+		flags = FlagDuplicate
+	}
+	dst = AppendHeader(dst, Header{Version: Version, Type: TypeAppendResult, Flags: flags, Length: uint32(appendResultFixed + len(r.Result)), ID: id})
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(r.LSN))
 	dst = binary.LittleEndian.AppendUint64(dst, r.Epoch)
 	return append(dst, r.Result...)
 }
 
-// decodeAppendResult decodes an AppendResult body into r. r.Result
-// aliases body.
+// decodeAppendResult decodes an AppendResult body into r, but for
+// Duplicate, which is in the frame's header (FlagDuplicate).
+// r.Result aliases body.
 func decodeAppendResult(body []byte, r *AppendResult) error {
 	if len(body) < appendResultFixed {
 		return fmt.Errorf("%w: AppendResult body of %d bytes", ErrProtocol, len(body))

@@ -70,9 +70,8 @@ func decodeStatus(body []byte, r *StatusRequest) error {
 	default:
 		return fmt.Errorf("%w: Status scope %d", ErrProtocol, body[8])
 	}
-	if body[9]&^1 != 0 {
-		return fmt.Errorf("%w: Status flags %#x", ErrProtocol, body[9])
-	}
+	// Other flag bits are ignored, as servers before flags ignored the
+	// whole byte: a later client may ask for more than this server knows.
 	r.ReportAges = body[9]&1 != 0
 	r.Producer = 0
 	if len(body) == statusProducerSize {
@@ -184,7 +183,14 @@ func appendStatusResult(dst []byte, id uint64, req *StatusRequest, s *NodeStatus
 			dst = binary.LittleEndian.AppendUint64(dst, r.Lag)
 		}
 	}
-	if ps := s.Producer; ps != nil {
+	if req.Producer != 0 {
+		// Asked about a producer: the section is there, whatever the
+		// Handler answered (a nil Producer is one the partition does not
+		// know).
+		ps := s.Producer
+		if ps == nil {
+			ps = &ProducerStatus{Producer: req.Producer}
+		}
 		dst = binary.LittleEndian.AppendUint64(dst, uint64(ps.Producer))
 		var flags byte
 		if ps.Known {

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -52,7 +53,8 @@ func (c *netnsCluster) run(name string, args ...string) {
 
 func (c *netnsCluster) ns(i int) string { return fmt.Sprintf("%sn%d", c.prefix, i) }
 
-// nodeIP is node i's address; the test's namespace is .254.
+// nodeIP is node i's address; the test process's side of its link, in
+// the host's namespace, is .254.
 func (c *netnsCluster) nodeIP(i int) string { return c.subnet + strconv.Itoa(i) }
 
 func (c *netnsCluster) clientAddr(i int) string { return c.nodeIP(i) + ":7000" }
@@ -60,7 +62,14 @@ func (c *netnsCluster) clientAddr(i int) string { return c.nodeIP(i) + ":7000" }
 func startNetnsCluster(t *testing.T, n int) *netnsCluster {
 	t.Helper()
 	pid := os.Getpid()
-	c := &netnsCluster{t: t, prefix: fmt.Sprintf("lk%d", pid%100000), subnet: fmt.Sprintf("10.77.%d.", pid%250), dir: t.TempDir()}
+	prefix := os.Getenv("LOCKSTITCH_NETNS_PREFIX") // scripts/isolate's, to clean up after a crash
+	if prefix == "" {
+		prefix = fmt.Sprintf("lk%d", pid%100000)
+	}
+	c := &netnsCluster{t: t, prefix: prefix, subnet: fmt.Sprintf("10.77.%d.", pid%250), dir: t.TempDir()}
+	if out, err := exec.Command("ip", "-o", "addr", "show", "to", c.subnet+"0/24").CombinedOutput(); err != nil || len(out) > 0 {
+		t.Fatalf("the subnet %s0/24 is in use here (%v): %s", c.subnet, err, out)
+	}
 	sw := c.prefix + "sw"
 	host := c.prefix + "h"
 	t.Cleanup(func() {
@@ -107,6 +116,8 @@ func startNetnsCluster(t *testing.T, n int) *netnsCluster {
 		p.cmd = exec.Command("ip", args...)
 		p.cmd.Env = append(os.Environ(), "LOCKSTITCH_TEST_MAIN=1")
 		p.cmd.Stderr = p.log
+		// If the test process dies (a -timeout panic), so do its servers.
+		p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := p.cmd.Start(); err != nil {
 			t.Fatal(err)
 		}

@@ -100,13 +100,7 @@ type Item struct {
 
 // Put sets key to value.
 func (c *Client) Put(ctx context.Context, key, value []byte) (Write, error) {
-	w, err := c.write(ctx, key, kvops.AppendPut(nil, key, value))
-	if errors.Is(err, transport.ErrResultLost) {
-		// A put always applies, and a key's version is the LSN of the
-		// write that last changed it: the lost result is known.
-		return Write{LSN: w.LSN, Version: uint64(w.LSN), Found: true}, nil
-	}
-	return w, err
+	return c.write(ctx, key, kvops.AppendPut(nil, key, value))
 }
 
 // Delete deletes key; Write.Found says whether it existed.
@@ -130,10 +124,11 @@ func (c *Client) append(ctx context.Context, req []byte, res *kvops.Result) (tra
 	if err != nil {
 		return ar, err
 	}
-	if len(ar.Result) == 0 {
+	if ar.Duplicate {
 		// A retry answered as a duplicate: the write was applied at
-		// ar.LSN; whether a delete found its key or a cas matched is
-		// not known.
+		// ar.LSN, by an earlier attempt; what it did (whether a put
+		// was refused, a delete found its key or a cas matched) is not
+		// known.
 		return ar, fmt.Errorf("kvclient: partition %d: write at LSN %d: %w", c.p, ar.LSN, transport.ErrResultLost)
 	}
 	if err := kvops.DecodeResult(ar.Result, res); err != nil {

@@ -75,7 +75,7 @@ func (c *Client) do(ctx context.Context, op []byte, kind qops.Kind, r *qops.Resu
 	if err != nil {
 		return 0, fmt.Errorf("queue partition %d: %s: %w", c.p, kind, err)
 	}
-	if len(res.Result) == 0 {
+	if res.Duplicate {
 		// A retry answered as a duplicate: the op was applied; what it
 		// did (the item a dequeue leased) is not known.
 		return res.LSN, fmt.Errorf("queue partition %d: %s at LSN %d: %w", c.p, kind, res.LSN, transport.ErrResultLost)
