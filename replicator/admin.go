@@ -313,6 +313,7 @@ func (r *Replicator) forgetCtx(ctx context.Context, p *partition, reason string)
 		return fmt.Errorf("replicator: delete partition %d: %w", p.id, err)
 	}
 	p.forgotten = true
+	p.forgetQuiesced()
 	p.log.Info("replica deleted", "reason", reason)
 	return nil
 }

@@ -130,6 +130,7 @@ func (p *partition) raftConfig() config.Config {
 		HeartbeatRTT:        c.HeartbeatRTT,
 		CheckQuorum:         true,
 		PreVote:             true,
+		Quiesce:             c.Quiesce,
 		SnapshotEntries:     c.SnapshotEntries,
 		CompactionOverhead:  c.CompactionOverhead,
 		OrderedConfigChange: true,

@@ -1,0 +1,153 @@
+package replicator
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/lockstitch/lockstitch"
+)
+
+// Quiet partitions (Config.Quiesce). A partition with no activity for ten
+// election timeouts enters dragonboat's quiesce: its leader stops sending
+// heartbeats and tells its followers, which stop counting the election
+// timeout. Any message other than a heartbeat wakes a replica: a write
+// (the leader's Replicate), a read index, a config change, a vote.
+//
+// What quiesce alone gets wrong (dragonboat quiesce.go, node.go tick, raft.go
+// quiescedTick): a quiesced follower never times out, so when the node of
+// its leader dies, nothing ever elects a new one; and a quiesced leader
+// never checks its quorum, so a leader cut off from its followers keeps
+// its role. WakeQuiesced is the remedy: whoever learns that nodes are down
+// (server's peer probes) calls it, and it wakes, with a read index, the
+// local replicas that must act: followers whose leader is on a node that
+// is down (their election clock ran on while quiesced, so they campaign
+// at the next tick), and leaders that no longer reach a quorum of their
+// voters (they step down at the next quorum check). Replicas whose leader
+// is up are left quiet, so that the death of a follower's node does not
+// make every partition it is in exchange messages.
+
+// quiesced is the set of replicas, in this process, that dragonboat
+// reported as quiesced: it says so only in its log ("%s entered
+// quiesce", "%s exited from quiesce, ..."), which dbLog passes to
+// noteQuiesce. dragonboat's replica name keeps the last five decimal
+// digits of the shard and replica ids (logutil.DescribeNode), so the key
+// is the ids modulo 100000: two partitions whose ids agree in their last
+// five digits share an entry (it is only reported, never acted upon).
+var quiesced sync.Map // quiesceKey -> struct{}
+
+type quiesceKey struct{ shard, replica uint64 }
+
+const describeMod = 100000
+
+// Dragonboat's log formats of quiesce changes (quiesce.go), matched by
+// format, not by text.
+const (
+	fmtEnteredQuiesce = "%s entered quiesce"
+	fmtExitedQuiesce  = "%s exited from quiesce, msg type %s, current tick %d"
+)
+
+// noteQuiesce records a quiesce change from dragonboat's log, if the line
+// is one.
+func noteQuiesce(format string, args []any) {
+	var entered bool
+	switch format {
+	case fmtEnteredQuiesce:
+		entered = true
+	case fmtExitedQuiesce:
+	default:
+		return
+	}
+	name, ok := "", len(args) > 0
+	if ok {
+		name, ok = args[0].(string)
+	}
+	var k quiesceKey
+	if _, err := fmt.Sscanf(name, "[%d:%d]", &k.shard, &k.replica); !ok || err != nil {
+		return
+	}
+	if entered {
+		quiesced.Store(k, struct{}{})
+	} else {
+		quiesced.Delete(k)
+	}
+}
+
+// isQuiesced reports whether dragonboat last said this replica quiesced.
+func (p *partition) isQuiesced() bool {
+	_, ok := quiesced.Load(quiesceKey{uint64(p.id) % describeMod, uint64(p.replica) % describeMod})
+	return ok
+}
+
+// forgetQuiesced drops the replica's entry (it stopped or was deleted).
+func (p *partition) forgetQuiesced() {
+	quiesced.Delete(quiesceKey{uint64(p.id) % describeMod, uint64(p.replica) % describeMod})
+}
+
+// Quiesced returns how many of this node's replicas are quiesced.
+func (r *Replicator) Quiesced() int {
+	n := 0
+	for _, p := range r.partitions() {
+		if p.isQuiesced() {
+			n++
+		}
+	}
+	return n
+}
+
+// WakeQuiesced wakes the replicas that must act because the nodes for
+// which down returns true (given their Raft addresses) are down: those
+// whose leader is on such a node, and those that lead but whose voters on
+// nodes still up are not a quorum. It wakes them whether or not they are
+// quiesced (a read index costs a replica that is awake little) and
+// returns their partitions. It does nothing unless Config.Quiesce is set.
+// Calling it again while the nodes are still down is cheap and wakes again
+// what has not moved on (a replica that went back to quiesce before it
+// could elect a leader, say).
+func (r *Replicator) WakeQuiesced(down func(raftAddr string) bool) []lockstitch.PartitionID {
+	if !r.cfg.Quiesce {
+		return nil
+	}
+	info := r.nh.GetNodeHostInfo(nodeHostInfoNoLog)
+	if info == nil {
+		return nil
+	}
+	var woken []lockstitch.PartitionID
+	for _, si := range info.ShardInfoList {
+		if si.Pending || si.LeaderID == 0 {
+			continue
+		}
+		wake := false
+		if si.LeaderID != si.ReplicaID {
+			addr, ok := si.Replicas[si.LeaderID]
+			wake = ok && down(addr)
+		} else {
+			up := 0
+			for _, addr := range si.Replicas {
+				if addr == r.cfg.RaftAddress || !down(addr) {
+					up++
+				}
+			}
+			wake = up < len(si.Replicas)/2+1
+		}
+		if !wake {
+			continue
+		}
+		// The result is not waited for: the read index has done its work
+		// once it is handled (dragonboat's handleReadIndex records the
+		// activity that ends the quiesce). It fails, at its timeout, when
+		// the leader is gone.
+		if _, err := r.nh.ReadIndex(si.ShardID, 2*r.cfg.RTT*time.Duration(r.cfg.ElectionRTT)); err != nil {
+			r.log.Debug("wake quiesced replica", "partition", si.ShardID, "err", err)
+			continue
+		}
+		woken = append(woken, lockstitch.PartitionID(si.ShardID))
+	}
+	if len(woken) > 0 {
+		r.log.Info("woke quiet partitions: nodes down", "partitions", len(woken))
+		if r.metrics != nil {
+			r.metrics.quiesceWakes.Add(float64(len(woken)))
+		}
+	}
+	return woken
+}
