@@ -88,6 +88,7 @@ func (p *partition) readIndexQuery(ctx context.Context, q *queryRequest) (QueryR
 // completed request. A fresh leader drops read indexes until it commits
 // in its term: those are retried.
 func (p *partition) readIndex(ctx context.Context, read func(*dragonboat.RequestState) error) error {
+	p.wakeFollower(ctx)
 	timeout := p.r.cfg.ProposalTimeout
 	if d, ok := ctx.Deadline(); ok {
 		timeout = time.Until(d)
@@ -278,9 +279,11 @@ func (p *partition) members(ctx context.Context) ([]member, bool) {
 	// at once (a status of a partition that lost its quorum must not
 	// hang), and a leader that does not answer within two election
 	// timeouts is about to be replaced.
+	// A quiet partition's membership cannot have changed without waking
+	// it: the local view is current, and reading it leaves it quiet.
 	var m *dragonboat.Membership
 	err := lockstitch.ErrUnavailable
-	if p.leader.Load() != 0 {
+	if p.leader.Load() != 0 && !p.isQuiesced() {
 		mctx, cancel := context.WithTimeout(ctx, 2*p.r.cfg.RTT*time.Duration(p.r.cfg.ElectionRTT))
 		m, err = p.r.nh.SyncGetShardMembership(mctx, uint64(p.id))
 		cancel()

@@ -1,6 +1,7 @@
 package replicator
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"time"
@@ -150,4 +151,31 @@ func (r *Replicator) WakeQuiesced(down func(raftAddr string) bool) []lockstitch.
 		}
 	}
 	return woken
+}
+
+// wakeFollower wakes the quiet partition of this replica, a follower,
+// through its leader, before the replica asks for a read index. A read
+// index would wake the follower alone, at once (dragonboat's
+// handleReadIndex), and its election clock, which ran on while it was
+// quiesced, is past the timeout: it would campaign at its next tick, and
+// the other follower, quiesced too, would vote for it, replacing a
+// healthy leader. A proposal does not wake the follower (handleProposals
+// records no activity): it wakes the leader, whose Replicate wakes the
+// followers and resets their election clocks. The proposal is a progress
+// report of what this replica applied, which is idempotent; it is waited
+// for at most one election timeout, and its failure is not this call's
+// concern (the read index that follows reports what matters).
+func (p *partition) wakeFollower(ctx context.Context) {
+	if !p.r.cfg.Quiesce || !p.isQuiesced() || p.isLeader() || p.leader.Load() == 0 || p.meta.Kind == lockstitch.Witness {
+		return
+	}
+	s, err := p.state()
+	if err != nil {
+		return
+	}
+	wctx, cancel := context.WithTimeout(ctx, p.r.cfg.RTT*time.Duration(p.r.cfg.ElectionRTT))
+	defer cancel()
+	if _, err := p.r.nh.SyncPropose(wctx, p.session, appendProgressEntry(nil, p.replica, lockstitch.LSN(s.applied.Load()))); err != nil {
+		p.log.Debug("waking the quiet partition through its leader", "err", err)
+	}
 }

@@ -67,7 +67,8 @@ func (c *serveCluster) waitQuiet(ctx context.Context, parts int, nodes ...int) {
 }
 
 // TestQuietPartitionsFailover: partitions left idle go quiet (no
-// heartbeats); a write to one is acknowledged; and when the node leading
+// heartbeats); a status of all of them through a follower leaves them
+// quiet and their leader in place; a write to one is acknowledged; and when the node leading
 // all of them is killed (SIGKILL) while they are quiet, every one elects a
 // new leader on the other nodes. A quiesced follower never times out by
 // itself: without the wake-up of the peer probes (server/peers.go), no
@@ -102,6 +103,11 @@ func TestQuietPartitionsFailover(t *testing.T) {
 	qctx, qcancel := context.WithTimeout(ctx, 60*time.Second)
 	c.waitQuiet(qctx, parts, 1, 2, 3)
 	qcancel()
+	// A status of every partition through a node that follows them all
+	// leaves them quiet, and their leader in place (checked below).
+	if st, err := cl.Status(ctx, c.addr(0, 2)); err != nil || len(st.Partitions) != parts {
+		t.Fatalf("status of node 2: %v, %v", st, err)
+	}
 	// A write to a quiet partition wakes it and is acknowledged.
 	start := time.Now()
 	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
@@ -113,6 +119,9 @@ func TestQuietPartitionsFailover(t *testing.T) {
 	qctx, qcancel = context.WithTimeout(ctx, 60*time.Second)
 	c.waitQuiet(qctx, parts, 1, 2, 3)
 	qcancel()
+	if led := c.leadersOn(1); len(led) != parts {
+		t.Fatalf("node 1 leads %d of %d quiet partitions: a status or a write made the others elect", len(led), parts)
+	}
 
 	c.nodes[0].kill()
 	killed := time.Now()
