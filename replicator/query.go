@@ -299,13 +299,9 @@ func (p *partition) members(ctx context.Context) ([]member, bool) {
 		for id, a := range m.Witnesses {
 			out = append(out, member{lockstitch.ReplicaID(id), lockstitch.Witness, a})
 		}
-	} else if info := p.r.nh.GetNodeHostInfo(nodeHostInfoNoLog); info != nil {
-		for _, si := range info.ShardInfoList {
-			if si.ShardID == uint64(p.id) {
-				for id, a := range si.Replicas {
-					out = append(out, member{lockstitch.ReplicaID(id), lockstitch.Voter, a})
-				}
-			}
+	} else {
+		for id, a := range p.localReplicas() {
+			out = append(out, member{lockstitch.ReplicaID(id), lockstitch.Voter, a})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].id < out[j].id })

@@ -179,3 +179,38 @@ func (p *partition) wakeFollower(ctx context.Context) {
 		p.log.Debug("waking the quiet partition through its leader", "err", err)
 	}
 }
+
+// shardInfoCache holds dragonboat's local shard list for shardInfoTTL.
+// Dragonboat lists every shard of the node at once (GetNodeHostInfo), so
+// a status of every partition, asking each partition's list, would cost
+// the square of the partitions.
+type shardInfoCache struct {
+	mu      sync.Mutex
+	at      time.Time
+	byShard map[uint64]map[uint64]string // shard -> voters' replica ids -> Raft addresses
+}
+
+const shardInfoTTL = 100 * time.Millisecond
+
+// localReplicas returns this replica's local view of its partition's
+// voters. For a quiet partition, whose membership cannot change without
+// waking it, the view may be up to shardInfoTTL old; otherwise it is
+// read afresh.
+func (p *partition) localReplicas() map[uint64]string {
+	c := &p.r.shards
+	fresh := !p.isQuiesced()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if fresh || c.byShard == nil || time.Since(c.at) > shardInfoTTL {
+		info := p.r.nh.GetNodeHostInfo(nodeHostInfoNoLog)
+		if info == nil {
+			return nil
+		}
+		c.byShard = make(map[uint64]map[uint64]string, len(info.ShardInfoList))
+		for _, si := range info.ShardInfoList {
+			c.byShard[si.ShardID] = si.Replicas
+		}
+		c.at = time.Now()
+	}
+	return c.byShard[uint64(p.id)]
+}

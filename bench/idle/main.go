@@ -47,8 +47,17 @@ func main() {
 	}
 	fmt.Printf("idle: %d partitions x 3 replicas, %d creates in flight, settle %v, window %v, serve args %q\n",
 		o.partitions, o.conc, o.settle, o.window, o.serveArgs)
-	if err := run(&o); err != nil {
-		log.Fatalf("idle: %v", err)
+	// A run that fails (a port taken by another program, say) is run
+	// again, up to three times.
+	for try := 1; ; try++ {
+		err := run(&o)
+		if err == nil {
+			return
+		}
+		if try == 3 {
+			log.Fatalf("idle: %v", err)
+		}
+		log.Printf("idle: try %d: %v", try, err)
 	}
 }
 
