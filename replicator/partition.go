@@ -72,6 +72,8 @@ type partition struct {
 	voter     atomic.Bool
 
 	removed atomic.Bool
+	// waking is set while WakeQuiesced wakes the replica (quiesce.go).
+	waking atomic.Bool
 
 	// readyC is closed, and replaced, whenever Ready may have changed:
 	// the replica opened or closed, or learnt of a leader (see changed).

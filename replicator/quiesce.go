@@ -99,12 +99,19 @@ func (r *Replicator) Quiesced() int {
 // WakeQuiesced wakes the replicas that must act because the nodes for
 // which down returns true (given their Raft addresses) are down: those
 // whose leader is on such a node, and those that lead but whose voters on
-// nodes still up are not a quorum. It wakes them whether or not they are
-// quiesced (a read index costs a replica that is awake little) and
-// returns their partitions. It does nothing unless Config.Quiesce is set.
-// Calling it again while the nodes are still down is cheap and wakes again
-// what has not moved on (a replica that went back to quiesce before it
-// could elect a leader, say).
+// nodes still up are not a quorum. It does nothing unless Config.Quiesce
+// is set, and returns the partitions it wakes, in the background.
+//
+// A node seen down may be up: a ping that timed out on a starved machine.
+// So a follower is first woken through its leader (wakeFollower), which,
+// if the leader answers, wakes the partition with no election; only if
+// that fails within an election timeout is the follower woken alone (a
+// read index), which makes it campaign at once (its election clock ran on
+// while it was quiesced). A leader is woken with a read index: it checks
+// its quorum at its next tick, and steps down only if its followers do not
+// answer. Calling it again while the nodes are still down wakes again what
+// has not moved on (a replica that went back to quiesce before it could
+// elect a leader, say), but not what is still being woken.
 func (r *Replicator) WakeQuiesced(down func(raftAddr string) bool) []lockstitch.PartitionID {
 	if !r.cfg.Quiesce {
 		return nil
@@ -118,34 +125,45 @@ func (r *Replicator) WakeQuiesced(down func(raftAddr string) bool) []lockstitch.
 		if si.Pending || si.LeaderID == 0 {
 			continue
 		}
-		wake := false
-		if si.LeaderID != si.ReplicaID {
-			addr, ok := si.Replicas[si.LeaderID]
-			wake = ok && down(addr)
-		} else {
+		leads := si.LeaderID == si.ReplicaID
+		if leads {
 			up := 0
 			for _, addr := range si.Replicas {
 				if addr == r.cfg.RaftAddress || !down(addr) {
 					up++
 				}
 			}
-			wake = up < len(si.Replicas)/2+1
-		}
-		if !wake {
+			if up >= len(si.Replicas)/2+1 {
+				continue
+			}
+		} else if addr, ok := si.Replicas[si.LeaderID]; !ok || !down(addr) {
 			continue
 		}
-		// The result is not waited for: the read index has done its work
-		// once it is handled (dragonboat's handleReadIndex records the
-		// activity that ends the quiesce). It fails, at its timeout, when
-		// the leader is gone.
-		if _, err := r.nh.ReadIndex(si.ShardID, 2*r.cfg.RTT*time.Duration(r.cfg.ElectionRTT)); err != nil {
-			r.log.Debug("wake quiesced replica", "partition", si.ShardID, "err", err)
+		p := r.lookup(si.ShardID)
+		if p == nil || !p.waking.CompareAndSwap(false, true) {
 			continue
 		}
-		woken = append(woken, lockstitch.PartitionID(si.ShardID))
+		woken = append(woken, p.id)
+		r.background(func() {
+			defer p.waking.Store(false)
+			if !leads {
+				ctx, cancel := r.lifetime()
+				defer cancel()
+				if p.wakeFollower(ctx) {
+					return
+				}
+			}
+			// The result is not waited for: the read index has done its
+			// work once it is handled (dragonboat's handleReadIndex records
+			// the activity that ends the quiesce). It fails, at its
+			// timeout, when the leader is gone.
+			if _, err := r.nh.ReadIndex(uint64(p.id), 2*r.cfg.RTT*time.Duration(r.cfg.ElectionRTT)); err != nil {
+				p.log.Debug("wake quiesced replica", "err", err)
+			}
+		})
 	}
 	if len(woken) > 0 {
-		r.log.Info("woke quiet partitions: nodes down", "partitions", len(woken))
+		r.log.Info("waking quiet partitions: nodes down", "partitions", len(woken))
 		if r.metrics != nil {
 			r.metrics.quiesceWakes.Add(float64(len(woken)))
 		}
@@ -164,20 +182,23 @@ func (r *Replicator) WakeQuiesced(down func(raftAddr string) bool) []lockstitch.
 // followers and resets their election clocks. The proposal is a progress
 // report of what this replica applied, which is idempotent; it is waited
 // for at most one election timeout, and its failure is not this call's
-// concern (the read index that follows reports what matters).
-func (p *partition) wakeFollower(ctx context.Context) {
+// concern (the read index that follows reports what matters). It reports
+// whether the proposal committed: the leader answered.
+func (p *partition) wakeFollower(ctx context.Context) bool {
 	if !p.r.cfg.Quiesce || !p.isQuiesced() || p.isLeader() || p.leader.Load() == 0 || p.meta.Kind == lockstitch.Witness {
-		return
+		return false
 	}
 	s, err := p.state()
 	if err != nil {
-		return
+		return false
 	}
 	wctx, cancel := context.WithTimeout(ctx, p.r.cfg.RTT*time.Duration(p.r.cfg.ElectionRTT))
 	defer cancel()
 	if _, err := p.r.nh.SyncPropose(wctx, p.session, appendProgressEntry(nil, p.replica, lockstitch.LSN(s.applied.Load()))); err != nil {
 		p.log.Debug("waking the quiet partition through its leader", "err", err)
+		return false
 	}
+	return true
 }
 
 // shardInfoCache holds dragonboat's local shard list for shardInfoTTL.

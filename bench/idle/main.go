@@ -28,7 +28,7 @@ type options struct {
 	bin, dir, serveArgs string
 	partitions, conc    int
 	settle, window      time.Duration
-	keep                bool
+	keep, kill          bool
 }
 
 func main() {
@@ -41,6 +41,7 @@ func main() {
 	flag.DurationVar(&o.settle, "settle", 10*time.Second, "wait after the creates before measuring")
 	flag.DurationVar(&o.window, "window", 10*time.Second, "CPU measurement window")
 	flag.BoolVar(&o.keep, "keep", false, "keep the nodes' directories and logs")
+	flag.BoolVar(&o.kill, "kill", false, "at the end, kill node 1 (SIGKILL) and measure how long until every partition has a leader on nodes 2 and 3")
 	flag.Parse()
 	if o.bin == "" {
 		log.Fatal("idle: -bin is required")
@@ -330,7 +331,25 @@ func run(o *options) (err error) {
 	}
 	fmt.Printf("status of node 1: %s\n", strings.Join(statusTook, ", "))
 
+	// One append to a quiet partition, then one to the same partition,
+	// now awake.
+	for _, what := range []string{"quiet", "awake"} {
+		t := time.Now()
+		actx, acancel := context.WithTimeout(ctx, 30*time.Second)
+		_, err := cl.Append(actx, 1, []byte("idle bench"))
+		acancel()
+		if err != nil {
+			return fmt.Errorf("append to partition 1 (%s): %w", what, err)
+		}
+		fmt.Printf("append to partition 1, %s: %.1fms\n", what, float64(time.Since(t).Microseconds())/1000)
+	}
+
 	p := float64(o.partitions)
+	defer func() {
+		if err == nil && o.kill {
+			err = killLeader(o, nodes)
+		}
+	}()
 	fmt.Printf("%-5s %12s %12s %11s %9s %9s %10s %10s %9s %9s %10s\n", "node", "CPU% before", "CPU% idle", "RSS MiB", "KiB/repl", "gorout.", "gor/repl", "disk MiB", "KiB/repl", "size MiB", "KiB/repl")
 	var cpuSum float64
 	for i := range nodes {
@@ -345,4 +364,43 @@ func run(o *options) (err error) {
 	}
 	fmt.Printf("all nodes: %.1f%% of one core idle, %.3f%% per partition\n", 100*cpuSum, 100*cpuSum/p)
 	return nil
+}
+
+// leaders counts the partitions node n's replica leads, from its metrics
+// (which, unlike a status, do not wake quiet partitions).
+func leaders(admin string) int {
+	res, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		return 0
+	}
+	defer res.Body.Close()
+	n := 0
+	sc := bufio.NewScanner(res.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		if line := sc.Text(); strings.HasPrefix(line, "lockstitch_partition_leader{") && strings.HasSuffix(line, " 1") {
+			n++
+		}
+	}
+	return n
+}
+
+// killLeader kills node 1 and waits until nodes 2 and 3 lead every
+// partition between them (which quiet partitions do only once woken).
+func killLeader(o *options, nodes []*node) error {
+	led := leaders(nodes[0].admin)
+	nodes[0].cmd.Process.Signal(syscall.SIGKILL)
+	nodes[0].cmd.Wait()
+	killed := time.Now()
+	for {
+		got := leaders(nodes[1].admin) + leaders(nodes[2].admin)
+		if got == o.partitions {
+			fmt.Printf("killed node 1 (leader of %d partitions): every partition had a leader again after %.2fs\n", led, time.Since(killed).Seconds())
+			return nil
+		}
+		if time.Since(killed) > 2*time.Minute {
+			return fmt.Errorf("2 minutes after node 1 was killed, %d of %d partitions have a leader", got, o.partitions)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
