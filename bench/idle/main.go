@@ -118,6 +118,7 @@ type sample struct {
 	rss             int64 // bytes
 	diskAlloc, size int64 // bytes: allocated blocks, file sizes
 	goroutines      int64
+	quiet           int64 // replicas quiesced
 }
 
 // clockTicks is USER_HZ, 100 on every Linux this runs on.
@@ -166,6 +167,7 @@ func (n *node) sample() (sample, error) {
 		return s, err
 	}
 	s.goroutines = int64(metric(n.admin, "go_goroutines"))
+	s.quiet = int64(metric(n.admin, "lockstitch_replicas_quiesced"))
 	return s, nil
 }
 
@@ -350,13 +352,13 @@ func run(o *options) (err error) {
 			err = killLeader(o, nodes)
 		}
 	}()
-	fmt.Printf("%-5s %12s %12s %11s %9s %9s %10s %10s %9s %9s %10s\n", "node", "CPU% before", "CPU% idle", "RSS MiB", "KiB/repl", "gorout.", "gor/repl", "disk MiB", "KiB/repl", "size MiB", "KiB/repl")
+	fmt.Printf("%-5s %12s %12s %7s %11s %9s %9s %10s %10s %9s %9s %10s\n", "node", "CPU% before", "CPU% idle", "quiet", "RSS MiB", "KiB/repl", "gorout.", "gor/repl", "disk MiB", "KiB/repl", "size MiB", "KiB/repl")
 	var cpuSum float64
 	for i := range nodes {
 		c := cpu(a0[i], a1[i])
 		cpuSum += c
-		fmt.Printf("%-5d %11.1f%% %11.1f%% %11.1f %9.0f %9d %10.1f %10.1f %9.0f %9.1f %10.0f\n", i+1,
-			100*cpu(b0[i], b1[i]), 100*c,
+		fmt.Printf("%-5d %11.1f%% %11.1f%% %7d %11.1f %9.0f %9d %10.1f %10.1f %9.0f %9.1f %10.0f\n", i+1,
+			100*cpu(b0[i], b1[i]), 100*c, a1[i].quiet,
 			float64(a1[i].rss)/(1<<20), float64(a1[i].rss-b1[i].rss)/1024/p,
 			a1[i].goroutines, float64(a1[i].goroutines-b1[i].goroutines)/p,
 			float64(a1[i].diskAlloc)/(1<<20), float64(a1[i].diskAlloc-b1[i].diskAlloc)/1024/p,
