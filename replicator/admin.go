@@ -184,12 +184,13 @@ func (r *Replicator) RemoveReplica(ctx context.Context, id lockstitch.PartitionI
 // done tells a timed-out attempt that took effect from one that did not.
 // change gets ctx with a deadline, which dragonboat requires.
 func (r *Replicator) changeMembership(ctx context.Context, id lockstitch.PartitionID, done func(*dragonboat.Membership) (bool, error), change func(ctx context.Context, ccid uint64) error) error {
-	if _, err := r.Partition(id); err != nil {
+	p, err := r.Partition(id)
+	if err != nil {
 		return err
 	}
 	ctx, cancel := r.withDeadline(ctx)
 	defer cancel()
-	var err error
+	p.wakeFollower(ctx)
 	for attempt := 0; attempt < 5; attempt++ {
 		var m *dragonboat.Membership
 		m, err = r.nh.SyncGetShardMembership(ctx, uint64(id))
@@ -313,6 +314,7 @@ func (r *Replicator) forgetCtx(ctx context.Context, p *partition, reason string)
 		return fmt.Errorf("replicator: delete partition %d: %w", p.id, err)
 	}
 	p.forgotten = true
+	p.forgetQuiesced()
 	p.log.Info("replica deleted", "reason", reason)
 	return nil
 }
@@ -370,6 +372,7 @@ func (m Membership) NextReplicaID() lockstitch.ReplicaID {
 func (p *Partition) Membership(ctx context.Context) (Membership, error) {
 	ctx, cancel := p.r.withDeadline(ctx)
 	defer cancel()
+	p.wakeFollower(ctx)
 	m, err := p.r.nh.SyncGetShardMembership(ctx, uint64(p.id))
 	if err != nil {
 		return Membership{}, fmt.Errorf("%w: partition %d: membership: %v", lockstitch.ErrUnavailable, p.id, err)

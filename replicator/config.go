@@ -58,6 +58,14 @@ type Config struct {
 	// ElectionRTT and HeartbeatRTT are the election timeout and heartbeat
 	// interval in ticks. ElectionRTT must be at least 10 x HeartbeatRTT.
 	ElectionRTT, HeartbeatRTT uint64
+	// Quiesce lets a partition with no activity for ten election timeouts
+	// go quiet: its replicas stop exchanging heartbeats until a write, a
+	// read index or a vote wakes them (dragonboat's quiesce). A quiet
+	// partition does not notice by itself that its leader's node died:
+	// whoever runs the node must call WakeQuiesced when it sees nodes down
+	// (server's peer probes do), else the partition stays leaderless.
+	// Off by default here; server.DefaultConfig turns it on.
+	Quiesce bool
 	// SnapshotEntries is how many Raft entries pass between snapshots of
 	// Raft's metadata, after which Raft's log is compacted. Each snapshot
 	// also checkpoints every partition's state and syncs its plugin.

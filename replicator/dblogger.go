@@ -55,7 +55,13 @@ func (d *dbLog) log(l logger.LogLevel, level slog.Level, format string, args []a
 }
 
 func (d *dbLog) Debugf(f string, a ...any) { d.log(logger.DEBUG, slog.LevelDebug, f, a) }
-func (d *dbLog) Infof(f string, a ...any)  { d.log(logger.INFO, slog.LevelInfo, f, a) }
+
+// Infof also notes the quiesce changes it logs, whatever the level
+// (quiesce.go).
+func (d *dbLog) Infof(f string, a ...any) {
+	noteQuiesce(f, a)
+	d.log(logger.INFO, slog.LevelInfo, f, a)
+}
 func (d *dbLog) Warningf(f string, a ...any) {
 	d.log(logger.WARNING, slog.LevelWarn, f, a)
 }

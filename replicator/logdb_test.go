@@ -448,7 +448,10 @@ func TestDragonboatVersionReviewed(t *testing.T) {
 			"pass through), and what NodeHost calls on the LogDB besides (nodehost.go createLogDB);\n"+
 			"  3. the step workers' partitioner (engine.go newExecEngine and loadBucketNodes, "+
 			"internal/server/partition.go) and the pebble LogDB's use of the worker ID (internal/logdb/sharded.go "+
-			"SaveRaftState): a shard's state must still be saved by one step worker only.",
+			"SaveRaftState): a shard's state must still be saved by one step worker only;\n"+
+			"  4. quiesce (quiesce.go, node.go tick and handleReadIndex/handleProposals, raft.go quiescedTick): "+
+			"the log formats replicator/quiesce.go matches, what wakes a quiesced replica, and whether a quiesced "+
+			"follower still never times out (WakeQuiesced, wakeFollower).",
 			module, version, reviewedDragonboat)
 	}
 }

@@ -36,6 +36,7 @@ type Metrics struct {
 	copiesActive   prometheus.Gauge
 	copies         *prometheus.CounterVec
 	subsLeft       prometheus.Counter
+	quiesceWakes   prometheus.Counter
 
 	reg        prometheus.Registerer
 	collectors []prometheus.Collector
@@ -111,13 +112,17 @@ func newMetrics(reg prometheus.Registerer, r *Replicator) *Metrics {
 			Namespace: metricsNamespace, Name: "subscriptions_left_total",
 			Help: "Subscriptions this node ended because its replica lost touch with its leader (Subscription.WaitInTouch): their consumers follow from another replica.",
 		}),
+		quiesceWakes: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "quiesce_wakes_total",
+			Help: "Quiet replicas woken because a node they depend on (their leader's, or a quorum of their voters') was seen down (Config.Quiesce).",
+		}),
 	}
 	for _, res := range appendResults {
 		m.appendsBy = append(m.appendsBy, m.appends.WithLabelValues(res))
 	}
 	m.reg = reg
 	m.collectors = []prometheus.Collector{m.appends, m.appendDuration, m.batchOps, m.checkpoints, m.checkpointDur,
-		m.copySent, m.copyReceived, m.copiesActive, m.copies, m.subsLeft, &partitionCollector{r: r}}
+		m.copySent, m.copyReceived, m.copiesActive, m.copies, m.subsLeft, m.quiesceWakes, &partitionCollector{r: r}}
 	reg.MustRegister(m.collectors...)
 	return m
 }
@@ -242,11 +247,12 @@ var (
 	descWALBytes    = prometheus.NewDesc(metricsNamespace+"_wal_bytes", "Bytes of this replica's operation log.", []string{"partition"}, nil)
 	descWALSegs     = prometheus.NewDesc(metricsNamespace+"_wal_segments", "Segment files of this replica's operation log.", []string{"partition"}, nil)
 	descLag         = prometheus.NewDesc(metricsNamespace+"_replica_lag_ops", "Ops a replica is behind the leader, as of its last progress report; exported by the leader only.", []string{"partition", "replica"}, nil)
+	descQuiesced    = prometheus.NewDesc(metricsNamespace+"_replicas_quiesced", "Replicas of this node in dragonboat's quiesce: idle, sending no heartbeats (Config.Quiesce).", nil, nil)
 	descQuarantined = prometheus.NewDesc(metricsNamespace+"_replicas_quarantined", "Replicas this node holds but does not run because their state failed to open (see the node's status and /readyz).", nil, nil)
 )
 
 func (c *partitionCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPartitions, descLeader, descApplied, descCommitted, descFirst, descEpoch, descPending, descWALBytes, descWALSegs, descLag, descQuarantined} {
+	for _, d := range []*prometheus.Desc{descPartitions, descLeader, descApplied, descCommitted, descFirst, descEpoch, descPending, descWALBytes, descWALSegs, descLag, descQuarantined, descQuiesced} {
 		ch <- d
 	}
 }
@@ -259,13 +265,17 @@ func (c *partitionCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	c.r.mu.RUnlock()
 	ch <- prometheus.MustNewConstMetric(descPartitions, prometheus.GaugeValue, float64(len(parts)))
-	quarantined := 0
+	quarantined, quiet := 0, 0
 	for _, p := range parts {
 		if p.quarantine.Load() != nil {
 			quarantined++
 		}
+		if p.isQuiesced() {
+			quiet++
+		}
 	}
 	ch <- prometheus.MustNewConstMetric(descQuarantined, prometheus.GaugeValue, float64(quarantined))
+	ch <- prometheus.MustNewConstMetric(descQuiesced, prometheus.GaugeValue, float64(quiet))
 	for _, p := range parts {
 		s, err := p.state()
 		if err != nil {

@@ -72,6 +72,8 @@ type partition struct {
 	voter     atomic.Bool
 
 	removed atomic.Bool
+	// waking is set while WakeQuiesced wakes the replica (quiesce.go).
+	waking atomic.Bool
 
 	// readyC is closed, and replaced, whenever Ready may have changed:
 	// the replica opened or closed, or learnt of a leader (see changed).
@@ -130,6 +132,7 @@ func (p *partition) raftConfig() config.Config {
 		HeartbeatRTT:        c.HeartbeatRTT,
 		CheckQuorum:         true,
 		PreVote:             true,
+		Quiesce:             c.Quiesce,
 		SnapshotEntries:     c.SnapshotEntries,
 		CompactionOverhead:  c.CompactionOverhead,
 		OrderedConfigChange: true,

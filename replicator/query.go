@@ -89,6 +89,7 @@ func (p *partition) readIndexQuery(ctx context.Context, q *queryRequest) (QueryR
 // in its term: those are retried, but not on a replica that has lost
 // touch with its leader (lostLeader), which fails at once.
 func (p *partition) readIndex(ctx context.Context, read func(*dragonboat.RequestState) error) error {
+	p.wakeFollower(ctx)
 	timeout := p.r.cfg.ProposalTimeout
 	if d, ok := ctx.Deadline(); ok {
 		timeout = time.Until(d)
@@ -303,9 +304,11 @@ func (p *partition) members(ctx context.Context) ([]member, bool) {
 	// at once (a status of a partition that lost its quorum must not
 	// hang), and a leader that does not answer within two election
 	// timeouts is about to be replaced.
+	// A quiet partition's membership cannot have changed without waking
+	// it: the local view is current, and reading it leaves it quiet.
 	var m *dragonboat.Membership
 	err := lockstitch.ErrUnavailable
-	if p.leader.Load() != 0 {
+	if p.leader.Load() != 0 && !p.isQuiesced() {
 		mctx, cancel := context.WithTimeout(ctx, 2*p.r.cfg.RTT*time.Duration(p.r.cfg.ElectionRTT))
 		m, err = p.r.nh.SyncGetShardMembership(mctx, uint64(p.id))
 		cancel()
@@ -321,13 +324,9 @@ func (p *partition) members(ctx context.Context) ([]member, bool) {
 		for id, a := range m.Witnesses {
 			out = append(out, member{lockstitch.ReplicaID(id), lockstitch.Witness, a})
 		}
-	} else if info := p.r.nh.GetNodeHostInfo(nodeHostInfoNoLog); info != nil {
-		for _, si := range info.ShardInfoList {
-			if si.ShardID == uint64(p.id) {
-				for id, a := range si.Replicas {
-					out = append(out, member{lockstitch.ReplicaID(id), lockstitch.Voter, a})
-				}
-			}
+	} else {
+		for id, a := range p.localReplicas() {
+			out = append(out, member{lockstitch.ReplicaID(id), lockstitch.Voter, a})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].id < out[j].id })

@@ -42,6 +42,9 @@ type Replicator struct {
 	// snapshotKick wakes the maintenance goroutine when a state machine
 	// wants a size-triggered snapshot (partition.snapshotWanted).
 	snapshotKick chan struct{}
+	// shards is a recent copy of dragonboat's local shard list, for the
+	// status of quiet partitions (quiesce.go).
+	shards shardInfoCache
 }
 
 // Open starts a node: its NodeHost, then every partition replica recorded

@@ -17,6 +17,15 @@ import (
 // (the age of the last answer), by peer, so that a dashboard sees a dead
 // or cut-off node from every other one, and how long ago it was last
 // heard of.
+//
+// The probes also keep quiet partitions correct (replicator's
+// Config.Quiesce): after each round, the replicas whose leader is on a
+// peer that did not answer, and the leaders that no longer reach a quorum,
+// are woken (Replicator.WakeQuiesced), so that they elect a leader or
+// step down as a busy partition would. A leader killed while its
+// partitions are quiet is thus replaced within one probe interval, plus
+// the ping's timeout when the peer hangs rather than refuses, plus an
+// election.
 
 // peerHealth is the latest probe of each peer.
 type peerHealth struct {
@@ -78,6 +87,8 @@ func (n *Node) probePeers(interval time.Duration, quit <-chan struct{}) {
 	defer t.Stop()
 	for {
 		var wg sync.WaitGroup
+		var downMu sync.Mutex
+		down := map[string]bool{} // Raft addresses of the peers that did not answer
 		for _, p := range n.cfg.peers() {
 			if p.ID == n.cfg.ID {
 				continue
@@ -93,9 +104,17 @@ func (n *Node) probePeers(interval time.Duration, quit <-chan struct{}) {
 					cl.Close()
 				}
 				n.peers.record(p.ID, ok, time.Now())
+				if !ok {
+					downMu.Lock()
+					down[p.RaftAddr] = true
+					downMu.Unlock()
+				}
 			}()
 		}
 		wg.Wait()
+		if len(down) > 0 {
+			n.r.WakeQuiesced(func(addr string) bool { return down[addr] })
+		}
 		select {
 		case <-quit:
 			return

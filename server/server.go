@@ -67,7 +67,9 @@ type Config struct {
 	Repair RepairPolicy
 	// PeerProbeInterval is how often the node pings each peer, for
 	// lockstitch_peer_up and lockstitch_peer_last_contact_seconds (see
-	// peers.go); 0 turns the probes off.
+	// peers.go), and to wake the quiet partitions (Replicator.Quiesce)
+	// that a peer found down leaves without a leader or a quorum; 0
+	// turns the probes off, which quiet partitions do not allow.
 	PeerProbeInterval time.Duration
 
 	Replicator replicator.Config
@@ -79,10 +81,15 @@ type Config struct {
 // DefaultConfig returns a Config with the defaults of every part and the
 // built-in plugins (Plugins); the caller sets ID, DataDir and the
 // addresses.
+//
+// Unlike replicator.DefaultConfig, it lets idle partitions go quiet
+// (Replicator.Quiesce): the node's peer probes, every second, wake them
+// when a peer they depend on is down (see peers.go).
 func DefaultConfig() Config {
 	rc := replicator.DefaultConfig()
 	rc.Plugins = Plugins()
-	return Config{Replicator: rc, Transport: transport.DefaultServerConfig(), AdminTimeout: time.Minute, Repair: DefaultRepairPolicy(), PeerProbeInterval: 2 * time.Second}
+	rc.Quiesce = true
+	return Config{Replicator: rc, Transport: transport.DefaultServerConfig(), AdminTimeout: time.Minute, Repair: DefaultRepairPolicy(), PeerProbeInterval: time.Second}
 }
 
 // Validate reports what is wrong with c; it does not change c.
@@ -135,6 +142,9 @@ func (c Config) Validate() error {
 	}
 	if c.PeerProbeInterval < 0 {
 		errs = append(errs, fmt.Errorf("peer probe interval %v is negative", c.PeerProbeInterval))
+	}
+	if c.Replicator.Quiesce && c.PeerProbeInterval == 0 && len(c.Peers) > 1 {
+		errs = append(errs, errors.New("quiet partitions (quiesce) need the peer probes that wake them: peer probe interval must not be 0"))
 	}
 	if err := c.Repair.validate(); err != nil {
 		errs = append(errs, err)

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -712,6 +713,56 @@ func parseNodes(s string) ([]lockstitch.NodeID, error) {
 	return out, nil
 }
 
+// parseIDRange parses a partition id, N, or a range of them, FIRST-LAST.
+func parseIDRange(s string) (first, last lockstitch.PartitionID, err error) {
+	a, b, isRange := strings.Cut(s, "-")
+	f, err := strconv.ParseUint(a, 10, 64)
+	if err != nil || f == 0 {
+		return 0, 0, fmt.Errorf("%q is not a partition id", a)
+	}
+	l := f
+	if isRange {
+		if l, err = strconv.ParseUint(b, 10, 64); err != nil || l < f {
+			return 0, 0, fmt.Errorf("%q is not a range of partition ids", s)
+		}
+	}
+	return lockstitch.PartitionID(f), lockstitch.PartitionID(l), nil
+}
+
+// createRange creates the partitions spec.ID to last, alike but for
+// their id, parallel at a time: a create waits for the partition's first
+// election, so creates one after the other leave the nodes idle. It
+// stops at the first failure, which it returns with the id; creates that
+// succeeded stay (a create repeated as specified succeeds, so the same
+// command can be run again).
+func createRange(ctx context.Context, cl *transport.Client, spec transport.PartitionSpec, last lockstitch.PartitionID, parallel int) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var next atomic.Uint64
+	next.Store(uint64(spec.ID))
+	var once sync.Once
+	var firstErr error
+	var wg sync.WaitGroup
+	for range parallel {
+		wg.Go(func() {
+			for {
+				id := lockstitch.PartitionID(next.Add(1) - 1)
+				if id > last || ctx.Err() != nil {
+					return
+				}
+				s := spec
+				s.ID = id
+				if _, err := cl.CreatePartition(ctx, s); err != nil {
+					once.Do(func() { firstErr = fmt.Errorf("partition %d: %w", id, err); cancel() })
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return firstErr
+}
+
 // cmdPartition: partition create|delete|list|repair.
 func cmdPartition(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
@@ -723,7 +774,8 @@ func cmdPartition(args []string, stdout, stderr io.Writer) int {
 	var run func(ctx context.Context, cl *transport.Client) error
 	switch args[0] {
 	case "create":
-		id := fs.Uint64("id", 0, "partition id (required; a deleted partition's id cannot be used again)")
+		idArg := fs.String("id", "", "partition id, or a range FIRST-LAST of ids created alike (required; a deleted partition's id cannot be used again; --timeout bounds the whole range)")
+		parallel := fs.Int("parallel", 32, "with a range of ids, how many creates run at once")
 		plugin := fs.String("plugin", "log", "state machine plugin")
 		replicas := fs.Int("replicas", 0, "number of replicas (default: 3, or the cluster size)")
 		nodes := fs.String("nodes", "", "comma-separated ids of the nodes to place replicas on")
@@ -734,10 +786,14 @@ func cmdPartition(args []string, stdout, stderr io.Writer) int {
 		if err := fs.Parse(args[1:]); err != nil {
 			return parseExit(err)
 		}
-		if *id == 0 {
-			return usageError(stderr, "partition create needs --id")
+		first, last, err := parseIDRange(*idArg)
+		if err != nil {
+			return usageError(stderr, "partition create needs --id N or --id FIRST-LAST: %v", err)
 		}
-		spec := transport.PartitionSpec{ID: lockstitch.PartitionID(*id), Plugin: *plugin, Replicas: *replicas, Witnesses: *witnesses}
+		if *parallel < 1 {
+			return usageError(stderr, "--parallel must be at least 1")
+		}
+		spec := transport.PartitionSpec{ID: first, Plugin: *plugin, Replicas: *replicas, Witnesses: *witnesses}
 		for _, o := range opts {
 			k, v, ok := strings.Cut(o, "=")
 			if !ok {
@@ -759,6 +815,20 @@ func cmdPartition(args []string, stdout, stderr io.Writer) int {
 			if spec.WitnessNodes, err = parseNodes(*witnessNodes); err != nil {
 				return usageError(stderr, "--witness-nodes: %v", err)
 			}
+		}
+		if first != last {
+			run = func(ctx context.Context, cl *transport.Client) error {
+				start := time.Now()
+				if err := createRange(ctx, cl, spec, last, *parallel); err != nil {
+					return err
+				}
+				if *cf.json {
+					return printJSON(stdout, map[string]any{"first": first, "last": last, "plugin": spec.Plugin, "seconds": time.Since(start).Seconds()})
+				}
+				fmt.Fprintf(stdout, "partitions %d-%d created (plugin %s) in %.1fs\n", first, last, spec.Plugin, time.Since(start).Seconds())
+				return nil
+			}
+			break
 		}
 		run = func(ctx context.Context, cl *transport.Client) error {
 			placed, err := cl.CreatePartition(ctx, spec)

@@ -165,7 +165,13 @@ func TestDevClusterEndToEnd(t *testing.T) {
 	if code, out, errOut := cli(t, "partition", "create", "--id", "7", "--replicas", "3"); code != 0 || !strings.Contains(out, "partition 7 created") {
 		t.Fatalf("partition create: %d %q %q", code, out, errOut)
 	}
-	if code, out, errOut := cli(t, "partition", "list"); code != 0 || !strings.Contains(out, "\n7 ") {
+	if code, out, errOut := cli(t, "partition", "create", "--id", "20-29", "--parallel", "4"); code != 0 || !strings.Contains(out, "partitions 20-29 created") {
+		t.Fatalf("partition create of a range: %d %q %q", code, out, errOut)
+	}
+	if code, _, _ := cli(t, "partition", "create", "--id", "29-20"); code != 2 {
+		t.Fatalf("partition create --id 29-20: exit %d, want 2", code)
+	}
+	if code, out, errOut := cli(t, "partition", "list"); code != 0 || !strings.Contains(out, "\n7 ") || !strings.Contains(out, "\n20 ") || !strings.Contains(out, "\n29 ") {
 		t.Fatalf("partition list: %d %q %q", code, out, errOut)
 	}
 	if code, _, errOut := cli(t, "leader", "transfer", "--partition", "7", "--to", "2"); code != 0 {

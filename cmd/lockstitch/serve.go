@@ -44,6 +44,7 @@ type serveSettings struct {
 	RTT                time.Duration `name:"rtt" help:"Raft tick: about the round trip time between nodes"`
 	ElectionRTT        uint64        `name:"election-rtt" help:"election timeout, in ticks"`
 	HeartbeatRTT       uint64        `name:"heartbeat-rtt" help:"heartbeat interval, in ticks"`
+	Quiesce            bool          `name:"quiesce" help:"let partitions with no activity go quiet (no heartbeats); the peer probes wake them when a node they depend on is down"`
 	SnapshotEntries    uint64        `name:"snapshot-entries" help:"Raft entries between snapshots (and log compactions)"`
 	CompactionOverhead uint64        `name:"compaction-overhead" help:"Raft entries kept behind a snapshot"`
 	SnapshotBytes      int64         `name:"snapshot-bytes" help:"bytes of Raft entries between snapshots by size (0: by entry count only)"`
@@ -87,7 +88,7 @@ func defaultServeSettings() serveSettings {
 		ID: 1, DataDir: "lockstitch-data",
 		RaftAddr: "127.0.0.1:7410", ClientAddr: "127.0.0.1:7400", AdminAddr: "127.0.0.1:7420",
 		LogLevel: "info", LogFormat: "text", ShutdownTimeout: 10 * time.Second,
-		RTT: rc.RTT, ElectionRTT: rc.ElectionRTT, HeartbeatRTT: rc.HeartbeatRTT,
+		RTT: rc.RTT, ElectionRTT: rc.ElectionRTT, HeartbeatRTT: rc.HeartbeatRTT, Quiesce: server.DefaultConfig().Replicator.Quiesce,
 		SnapshotEntries: rc.SnapshotEntries, CompactionOverhead: rc.CompactionOverhead, SnapshotBytes: rc.SnapshotBytes,
 		LogDB: string(rc.LogDB), EngineWorkers: rc.EngineWorkers, DeploymentID: rc.DeploymentID,
 		MaxOpBytes: rc.MaxOpBytes, MaxBatchBytes: rc.MaxBatchBytes, MaxBatchOps: rc.MaxBatchOps,
@@ -107,8 +108,8 @@ func (s serveSettings) nodeConfig(logger *slog.Logger) (server.Config, error) {
 	if err != nil {
 		errs = append(errs, err)
 	}
-	rc := server.DefaultConfig().Replicator // with the built-in plugins
-	rc.RTT, rc.ElectionRTT, rc.HeartbeatRTT = s.RTT, s.ElectionRTT, s.HeartbeatRTT
+	rc := server.DefaultConfig().Replicator // with the built-in plugins, quiesce on
+	rc.RTT, rc.ElectionRTT, rc.HeartbeatRTT, rc.Quiesce = s.RTT, s.ElectionRTT, s.HeartbeatRTT, s.Quiesce
 	rc.SnapshotEntries, rc.CompactionOverhead, rc.SnapshotBytes = s.SnapshotEntries, s.CompactionOverhead, s.SnapshotBytes
 	rc.LogDB, rc.EngineWorkers, rc.DeploymentID = replicator.LogDB(s.LogDB), s.EngineWorkers, s.DeploymentID
 	rc.MaxOpBytes, rc.MaxBatchBytes, rc.MaxBatchOps = s.MaxOpBytes, s.MaxBatchBytes, s.MaxBatchOps
