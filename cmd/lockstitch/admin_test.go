@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/lockstitch/lockstitch"
+	"github.com/lockstitch/lockstitch/internal/testutil"
 	"github.com/lockstitch/lockstitch/transport"
 	"github.com/lockstitch/lockstitch/wal"
 )
@@ -134,10 +135,21 @@ func TestWitnessCreatedInOneCall(t *testing.T) {
 	if len(created.Placement) != 3 || witness == 0 || len(data) != 2 {
 		t.Fatalf("placement %s, want two voters and a witness", out)
 	}
-	st, err := cl.PartitionStatus(ctx, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Replicas' client addresses come with their first progress reports.
+	var st *transport.PartitionStatus
+	testutil.WaitFor(t, "the leader to know the data replicas' addresses", time.Minute, func() bool {
+		var err error
+		st, err = cl.PartitionStatus(ctx, 1)
+		if err != nil || st.Leader == 0 {
+			return false
+		}
+		for _, r := range st.Replicas {
+			if r.Kind == lockstitch.Voter && r.Addr == "" {
+				return false
+			}
+		}
+		return true
+	})
 	kinds := map[lockstitch.Kind]int{}
 	for _, r := range st.Replicas {
 		kinds[r.Kind]++
