@@ -165,7 +165,7 @@ func TestDevClusterEndToEnd(t *testing.T) {
 	if code, out, errOut := cli(t, "partition", "create", "--id", "7", "--replicas", "3"); code != 0 || !strings.Contains(out, "partition 7 created") {
 		t.Fatalf("partition create: %d %q %q", code, out, errOut)
 	}
-	if code, out, errOut := cli(t, "partition", "create", "--id", "20-29", "--parallel", "4"); code != 0 || !strings.Contains(out, "partitions 20-29 created") {
+	if code, out, errOut := cli(t, "partition", "create", "--id", "20-29", "--parallel", "4", "--timeout", "2m"); code != 0 || !strings.Contains(out, "partitions 20-29 created") {
 		t.Fatalf("partition create of a range: %d %q %q", code, out, errOut)
 	}
 	if code, _, _ := cli(t, "partition", "create", "--id", "29-20"); code != 2 {
