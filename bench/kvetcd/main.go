@@ -110,6 +110,11 @@ type cell struct {
 	errs     int
 	perSec   float64
 	p50, p99 time.Duration
+	// CPU time per op over the measured window: the system's three
+	// processes together, this process (the clients), and the machine's
+	// busy share (all CPUs, everything on it).
+	srvCPU, cliCPU time.Duration
+	busy           float64
 }
 
 // system is a cluster under test, with a way to do one op through one of
@@ -120,6 +125,8 @@ type system interface {
 	get(ctx context.Context, client int, key []byte) error
 	// leaderProfile writes a CPU profile of the leader over d to w.
 	leaderProfile(ctx context.Context, d time.Duration, w io.Writer) error
+	// pids are the system's processes.
+	pids() []int
 	stop()
 }
 
@@ -185,8 +192,8 @@ func run(o *options, i int) (cells []cell, err error) {
 					return nil, err
 				}
 				c.run = i
-				fmt.Printf("run %d %-4s c=%-4d %-10s %9.0f op/s  p50 %8s  p99 %8s  (%d ops, %d errors)\n",
-					i, op, conc, s.name(), c.perSec, ms(c.p50), ms(c.p99), c.ops, c.errs)
+				fmt.Printf("run %d %-4s c=%-4d %-10s %9.0f op/s  p50 %8s  p99 %8s  CPU/op: servers %6s, clients %6s; machine %3.0f%% busy  (%d ops, %d errors)\n",
+					i, op, conc, s.name(), c.perSec, ms(c.p50), ms(c.p99), us(c.srvCPU), us(c.cliCPU), 100*c.busy, c.ops, c.errs)
 				cells = append(cells, c)
 			}
 		}
@@ -264,9 +271,23 @@ func measure(ctx context.Context, o *options, s system, op string, conc int, val
 			prof()
 		})
 	}
+	// CPU use over the measured window.
+	var srv0, srv1, cli0, cli1 time.Duration
+	var busy0, busy1, total0, total1 int64
+	pwg.Go(func() {
+		time.Sleep(time.Until(begin))
+		srv0, cli0 = procsCPU(s.pids()), procsCPU([]int{os.Getpid()})
+		busy0, total0 = machineCPU()
+		time.Sleep(time.Until(end))
+		srv1, cli1 = procsCPU(s.pids()), procsCPU([]int{os.Getpid()})
+		busy1, total1 = machineCPU()
+	})
 	wg.Wait()
 	pwg.Wait()
 	c := cell{system: s.name(), op: op, conc: conc}
+	if total1 > total0 {
+		c.busy = float64(busy1-busy0) / float64(total1-total0)
+	}
 	var all []time.Duration
 	for w := range conc {
 		all = append(all, lats[w]...)
@@ -276,6 +297,9 @@ func measure(ctx context.Context, o *options, s system, op string, conc int, val
 	c.perSec = float64(c.ops) / o.duration.Seconds()
 	slices.Sort(all)
 	c.p50, c.p99 = quantile(all, 0.5), quantile(all, 0.99)
+	if c.ops > 0 {
+		c.srvCPU, c.cliCPU = (srv1-srv0)/time.Duration(c.ops), (cli1-cli0)/time.Duration(c.ops)
+	}
 	if c.ops == 0 {
 		return c, fmt.Errorf("%s %s c=%d: no op succeeded: %w", s.name(), op, conc, errors.Join(errs...))
 	}
@@ -293,6 +317,51 @@ func quantile(s []time.Duration, q float64) time.Duration {
 	i := int(q*float64(len(s))+0.5) - 1
 	return s[max(0, min(i, len(s)-1))]
 }
+
+// clockTick is USER_HZ, the unit of /proc's CPU times (100 on Linux).
+const clockTick = 100
+
+// procsCPU returns the user and system CPU time the processes used so far
+// (0 for one that cannot be read).
+func procsCPU(pids []int) time.Duration {
+	var t time.Duration
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// The fields after the command name, which is in parentheses:
+		// utime and stime are the 14th and 15th of the line.
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		if len(f) < 13 {
+			continue
+		}
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		t += time.Duration(u+st) * time.Second / clockTick
+	}
+	return t
+}
+
+// machineCPU returns the busy and total jiffies of all CPUs (/proc/stat).
+func machineCPU() (busy, total int64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		total += n
+		if i != 3 && i != 4 { // idle, iowait
+			busy += n
+		}
+	}
+	return busy, total
+}
+
+func us(d time.Duration) string { return fmt.Sprintf("%.0fus", float64(d)/1e3) }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d)/1e6) }
 
@@ -362,13 +431,15 @@ func summarize(o *options, cells []cell) {
 		by[kk][c.run][c.system] = c
 	}
 	fmt.Printf("medians of %d runs (ratios: lockstitch / etcd, median of the per-run ratios)\n", o.runs)
-	fmt.Printf("%-4s %5s | %11s %11s %6s | %9s %9s | %9s %9s %6s | %s\n",
-		"op", "conc", "ls op/s", "etcd op/s", "ratio", "ls p50", "etcd p50", "ls p99", "etcd p99", "p99 r", "per-run op/s ratios")
+	fmt.Printf("%-4s %5s | %11s %11s %6s | %9s %9s | %9s %9s %6s | %15s %15s | %s\n",
+		"op", "conc", "ls op/s", "etcd op/s", "ratio", "ls p50", "etcd p50", "ls p99", "etcd p99", "p99 r",
+		"ls CPU/op s+c", "etcd CPU/op s+c", "per-run op/s ratios")
 	var goal string
 	for _, op := range []string{"put", "get"} {
 		for _, conc := range o.concs {
 			runs := by[k{op, conc}]
 			var lsT, etT, lsP50, etP50, lsP99, etP99, ratio, p99r []float64
+			var lsS, lsC, etS, etC []float64
 			var per []string
 			for r := 1; r <= o.runs; r++ {
 				l, e := runs[r]["lockstitch"], runs[r]["etcd"]
@@ -378,15 +449,20 @@ func summarize(o *options, cells []cell) {
 				lsT, etT = append(lsT, l.perSec), append(etT, e.perSec)
 				lsP50, etP50 = append(lsP50, float64(l.p50)), append(etP50, float64(e.p50))
 				lsP99, etP99 = append(lsP99, float64(l.p99)), append(etP99, float64(e.p99))
+				lsS, lsC = append(lsS, float64(l.srvCPU)), append(lsC, float64(l.cliCPU))
+				etS, etC = append(etS, float64(e.srvCPU)), append(etC, float64(e.cliCPU))
 				ratio = append(ratio, l.perSec/e.perSec)
 				p99r = append(p99r, float64(l.p99)/float64(e.p99))
 				per = append(per, fmt.Sprintf("%.2f", l.perSec/e.perSec))
 			}
-			fmt.Printf("%-4s %5d | %11.0f %11.0f %6.2f | %9s %9s | %9s %9s %6.2f | %s\n",
+			cpu := func(srv, cli []float64) string {
+				return us(time.Duration(median(srv))) + "+" + us(time.Duration(median(cli)))
+			}
+			fmt.Printf("%-4s %5d | %11.0f %11.0f %6.2f | %9s %9s | %9s %9s %6.2f | %15s %15s | %s\n",
 				op, conc, median(lsT), median(etT), median(ratio),
 				ms(time.Duration(median(lsP50))), ms(time.Duration(median(etP50))),
 				ms(time.Duration(median(lsP99))), ms(time.Duration(median(etP99))), median(p99r),
-				strings.Join(per, " "))
+				cpu(lsS, lsC), cpu(etS, etC), strings.Join(per, " "))
 			if op == "put" && conc == 256 {
 				met := median(ratio) >= 4 && median(lsP99) <= median(etP99)
 				verdict := "NOT MET"
@@ -434,6 +510,14 @@ func (p *proc) stop() {
 		p.cmd.Wait()
 	}
 	p.logf.Close()
+}
+
+func pidsOf(ps []*proc) []int {
+	var pids []int
+	for _, p := range ps {
+		pids = append(pids, p.cmd.Process.Pid)
+	}
+	return pids
 }
 
 // tail returns the last lines of the process's log.
@@ -501,6 +585,8 @@ func (c *lockstitchCluster) leaderProfile(ctx context.Context, d time.Duration, 
 	}
 	return httpProfile(ctx, "http://"+admin, d, w)
 }
+
+func (c *lockstitchCluster) pids() []int { return pidsOf(c.procs) }
 
 func (c *lockstitchCluster) stop() {
 	for _, cl := range c.clients {
@@ -629,6 +715,8 @@ func (c *etcdCluster) leaderProfile(ctx context.Context, d time.Duration, w io.W
 	}
 	return httpProfile(ctx, leader, d, w)
 }
+
+func (c *etcdCluster) pids() []int { return pidsOf(c.procs) }
 
 func (c *etcdCluster) stop() {
 	for _, cl := range c.clients {
