@@ -215,7 +215,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, err)
 	}
-	return runUntilSignal(logger, s.ShutdownTimeout, []*server.Node{n})
+	return runUntilSignal(logger.With("node", s.ID), s.ShutdownTimeout, []*server.Node{n})
 }
 
 // runUntilSignal serves until SIGINT or SIGTERM, then stops the nodes
