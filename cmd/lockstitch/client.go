@@ -116,12 +116,8 @@ func cmdAppend(args []string, stdout, stderr io.Writer) int {
 	producer := fs.Uint64("producer", 0, "producer id of the appends (0: a random one); with --seq, what makes a rerun resumable")
 	seq := fs.Uint64("seq", 1, "producer sequence of the first op; op i (from 0) gets seq+i")
 	resume := fs.Bool("resume", false, "resume an interrupted run of the same command (same --producer, --seq and input): skip the ops the partition has and will not take again, resend the rest; each op ends up in the stream once")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: lockstitch append [flags] [op ...]\n\nAppends each argument as an op; with no argument (or --file), one op per line. Flags:")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return parseExit(err)
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	switch {
 	case *window < 1:
@@ -355,8 +351,8 @@ func cmdTail(args []string, stdout, stderr io.Writer) int {
 	follow := fs.Bool("follow", false, "keep printing ops as they commit, until interrupted")
 	reverse := fs.Bool("reverse", false, "print from --from down to the first retained op, newest first")
 	limit := fs.Int("limit", 0, "stop after this many ops (0: no limit)")
-	if err := fs.Parse(args); err != nil {
-		return parseExit(err)
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	fromSet := false
 	fs.Visit(func(f *flag.Flag) { fromSet = fromSet || f.Name == "from" })
@@ -447,8 +443,8 @@ func cmdQuery(args []string, stdout, stderr io.Writer) int {
 	part := fs.Uint64("partition", 1, "partition to query")
 	consistency := fs.String("consistency", "linearizable", "linearizable, leader (leader-local) or any (any replica within --max-staleness)")
 	staleness := fs.Duration("max-staleness", time.Second, "for --consistency any: how stale the answer may be")
-	if err := fs.Parse(args); err != nil {
-		return parseExit(err)
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	if fs.NArg() > 1 {
 		return usageError(stderr, "usage: lockstitch query [flags] [request]")
@@ -562,8 +558,8 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	cf := addClientFlags(fs)
 	part := fs.Uint64("partition", 0, "only this partition")
 	nodeTimeout := fs.Duration("node-timeout", time.Second, "how long to wait for each node's answer (nodes are asked at once)")
-	if err := fs.Parse(args); err != nil {
-		return parseExit(err)
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		return usageError(stderr, "usage: lockstitch status [--partition P]")
@@ -714,8 +710,8 @@ func parseNodes(s string) ([]lockstitch.NodeID, error) {
 
 // cmdPartition: partition create|delete|list|repair.
 func cmdPartition(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		return usageError(stderr, "usage: lockstitch partition create|delete|list|repair [flags]")
+	if code, ok := groupHelp("partition", args, stdout, stderr); !ok {
+		return code
 	}
 	fs := flag.NewFlagSet("partition "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -731,8 +727,8 @@ func cmdPartition(args []string, stdout, stderr io.Writer) int {
 		witnessNodes := fs.String("witness-nodes", "", "comma-separated ids of the nodes to place witnesses on")
 		var opts []string
 		fs.Func("option", "plugin option key=value (repeatable)", func(s string) error { opts = append(opts, s); return nil })
-		if err := fs.Parse(args[1:]); err != nil {
-			return parseExit(err)
+		if code, ok := parseFlags(fs, args[1:], stdout, stderr); !ok {
+			return code
 		}
 		if *id == 0 {
 			return usageError(stderr, "partition create needs --id")
@@ -780,8 +776,8 @@ func cmdPartition(args []string, stdout, stderr io.Writer) int {
 		}
 	case "delete":
 		id := fs.Uint64("id", 0, "partition id (required)")
-		if err := fs.Parse(args[1:]); err != nil {
-			return parseExit(err)
+		if code, ok := parseFlags(fs, args[1:], stdout, stderr); !ok {
+			return code
 		}
 		if *id == 0 {
 			return usageError(stderr, "partition delete needs --id")
@@ -799,8 +795,8 @@ func cmdPartition(args []string, stdout, stderr io.Writer) int {
 	case "repair":
 		id := fs.Uint64("id", 0, "partition id (required)")
 		node := fs.Uint64("node", 0, "id of the node whose quarantined replica to rebuild (required)")
-		if err := fs.Parse(args[1:]); err != nil {
-			return parseExit(err)
+		if code, ok := parseFlags(fs, args[1:], stdout, stderr); !ok {
+			return code
 		}
 		if *id == 0 || *node == 0 {
 			return usageError(stderr, "partition repair needs --id and --node")
@@ -817,8 +813,8 @@ func cmdPartition(args []string, stdout, stderr io.Writer) int {
 			return nil
 		}
 	case "list":
-		if err := fs.Parse(args[1:]); err != nil {
-			return parseExit(err)
+		if code, ok := parseFlags(fs, args[1:], stdout, stderr); !ok {
+			return code
 		}
 		run = func(ctx context.Context, cl *transport.Client) error {
 			parts, err := cl.ListPartitions(ctx)
@@ -840,7 +836,7 @@ func cmdPartition(args []string, stdout, stderr io.Writer) int {
 			return tw.Flush()
 		}
 	default:
-		return usageError(stderr, "unknown partition command %q: create, delete, list or repair", args[0])
+		return unknownSub(stderr, "partition", args[0])
 	}
 	return runAdmin(cf, stderr, "partition "+args[0], run)
 }
@@ -887,8 +883,8 @@ func partitionsJSON(parts []transport.PartitionInfo) []map[string]any {
 
 // cmdMember: member add|remove.
 func cmdMember(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		return usageError(stderr, "usage: lockstitch member add|remove [flags]")
+	if code, ok := groupHelp("member", args, stdout, stderr); !ok {
+		return code
 	}
 	fs := flag.NewFlagSet("member "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -899,8 +895,8 @@ func cmdMember(args []string, stdout, stderr io.Writer) int {
 	case "add":
 		nodeID := fs.Uint64("node", 0, "id of the node to host the new replica (required)")
 		kindName := fs.String("kind", "voter", "voter, non-voting or witness")
-		if err := fs.Parse(args[1:]); err != nil {
-			return parseExit(err)
+		if code, ok := parseFlags(fs, args[1:], stdout, stderr); !ok {
+			return code
 		}
 		if *part == 0 || *nodeID == 0 {
 			return usageError(stderr, "member add needs --partition and --node")
@@ -922,8 +918,8 @@ func cmdMember(args []string, stdout, stderr io.Writer) int {
 		}
 	case "remove":
 		replica := fs.Uint64("replica", 0, "replica id to remove (required)")
-		if err := fs.Parse(args[1:]); err != nil {
-			return parseExit(err)
+		if code, ok := parseFlags(fs, args[1:], stdout, stderr); !ok {
+			return code
 		}
 		if *part == 0 || *replica == 0 {
 			return usageError(stderr, "member remove needs --partition and --replica")
@@ -939,23 +935,26 @@ func cmdMember(args []string, stdout, stderr io.Writer) int {
 			return nil
 		}
 	default:
-		return usageError(stderr, "unknown member command %q: add or remove", args[0])
+		return unknownSub(stderr, "member", args[0])
 	}
 	return runAdmin(cf, stderr, "member "+args[0], run)
 }
 
 // cmdLeader: leader transfer.
 func cmdLeader(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] != "transfer" {
-		return usageError(stderr, "usage: lockstitch leader transfer --partition P --to REPLICA")
+	if code, ok := groupHelp("leader", args, stdout, stderr); !ok {
+		return code
+	}
+	if args[0] != "transfer" {
+		return unknownSub(stderr, "leader", args[0])
 	}
 	fs := flag.NewFlagSet("leader transfer", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cf := addClientFlags(fs)
 	part := fs.Uint64("partition", 0, "partition (required)")
 	to := fs.Uint64("to", 0, "replica id to lead (required)")
-	if err := fs.Parse(args[1:]); err != nil {
-		return parseExit(err)
+	if code, ok := parseFlags(fs, args[1:], stdout, stderr); !ok {
+		return code
 	}
 	if *part == 0 || *to == 0 {
 		return usageError(stderr, "leader transfer needs --partition and --to")
@@ -974,14 +973,17 @@ func cmdLeader(args []string, stdout, stderr io.Writer) int {
 
 // cmdCluster: cluster status.
 func cmdCluster(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] != "status" {
-		return usageError(stderr, "usage: lockstitch cluster status")
+	if code, ok := groupHelp("cluster", args, stdout, stderr); !ok {
+		return code
+	}
+	if args[0] != "status" {
+		return unknownSub(stderr, "cluster", args[0])
 	}
 	fs := flag.NewFlagSet("cluster status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cf := addClientFlags(fs)
-	if err := fs.Parse(args[1:]); err != nil {
-		return parseExit(err)
+	if code, ok := parseFlags(fs, args[1:], stdout, stderr); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		return usageError(stderr, "usage: lockstitch cluster status")

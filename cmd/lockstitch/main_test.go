@@ -298,6 +298,12 @@ func TestBadConfig(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut, "ElectionRTT") || !strings.Contains(errOut, "peers") {
 		t.Fatalf("invalid values: exit %d, %q", code, errOut)
 	}
+	// A decimal size unit: the error suggests the binary one.
+	os.WriteFile(file, []byte("max-op-bytes = \"5MB\"\n"), 0o644)
+	code, _, errOut = cli(t, "serve", "--config", file, "--data-dir", t.TempDir())
+	if code != 1 || !strings.Contains(errOut, "max-op-bytes") || !strings.Contains(errOut, "write 5MiB") {
+		t.Fatalf("max-op-bytes = \"5MB\": exit %d, %q", code, errOut)
+	}
 	if code, _, _ := cli(t, "serve", "extra"); code != 2 {
 		t.Fatalf("serve with an argument: exit %d, want 2", code)
 	}

@@ -185,12 +185,8 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	config := fs.String("config", os.Getenv("LOCKSTITCH_CONFIG"), "TOML config file (env LOCKSTITCH_CONFIG); flags and environment override it")
 	s := defaultServeSettings()
 	settings := bindSettings(fs, &s)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: lockstitch serve [flags]\n\nRuns a Lockstitch node. Flags:")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return parseExit(err)
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		return usageError(stderr, "serve takes no arguments, got %q", fs.Args())
