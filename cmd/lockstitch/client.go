@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"cmp"
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -19,6 +18,7 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/lockstitch/lockstitch"
@@ -93,13 +93,52 @@ func printJSON(w io.Writer, v any) error {
 	return err
 }
 
-// payloadText returns a payload as text if it is printable UTF-8, else as
-// hex with a 0x prefix.
+// payloadText returns a payload for a line of text output: as it is when
+// it is valid UTF-8 of printable characters (spaces included, tabs not)
+// that does not start with a double quote; else quoted as a Go string
+// literal ("\x00\x01\xff", "a\tb"), so that a quoted payload always
+// starts with " and an unquoted one never does, and no payload breaks a
+// tab-separated line.
 func payloadText(p []byte) string {
-	if utf8.Valid(p) && !strings.ContainsFunc(string(p), func(r rune) bool { return r < 0x20 && r != '\t' }) {
-		return string(p)
+	s := string(p)
+	if utf8.ValidString(s) && !strings.HasPrefix(s, `"`) && !strings.ContainsFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) {
+		return s
 	}
-	return "0x" + hex.EncodeToString(p)
+	return strconv.Quote(s)
+}
+
+// payloadJSON is a payload in JSON output: its bytes in base64, and as a
+// string too when they are valid UTF-8.
+type payloadJSON struct {
+	Payload []byte  `json:"payload"`
+	Text    *string `json:"text,omitempty"`
+}
+
+func newPayloadJSON(p []byte) payloadJSON {
+	j := payloadJSON{Payload: p}
+	if p == nil {
+		j.Payload = []byte{}
+	}
+	if utf8.Valid(p) {
+		s := string(p)
+		j.Text = &s
+	}
+	return j
+}
+
+// recordJSON is a line of tail --json.
+type recordJSON struct {
+	LSN   wal.LSN `json:"lsn"`
+	Epoch uint64  `json:"epoch"`
+	payloadJSON
+}
+
+// plural returns "1 op" or "n ops".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 // cmdAppend appends ops: its arguments, or one op per line of a file or
@@ -112,6 +151,7 @@ func cmdAppend(args []string, stdout, stderr io.Writer) int {
 	cf := addClientFlags(fs)
 	part := fs.Uint64("partition", 1, "partition to append to")
 	file := fs.String("file", "", "append one op per line of this file (- for stdin)")
+	opFile := fs.String("op-file", "", "append the whole file (- for stdin) as one op, its bytes as they are")
 	window := fs.Int("window", 256, "appends in flight at once; 1 keeps the ops in order even across a leader change")
 	producer := fs.Uint64("producer", 0, "producer id of the appends (0: a random one); with --seq, what makes a rerun resumable")
 	seq := fs.Uint64("seq", 1, "producer sequence of the first op; op i (from 0) gets seq+i")
@@ -134,9 +174,26 @@ func cmdAppend(args []string, stdout, stderr io.Writer) int {
 	}
 	var lines *bufio.Scanner
 	var input io.Closer // closed on the first signal, so that a read waiting on it ends
+	ops := make([][]byte, 0, fs.NArg()+1)
+	for _, a := range fs.Args() {
+		ops = append(ops, []byte(a))
+	}
+	if *opFile != "" {
+		var b []byte
+		var err error
+		if *opFile == "-" {
+			b, err = io.ReadAll(os.Stdin)
+		} else {
+			b, err = os.ReadFile(*opFile)
+		}
+		if err != nil {
+			return fail(stderr, fmt.Errorf("--op-file: %w", err))
+		}
+		ops = append(ops, b)
+	}
 	switch {
-	case fs.NArg() > 0 && *file != "":
-		return usageError(stderr, "give ops as arguments or --file, not both")
+	case fs.NArg() > 0 && *file != "", *opFile != "" && (*file != "" || fs.NArg() > 0):
+		return usageError(stderr, "give ops as arguments, --file or --op-file, one of them")
 	case *file != "" && *file != "-":
 		f, err := os.Open(*file)
 		if err != nil {
@@ -144,7 +201,7 @@ func cmdAppend(args []string, stdout, stderr io.Writer) int {
 		}
 		defer f.Close()
 		lines, input = bufio.NewScanner(f), f
-	case fs.NArg() == 0:
+	case len(ops) == 0:
 		lines, input = bufio.NewScanner(os.Stdin), os.Stdin
 	}
 	// The first SIGINT or SIGTERM stops reading ops (closing the input,
@@ -211,23 +268,24 @@ func cmdAppend(args []string, stdout, stderr io.Writer) int {
 	}
 
 	type result struct {
-		LSN   uint64 `json:"lsn"`
-		Epoch uint64 `json:"epoch"`
+		Partition uint64 `json:"partition"`
+		LSN       uint64 `json:"lsn"`
+		Epoch     uint64 `json:"epoch"`
 	}
 	if lines == nil {
-		// A few ops from the command line: report each.
-		for _, op := range fs.Args() {
+		// A few ops from the command line or --op-file: report each.
+		for _, op := range ops {
 			if skip() {
 				continue
 			}
 			actx, acancel := context.WithTimeout(ctx, *cf.timeout)
-			res, err := cl.Append(actx, p, []byte(op))
+			res, err := cl.Append(actx, p, op)
 			acancel()
 			if err != nil {
 				return fail(stderr, fmt.Errorf("append to partition %d (producer %d, sequence %d): %w", *part, cl.Producer(), next-1, err))
 			}
 			if *cf.json {
-				printJSON(stdout, result{uint64(res.LSN), res.Epoch})
+				printJSON(stdout, result{*part, uint64(res.LSN), res.Epoch})
 			} else {
 				fmt.Fprintf(stdout, "partition %d LSN %d epoch %d\n", *part, res.LSN, res.Epoch)
 			}
@@ -256,13 +314,13 @@ func cmdAppend(args []string, stdout, stderr io.Writer) int {
 		count++
 		if now := time.Now(); now.Sub(lastReport) >= time.Second {
 			lastReport = now
-			fmt.Fprintf(stderr, "appended %d ops (%.0f ops/s)\n", count, float64(count)/now.Sub(start).Seconds())
+			fmt.Fprintf(stderr, "appended %s (%.0f ops/s)\n", plural(count, "op"), float64(count)/now.Sub(start).Seconds())
 		}
 		return nil
 	}
 	// failed reports an append that failed, with what a rerun needs.
 	failed := func(err error) int {
-		fmt.Fprintf(stderr, "lockstitch: append to partition %d after %d ops: %v\n", *part, count, err)
+		fmt.Fprintf(stderr, "lockstitch: append to partition %d after %s: %s\n", *part, plural(count, "op"), errorLine(err))
 		return resumeHint(stderr, cl, p, *seq, *cf.timeout)
 	}
 	interrupted := false
@@ -311,7 +369,7 @@ func cmdAppend(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if interrupted {
-		fmt.Fprintf(stderr, "lockstitch: interrupted after %d ops (LSN %d..%d); the ops in flight finished\n", count, first, last)
+		fmt.Fprintf(stderr, "lockstitch: interrupted after %s (LSN %d..%d); the ops in flight finished\n", plural(count, "op"), first, last)
 		return resumeHint(stderr, cl, p, *seq, *cf.timeout)
 	}
 	if *cf.json {
@@ -319,7 +377,7 @@ func cmdAppend(args []string, stdout, stderr io.Writer) int {
 	} else if count == 0 {
 		fmt.Fprintln(stdout, "no ops to append")
 	} else {
-		fmt.Fprintf(stdout, "appended %d ops to partition %d: LSN %d..%d in %v\n", count, *part, first, last, time.Since(start).Round(time.Millisecond))
+		fmt.Fprintf(stdout, "appended %s to partition %d: LSN %d..%d in %v\n", plural(count, "op"), *part, first, last, time.Since(start).Round(time.Millisecond))
 	}
 	return 0
 }
@@ -378,7 +436,7 @@ func cmdTail(args []string, stdout, stderr io.Writer) int {
 	printed := 0
 	print := func(rec *wal.Record) {
 		if *cf.json {
-			printJSON(w, map[string]any{"lsn": rec.LSN, "epoch": rec.Epoch, "payload": payloadText(rec.Payload)})
+			printJSON(w, recordJSON{rec.LSN, rec.Epoch, newPayloadJSON(rec.Payload)})
 		} else {
 			fmt.Fprintf(w, "%d\t%d\t%s\n", rec.LSN, rec.Epoch, payloadText(rec.Payload))
 		}
@@ -472,7 +530,21 @@ func cmdQuery(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, fmt.Errorf("query partition %d: %w", *part, err))
 	}
 	if *cf.json {
-		printJSON(stdout, map[string]any{"lsn": res.LSN, "committed": res.Committed, "result": payloadText(res.Result)})
+		// A plugin's answer that is JSON is embedded as a JSON value;
+		// any other answer as a payload (base64, and text if UTF-8).
+		out := struct {
+			LSN       wal.LSN         `json:"lsn"`
+			Committed wal.LSN         `json:"committed"`
+			Result    json.RawMessage `json:"result,omitempty"`
+			*payloadJSON
+		}{LSN: res.LSN, Committed: res.Committed}
+		if len(res.Result) > 0 && json.Valid(res.Result) {
+			out.Result = res.Result
+		} else {
+			pj := newPayloadJSON(res.Result)
+			out.payloadJSON = &pj
+		}
+		printJSON(stdout, out)
 	} else {
 		fmt.Fprintln(stdout, payloadText(res.Result))
 	}

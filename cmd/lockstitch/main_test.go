@@ -122,7 +122,7 @@ func TestDevClusterEndToEnd(t *testing.T) {
 	if code != 0 || !strings.HasSuffix(out, "\tline 0\n") || strings.Count(out, "\n") != 3 || !strings.Contains(out, "\tfirst\n") {
 		t.Fatalf("tail: %d %q %q", code, out, errOut)
 	}
-	if code, out, _ := cli(t, "tail", "--partition", "1", "--from", "500", "--json"); code != 0 || strings.Count(out, "\n") != 3 || !strings.Contains(out, `"payload":"line 499"`) {
+	if code, out, _ := cli(t, "tail", "--partition", "1", "--from", "500", "--json"); code != 0 || strings.Count(out, "\n") != 3 || !strings.Contains(out, `"text":"line 499"`) {
 		t.Fatalf("tail --json: %d %q", code, out)
 	}
 	if code, out, errOut := cli(t, "tail", "--partition", "1", "--reverse", "--limit", "2"); code != 0 || out != "502\t"+epochOf(t, out)+"\tline 499\n501\t"+epochOf(t, out)+"\tline 498\n" {
