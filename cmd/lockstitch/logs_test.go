@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,7 +17,9 @@ import (
 // leader's log from the kill until it has tried to reconnect to the dead
 // peer 8 times (about 10 s of dragonboat's backoff, counted from its
 // debug lines, not timed): at most one ERROR line, the peer reported down
-// once at WARN, and every line labelled node= rather than raft=.
+// once at WARN, and every line labelled node= rather than raft=. Then the
+// peer comes back (one WARN says so) and every node stops cleanly, with
+// no ERROR line and "node stopped" once.
 func TestPeerDownLogs(t *testing.T) {
 	c, ctx, cl := serveTest(t, 3, 2*time.Minute, "--log-level", "debug")
 	if _, err := cl.CreatePartition(ctx, transport.PartitionSpec{ID: 1, Nodes: []lockstitch.NodeID{1, 2, 3}}); err != nil {
@@ -71,6 +74,27 @@ func TestPeerDownLogs(t *testing.T) {
 			t.Fatalf("node %d did not log its peer back: %v", leader, context.Cause(ctx))
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+
+	// A clean stop of every node (peers resetting each other's
+	// connections as they go) logs no ERROR line.
+	marks := make([]int, len(c.nodes))
+	for i, n := range c.nodes {
+		marks[i] = len(n.log.String())
+		n.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	for i, n := range c.nodes {
+		if err := n.cmd.Wait(); err != nil {
+			t.Errorf("node %d: %v", i+1, err)
+		}
+		for _, l := range strings.Split(n.log.String()[marks[i]:], "\n") {
+			if strings.Contains(l, "level=ERROR") {
+				t.Errorf("node %d logged an ERROR line while stopping: %s", i+1, l)
+			}
+		}
+		if got := strings.Count(n.log.String()[marks[i]:], `msg="node stopped"`); got != 1 {
+			t.Errorf("node %d logged \"node stopped\" %d times, want 1", i+1, got)
+		}
 	}
 }
 
