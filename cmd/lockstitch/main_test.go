@@ -295,7 +295,7 @@ func TestBadConfig(t *testing.T) {
 	}
 	// Valid syntax, invalid values: caught by validation.
 	code, _, errOut = cli(t, "serve", "--data-dir", t.TempDir(), "--election-rtt", "2", "--peers", "1=a")
-	if code != 1 || !strings.Contains(errOut, "ElectionRTT") || !strings.Contains(errOut, "peers") {
+	if code != 1 || !strings.Contains(errOut, "--election-rtt 2 must be at least 10 x --heartbeat-rtt") || !strings.Contains(errOut, "peers") {
 		t.Fatalf("invalid values: exit %d, %q", code, errOut)
 	}
 	// A decimal size unit: the error suggests the binary one.
