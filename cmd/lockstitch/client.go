@@ -695,17 +695,17 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 			st := pv.st
 			reps := make([]map[string]any, 0, len(st.Replicas))
 			for _, r := range st.Replicas {
-				rep := map[string]any{"replica": r.Replica, "addr": r.Addr, "kind": r.Kind.String(), "match": r.Match, "lag": r.Lag, "down": down[r.Addr]}
+				rep := map[string]any{"replica": r.Replica, "addr": r.Addr, "kind": r.Kind.String(), "applied": r.Match, "lag": r.Lag, "down": down[r.Addr]}
 				if r.Reported {
 					rep["report_age_seconds"] = r.ReportAge.Seconds()
 				}
 				reps = append(reps, rep)
 			}
-			leader := st.Leader
+			leader, leaderNode := st.Leader, pv.node // a leaderly view is the leader's node's
 			if !pv.leaderly {
-				leader = 0
+				leader, leaderNode = 0, 0
 			}
-			out = append(out, map[string]any{"partition": st.Partition, "leader": leader, "leader_addr": st.LeaderAddr, "has_leader": pv.leaderly,
+			out = append(out, map[string]any{"partition": st.Partition, "leader_replica": leader, "leader_node": leaderNode, "leader_addr": st.LeaderAddr, "has_leader": pv.leaderly,
 				"seen_from_node": pv.node, "epoch": st.Epoch, "committed": st.Committed, "applied": st.Applied, "replicas": reps})
 		}
 		printJSON(stdout, map[string]any{"nodes": nodes, "partitions": out})
@@ -728,11 +728,11 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		for _, pv := range parts {
 			st := pv.st
 			fmt.Fprintln(tw)
-			fmt.Fprintf(tw, "PARTITION\tLEADER\tLEADER ADDR\tEPOCH\tCOMMITTED\tAPPLIED\n")
+			fmt.Fprintf(tw, "PARTITION\tLEADER REPLICA\tLEADER NODE\tLEADER ADDR\tEPOCH\tCOMMITTED\tAPPLIED\n")
 			if pv.leaderly {
-				fmt.Fprintf(tw, "%d\t%d\t%s\t%d\t%d\t%d\n", st.Partition, st.Leader, st.LeaderAddr, st.Epoch, st.Committed, st.Applied)
+				fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%d\t%d\t%d\n", st.Partition, st.Leader, pv.node, st.LeaderAddr, st.Epoch, st.Committed, st.Applied)
 			} else {
-				fmt.Fprintf(tw, "%d\tnone\t(no reachable node leads it; seen from node %d)\t%d\t%d\t%d\n", st.Partition, pv.node, st.Epoch, st.Committed, st.Applied)
+				fmt.Fprintf(tw, "%d\tnone\t-\t(no reachable node leads it; seen from node %d)\t%d\t%d\t%d\n", st.Partition, pv.node, st.Epoch, st.Committed, st.Applied)
 			}
 			fmt.Fprintf(tw, "  REPLICA\tKIND\tADDR\tAPPLIED\tLAG\tREPORTED\n")
 			for _, r := range st.Replicas {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,8 +40,8 @@ func golden(t *testing.T, name, got string) {
 	}
 }
 
-// TestOutputShapes holds the text and --json output of append, tail and
-// query stable (golden files in testdata), and checks that a binary op
+// TestOutputShapes holds the text and --json output of append, tail,
+// query, status and partition list stable (golden files in testdata), and checks that a binary op
 // goes through append --op-file and tail --json byte for byte.
 func TestOutputShapes(t *testing.T) {
 	c, ctx, cl := serveTest(t, 1, time.Minute)
@@ -61,7 +62,7 @@ func TestOutputShapes(t *testing.T) {
 
 	run := func(args ...string) string {
 		t.Helper()
-		code, out, errOut := cli(t, append([]string{args[0], addr}, args[1:]...)...)
+		code, out, errOut := cli(t, append(append(strings.Fields(args[0]), addr), args[1:]...)...)
 		if code != 0 {
 			t.Fatalf("%q: exit %d: %s", args, code, errOut)
 		}
@@ -75,6 +76,15 @@ func TestOutputShapes(t *testing.T) {
 	golden(t, "tail.json", tailJSON)
 	golden(t, "tail.txt", run("tail", "--partition", "1", "--from", "1"))
 	golden(t, "query.json", run("query", "--partition", "1", "--json"))
+	status := run("status", "--json")
+	// Addresses are learned, and progress reported, in the background:
+	// their values vary, not the shape.
+	status = regexp.MustCompile(`"(addr|leader_addr)":"[^"]*"`).ReplaceAllString(status, `"$1":"ADDR"`)
+	status = regexp.MustCompile(`,"report_age_seconds":[0-9.e+-]+`).ReplaceAllString(status, "")
+	status = regexp.MustCompile(`"applied":\d+,"down"`).ReplaceAllString(status, `"applied":N,"down"`)
+	status = regexp.MustCompile(`"lag":\d+`).ReplaceAllString(status, `"lag":N`)
+	golden(t, "status.json", status)
+	golden(t, "partition-list.json", run("partition list", "--json"))
 
 	// The round trip: LSN 1 is the file's bytes.
 	var rec struct {
