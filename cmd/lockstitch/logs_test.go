@@ -35,6 +35,22 @@ func TestPeerDownLogs(t *testing.T) {
 	log := c.nodes[leader-1].log
 	before := len(log.String())
 	c.nodes[victim-1].kill()
+	// Appends keep the partition busy while the peer is down, so that
+	// the leader has messages for it and keeps reconnecting (an idle
+	// partition may go quiet and stop sending).
+	busy, stopBusy := context.WithCancel(ctx)
+	busyDone := make(chan struct{})
+	go func() {
+		defer close(busyDone)
+		for busy.Err() == nil {
+			cl.Append(busy, 1, []byte("busy"))
+			select {
+			case <-busy.Done():
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
+	defer func() { stopBusy(); <-busyDone }()
 
 	peer := regexp.QuoteMeta(c.addr(10, victim))
 	attempts := regexp.MustCompile(`msg="raft peer still unreachable" .*peer=` + peer + ` attempts=(\d+)`)
@@ -46,6 +62,8 @@ func TestPeerDownLogs(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 		after = log.String()[before:]
 	}
+	stopBusy()
+	<-busyDone
 	var errs, downs []string
 	for _, l := range strings.Split(after, "\n") {
 		if strings.Contains(l, "level=ERROR") {
