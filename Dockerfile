@@ -1,14 +1,17 @@
 # The Lockstitch image: the static binary and nothing else, run as an
-# unprivileged user. There is no image registry to build from here, so the
-# binary is built on the host and copied in; scripts/docker-build does both:
+# unprivileged user. Build it with scripts/docker-build, which builds the
+# binary on the host into build/run-scripts-docker-build-first/ and then
+# runs docker build on the repository root. A multi-stage build (a golang
+# image compiling the binary) needs an image registry, which the machines
+# this is built on do not reach; so a bare `docker build .` stops at the
+# first COPY, with one line that names the step to run:
 #
-#   CGO_ENABLED=0 go build -trimpath -o build/lockstitch ./cmd/lockstitch
-#   mkdir -p build/data && docker build -t lockstitch:dev -f Dockerfile build
+#   COPY failed: ...: stat build/run-scripts-docker-build-first/lockstitch: file does not exist
 FROM scratch
-COPY lockstitch /lockstitch
+COPY build/run-scripts-docker-build-first/lockstitch /lockstitch
 # An empty /data owned by the runtime user: a named volume mounted there
 # starts with this ownership.
-COPY --chown=65534:65534 data /data
+COPY --chown=65534:65534 build/run-scripts-docker-build-first/data /data
 USER 65534:65534
 # Clients (and peers' administration), Raft, admin HTTP.
 EXPOSE 7400 7410 7420

@@ -170,7 +170,7 @@ func (b *batcher) enqueueOps(ctx context.Context, ops []AppendOp, cs []Completio
 	for i := range ops {
 		op := &ops[i]
 		if len(op.Payload) > b.cfg.MaxOpBytes {
-			return false, fmt.Errorf("%w: %d bytes, limit %d", lockstitch.ErrTooLarge, len(op.Payload), b.cfg.MaxOpBytes)
+			return false, fmt.Errorf("%w: op of %d bytes, over the node's limit of %d (its max-op-bytes setting)", lockstitch.ErrTooLarge, len(op.Payload), b.cfg.MaxOpBytes)
 		}
 		crc := wal.Checksum(op.Payload)
 		if op.CRC != 0 && op.CRC != crc {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -16,9 +17,17 @@ import (
 // transport and config packages at Error, as they log every election step,
 // every closed connection and, at each start, the absence of TLS (see
 // docs/operations.md) as warnings.
+//
+// Dragonboat's transport logs each failed reconnect to a peer that is down
+// at error level (about one a second per peer, for as long as the peer is
+// down) and each connection a stopping peer resets at error level too.
+// Those lines are rewritten (see dbLog.transport): a peer going down and
+// coming back is one warning each, the attempts in between are debug
+// lines, and a connection the peer closed is an info line.
 var (
 	dbLoggerOnce sync.Once
 	dbLogger     atomic.Pointer[slog.Logger]
+	dbPeers      = peerTracker{down: map[peerKey]int{}}
 )
 
 func installDragonboatLogger(l *slog.Logger) {
@@ -46,12 +55,98 @@ type dbLog struct {
 func (d *dbLog) SetLevel(l logger.LogLevel) { d.min.Store(int32(l)) }
 
 func (d *dbLog) log(l logger.LogLevel, level slog.Level, format string, args []any) {
+	if d.pkg == "transport" && d.transport(format, args) {
+		return
+	}
 	if int32(l) > d.min.Load() {
 		return
 	}
 	if lg := dbLogger.Load(); lg != nil && lg.Enabled(context.Background(), level) {
 		lg.Log(context.Background(), level, fmt.Sprintf(format, args...), "pkg", d.pkg)
 	}
+}
+
+// Format strings of dragonboat's transport (internal/transport/transport.go,
+// the version in go.mod) that dbLog.transport rewrites.
+const (
+	dbConnectFailed = "Nodehost %s failed to get a connection to %s, %v" // sourceID, remote, err
+	dbEstablished   = "message streaming to %s established"              // remote
+	dbBreakerFailed = "breaker %s to %s failed, connect and process failed: %s"
+	dbUnreachable   = "%s became unreachable, affected %d nodes"
+	dbSendFailed    = "send batch failed, " // target remote (err), count; or "taret node"
+)
+
+// transport rewrites the lines of dragonboat's transport about a peer's
+// connection, reporting whether it handled the line.
+func (d *dbLog) transport(format string, args []any) bool {
+	lg := dbLogger.Load()
+	if lg == nil {
+		return false
+	}
+	ctx := context.Background()
+	switch {
+	case format == dbConnectFailed && len(args) == 3:
+		k := peerKey{fmt.Sprint(args[0]), fmt.Sprint(args[1])}
+		if n := dbPeers.fail(k); n == 1 {
+			lg.Warn("raft peer unreachable; retrying", "pkg", d.pkg, "peer", k.remote, "err", fmt.Sprint(args[2]))
+		} else {
+			lg.Debug("raft peer still unreachable", "pkg", d.pkg, "peer", k.remote, "attempts", n, "err", fmt.Sprint(args[2]))
+		}
+	case format == dbEstablished && len(args) == 1:
+		// Logged by dragonboat on a host's first connection to a peer and
+		// after failures: the source is not among its arguments, so every
+		// source's failures to that peer end.
+		remote := fmt.Sprint(args[0])
+		if n := dbPeers.recover(remote); n > 0 {
+			lg.Warn("raft peer reachable again", "pkg", d.pkg, "peer", remote, "failed_attempts", n)
+		} else {
+			lg.Debug("raft peer connected", "pkg", d.pkg, "peer", remote)
+		}
+	case format == dbBreakerFailed, format == dbUnreachable:
+		lg.Log(ctx, slog.LevelDebug, fmt.Sprintf(format, args...), "pkg", d.pkg)
+	case strings.HasPrefix(format, dbSendFailed) && len(args) == 3:
+		// The peer closed or reset the connection: it stopped (a clean
+		// shutdown does that too) or the network failed. Reconnecting
+		// says which.
+		lg.Info("raft connection to peer lost", "pkg", d.pkg, "peer", fmt.Sprint(args[0]), "err", fmt.Sprint(args[1]))
+	default:
+		return false
+	}
+	return true
+}
+
+// peerKey is a connection of dragonboat's transport: from the host at a
+// Raft address (one per Replicator) to a peer's.
+type peerKey struct{ source, remote string }
+
+// peerTracker counts the failed connection attempts of each connection
+// since it last worked.
+type peerTracker struct {
+	mu   sync.Mutex
+	down map[peerKey]int
+}
+
+// fail records a failed attempt and returns the failures in a row.
+func (t *peerTracker) fail(k peerKey) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.down[k]++
+	return t.down[k]
+}
+
+// recover forgets the failures to remote and returns the most of any
+// source (0: it was not down).
+func (t *peerTracker) recover(remote string) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for k, f := range t.down {
+		if k.remote == remote {
+			n = max(n, f)
+			delete(t.down, k)
+		}
+	}
+	return n
 }
 
 func (d *dbLog) Debugf(f string, a ...any) { d.log(logger.DEBUG, slog.LevelDebug, f, a) }

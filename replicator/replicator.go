@@ -63,7 +63,7 @@ func Open(cfg Config) (*Replicator, error) {
 	installDragonboatLogger(logger)
 	r := &Replicator{
 		cfg:   cfg,
-		log:   logger.With("raft", cfg.RaftAddress),
+		log:   logger,
 		parts: make(map[lockstitch.PartitionID]*partition),
 		quit:  make(chan struct{}),
 
@@ -126,7 +126,7 @@ func Open(cfg Config) (*Replicator, error) {
 	}
 	r.wg.Add(1)
 	go r.maintain()
-	r.log.Info("node started", "partitions", len(metas), "logdb", string(cfg.LogDB))
+	r.log.Info("replicator started", "raft_addr", cfg.RaftAddress, "partitions", len(metas), "logdb", string(cfg.LogDB))
 	return r, nil
 }
 
@@ -277,7 +277,7 @@ func (r *Replicator) Close() error {
 		p.close()
 	}
 	r.closeNodeHost()
-	r.log.Info("node stopped")
+	r.log.Debug("replicator stopped")
 	return nil
 }
 

@@ -232,7 +232,7 @@ func Start(cfg Config) (*Node, error) {
 		n.cfg.ClientListen = n.cfg.ClientAddr
 	}
 	rc := cfg.replicatorConfig()
-	rc.Logger, rc.Registerer = logger, n.reg
+	rc.Logger, rc.Registerer = n.log, n.reg
 	r, err := replicator.Open(rc)
 	if err != nil {
 		closeListeners(cfg)
@@ -240,7 +240,7 @@ func Start(cfg Config) (*Node, error) {
 	}
 	n.r = r
 	tc := cfg.Transport
-	tc.NodeID, tc.Logger, tc.Metrics = uint64(cfg.ID), logger, transport.NewPrometheusMetrics(n.reg)
+	tc.NodeID, tc.Logger, tc.Metrics = uint64(cfg.ID), n.log, transport.NewPrometheusMetrics(n.reg)
 	n.srv, err = transport.NewServer(&handler{n: n}, tc)
 	if err != nil {
 		closeListeners(cfg)
@@ -290,7 +290,7 @@ func Start(cfg Config) (*Node, error) {
 		}()
 	}
 	quarantined := r.Quarantined()
-	n.log.Info("node serving", "client", n.ClientAddr(), "raft", cfg.RaftAddr, "unix", cfg.UnixSocket, "admin", n.AdminAddr(), "partitions", len(r.Partitions()), "quarantined", len(quarantined))
+	n.log.Info("node serving", "client", n.ClientAddr(), "raft_addr", cfg.RaftAddr, "unix", cfg.UnixSocket, "admin", n.AdminAddr(), "partitions", len(r.Partitions()), "quarantined", len(quarantined))
 	if len(quarantined) > 0 && cfg.Repair.Auto {
 		n.repairing = make(chan struct{})
 		go func() {

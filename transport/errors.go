@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/lockstitch/lockstitch"
@@ -184,8 +185,26 @@ func errorOf(m *errorMsg) error {
 	if m.Message == "" {
 		return s
 	}
-	return fmt.Errorf("%w (server said: %s)", s, m.Message)
+	return &remoteError{sentinel: s, msg: m.Message}
 }
+
+// remoteError is a server's error: its code's sentinel (errors.Is matches
+// it) and the server's message, which says the cause once. The message
+// is the error's text when it names the sentinel (the server wrapped
+// it, as handlers do); else the sentinel's text leads it.
+type remoteError struct {
+	sentinel error
+	msg      string
+}
+
+func (e *remoteError) Error() string {
+	if strings.Contains(e.msg, e.sentinel.Error()) {
+		return e.msg
+	}
+	return e.sentinel.Error() + ": " + e.msg
+}
+
+func (e *remoteError) Unwrap() error { return e.sentinel }
 
 // truncateUTF8 cuts s to at most n bytes without splitting a rune.
 func truncateUTF8(s string, n int) string {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"cmp"
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -20,6 +19,7 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/lockstitch/lockstitch"
@@ -94,13 +94,52 @@ func printJSON(w io.Writer, v any) error {
 	return err
 }
 
-// payloadText returns a payload as text if it is printable UTF-8, else as
-// hex with a 0x prefix.
+// payloadText returns a payload for a line of text output: as it is when
+// it is valid UTF-8 of printable characters (spaces included, tabs not)
+// that does not start with a double quote; else quoted as a Go string
+// literal ("\x00\x01\xff", "a\tb"), so that a quoted payload always
+// starts with " and an unquoted one never does, and no payload breaks a
+// tab-separated line.
 func payloadText(p []byte) string {
-	if utf8.Valid(p) && !strings.ContainsFunc(string(p), func(r rune) bool { return r < 0x20 && r != '\t' }) {
-		return string(p)
+	s := string(p)
+	if utf8.ValidString(s) && !strings.HasPrefix(s, `"`) && !strings.ContainsFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) {
+		return s
 	}
-	return "0x" + hex.EncodeToString(p)
+	return strconv.Quote(s)
+}
+
+// payloadJSON is a payload in JSON output: its bytes in base64, and as a
+// string too when they are valid UTF-8.
+type payloadJSON struct {
+	Payload []byte  `json:"payload"`
+	Text    *string `json:"text,omitempty"`
+}
+
+func newPayloadJSON(p []byte) payloadJSON {
+	j := payloadJSON{Payload: p}
+	if p == nil {
+		j.Payload = []byte{}
+	}
+	if utf8.Valid(p) {
+		s := string(p)
+		j.Text = &s
+	}
+	return j
+}
+
+// recordJSON is a line of tail --json.
+type recordJSON struct {
+	LSN   wal.LSN `json:"lsn"`
+	Epoch uint64  `json:"epoch"`
+	payloadJSON
+}
+
+// plural returns "1 op" or "n ops".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 // cmdAppend appends ops: its arguments, or one op per line of a file or
@@ -113,16 +152,13 @@ func cmdAppend(args []string, stdout, stderr io.Writer) int {
 	cf := addClientFlags(fs)
 	part := fs.Uint64("partition", 1, "partition to append to")
 	file := fs.String("file", "", "append one op per line of this file (- for stdin)")
+	opFile := fs.String("op-file", "", "append the whole file (- for stdin) as one op, its bytes as they are")
 	window := fs.Int("window", 256, "appends in flight at once; 1 keeps the ops in order even across a leader change")
 	producer := fs.Uint64("producer", 0, "producer id of the appends (0: a random one); with --seq, what makes a rerun resumable")
 	seq := fs.Uint64("seq", 1, "producer sequence of the first op; op i (from 0) gets seq+i")
 	resume := fs.Bool("resume", false, "resume an interrupted run of the same command (same --producer, --seq and input): skip the ops the partition has and will not take again, resend the rest; each op ends up in the stream once")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: lockstitch append [flags] [op ...]\n\nAppends each argument as an op; with no argument (or --file), one op per line. Flags:")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return parseExit(err)
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	switch {
 	case *window < 1:
@@ -139,9 +175,26 @@ func cmdAppend(args []string, stdout, stderr io.Writer) int {
 	}
 	var lines *bufio.Scanner
 	var input io.Closer // closed on the first signal, so that a read waiting on it ends
+	ops := make([][]byte, 0, fs.NArg()+1)
+	for _, a := range fs.Args() {
+		ops = append(ops, []byte(a))
+	}
+	if *opFile != "" {
+		var b []byte
+		var err error
+		if *opFile == "-" {
+			b, err = io.ReadAll(os.Stdin)
+		} else {
+			b, err = os.ReadFile(*opFile)
+		}
+		if err != nil {
+			return fail(stderr, fmt.Errorf("--op-file: %w", err))
+		}
+		ops = append(ops, b)
+	}
 	switch {
-	case fs.NArg() > 0 && *file != "":
-		return usageError(stderr, "give ops as arguments or --file, not both")
+	case fs.NArg() > 0 && *file != "", *opFile != "" && (*file != "" || fs.NArg() > 0):
+		return usageError(stderr, "give ops as arguments, --file or --op-file, one of them")
 	case *file != "" && *file != "-":
 		f, err := os.Open(*file)
 		if err != nil {
@@ -149,7 +202,7 @@ func cmdAppend(args []string, stdout, stderr io.Writer) int {
 		}
 		defer f.Close()
 		lines, input = bufio.NewScanner(f), f
-	case fs.NArg() == 0:
+	case len(ops) == 0:
 		lines, input = bufio.NewScanner(os.Stdin), os.Stdin
 	}
 	// The first SIGINT or SIGTERM stops reading ops (closing the input,
@@ -216,23 +269,24 @@ func cmdAppend(args []string, stdout, stderr io.Writer) int {
 	}
 
 	type result struct {
-		LSN   uint64 `json:"lsn"`
-		Epoch uint64 `json:"epoch"`
+		Partition uint64 `json:"partition"`
+		LSN       uint64 `json:"lsn"`
+		Epoch     uint64 `json:"epoch"`
 	}
 	if lines == nil {
-		// A few ops from the command line: report each.
-		for _, op := range fs.Args() {
+		// A few ops from the command line or --op-file: report each.
+		for _, op := range ops {
 			if skip() {
 				continue
 			}
 			actx, acancel := context.WithTimeout(ctx, *cf.timeout)
-			res, err := cl.Append(actx, p, []byte(op))
+			res, err := cl.Append(actx, p, op)
 			acancel()
 			if err != nil {
 				return fail(stderr, fmt.Errorf("append to partition %d (producer %d, sequence %d): %w", *part, cl.Producer(), next-1, err))
 			}
 			if *cf.json {
-				printJSON(stdout, result{uint64(res.LSN), res.Epoch})
+				printJSON(stdout, result{*part, uint64(res.LSN), res.Epoch})
 			} else {
 				fmt.Fprintf(stdout, "partition %d LSN %d epoch %d\n", *part, res.LSN, res.Epoch)
 			}
@@ -261,13 +315,13 @@ func cmdAppend(args []string, stdout, stderr io.Writer) int {
 		count++
 		if now := time.Now(); now.Sub(lastReport) >= time.Second {
 			lastReport = now
-			fmt.Fprintf(stderr, "appended %d ops (%.0f ops/s)\n", count, float64(count)/now.Sub(start).Seconds())
+			fmt.Fprintf(stderr, "appended %s (%.0f ops/s)\n", plural(count, "op"), float64(count)/now.Sub(start).Seconds())
 		}
 		return nil
 	}
 	// failed reports an append that failed, with what a rerun needs.
 	failed := func(err error) int {
-		fmt.Fprintf(stderr, "lockstitch: append to partition %d after %d ops: %v\n", *part, count, err)
+		fmt.Fprintf(stderr, "lockstitch: append to partition %d after %s: %s\n", *part, plural(count, "op"), errorLine(err))
 		return resumeHint(stderr, cl, p, *seq, *cf.timeout)
 	}
 	interrupted := false
@@ -316,7 +370,7 @@ func cmdAppend(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if interrupted {
-		fmt.Fprintf(stderr, "lockstitch: interrupted after %d ops (LSN %d..%d); the ops in flight finished\n", count, first, last)
+		fmt.Fprintf(stderr, "lockstitch: interrupted after %s (LSN %d..%d); the ops in flight finished\n", plural(count, "op"), first, last)
 		return resumeHint(stderr, cl, p, *seq, *cf.timeout)
 	}
 	if *cf.json {
@@ -324,7 +378,7 @@ func cmdAppend(args []string, stdout, stderr io.Writer) int {
 	} else if count == 0 {
 		fmt.Fprintln(stdout, "no ops to append")
 	} else {
-		fmt.Fprintf(stdout, "appended %d ops to partition %d: LSN %d..%d in %v\n", count, *part, first, last, time.Since(start).Round(time.Millisecond))
+		fmt.Fprintf(stdout, "appended %s to partition %d: LSN %d..%d in %v\n", plural(count, "op"), *part, first, last, time.Since(start).Round(time.Millisecond))
 	}
 	return 0
 }
@@ -356,8 +410,8 @@ func cmdTail(args []string, stdout, stderr io.Writer) int {
 	follow := fs.Bool("follow", false, "keep printing ops as they commit, until interrupted")
 	reverse := fs.Bool("reverse", false, "print from --from down to the first retained op, newest first")
 	limit := fs.Int("limit", 0, "stop after this many ops (0: no limit)")
-	if err := fs.Parse(args); err != nil {
-		return parseExit(err)
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	fromSet := false
 	fs.Visit(func(f *flag.Flag) { fromSet = fromSet || f.Name == "from" })
@@ -383,7 +437,7 @@ func cmdTail(args []string, stdout, stderr io.Writer) int {
 	printed := 0
 	print := func(rec *wal.Record) {
 		if *cf.json {
-			printJSON(w, map[string]any{"lsn": rec.LSN, "epoch": rec.Epoch, "payload": payloadText(rec.Payload)})
+			printJSON(w, recordJSON{rec.LSN, rec.Epoch, newPayloadJSON(rec.Payload)})
 		} else {
 			fmt.Fprintf(w, "%d\t%d\t%s\n", rec.LSN, rec.Epoch, payloadText(rec.Payload))
 		}
@@ -448,8 +502,8 @@ func cmdQuery(args []string, stdout, stderr io.Writer) int {
 	part := fs.Uint64("partition", 1, "partition to query")
 	consistency := fs.String("consistency", "linearizable", "linearizable, leader (leader-local) or any (any replica within --max-staleness)")
 	staleness := fs.Duration("max-staleness", time.Second, "for --consistency any: how stale the answer may be")
-	if err := fs.Parse(args); err != nil {
-		return parseExit(err)
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	if fs.NArg() > 1 {
 		return usageError(stderr, "usage: lockstitch query [flags] [request]")
@@ -477,7 +531,21 @@ func cmdQuery(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, fmt.Errorf("query partition %d: %w", *part, err))
 	}
 	if *cf.json {
-		printJSON(stdout, map[string]any{"lsn": res.LSN, "committed": res.Committed, "result": payloadText(res.Result)})
+		// A plugin's answer that is JSON is embedded as a JSON value;
+		// any other answer as a payload (base64, and text if UTF-8).
+		out := struct {
+			LSN       wal.LSN         `json:"lsn"`
+			Committed wal.LSN         `json:"committed"`
+			Result    json.RawMessage `json:"result,omitempty"`
+			*payloadJSON
+		}{LSN: res.LSN, Committed: res.Committed}
+		if len(res.Result) > 0 && json.Valid(res.Result) {
+			out.Result = res.Result
+		} else {
+			pj := newPayloadJSON(res.Result)
+			out.payloadJSON = &pj
+		}
+		printJSON(stdout, out)
 	} else {
 		fmt.Fprintln(stdout, payloadText(res.Result))
 	}
@@ -563,8 +631,8 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	cf := addClientFlags(fs)
 	part := fs.Uint64("partition", 0, "only this partition")
 	nodeTimeout := fs.Duration("node-timeout", time.Second, "how long to wait for each node's answer (nodes are asked at once)")
-	if err := fs.Parse(args); err != nil {
-		return parseExit(err)
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		return usageError(stderr, "usage: lockstitch status [--partition P]")
@@ -628,17 +696,17 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 			st := pv.st
 			reps := make([]map[string]any, 0, len(st.Replicas))
 			for _, r := range st.Replicas {
-				rep := map[string]any{"replica": r.Replica, "addr": r.Addr, "kind": r.Kind.String(), "match": r.Match, "lag": r.Lag, "down": down[r.Addr]}
+				rep := map[string]any{"replica": r.Replica, "addr": r.Addr, "kind": r.Kind.String(), "applied": r.Match, "lag": r.Lag, "down": down[r.Addr]}
 				if r.Reported {
 					rep["report_age_seconds"] = r.ReportAge.Seconds()
 				}
 				reps = append(reps, rep)
 			}
-			leader := st.Leader
+			leader, leaderNode := st.Leader, pv.node // a leaderly view is the leader's node's
 			if !pv.leaderly {
-				leader = 0
+				leader, leaderNode = 0, 0
 			}
-			out = append(out, map[string]any{"partition": st.Partition, "leader": leader, "leader_addr": st.LeaderAddr, "has_leader": pv.leaderly,
+			out = append(out, map[string]any{"partition": st.Partition, "leader_replica": leader, "leader_node": leaderNode, "leader_addr": st.LeaderAddr, "has_leader": pv.leaderly,
 				"seen_from_node": pv.node, "epoch": st.Epoch, "committed": st.Committed, "applied": st.Applied, "replicas": reps})
 		}
 		printJSON(stdout, map[string]any{"nodes": nodes, "partitions": out})
@@ -661,11 +729,11 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		for _, pv := range parts {
 			st := pv.st
 			fmt.Fprintln(tw)
-			fmt.Fprintf(tw, "PARTITION\tLEADER\tLEADER ADDR\tEPOCH\tCOMMITTED\tAPPLIED\n")
+			fmt.Fprintf(tw, "PARTITION\tLEADER REPLICA\tLEADER NODE\tLEADER ADDR\tEPOCH\tCOMMITTED\tAPPLIED\n")
 			if pv.leaderly {
-				fmt.Fprintf(tw, "%d\t%d\t%s\t%d\t%d\t%d\n", st.Partition, st.Leader, st.LeaderAddr, st.Epoch, st.Committed, st.Applied)
+				fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%d\t%d\t%d\n", st.Partition, st.Leader, pv.node, st.LeaderAddr, st.Epoch, st.Committed, st.Applied)
 			} else {
-				fmt.Fprintf(tw, "%d\tnone\t(no reachable node leads it; seen from node %d)\t%d\t%d\t%d\n", st.Partition, pv.node, st.Epoch, st.Committed, st.Applied)
+				fmt.Fprintf(tw, "%d\tnone\t-\t(no reachable node leads it; seen from node %d)\t%d\t%d\t%d\n", st.Partition, pv.node, st.Epoch, st.Committed, st.Applied)
 			}
 			fmt.Fprintf(tw, "  REPLICA\tKIND\tADDR\tAPPLIED\tLAG\tREPORTED\n")
 			for _, r := range st.Replicas {
@@ -765,8 +833,8 @@ func createRange(ctx context.Context, cl *transport.Client, spec transport.Parti
 
 // cmdPartition: partition create|delete|list|repair.
 func cmdPartition(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		return usageError(stderr, "usage: lockstitch partition create|delete|list|repair [flags]")
+	if code, ok := groupHelp("partition", args, stdout, stderr); !ok {
+		return code
 	}
 	fs := flag.NewFlagSet("partition "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -783,8 +851,8 @@ func cmdPartition(args []string, stdout, stderr io.Writer) int {
 		witnessNodes := fs.String("witness-nodes", "", "comma-separated ids of the nodes to place witnesses on")
 		var opts []string
 		fs.Func("option", "plugin option key=value (repeatable)", func(s string) error { opts = append(opts, s); return nil })
-		if err := fs.Parse(args[1:]); err != nil {
-			return parseExit(err)
+		if code, ok := parseFlags(fs, args[1:], stdout, stderr); !ok {
+			return code
 		}
 		first, last, err := parseIDRange(*idArg)
 		if err != nil {
@@ -850,8 +918,8 @@ func cmdPartition(args []string, stdout, stderr io.Writer) int {
 		}
 	case "delete":
 		id := fs.Uint64("id", 0, "partition id (required)")
-		if err := fs.Parse(args[1:]); err != nil {
-			return parseExit(err)
+		if code, ok := parseFlags(fs, args[1:], stdout, stderr); !ok {
+			return code
 		}
 		if *id == 0 {
 			return usageError(stderr, "partition delete needs --id")
@@ -869,8 +937,8 @@ func cmdPartition(args []string, stdout, stderr io.Writer) int {
 	case "repair":
 		id := fs.Uint64("id", 0, "partition id (required)")
 		node := fs.Uint64("node", 0, "id of the node whose quarantined replica to rebuild (required)")
-		if err := fs.Parse(args[1:]); err != nil {
-			return parseExit(err)
+		if code, ok := parseFlags(fs, args[1:], stdout, stderr); !ok {
+			return code
 		}
 		if *id == 0 || *node == 0 {
 			return usageError(stderr, "partition repair needs --id and --node")
@@ -887,8 +955,8 @@ func cmdPartition(args []string, stdout, stderr io.Writer) int {
 			return nil
 		}
 	case "list":
-		if err := fs.Parse(args[1:]); err != nil {
-			return parseExit(err)
+		if code, ok := parseFlags(fs, args[1:], stdout, stderr); !ok {
+			return code
 		}
 		run = func(ctx context.Context, cl *transport.Client) error {
 			parts, err := cl.ListPartitions(ctx)
@@ -910,7 +978,7 @@ func cmdPartition(args []string, stdout, stderr io.Writer) int {
 			return tw.Flush()
 		}
 	default:
-		return usageError(stderr, "unknown partition command %q: create, delete, list or repair", args[0])
+		return unknownSub(stderr, "partition", args[0])
 	}
 	return runAdmin(cf, stderr, "partition "+args[0], run)
 }
@@ -957,8 +1025,8 @@ func partitionsJSON(parts []transport.PartitionInfo) []map[string]any {
 
 // cmdMember: member add|remove.
 func cmdMember(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		return usageError(stderr, "usage: lockstitch member add|remove [flags]")
+	if code, ok := groupHelp("member", args, stdout, stderr); !ok {
+		return code
 	}
 	fs := flag.NewFlagSet("member "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -969,8 +1037,8 @@ func cmdMember(args []string, stdout, stderr io.Writer) int {
 	case "add":
 		nodeID := fs.Uint64("node", 0, "id of the node to host the new replica (required)")
 		kindName := fs.String("kind", "voter", "voter, non-voting or witness")
-		if err := fs.Parse(args[1:]); err != nil {
-			return parseExit(err)
+		if code, ok := parseFlags(fs, args[1:], stdout, stderr); !ok {
+			return code
 		}
 		if *part == 0 || *nodeID == 0 {
 			return usageError(stderr, "member add needs --partition and --node")
@@ -992,8 +1060,8 @@ func cmdMember(args []string, stdout, stderr io.Writer) int {
 		}
 	case "remove":
 		replica := fs.Uint64("replica", 0, "replica id to remove (required)")
-		if err := fs.Parse(args[1:]); err != nil {
-			return parseExit(err)
+		if code, ok := parseFlags(fs, args[1:], stdout, stderr); !ok {
+			return code
 		}
 		if *part == 0 || *replica == 0 {
 			return usageError(stderr, "member remove needs --partition and --replica")
@@ -1009,23 +1077,26 @@ func cmdMember(args []string, stdout, stderr io.Writer) int {
 			return nil
 		}
 	default:
-		return usageError(stderr, "unknown member command %q: add or remove", args[0])
+		return unknownSub(stderr, "member", args[0])
 	}
 	return runAdmin(cf, stderr, "member "+args[0], run)
 }
 
 // cmdLeader: leader transfer.
 func cmdLeader(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] != "transfer" {
-		return usageError(stderr, "usage: lockstitch leader transfer --partition P --to REPLICA")
+	if code, ok := groupHelp("leader", args, stdout, stderr); !ok {
+		return code
+	}
+	if args[0] != "transfer" {
+		return unknownSub(stderr, "leader", args[0])
 	}
 	fs := flag.NewFlagSet("leader transfer", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cf := addClientFlags(fs)
 	part := fs.Uint64("partition", 0, "partition (required)")
 	to := fs.Uint64("to", 0, "replica id to lead (required)")
-	if err := fs.Parse(args[1:]); err != nil {
-		return parseExit(err)
+	if code, ok := parseFlags(fs, args[1:], stdout, stderr); !ok {
+		return code
 	}
 	if *part == 0 || *to == 0 {
 		return usageError(stderr, "leader transfer needs --partition and --to")
@@ -1044,14 +1115,17 @@ func cmdLeader(args []string, stdout, stderr io.Writer) int {
 
 // cmdCluster: cluster status.
 func cmdCluster(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] != "status" {
-		return usageError(stderr, "usage: lockstitch cluster status")
+	if code, ok := groupHelp("cluster", args, stdout, stderr); !ok {
+		return code
+	}
+	if args[0] != "status" {
+		return unknownSub(stderr, "cluster", args[0])
 	}
 	fs := flag.NewFlagSet("cluster status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cf := addClientFlags(fs)
-	if err := fs.Parse(args[1:]); err != nil {
-		return parseExit(err)
+	if code, ok := parseFlags(fs, args[1:], stdout, stderr); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		return usageError(stderr, "usage: lockstitch cluster status")

@@ -14,8 +14,8 @@ import (
 
 // cmdCursor: cursor ack|reset|delete|list, a partition's durable cursors.
 func cmdCursor(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		return usageError(stderr, "usage: lockstitch cursor ack|reset|delete|list --partition P [--name N] [--lsn L]")
+	if code, ok := groupHelp("cursor", args, stdout, stderr); !ok {
+		return code
 	}
 	fs := flag.NewFlagSet("cursor "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -32,10 +32,10 @@ func cmdCursor(args []string, stdout, stderr io.Writer) int {
 		name = fs.String("name", "", "cursor name (required)")
 	case "list":
 	default:
-		return usageError(stderr, "unknown cursor command %q: ack, reset, delete or list", op)
+		return unknownSub(stderr, "cursor", op)
 	}
-	if err := fs.Parse(args[1:]); err != nil {
-		return parseExit(err)
+	if code, ok := parseFlags(fs, args[1:], stdout, stderr); !ok {
+		return code
 	}
 	if *part == 0 || (name != nil && *name == "") {
 		return usageError(stderr, "cursor %s needs --partition%s", op, map[bool]string{true: " and --name", false: ""}[name != nil])

@@ -33,12 +33,8 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 	base := fs.Int("base-port", 7400, "node i listens on base+i (clients), base+10+i (Raft), base+20+i (admin HTTP)")
 	nodes := fs.Int("nodes", 3, "number of nodes")
 	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: lockstitch dev [flags]\n\nRuns a local cluster on 127.0.0.1 with a partition of each built-in plugin. Flags:")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return parseExit(err)
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		return usageError(stderr, "dev takes no arguments, got %q", fs.Args())

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/lockstitch/lockstitch"
@@ -49,8 +50,7 @@ examples:
 // cmdKV runs lockstitch kv put|get|del|cas|scan.
 func cmdKV(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, kvUsage)
-		return 2
+		return usageError(stderr, "%s needs a command: %s (lockstitch %s -h for help)", "kv", strings.Join(subcommands("kv"), ", "), "kv")
 	}
 	op := args[0]
 	switch op {
@@ -59,8 +59,7 @@ func cmdKV(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "put", "get", "del", "cas", "scan":
 	default:
-		fmt.Fprintf(stderr, "lockstitch: unknown kv command %q\n\n%s", op, kvUsage)
-		return 2
+		return unknownSub(stderr, "kv", op)
 	}
 	fs := flag.NewFlagSet("kv "+op, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -75,10 +74,6 @@ func cmdKV(args []string, stdout, stderr io.Writer) int {
 		del                        = new(bool)
 	)
 	synopsis := map[string]string{"put": "KEY VALUE", "get": "KEY", "del": "KEY", "cas": "KEY [VALUE] --version V", "scan": ""}[op]
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: lockstitch kv %s [flags] %s\n\nflags:\n", op, synopsis)
-		fs.PrintDefaults()
-	}
 	switch op {
 	case "get", "scan":
 		consistency = fs.String("consistency", "linearizable", "linearizable, leader (leader-local) or any (any replica within --max-staleness)")
@@ -97,8 +92,8 @@ func cmdKV(args []string, stdout, stderr io.Writer) int {
 	var pos []string
 	rest := args[1:]
 	for {
-		if err := fs.Parse(rest); err != nil {
-			return parseExit(err)
+		if code, ok := parseFlags(fs, rest, stdout, stderr); !ok {
+			return code
 		}
 		if fs.NArg() == 0 {
 			break

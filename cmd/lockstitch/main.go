@@ -2,12 +2,14 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"strings"
+
+	"github.com/lockstitch/lockstitch"
 )
 
 func main() {
@@ -32,9 +34,9 @@ commands:
   queue push|pop|ack|extend|peek|len
                           a queue partition's items: enqueue, lease, acknowledge (lockstitch queue -h)
   kv put|get|del|cas|scan read and write a partition of the kv plugin (lockstitch kv -h)
-  version                 print the version
+  version, --version      print the version: module version, VCS revision, Go version
 
-Run lockstitch <command> -h for its flags.
+Run lockstitch <command> -h for its synopsis, examples and flags.
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -70,7 +72,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdQueue(rest, stdout, stderr)
 	case "kv":
 		return cmdKV(rest, stdout, stderr)
-	case "version":
+	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, version())
 		return 0
 	case "help", "-h", "--help":
@@ -83,18 +85,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // fail prints err as one line and returns the failure exit code.
 func fail(stderr io.Writer, err error) int {
-	fmt.Fprintf(stderr, "lockstitch: %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
+	fmt.Fprintf(stderr, "lockstitch: %s\n", errorLine(err))
 	return 1
 }
 
-// parseExit is the exit code after a flag parsing error: 0 when help was
-// asked for (-h), else the usage exit code. The flag package has printed
-// the message.
-func parseExit(err error) int {
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
+// errorLine is err as one line, said once: the "lockstitch: " of the
+// sentinels it wraps is dropped (the line starts with it), and a hint
+// follows when the fix is known.
+func errorLine(err error) string {
+	s := strings.ReplaceAll(err.Error(), "\n", "; ")
+	s = strings.TrimPrefix(strings.ReplaceAll(s, ": lockstitch: ", ": "), "lockstitch: ")
+	switch {
+	case errors.Is(err, lockstitch.ErrPartitionNotFound):
+		s += " (lockstitch partition list shows the partitions)"
+	case errors.Is(err, lockstitch.ErrUnavailable) && !strings.Contains(s, "--addr"):
+		s += " (is a node running there? --addr or LOCKSTITCH_ADDR names the nodes)"
 	}
-	return 2
+	return s
 }
 
 // usageError prints a usage problem and returns the usage exit code.
@@ -103,16 +110,27 @@ func usageError(stderr io.Writer, format string, args ...any) int {
 	return 2
 }
 
+// version is the module version, VCS revision and Go version the binary
+// was built from (runtime/debug build info): "lockstitch v1.2.3 (revision
+// 0123abcd, modified) go1.26.0". A binary built outside a module or a
+// repository says "(devel)" or "unknown".
 func version() string {
 	info, ok := debug.ReadBuildInfo()
 	if !ok {
-		return "lockstitch (unknown version)"
+		return "lockstitch unknown version (no build info) " + runtime.Version()
 	}
-	v := info.Main.Version
+	rev, modified := "unknown", ""
 	for _, s := range info.Settings {
-		if s.Key == "vcs.revision" {
-			v += " " + s.Value
+		switch {
+		case s.Key == "vcs.revision":
+			rev = s.Value
+		case s.Key == "vcs.modified" && s.Value == "true":
+			modified = ", modified"
 		}
 	}
-	return "lockstitch " + v + " " + info.GoVersion
+	v := info.Main.Version
+	if v == "" {
+		v = "(devel)"
+	}
+	return fmt.Sprintf("lockstitch %s (revision %s%s) %s", v, rev, modified, info.GoVersion)
 }

@@ -122,7 +122,7 @@ func TestDevClusterEndToEnd(t *testing.T) {
 	if code != 0 || !strings.HasSuffix(out, "\tline 0\n") || strings.Count(out, "\n") != 3 || !strings.Contains(out, "\tfirst\n") {
 		t.Fatalf("tail: %d %q %q", code, out, errOut)
 	}
-	if code, out, _ := cli(t, "tail", "--partition", "1", "--from", "500", "--json"); code != 0 || strings.Count(out, "\n") != 3 || !strings.Contains(out, `"payload":"line 499"`) {
+	if code, out, _ := cli(t, "tail", "--partition", "1", "--from", "500", "--json"); code != 0 || strings.Count(out, "\n") != 3 || !strings.Contains(out, `"text":"line 499"`) {
 		t.Fatalf("tail --json: %d %q", code, out)
 	}
 	if code, out, errOut := cli(t, "tail", "--partition", "1", "--reverse", "--limit", "2"); code != 0 || out != "502\t"+epochOf(t, out)+"\tline 499\n501\t"+epochOf(t, out)+"\tline 498\n" {
@@ -301,8 +301,14 @@ func TestBadConfig(t *testing.T) {
 	}
 	// Valid syntax, invalid values: caught by validation.
 	code, _, errOut = cli(t, "serve", "--data-dir", t.TempDir(), "--election-rtt", "2", "--peers", "1=a")
-	if code != 1 || !strings.Contains(errOut, "ElectionRTT") || !strings.Contains(errOut, "peers") {
+	if code != 1 || !strings.Contains(errOut, "--election-rtt 2 must be at least 10 x --heartbeat-rtt") || !strings.Contains(errOut, "peers") {
 		t.Fatalf("invalid values: exit %d, %q", code, errOut)
+	}
+	// A decimal size unit: the error suggests the binary one.
+	os.WriteFile(file, []byte("max-op-bytes = \"5MB\"\n"), 0o644)
+	code, _, errOut = cli(t, "serve", "--config", file, "--data-dir", t.TempDir())
+	if code != 1 || !strings.Contains(errOut, "max-op-bytes") || !strings.Contains(errOut, "write 5MiB") {
+		t.Fatalf("max-op-bytes = \"5MB\": exit %d, %q", code, errOut)
 	}
 	if code, _, _ := cli(t, "serve", "extra"); code != 2 {
 		t.Fatalf("serve with an argument: exit %d, want 2", code)

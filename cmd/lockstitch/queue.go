@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/lockstitch/lockstitch"
@@ -35,6 +36,13 @@ An item not acknowledged before its lease ends is handed out again, with
 the next delivery number; after max_deliveries (a partition option,
 default 5) it goes to the dead list. peek and len take --consistency and
 --max-staleness as query does. Every command takes --json.
+
+examples:
+  lockstitch queue push --partition 3 job-1 job-2
+  lockstitch queue pop --partition 3 --lease 1m
+  lockstitch queue ack --partition 3 --id 1 --delivery 1
+
+Run lockstitch queue <command> -h for its flags.
 `
 
 // exitEmpty is pop's exit code when no item is ready.
@@ -43,8 +51,7 @@ const exitEmpty = 3
 // cmdQueue: queue push|pop|ack|extend|peek|len, the queue plugin's ops.
 func cmdQueue(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, queueUsage)
-		return 2
+		return usageError(stderr, "%s needs a command: %s (lockstitch %s -h for help)", "queue", strings.Join(subcommands("queue"), ", "), "queue")
 	}
 	op := args[0]
 	switch op {
@@ -57,10 +64,6 @@ func cmdQueue(args []string, stdout, stderr io.Writer) int {
 	}
 	fs := flag.NewFlagSet("queue "+op, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, queueUsage+"\nflags of queue "+op+":\n")
-		fs.PrintDefaults()
-	}
 	cf := addClientFlags(fs)
 	part := fs.Uint64("partition", 0, "queue partition (required)")
 	var lease *time.Duration
@@ -86,8 +89,8 @@ func cmdQueue(args []string, stdout, stderr io.Writer) int {
 		list = fs.String("list", "ready", "ready, leased or dead")
 		limit = fs.Int("limit", 10, fmt.Sprintf("at most this many items (1 to %d)", qops.MaxPeek))
 	}
-	if err := fs.Parse(args[1:]); err != nil {
-		return parseExit(err)
+	if code, ok := parseFlags(fs, args[1:], stdout, stderr); !ok {
+		return code
 	}
 	if *part == 0 {
 		return usageError(stderr, "queue %s needs --partition", op)

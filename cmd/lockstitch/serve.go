@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"reflect"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -186,12 +188,8 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	config := fs.String("config", os.Getenv("LOCKSTITCH_CONFIG"), "TOML config file (env LOCKSTITCH_CONFIG); flags and environment override it")
 	s := defaultServeSettings()
 	settings := bindSettings(fs, &s)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: lockstitch serve [flags]\n\nRuns a Lockstitch node. Flags:")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return parseExit(err)
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		return usageError(stderr, "serve takes no arguments, got %q", fs.Args())
@@ -203,7 +201,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	cfg, cfgErr := s.nodeConfig(logger)
-	if err := errors.Join(loadErr, logErr, cfgErr); err != nil {
+	if err := errors.Join(loadErr, logErr, flagNamed(cfgErr)); err != nil {
 		return fail(stderr, fmt.Errorf("invalid configuration: %w", err))
 	}
 	if s.MutexProfileFraction > 0 {
@@ -216,7 +214,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, err)
 	}
-	return runUntilSignal(logger, s.ShutdownTimeout, []*server.Node{n})
+	return runUntilSignal(logger.With("node", s.ID), s.ShutdownTimeout, []*server.Node{n})
 }
 
 // runUntilSignal serves until SIGINT or SIGTERM, then stops the nodes
@@ -262,3 +260,35 @@ func runUntilSignal(logger *slog.Logger, timeout time.Duration, nodes []*server.
 		return 1
 	}
 }
+
+// flagNamed is err with the settings that the libraries' validation
+// names by their Go field names (ElectionRTT) named by their flags
+// (--election-rtt), which is what an operator changes, said once. It
+// wraps err.
+func flagNamed(err error) error {
+	if err == nil {
+		return nil
+	}
+	// The line starts "invalid configuration": the libraries' own
+	// "server: invalid config: " and "replicator: invalid config: " say
+	// it again.
+	msg := regexp.MustCompile(`\b(server|replicator): invalid config: `).ReplaceAllString(err.Error(), "")
+	t := reflect.TypeFor[serveSettings]()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if len(f.Name) < 3 || f.Name == "DataDir" { // ID, and words that are not only settings
+			continue
+		}
+		msg = regexp.MustCompile(`\b`+f.Name+`\b`).ReplaceAllString(msg, "--"+f.Tag.Get("name"))
+	}
+	return &renamedError{msg, err}
+}
+
+// renamedError is an error with another text.
+type renamedError struct {
+	msg string
+	err error
+}
+
+func (e *renamedError) Error() string { return e.msg }
+func (e *renamedError) Unwrap() error { return e.err }

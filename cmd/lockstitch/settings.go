@@ -135,6 +135,9 @@ func setValue(f reflect.Value, s string, bytes bool) error {
 			n, err = strconv.ParseInt(s, 10, 64)
 		}
 		if err != nil || n < 0 {
+			if bytes {
+				return sizeError(s)
+			}
 			return errors.New("not a non-negative number")
 		}
 		f.SetInt(n)
@@ -190,6 +193,22 @@ func parseBytes(s string) (int64, error) {
 		return 0, errors.New("size out of range")
 	}
 	return n * mult, nil
+}
+
+// sizeError says why s is not a size, suggesting the binary unit when s
+// uses a decimal or lower-case one (5MB, 5M, 5mib: 5MiB).
+func sizeError(s string) error {
+	num := strings.TrimRightFunc(s, func(r rune) bool { return r < '0' || r > '9' })
+	unit := strings.ToUpper(strings.TrimSpace(s[len(num):]))
+	for _, u := range []string{"K", "M", "G"} {
+		switch unit {
+		case u, u + "B", u + "IB":
+			if num != "" {
+				return fmt.Errorf("not a size: the units are KiB, MiB and GiB (powers of 1024): write %s%siB", num, u)
+			}
+		}
+	}
+	return errors.New("not a size: a number of bytes, or one with a KiB, MiB or GiB suffix")
 }
 
 func formatBytes(n int64) string {
