@@ -3,20 +3,16 @@ package main
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/exec"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/transport"
-	"github.com/lockstitch/lockstitch/wal"
 )
 
 // The isolation tests cut one serve process off from its peers with
@@ -171,11 +167,7 @@ func (c *netnsCluster) dial(ctx context.Context, nodes ...int) *transport.Client
 			}
 		}
 	}
-	cfg := transport.DefaultClientConfig()
-	if os.Getenv("LOCKSTITCH_FAILOVER_LOG") != "" {
-		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	cl, err := transport.Dial(ctx, cfg, addrs...)
+	cl, err := transport.Dial(ctx, failoverClientConfig(), addrs...)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -194,13 +186,7 @@ func TestIsolationFailover(t *testing.T) {
 	if os.Getenv("LOCKSTITCH_NETNS") == "" {
 		t.Skip("needs root, iproute2 and nft: scripts/isolate runs it with LOCKSTITCH_NETNS=1")
 	}
-	rounds := 5
-	if v := os.Getenv("LOCKSTITCH_FAILOVER_ROUNDS"); v != "" {
-		var err error
-		if rounds, err = strconv.Atoi(v); err != nil || rounds < 1 {
-			t.Fatalf("LOCKSTITCH_FAILOVER_ROUNDS=%q", v)
-		}
-	}
+	rounds := failoverRounds(t, 5)
 	c := startNetnsCluster(t, 3)
 	if os.Getenv("LOCKSTITCH_FAILOVER_LOG") != "" {
 		defer func() {
@@ -216,172 +202,9 @@ func TestIsolationFailover(t *testing.T) {
 	if _, err := cl.CreatePartition(ctx, transport.PartitionSpec{ID: 1, Nodes: []lockstitch.NodeID{1, 2, 3}}); err != nil {
 		t.Fatal(err)
 	}
-	caughtUp := func(i int) {
-		t.Helper()
-		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-			now, err1 := cl.PartitionStatus(ctx, 1)
-			ns, err2 := cl.Status(ctx, c.clientAddr(i))
-			if err1 == nil && err2 == nil && len(ns.Partitions) == 1 && ns.Partitions[0].Role == lockstitch.RoleFollower && ns.Partitions[0].Applied+100 >= now.Committed {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("node %d did not catch up after it was healed", i)
-			}
-		}
-	}
-
-	// 1. The leader is cut off under appends.
-	type ack struct {
-		at    time.Time
-		epoch uint64
-	}
-	var (
-		mu   sync.Mutex
-		acks []ack
-	)
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			actx, acancel := context.WithTimeout(ctx, 30*time.Second)
-			res, err := cl.Append(actx, 1, []byte("op"))
-			acancel()
-			if err == nil {
-				mu.Lock()
-				acks = append(acks, ack{time.Now(), res.Epoch})
-				mu.Unlock()
-			} else if os.Getenv("LOCKSTITCH_FAILOVER_LOG") != "" {
-				t.Logf("%s append: %v", time.Now().Format("15:04:05.000"), err)
-			}
-		}
-	}()
-	defer func() {
-		select {
-		case <-stop:
-		default:
-			close(stop)
-			<-done
-		}
-	}()
-	var leaderTook []time.Duration
-	for r := 0; r < rounds; r++ {
-		mu.Lock()
-		n0 := len(acks)
-		mu.Unlock()
-		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-			mu.Lock()
-			n := len(acks)
-			mu.Unlock()
-			if n >= n0+200 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("round %d: appends do not flow", r)
-			}
-		}
-		st, err := cl.PartitionStatus(ctx, 1)
-		if err != nil || st.Leader == 0 {
-			t.Fatalf("status: %+v %v", st, err)
-		}
-		leader := int(st.Leader)
-		mu.Lock()
-		epoch := acks[len(acks)-1].epoch
-		mu.Unlock()
-		cut := time.Now()
-		c.isolate(leader)
-		if os.Getenv("LOCKSTITCH_FAILOVER_LOG") != "" {
-			t.Logf("%s round %d: cut off leader node %d", cut.Format("15:04:05.000"), r, leader)
-		}
-		var first time.Time
-		for deadline := cut.Add(20 * time.Second); first.IsZero() && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-			mu.Lock()
-			for i := len(acks) - 1; i >= 0 && acks[i].at.After(cut); i-- {
-				if acks[i].epoch > epoch {
-					first = acks[i].at
-				}
-			}
-			mu.Unlock()
-		}
-		c.heal(leader)
-		if first.IsZero() {
-			t.Fatalf("round %d: no append acknowledged by a new leader 20 s after cutting off node %d", r, leader)
-		}
-		leaderTook = append(leaderTook, first.Sub(cut))
-		t.Logf("round %d: cut off leader node %d; first new-epoch ack after %v", r, leader, first.Sub(cut))
-		caughtUp(leader)
-	}
-	close(stop)
-	<-done
-
-	// 2. The follower serving a subscription is cut off.
-	var subTook []time.Duration
-	var marker wal.LSN
-	for r := 0; r < rounds; r++ {
-		st, err := cl.PartitionStatus(ctx, 1)
-		if err != nil || st.Leader == 0 {
-			t.Fatalf("status: %+v %v", st, err)
-		}
-		follower := int(st.Leader)%3 + 1
-		var others []int
-		for i := 1; i <= 3; i++ {
-			if i != follower {
-				others = append(others, i)
-			}
-		}
-		scl := c.dial(ctx, append([]int{follower}, others...)...)
-		sub, err := scl.Subscribe(ctx, 1, marker)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var rec wal.Record
-		next := func(d time.Duration) error {
-			nctx, ncancel := context.WithTimeout(ctx, d)
-			defer ncancel()
-			if err := sub.Next(nctx, &rec); err != nil {
-				return err
-			}
-			marker = rec.LSN
-			return nil
-		}
-		res, err := cl.Append(ctx, 1, []byte("before"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for marker < res.LSN {
-			if err := next(30 * time.Second); err != nil {
-				t.Fatalf("round %d: reading up to %d: %v", r, res.LSN, err)
-			}
-		}
-		cut := time.Now()
-		c.isolate(follower)
-		after, err := cl.Append(ctx, 1, []byte("after"))
-		if err != nil {
-			c.heal(follower)
-			t.Fatal(err)
-		}
-		for marker < after.LSN {
-			if err := next(20 * time.Second); err != nil {
-				c.heal(follower)
-				t.Fatalf("round %d: no record %d within 20 s of cutting off node %d: %v", r, after.LSN, follower, err)
-			}
-		}
-		subTook = append(subTook, time.Since(cut))
-		t.Logf("round %d: cut off node %d serving a subscription; the subscriber had the next op after %v", r, follower, time.Since(cut))
-		c.heal(follower)
-		sub.Close()
-		scl.Close()
-		caughtUp(follower)
-	}
-	slices.Sort(leaderTook)
-	slices.Sort(subTook)
-	t.Logf("leader cut off to the first append acknowledged by a new leader, %d rounds: median %v, min %v, max %v",
-		rounds, leaderTook[len(leaderTook)/2], leaderTook[0], leaderTook[len(leaderTook)-1])
-	t.Logf("subscriber's follower cut off to its next op, %d rounds: median %v, min %v, max %v",
-		rounds, subTook[len(subTook)/2], subTook[0], subTook[len(subTook)-1])
+	fc := failoverCluster{addr: c.clientAddr, fault: c.isolate, undo: c.heal}
+	leader := fc.leaderFailover(t, ctx, cl, rounds, false)
+	sub := fc.subscriberFailover(t, ctx, cl, rounds)
+	logSpread(t, "leader cut off to the first append acknowledged by a new leader", leader)
+	logSpread(t, "subscriber's follower cut off to its next op", sub)
 }
