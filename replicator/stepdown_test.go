@@ -17,16 +17,7 @@ import (
 // ProposalTimeout, set here far beyond the test's wait.
 func TestAppendsEndWhenLeadershipIsLost(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t, 3, func(cfg *replicator.Config) { cfg.ProposalTimeout = 5 * time.Minute })
-	c.create(1)
-	appendN(t, c, 1, 0, 10)
-	l := c.leader(1)
-	leader := c.partition(l, 1)
-	for i := range c.nodes {
-		if i != l {
-			c.stop(i)
-		}
-	}
+	leader := leaderAlone(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	const n = 8
@@ -101,20 +92,28 @@ func TestSubscriptionLeavesACutOffFollower(t *testing.T) {
 // so the caller reads from another replica within an election.
 func TestReadsEndWhenLeadershipIsLost(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t, 3, func(cfg *replicator.Config) { cfg.ProposalTimeout = 5 * time.Minute })
-	c.create(1)
-	appendN(t, c, 1, 0, 10)
-	l := c.leader(1)
-	leader := c.partition(l, 1)
-	for i := range c.nodes {
-		if i != l {
-			c.stop(i)
-		}
-	}
+	leader := leaderAlone(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	_, err := leader.Query(ctx, nil, replicator.QueryOptions{Consistency: lockstitch.Linearizable})
 	if ctx.Err() != nil || !errors.Is(err, lockstitch.ErrUnavailable) {
 		t.Fatalf("linearizable read on a leader cut off from its followers: %v (after the 30 s deadline: %v), want ErrUnavailable before it", err, ctx.Err() != nil)
 	}
+}
+
+// leaderAlone returns the leader of partition 1 of a three-node cluster
+// (ProposalTimeout 5 minutes) whose other two nodes it has just stopped:
+// it is about to lose its leadership (CheckQuorum).
+func leaderAlone(t *testing.T) *replicator.Partition {
+	t.Helper()
+	c := newCluster(t, 3, func(cfg *replicator.Config) { cfg.ProposalTimeout = 5 * time.Minute })
+	c.create(1)
+	appendN(t, c, 1, 0, 10)
+	l := c.leader(1)
+	for i := range c.nodes {
+		if i != l {
+			c.stop(i)
+		}
+	}
+	return c.partition(l, 1)
 }
