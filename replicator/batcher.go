@@ -194,6 +194,11 @@ func (b *batcher) enqueueOps(ctx context.Context, ops []AppendOp, cs []Completio
 		b.mu.Unlock()
 		return false, fmt.Errorf("%w: partition %d has %d ops (%d bytes) pending", lockstitch.ErrBusy, b.p.id, n, size)
 	}
+	if node := &b.p.r.pendingBytes; node.Add(total) > b.cfg.MaxNodePendingBytes {
+		size := node.Add(-total)
+		b.mu.Unlock()
+		return false, fmt.Errorf("%w: the node has %d bytes of appends pending across its partitions (MaxNodePendingBytes %d)", lockstitch.ErrBusy, size, b.cfg.MaxNodePendingBytes)
+	}
 	var cw *ctxWatch
 	watched := false
 	if ctx.Done() != nil {
@@ -424,6 +429,7 @@ func (b *batcher) release(bt *batch) (abandoned bool) {
 	}
 	b.pendingOps -= len(bt.waiters)
 	b.pendingBytes -= bt.bytes
+	b.p.r.pendingBytes.Add(-bt.bytes)
 	b.mu.Unlock()
 	select {
 	case b.kick <- struct{}{}:
@@ -451,6 +457,7 @@ func (b *batcher) failQueued(err error) {
 	for _, bt := range queued {
 		b.pendingOps -= len(bt.waiters)
 		b.pendingBytes -= bt.bytes
+		b.p.r.pendingBytes.Add(-bt.bytes)
 		b.unwatchLocked(bt)
 	}
 	b.mu.Unlock()

@@ -114,6 +114,11 @@ type Config struct {
 	// appends not yet committed; beyond them Append fails with ErrBusy.
 	MaxPendingOps   int
 	MaxPendingBytes int64
+	// MaxNodePendingBytes bounds the payload bytes of appends not yet
+	// committed across every partition of the node, so that many busy
+	// partitions cannot take its memory; beyond it Append fails with
+	// ErrBusy. At least MaxPendingBytes.
+	MaxNodePendingBytes int64
 	// ProposalTimeout bounds how long a batch may take to commit before
 	// its appends fail with ErrAborted.
 	ProposalTimeout time.Duration
@@ -172,6 +177,7 @@ func DefaultConfig() Config {
 		MaxInflightBatches: 32,
 		MaxPendingOps:      1 << 16,
 		MaxPendingBytes:    64 << 20,
+		MaxNodePendingBytes: 1 << 30,
 		ProposalTimeout:    5 * time.Second,
 		SegmentBytes:       16 << 20,
 		RetainBytes:        1 << 30,
@@ -239,6 +245,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxPendingOps < 1 || c.MaxPendingBytes < int64(c.MaxOpBytes) {
 		bad("MaxPendingOps %d must be positive and MaxPendingBytes %d at least MaxOpBytes", c.MaxPendingOps, c.MaxPendingBytes)
+	}
+	if c.MaxNodePendingBytes < c.MaxPendingBytes {
+		bad("MaxNodePendingBytes %d must be at least MaxPendingBytes %d", c.MaxNodePendingBytes, c.MaxPendingBytes)
 	}
 	if c.ProposalTimeout < c.RTT {
 		bad("ProposalTimeout %v is below one RTT", c.ProposalTimeout)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"strings"
 	"testing"
 	"time"
 
@@ -227,6 +228,64 @@ func TestBackpressure(t *testing.T) {
 		t.Fatalf("%d accepted appends got %d LSNs", len(futures), len(seen))
 	}
 	t.Logf("%d appends accepted, %d refused as busy", len(futures), busy)
+}
+
+// TestNodeBackpressure: the appends pending across a node's partitions
+// are bounded as a whole (MaxNodePendingBytes), below what the partitions'
+// own bounds would let them hold together; refused appends say the node
+// is full, every accepted one commits, and the bound is free again after.
+func TestNodeBackpressure(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 3, func(cfg *replicator.Config) {
+		cfg.MaxOpBytes = 1 << 20
+		cfg.MaxPendingBytes = 2 << 20
+		cfg.MaxNodePendingBytes = 3 << 20
+		cfg.MaxInflightBatches = 1
+		cfg.MaxBatchOps = 1
+	})
+	c.create(1)
+	c.create(2)
+	// Both partitions led by one node (replica i is on node i).
+	l := c.leader(1)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := c.get(l).TransferLeader(ctx, 2, lockstitch.ReplicaID(l+1)); err != nil {
+		t.Fatal(err)
+	}
+	parts := []*replicator.Partition{c.partition(l, 1), c.partition(l, 2)}
+	payload := make([]byte, 64<<10)
+	var futures []*replicator.Future
+	nodeBusy := 0
+	for i := 0; i < 400; i++ {
+		f := parts[i%2].AppendAsync(replicator.AppendOp{Payload: payload})
+		select {
+		case <-f.Done():
+			if _, err := f.Result(); errors.Is(err, lockstitch.ErrBusy) {
+				if !strings.Contains(err.Error(), "the node has") {
+					t.Fatalf("append %d refused by its partition's bound, not the node's: %v", i, err)
+				}
+				nodeBusy++
+				continue
+			}
+		default:
+		}
+		futures = append(futures, f)
+	}
+	if nodeBusy == 0 {
+		t.Fatal("400 appends of 64 KiB into a node bound of 3 MiB: none was refused")
+	}
+	for _, f := range futures {
+		if _, err := f.Wait(ctx); err != nil {
+			t.Fatalf("an accepted append failed: %v", err)
+		}
+	}
+	// Everything committed: the node's bound is free again.
+	for i := range 40 {
+		if _, err := parts[i%2].Append(ctx, replicator.AppendOp{Payload: payload}); err != nil {
+			t.Fatalf("append after the queue drained: %v", err)
+		}
+	}
+	t.Logf("%d appends accepted, %d refused by the node's bound", len(futures), nodeBusy)
 }
 
 // TestSnapshotCatchUp stops a follower while the others advance past Raft

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lni/dragonboat/v4"
@@ -45,6 +46,9 @@ type Replicator struct {
 	// shards is a recent copy of dragonboat's local shard list, for the
 	// status of quiet partitions (quiesce.go).
 	shards shardInfoCache
+	// pendingBytes counts the payload bytes of the appends every
+	// partition's batcher holds (Config.MaxNodePendingBytes).
+	pendingBytes atomic.Int64
 }
 
 // Open starts a node: its NodeHost, then every partition replica recorded

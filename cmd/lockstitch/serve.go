@@ -43,35 +43,36 @@ type serveSettings struct {
 	MutexProfileFraction int `name:"mutex-profile-fraction" help:"sample 1 in N mutex contention events for /debug/pprof/mutex (0: off)"`
 	BlockProfileRate     int `name:"block-profile-rate" help:"sample blocking events lasting this many nanoseconds for /debug/pprof/block (0: off)"`
 
-	RTT                time.Duration `name:"rtt" help:"Raft tick: about the round trip time between nodes"`
-	ElectionRTT        uint64        `name:"election-rtt" help:"election timeout, in ticks"`
-	HeartbeatRTT       uint64        `name:"heartbeat-rtt" help:"heartbeat interval, in ticks"`
-	Quiesce            bool          `name:"quiesce" help:"let partitions with no activity go quiet (no heartbeats); the peer probes wake them when a node they depend on is down"`
-	SnapshotEntries    uint64        `name:"snapshot-entries" help:"Raft entries between snapshots (and log compactions)"`
-	CompactionOverhead uint64        `name:"compaction-overhead" help:"Raft entries kept behind a snapshot"`
-	SnapshotBytes      int64         `name:"snapshot-bytes" help:"bytes of Raft entries between snapshots by size (0: by entry count only)"`
-	LogDB              string        `name:"logdb" help:"Raft log store: pebble or tan (fixed at the first start)"`
-	EngineWorkers      int           `name:"engine-workers" help:"size of dragonboat's worker pools; 0 for its defaults (fixed at the first start)"`
-	DeploymentID       uint64        `name:"deployment-id" help:"separates clusters that could reach each other (fixed at the first start)"`
-	MaxOpBytes         int           `name:"max-op-bytes" help:"largest op payload"`
-	MaxBatchBytes      int           `name:"max-batch-bytes" help:"largest Raft entry the leader coalesces appends into"`
-	MaxBatchOps        int           `name:"max-batch-ops" help:"most ops coalesced into one Raft entry"`
-	BatchLinger        time.Duration `name:"batch-linger" help:"how long, after batches commit, a partial batch waits for their callers' next appends"`
-	BatchGap           time.Duration `name:"batch-gap" help:"how long with no append ends that wait early"`
-	MaxInflightBatches int           `name:"max-inflight-batches" help:"full batches per partition proposed and not yet committed"`
-	MaxPendingOps      int           `name:"max-pending-ops" help:"appends queued per partition before Append answers Busy"`
-	MaxPendingBytes    int64         `name:"max-pending-bytes" help:"bytes queued per partition before Append answers Busy"`
-	ProposalTimeout    time.Duration `name:"proposal-timeout" help:"how long a batch may take to commit"`
-	SegmentBytes       int64         `name:"segment-bytes" help:"size of each partition's log segments"`
-	RetainBytes        int64         `name:"retain-bytes" help:"log bytes kept per partition (0: no limit)"`
-	RetainAge          time.Duration `name:"retain-age" help:"log age kept per partition (0: no limit)"`
-	CursorRetainOps    int64         `name:"cursor-retain-ops" help:"how many ops behind a durable cursor may lag and still hold log retention; beyond it the cursor lapses"`
-	CopyBytesPerSecond int64         `name:"copy-bytes-per-second" help:"rate limit of the copies this node sends to replicas that fell behind, all together (0: no limit)"`
-	CheckpointInterval time.Duration `name:"checkpoint-interval" help:"how often a busy partition makes its state durable"`
-	ProgressInterval   time.Duration `name:"progress-interval" help:"how often replicas report their progress (lag)"`
-	AutoRepair         bool          `name:"auto-repair" help:"rebuild replicas quarantined at start (their state failed to open) from their peers without waiting for lockstitch partition repair"`
-	RepairDelay        time.Duration `name:"repair-delay" help:"wait before the first automatic repair; doubled after each failure, up to 5 minutes"`
-	PeerProbeInterval  time.Duration `name:"peer-probe-interval" help:"how often this node pings each peer, for lockstitch_peer_up and lockstitch_peer_last_contact_seconds (0: never)"`
+	RTT                 time.Duration `name:"rtt" help:"Raft tick: about the round trip time between nodes"`
+	ElectionRTT         uint64        `name:"election-rtt" help:"election timeout, in ticks"`
+	HeartbeatRTT        uint64        `name:"heartbeat-rtt" help:"heartbeat interval, in ticks"`
+	Quiesce             bool          `name:"quiesce" help:"let partitions with no activity go quiet (no heartbeats); the peer probes wake them when a node they depend on is down"`
+	SnapshotEntries     uint64        `name:"snapshot-entries" help:"Raft entries between snapshots (and log compactions)"`
+	CompactionOverhead  uint64        `name:"compaction-overhead" help:"Raft entries kept behind a snapshot"`
+	SnapshotBytes       int64         `name:"snapshot-bytes" help:"bytes of Raft entries between snapshots by size (0: by entry count only)"`
+	LogDB               string        `name:"logdb" help:"Raft log store: pebble or tan (fixed at the first start)"`
+	EngineWorkers       int           `name:"engine-workers" help:"size of dragonboat's worker pools; 0 for its defaults (fixed at the first start)"`
+	DeploymentID        uint64        `name:"deployment-id" help:"separates clusters that could reach each other (fixed at the first start)"`
+	MaxOpBytes          int           `name:"max-op-bytes" help:"largest op payload"`
+	MaxBatchBytes       int           `name:"max-batch-bytes" help:"largest Raft entry the leader coalesces appends into"`
+	MaxBatchOps         int           `name:"max-batch-ops" help:"most ops coalesced into one Raft entry"`
+	BatchLinger         time.Duration `name:"batch-linger" help:"how long, after batches commit, a partial batch waits for their callers' next appends"`
+	BatchGap            time.Duration `name:"batch-gap" help:"how long with no append ends that wait early"`
+	MaxInflightBatches  int           `name:"max-inflight-batches" help:"full batches per partition proposed and not yet committed"`
+	MaxPendingOps       int           `name:"max-pending-ops" help:"appends queued per partition before Append answers Busy"`
+	MaxPendingBytes     int64         `name:"max-pending-bytes" help:"bytes queued per partition before Append answers Busy"`
+	MaxNodePendingBytes int64         `name:"max-node-pending-bytes" help:"bytes queued across every partition of the node before Append answers Busy"`
+	ProposalTimeout     time.Duration `name:"proposal-timeout" help:"how long a batch may take to commit"`
+	SegmentBytes        int64         `name:"segment-bytes" help:"size of each partition's log segments"`
+	RetainBytes         int64         `name:"retain-bytes" help:"log bytes kept per partition (0: no limit)"`
+	RetainAge           time.Duration `name:"retain-age" help:"log age kept per partition (0: no limit)"`
+	CursorRetainOps     int64         `name:"cursor-retain-ops" help:"how many ops behind a durable cursor may lag and still hold log retention; beyond it the cursor lapses"`
+	CopyBytesPerSecond  int64         `name:"copy-bytes-per-second" help:"rate limit of the copies this node sends to replicas that fell behind, all together (0: no limit)"`
+	CheckpointInterval  time.Duration `name:"checkpoint-interval" help:"how often a busy partition makes its state durable"`
+	ProgressInterval    time.Duration `name:"progress-interval" help:"how often replicas report their progress (lag)"`
+	AutoRepair          bool          `name:"auto-repair" help:"rebuild replicas quarantined at start (their state failed to open) from their peers without waiting for lockstitch partition repair"`
+	RepairDelay         time.Duration `name:"repair-delay" help:"wait before the first automatic repair; doubled after each failure, up to 5 minutes"`
+	PeerProbeInterval   time.Duration `name:"peer-probe-interval" help:"how often this node pings each peer, for lockstitch_peer_up and lockstitch_peer_last_contact_seconds (0: never)"`
 
 	MaxFrameBytes    int           `name:"max-frame-bytes" help:"largest client frame accepted"`
 	MaxInFlight      int           `name:"max-in-flight" help:"requests in flight per client connection"`
@@ -95,7 +96,7 @@ func defaultServeSettings() serveSettings {
 		LogDB: string(rc.LogDB), EngineWorkers: rc.EngineWorkers, DeploymentID: rc.DeploymentID,
 		MaxOpBytes: rc.MaxOpBytes, MaxBatchBytes: rc.MaxBatchBytes, MaxBatchOps: rc.MaxBatchOps,
 		BatchLinger: rc.BatchLinger, BatchGap: rc.BatchGap, MaxInflightBatches: rc.MaxInflightBatches,
-		MaxPendingOps: rc.MaxPendingOps, MaxPendingBytes: rc.MaxPendingBytes, ProposalTimeout: rc.ProposalTimeout,
+		MaxPendingOps: rc.MaxPendingOps, MaxPendingBytes: rc.MaxPendingBytes, MaxNodePendingBytes: rc.MaxNodePendingBytes, ProposalTimeout: rc.ProposalTimeout,
 		SegmentBytes: rc.SegmentBytes, RetainBytes: rc.RetainBytes, RetainAge: rc.RetainAge, CopyBytesPerSecond: rc.CopyBytesPerSecond,
 		CursorRetainOps: rc.CursorRetainOps, CheckpointInterval: rc.CheckpointInterval, ProgressInterval: rc.ProgressInterval,
 		MaxFrameBytes: tc.MaxFrameBytes, MaxInFlight: tc.MaxInFlight, MaxConns: tc.MaxConns,
@@ -117,6 +118,7 @@ func (s serveSettings) nodeConfig(logger *slog.Logger) (server.Config, error) {
 	rc.MaxOpBytes, rc.MaxBatchBytes, rc.MaxBatchOps = s.MaxOpBytes, s.MaxBatchBytes, s.MaxBatchOps
 	rc.BatchLinger, rc.BatchGap, rc.MaxInflightBatches = s.BatchLinger, s.BatchGap, s.MaxInflightBatches
 	rc.MaxPendingOps, rc.MaxPendingBytes, rc.ProposalTimeout = s.MaxPendingOps, s.MaxPendingBytes, s.ProposalTimeout
+	rc.MaxNodePendingBytes = s.MaxNodePendingBytes
 	rc.SegmentBytes, rc.RetainBytes, rc.RetainAge = s.SegmentBytes, s.RetainBytes, s.RetainAge
 	rc.CopyBytesPerSecond, rc.CursorRetainOps = s.CopyBytesPerSecond, s.CursorRetainOps
 	rc.CheckpointInterval, rc.ProgressInterval = s.CheckpointInterval, s.ProgressInterval
