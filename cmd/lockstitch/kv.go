@@ -176,7 +176,8 @@ func cmdKV(args []string, stdout, stderr io.Writer) int {
 			if *cf.json {
 				printJSON(stdout, map[string]any{"key": pos[0], "found": false, "lsn": lsn})
 			}
-			return fail(stderr, fmt.Errorf("%q not found (at LSN %d)", pos[0], lsn))
+			fmt.Fprintf(stderr, "lockstitch: %q not found (at LSN %d)\n", pos[0], lsn)
+			return exitNotFound
 		}
 		if err != nil {
 			return fail(stderr, fmt.Errorf("kv get on partition %d: %w", p, err))

@@ -75,7 +75,7 @@ func TestKVCommands(t *testing.T) {
 	if code, out, errOut := cli(t, "kv", "del", "greeting"); code != 0 || !strings.Contains(out, "deleted at LSN 9") {
 		t.Fatalf("kv del: %d %q %q", code, out, errOut)
 	}
-	if code, _, errOut := cli(t, "kv", "get", "greeting", "--consistency", "leader"); code != 1 || !strings.Contains(errOut, "not found") {
+	if code, _, errOut := cli(t, "kv", "get", "greeting", "--consistency", "leader"); code != exitNotFound || !strings.Contains(errOut, "not found") {
 		t.Fatalf("kv get of a deleted key: %d %q", code, errOut)
 	}
 	// Partition 1 runs the log plugin: its answers are not kv results.

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/lockstitch/lockstitch"
+	"github.com/lockstitch/lockstitch/transport"
+	"github.com/lockstitch/lockstitch/transport/kvclient"
 )
 
 func main() {
@@ -83,10 +85,34 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
-// fail prints err as one line and returns the failure exit code.
+// Exit codes (docs/operations.md). 3 is the queue's "nothing ready".
+const (
+	exitFailure       = 1 // any other failure
+	exitUsage         = 2 // an unknown command or flag, a bad argument
+	exitUnavailable   = 4 // no node could serve it now: retrying later may succeed
+	exitNotFound      = 5 // the partition (or the kv key) does not exist
+	exitIndeterminate = 6 // an append (or plugin op) may or may not have been applied
+)
+
+// fail prints err as one line and returns its exit code: what a script
+// needs to tell apart (retry, give up, check what was applied).
 func fail(stderr io.Writer, err error) int {
 	fmt.Fprintf(stderr, "lockstitch: %s\n", errorLine(err))
-	return 1
+	return exitCode(err)
+}
+
+// exitCode is the exit code of a command that failed with err.
+func exitCode(err error) int {
+	switch {
+	case errors.Is(err, lockstitch.ErrIndeterminate), errors.Is(err, transport.ErrResultLost):
+		return exitIndeterminate
+	case errors.Is(err, lockstitch.ErrPartitionNotFound), errors.Is(err, kvclient.ErrNotFound):
+		return exitNotFound
+	case errors.Is(err, lockstitch.ErrUnavailable), errors.Is(err, lockstitch.ErrBusy),
+		errors.Is(err, lockstitch.ErrShuttingDown), errors.Is(err, lockstitch.ErrTimeout):
+		return exitUnavailable
+	}
+	return exitFailure
 }
 
 // errorLine is err as one line, said once: the "lockstitch: " of the

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -16,6 +17,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lockstitch/lockstitch"
+	"github.com/lockstitch/lockstitch/transport"
 )
 
 // The tests run the command in-process through run, and run the server
@@ -193,7 +197,7 @@ func TestDevClusterEndToEnd(t *testing.T) {
 		t.Fatalf("partition create with a deleted id: %d %q", code, errOut)
 	}
 	// Failures: one line on stderr, exit code 1; usage errors exit 2.
-	if code, out, errOut := cli(t, "append", "--partition", "99", "x"); code != 1 || out != "" || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, "partition not found") {
+	if code, out, errOut := cli(t, "append", "--partition", "99", "x"); code != exitNotFound || out != "" || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, "partition not found") {
 		t.Fatalf("append to a missing partition: %d %q %q", code, out, errOut)
 	}
 	if code, _, _ := cli(t, "tail", "--from", "0"); code != 2 {
@@ -315,5 +319,26 @@ func TestBadConfig(t *testing.T) {
 	}
 	if code, _, _ := cli(t, "frobnicate"); code != 2 {
 		t.Fatalf("unknown command: exit %d, want 2", code)
+	}
+}
+
+// TestExitCodes: the failures a script tells apart get their own codes.
+func TestExitCodes(t *testing.T) {
+	cases := []struct {
+		err  error
+		want int
+	}{
+		{errors.New("refused"), exitFailure},
+		{fmt.Errorf("create: %w", lockstitch.ErrPartitionExists), exitFailure},
+		{fmt.Errorf("dial: %w", lockstitch.ErrUnavailable), exitUnavailable},
+		{lockstitch.ErrBusy, exitUnavailable},
+		{fmt.Errorf("append: %w", lockstitch.ErrPartitionNotFound), exitNotFound},
+		{fmt.Errorf("%w: %w", lockstitch.ErrIndeterminate, lockstitch.ErrUnavailable), exitIndeterminate},
+		{fmt.Errorf("put: %w", transport.ErrResultLost), exitIndeterminate},
+	}
+	for _, c := range cases {
+		if got := exitCode(c.err); got != c.want {
+			t.Errorf("exitCode(%v) = %d, want %d", c.err, got, c.want)
+		}
 	}
 }
