@@ -127,6 +127,18 @@ func newPayloadJSON(p []byte) payloadJSON {
 	return j
 }
 
+// bytesJSON puts b in m under name, as payloads are in JSON output:
+// base64 under name, and as a string under name+"_text" when b is valid
+// UTF-8.
+func bytesJSON(m map[string]any, name string, b []byte) map[string]any {
+	j := newPayloadJSON(b)
+	m[name] = j.Payload
+	if j.Text != nil {
+		m[name+"_text"] = *j.Text
+	}
+	return m
+}
+
 // recordJSON is a line of tail --json.
 type recordJSON struct {
 	LSN   wal.LSN `json:"lsn"`

@@ -183,7 +183,7 @@ func cmdKV(args []string, stdout, stderr io.Writer) int {
 			return fail(stderr, fmt.Errorf("kv get on partition %d: %w", p, err))
 		}
 		if *cf.json {
-			return jsonExit(stderr, printJSON(stdout, map[string]any{"key": pos[0], "found": true, "value": payloadText(item.Value), "version": item.Version, "lsn": lsn}))
+			return jsonExit(stderr, printJSON(stdout, bytesJSON(bytesJSON(map[string]any{"found": true, "version": item.Version, "lsn": lsn}, "key", key), "value", item.Value)))
 		}
 		fmt.Fprintln(stdout, payloadText(item.Value))
 		return 0
@@ -200,7 +200,7 @@ func cmdKV(args []string, stdout, stderr io.Writer) int {
 	if *cf.json {
 		items := make([]map[string]any, 0, len(res.Items))
 		for _, it := range res.Items {
-			items = append(items, map[string]any{"key": payloadText(it.Key), "value": payloadText(it.Value), "version": it.Version})
+			items = append(items, bytesJSON(bytesJSON(map[string]any{"version": it.Version}, "key", it.Key), "value", it.Value))
 		}
 		out := map[string]any{"items": items, "more": res.More, "lsn": res.LSN}
 		return jsonExit(stderr, printJSON(stdout, out))

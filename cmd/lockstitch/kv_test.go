@@ -42,14 +42,15 @@ func TestKVCommands(t *testing.T) {
 		t.Fatalf("kv put: %d %q %q", code, out, errOut)
 	}
 	var got struct {
-		Found   bool
-		Value   string
-		Version uint64
-		LSN     uint64
-		OK      bool
+		Found     bool
+		Value     []byte // base64
+		ValueText string `json:"value_text"`
+		Version   uint64
+		LSN       uint64
+		OK        bool
 	}
 	code, out, errOut := cli(t, "kv", "get", "greeting", "--json")
-	if err := json.Unmarshal([]byte(out), &got); code != 0 || err != nil || !got.Found || got.Value != "hello" || got.Version != 1 || got.LSN != 1 {
+	if err := json.Unmarshal([]byte(out), &got); code != 0 || err != nil || !got.Found || string(got.Value) != "hello" || got.ValueText != "hello" || got.Version != 1 || got.LSN != 1 {
 		t.Fatalf("kv get --json: %d %q %q", code, out, errOut)
 	}
 	if code, _, errOut := cli(t, "kv", "cas", "greeting", "bye", "--version", "7"); code != 1 || !strings.Contains(errOut, "its version is 1, not 7") {
@@ -69,7 +70,7 @@ func TestKVCommands(t *testing.T) {
 		t.Fatalf("kv scan: %d %q %q", code, out, errOut)
 	}
 	code, out, errOut = cli(t, "kv", "scan", "--prefix", "user/", "--after", "user/1", "--json")
-	if code != 0 || !strings.Contains(out, `"key":"user/2"`) || !strings.Contains(out, `"more":false`) || strings.Contains(out, `"user/1"`) {
+	if code != 0 || !strings.Contains(out, `"key_text":"user/2"`) || !strings.Contains(out, `"more":false`) || strings.Contains(out, `"user/1"`) {
 		t.Fatalf("kv scan --after: %d %q %q", code, out, errOut)
 	}
 	if code, out, errOut := cli(t, "kv", "del", "greeting"); code != 0 || !strings.Contains(out, "deleted at LSN 9") {

@@ -152,7 +152,7 @@ func cmdQueue(args []string, stdout, stderr io.Writer) int {
 			return fail(stderr, err)
 		}
 		if *cf.json {
-			printJSON(stdout, map[string]any{"id": d.ID, "delivery": d.Delivery, "deadline": d.Deadline, "lsn": d.LSN, "item": payloadText(d.Payload)})
+			printJSON(stdout, bytesJSON(map[string]any{"id": d.ID, "delivery": d.Delivery, "deadline": d.Deadline, "lsn": d.LSN}, "item", d.Payload))
 		} else {
 			fmt.Fprintf(stdout, "%d %d %s\n", d.ID, d.Delivery, payloadText(d.Payload))
 		}
@@ -183,7 +183,7 @@ func cmdQueue(args []string, stdout, stderr io.Writer) int {
 		if *cf.json {
 			out := make([]map[string]any, len(items))
 			for i, it := range items {
-				out[i] = map[string]any{"id": it.ID, "deliveries": it.Deliveries, "item": payloadText(it.Payload)}
+				out[i] = bytesJSON(map[string]any{"id": it.ID, "deliveries": it.Deliveries}, "item", it.Payload)
 				if !it.Deadline.IsZero() {
 					out[i]["deadline"] = it.Deadline
 				}

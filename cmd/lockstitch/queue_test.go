@@ -188,7 +188,7 @@ func TestQueueCLI(t *testing.T) {
 		ID       uint64    `json:"id"`
 		Delivery uint32    `json:"delivery"`
 		Deadline time.Time `json:"deadline"`
-		Item     string    `json:"item"`
+		Item     string    `json:"item_text"`
 		Empty    bool      `json:"empty"`
 	}
 	pop := func(lease string) (popped, int) {
