@@ -232,14 +232,15 @@ func TestBackpressure(t *testing.T) {
 
 // TestNodeBackpressure: the appends pending across a node's partitions
 // are bounded as a whole (MaxNodePendingBytes), below what the partitions'
-// own bounds would let them hold together; refused appends say the node
-// is full, every accepted one commits, and the bound is free again after.
+// own bounds would let them hold together: appends are refused saying the
+// node is full, every accepted one commits, and the bound is free again
+// after.
 func TestNodeBackpressure(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, 3, func(cfg *replicator.Config) {
 		cfg.MaxOpBytes = 1 << 20
 		cfg.MaxPendingBytes = 2 << 20
-		cfg.MaxNodePendingBytes = 3 << 20
+		cfg.MaxNodePendingBytes = 2 << 20 // the two partitions could hold 4 MiB
 		cfg.MaxInflightBatches = 1
 		cfg.MaxBatchOps = 1
 	})
@@ -261,10 +262,11 @@ func TestNodeBackpressure(t *testing.T) {
 		select {
 		case <-f.Done():
 			if _, err := f.Result(); errors.Is(err, lockstitch.ErrBusy) {
-				if !strings.Contains(err.Error(), "the node has") {
-					t.Fatalf("append %d refused by its partition's bound, not the node's: %v", i, err)
+				// A partition whose twin has drained may meet its own
+				// bound first (it is checked first).
+				if strings.Contains(err.Error(), "the node has") {
+					nodeBusy++
 				}
-				nodeBusy++
 				continue
 			}
 		default:
@@ -272,7 +274,7 @@ func TestNodeBackpressure(t *testing.T) {
 		futures = append(futures, f)
 	}
 	if nodeBusy == 0 {
-		t.Fatal("400 appends of 64 KiB into a node bound of 3 MiB: none was refused")
+		t.Fatal("400 appends of 64 KiB to two partitions under a node bound of 2 MiB: none was refused by it")
 	}
 	for _, f := range futures {
 		if _, err := f.Wait(ctx); err != nil {
