@@ -840,11 +840,10 @@ func (n *Node) onNode(ctx context.Context, peer Peer, req *transport.AdminReques
 		}
 		return &res, nil
 	}
-	cl, err := n.dialPeer(ctx, peer)
+	cl, err := n.peerClient(ctx, peer)
 	if err != nil {
 		return nil, err
 	}
-	defer cl.Close()
 	return cl.Admin(ctx, peer.ClientAddr, req)
 }
 
@@ -852,12 +851,54 @@ func (n *Node) peerStatus(ctx context.Context, peer Peer) (*transport.NodeStatus
 	if peer.ID == n.cfg.ID {
 		return n.status(ctx, &transport.StatusRequest{})
 	}
+	cl, err := n.peerClient(ctx, peer)
+	if err != nil {
+		return nil, err
+	}
+	return cl.Status(ctx, peer.ClientAddr)
+}
+
+// peerClient returns the node's client of another node, dialing it the
+// first time: the admin steps of a create (prepare, start, await, on
+// every node) and forwarded requests share one connection per peer
+// instead of a dial and a handshake each. A client reconnects by itself
+// after a lost connection; one that failed to dial is not kept. The
+// clients close with the node.
+func (n *Node) peerClient(ctx context.Context, peer Peer) (*transport.Client, error) {
+	n.peerMu.Lock()
+	cl := n.peerClients[peer.ID]
+	n.peerMu.Unlock()
+	if cl != nil {
+		return cl, nil
+	}
 	cl, err := n.dialPeer(ctx, peer)
 	if err != nil {
 		return nil, err
 	}
-	defer cl.Close()
-	return cl.Status(ctx, peer.ClientAddr)
+	n.peerMu.Lock()
+	defer n.peerMu.Unlock()
+	switch old := n.peerClients[peer.ID]; {
+	case n.peerClients == nil: // the node closed meanwhile
+		cl.Close()
+		return nil, fmt.Errorf("%w: node %d is closing", lockstitch.ErrShuttingDown, n.cfg.ID)
+	case old != nil: // dialed meanwhile by another request
+		cl.Close()
+		return old, nil
+	}
+	n.peerClients[peer.ID] = cl
+	return cl, nil
+}
+
+// closePeerClients closes the clients of peerClient; later calls dial no
+// more.
+func (n *Node) closePeerClients() {
+	n.peerMu.Lock()
+	clients := n.peerClients
+	n.peerClients = nil
+	n.peerMu.Unlock()
+	for _, cl := range clients {
+		cl.Close()
+	}
 }
 
 // dialPeer connects to another node; a node that does not answer is

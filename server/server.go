@@ -208,6 +208,10 @@ type Node struct {
 	repairing chan struct{}
 	peers     *peerHealth
 	probing   chan struct{} // closed when the peer probes have stopped
+	// peerClients are the clients of the other nodes for admin requests
+	// (peerClient), nil once the node closes.
+	peerMu      sync.Mutex
+	peerClients map[lockstitch.NodeID]*transport.Client
 
 	closeOnce sync.Once
 	closeErr  error
@@ -226,7 +230,8 @@ func Start(cfg Config) (*Node, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	n := &Node{cfg: cfg, log: logger.With("node", uint64(cfg.ID)), reg: metrics.NewRegistry(), serveErr: make(chan error, 4), quit: make(chan struct{}), peers: newPeerHealth()}
+	n := &Node{cfg: cfg, log: logger.With("node", uint64(cfg.ID)), reg: metrics.NewRegistry(), serveErr: make(chan error, 4), quit: make(chan struct{}), peers: newPeerHealth(),
+		peerClients: map[lockstitch.NodeID]*transport.Client{}}
 	n.cfg.ClientAddr = cfg.clientAddr()
 	if n.cfg.ClientListen == "" {
 		n.cfg.ClientListen = n.cfg.ClientAddr
@@ -400,6 +405,7 @@ func (n *Node) Close() error {
 		if n.probing != nil {
 			<-n.probing
 		}
+		n.closePeerClients()
 		var errs []error
 		if n.srv != nil {
 			n.srv.Close()
