@@ -254,6 +254,17 @@ func TestNodeBackpressure(t *testing.T) {
 		t.Fatal(err)
 	}
 	parts := []*replicator.Partition{c.partition(l, 1), c.partition(l, 2)}
+	// The replica learns that it leads a moment after the transfer.
+	for {
+		_, err := parts[1].Append(ctx, replicator.AppendOp{Payload: []byte("led here")})
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("partition 2 is not led by node %d: %v", l+1, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	payload := make([]byte, 64<<10)
 	var futures []*replicator.Future
 	nodeBusy := 0
