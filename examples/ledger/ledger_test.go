@@ -127,21 +127,8 @@ func TestLedgerSurvivesKill9(t *testing.T) {
 	defer cancel()
 
 	dir := t.TempDir()
-	c, err := testcluster.Start(filepath.Join(dir, "cluster"), 3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := c.Close(); err != nil {
-			t.Error(err)
-		}
-	})
+	c, cl := testcluster.StartTest(ctx, t)
 	addrs := strings.Join(c.Addrs(), ",")
-	cl, err := transport.Dial(ctx, transport.DefaultClientConfig(), c.Addrs()...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
 	if _, err := cl.CreatePartition(ctx, transport.PartitionSpec{ID: 1, Plugin: "log", Replicas: 3}); err != nil {
 		t.Fatal(err)
 	}

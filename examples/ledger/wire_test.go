@@ -33,20 +33,7 @@ func TestWireProtocolConsumer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	c, err := testcluster.Start(filepath.Join(dir, "cluster"), 3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := c.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	cl, err := transport.Dial(ctx, transport.DefaultClientConfig(), c.Addrs()...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	c, cl := testcluster.StartTest(ctx, t)
 	if _, err := cl.CreatePartition(ctx, transport.PartitionSpec{ID: 1, Plugin: "log", Replicas: 3}); err != nil {
 		t.Fatal(err)
 	}

@@ -100,20 +100,7 @@ func TestOrchestrationSurvivesKill9(t *testing.T) {
 	defer cancel()
 
 	dir := t.TempDir()
-	c, err := testcluster.Start(filepath.Join(dir, "cluster"), 3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := c.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	cl, err := transport.Dial(ctx, transport.DefaultClientConfig(), c.Addrs()...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	c, cl := testcluster.StartTest(ctx, t)
 	const partition = 2
 	if _, err := cl.CreatePartition(ctx, transport.PartitionSpec{ID: partition, Plugin: "log", Replicas: 3}); err != nil {
 		t.Fatal(err)

@@ -11,10 +11,12 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"testing"
 	"time"
 
 	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/server"
+	"github.com/lockstitch/lockstitch/transport"
 )
 
 // Cluster is a set of nodes running in this process.
@@ -92,4 +94,26 @@ func freeAddr() (string, error) {
 	}
 	defer l.Close()
 	return l.Addr().String(), nil
+}
+
+// StartTest starts a cluster of three nodes under a directory of the
+// test's, stopped when the test ends (an error closing it fails the
+// test), and returns it with a client of every node, closed then too.
+func StartTest(ctx context.Context, t testing.TB) (*Cluster, *transport.Client) {
+	t.Helper()
+	c, err := Start(filepath.Join(t.TempDir(), "cluster"), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	cl, err := transport.Dial(ctx, transport.DefaultClientConfig(), c.Addrs()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	return c, cl
 }
