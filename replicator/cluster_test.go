@@ -300,6 +300,23 @@ func (c *cluster) appendRetry(ctx context.Context, id lockstitch.PartitionID, op
 	}
 }
 
+// linearizable runs a linearizable query on p, again while p answers
+// with a retryable error: a follower that lost its leader for a moment
+// (its heartbeats late on a loaded machine) fails a read at once.
+func linearizable(ctx context.Context, p *replicator.Partition) (replicator.QueryResult, error) {
+	for {
+		res, err := p.Query(ctx, nil, replicator.QueryOptions{Consistency: lockstitch.Linearizable})
+		if !retryable(err) {
+			return res, err
+		}
+		select {
+		case <-ctx.Done():
+			return res, fmt.Errorf("%w (the last attempt: %v)", ctx.Err(), err)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
 func retryable(err error) bool {
 	return errors.Is(err, lockstitch.ErrNotLeader) || errors.Is(err, lockstitch.ErrUnavailable) ||
 		errors.Is(err, lockstitch.ErrAborted) || errors.Is(err, lockstitch.ErrBusy) ||

@@ -44,7 +44,7 @@ func TestQueriesAndLag(t *testing.T) {
 
 	var pos struct{ LSN lockstitch.LSN }
 	for _, p := range []*replicator.Partition{leader, follower} {
-		res, err := p.Query(ctx, nil, replicator.QueryOptions{Consistency: lockstitch.Linearizable})
+		res, err := linearizable(ctx, p)
 		if err != nil {
 			t.Fatalf("linearizable query on replica %d: %v", p.Replica(), err)
 		}

@@ -290,7 +290,7 @@ func TestWitness(t *testing.T) {
 	// everything committed (progress reports included), which the leader
 	// and the witness alone may have committed: the witness refuses its
 	// vote to a replica whose log is behind its own.
-	if _, err := c.partition(1-l, 1).Query(ctx, nil, replicator.QueryOptions{Consistency: lockstitch.Linearizable}); err != nil {
+	if _, err := linearizable(ctx, c.partition(1-l, 1)); err != nil {
 		t.Fatalf("linearizable read on the follower: %v", err)
 	}
 	c.stop(l)
