@@ -18,24 +18,14 @@
 // So the LSN that Open reads is exactly the last op whose effects are
 // durable, and the replicator replays the ops after it.
 //
-// # Snapshot format
+// # Snapshots
 //
-// A snapshot (PrepareSnapshot, Restore) is a header, blocks of records,
-// and an end block:
-//
-//	header  4 magic "LKVS", 1 version = 1, 3 zero, 8 LSN, 8 epoch,
-//	        4 CRC-32C (Castagnoli) of the 24 bytes before it
-//	block   4 length N (1 to 80 MiB: about 64 KiB, or one larger record),
-//	        4 CRC-32C of the N bytes, N bytes:
-//	        records back to back, each
-//	        uvarint key length K (1 to ops/kv.MaxKeyBytes), K key,
-//	        uvarint stored length S (at least 8), S stored value
-//	        (8 version, then the value)
-//	end     4 zero, 4 CRC-32C of the next 8 bytes, 8 record count
-//
-// Integers are little-endian. Restore checks every checksum, the count
-// and the LSN, and builds the new database before it replaces the old
-// one, so a corrupt or truncated snapshot changes nothing.
+// A snapshot (PrepareSnapshot, Restore) is every key at one LSN in the
+// snapshot format of package ops/kv (kvops.SnapshotWriter writes it,
+// kvops.ReadSnapshot reads it), the format a consumer outside the process
+// restores from too. Restore checks every checksum, the count and the
+// LSN, and builds the new database before it replaces the old one, so a
+// corrupt or truncated snapshot changes nothing.
 package kv
 
 import (
@@ -43,7 +33,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"log/slog"
 	"os"
@@ -70,11 +59,7 @@ const MaxScanBytes = 1 << 20
 
 // ErrCorrupt is returned, wrapped, for a database or snapshot whose bytes
 // are not what the plugin wrote.
-var ErrCorrupt = errors.New("kv: corrupt")
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
-func checksum(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
+var ErrCorrupt = kvops.ErrCorrupt
 
 // New is the plugin's factory. It takes no options.
 func New(pc replicator.PluginContext) (replicator.StateMachine, error) {

@@ -505,7 +505,10 @@ func TestSnapshotFormat(t *testing.T) {
 // docImage is a snapshot at LSN 2, epoch 1, of a=1 at version 1 and b
 // (empty) at version 2, built by the format of the package doc.
 func docImage() []byte {
-	image := appendSnapHeader(nil, 2, 1)
+	image := append([]byte("LKVS"), 1, 0, 0, 0)
+	image = binary.LittleEndian.AppendUint64(image, 2)
+	image = binary.LittleEndian.AppendUint64(image, 1)
+	image = binary.LittleEndian.AppendUint32(image, kvops.Checksum(image))
 	var recs []byte
 	for i, kv := range [][2]string{{"a", "1"}, {"b", ""}} {
 		recs = binary.AppendUvarint(recs, uint64(len(kv[0])))
@@ -515,10 +518,10 @@ func docImage() []byte {
 		recs = append(recs, kv[1]...)
 	}
 	image = binary.LittleEndian.AppendUint32(image, uint32(len(recs)))
-	image = binary.LittleEndian.AppendUint32(image, checksum(recs))
+	image = binary.LittleEndian.AppendUint32(image, kvops.Checksum(recs))
 	image = append(image, recs...)
 	count := binary.LittleEndian.AppendUint64(nil, 2)
 	image = binary.LittleEndian.AppendUint32(image, 0)
-	image = binary.LittleEndian.AppendUint32(image, checksum(count))
+	image = binary.LittleEndian.AppendUint32(image, kvops.Checksum(count))
 	return append(image, count...)
 }
