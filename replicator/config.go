@@ -35,6 +35,10 @@ type Config struct {
 	// RaftAddress is the host:port where this node's Raft traffic is
 	// served and where peers reach it. Fixed at the node's first start.
 	RaftAddress string
+	// RaftListenAddress, when set, is the host:port the Raft port binds,
+	// RaftAddress then being only where peers reach it: through a proxy,
+	// a NAT, or a container's published port. Empty: RaftAddress.
+	RaftListenAddress string
 	// ClientAddress is the address clients use to reach this node (the
 	// transport server's); followers hand it out in NotLeader errors.
 	// Empty when the node serves no clients.
@@ -197,6 +201,11 @@ func (c Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.RaftAddress); err != nil {
 		bad("RaftAddress %q: %v", c.RaftAddress, err)
+	}
+	if c.RaftListenAddress != "" {
+		if _, _, err := net.SplitHostPort(c.RaftListenAddress); err != nil {
+			bad("RaftListenAddress %q: %v", c.RaftListenAddress, err)
+		}
 	}
 	if c.ClientAddress != "" {
 		if _, _, err := net.SplitHostPort(c.ClientAddress); err != nil {

@@ -79,6 +79,7 @@ func Open(cfg Config) (*Replicator, error) {
 		NodeHostDir:         filepath.Join(cfg.DataDir, "raft"),
 		RTTMillisecond:      uint64(cfg.RTT / time.Millisecond),
 		RaftAddress:         cfg.RaftAddress,
+		ListenAddress:       cfg.RaftListenAddress,
 		DeploymentID:        cfg.DeploymentID,
 		RaftEventListener:   events,
 		SystemEventListener: events,

@@ -38,8 +38,9 @@ type Config struct {
 	// DataDir holds the node's data.
 	DataDir string
 	// RaftAddr is this node's Raft address, as the other nodes reach it.
-	// Dragonboat binds it itself.
-	RaftAddr string
+	// Dragonboat binds it itself, or RaftListen when that is set (peers
+	// reach the node through a proxy, a NAT or a published port).
+	RaftAddr, RaftListen string
 	// ClientAddr is the client address advertised to clients and peers;
 	// ClientListen the TCP address the server binds (default ClientAddr).
 	ClientAddr, ClientListen string
@@ -165,7 +166,7 @@ func (c Config) Validate() error {
 // directory and addresses.
 func (c Config) replicatorConfig() replicator.Config {
 	rc := c.Replicator
-	rc.DataDir, rc.RaftAddress, rc.ClientAddress = c.DataDir, c.RaftAddr, c.clientAddr()
+	rc.DataDir, rc.RaftAddress, rc.RaftListenAddress, rc.ClientAddress = c.DataDir, c.RaftAddr, c.RaftListen, c.clientAddr()
 	return rc
 }
 

@@ -30,6 +30,7 @@ type serveSettings struct {
 	ID           uint64 `name:"id" help:"this node's id, unique in the cluster"`
 	DataDir      string `name:"data-dir" help:"directory for all the node's data"`
 	RaftAddr     string `name:"raft-addr" help:"host:port of this node's Raft traffic, as peers reach it"`
+	RaftListen   string `name:"raft-listen" help:"host:port the Raft port binds when peers reach it at another address (a proxy, a NAT, a published port; default: raft-addr)"`
 	ClientAddr   string `name:"client-addr" help:"host:port clients and peers reach this node's client server at"`
 	ClientListen string `name:"client-listen" help:"host:port the client server binds (default: client-addr)"`
 	UnixSocket   string `name:"unix-socket" help:"path of a Unix socket the client server also listens on (sidecars)"`
@@ -126,7 +127,7 @@ func (s serveSettings) nodeConfig(logger *slog.Logger) (server.Config, error) {
 	tc.MaxFrameBytes, tc.MaxInFlight, tc.MaxConns = s.MaxFrameBytes, s.MaxInFlight, s.MaxConns
 	tc.HandshakeTimeout, tc.IdleTimeout, tc.WriteTimeout = s.HandshakeTimeout, s.IdleTimeout, s.WriteTimeout
 	cfg := server.DefaultConfig()
-	cfg.ID, cfg.DataDir, cfg.RaftAddr = lockstitch.NodeID(s.ID), s.DataDir, s.RaftAddr
+	cfg.ID, cfg.DataDir, cfg.RaftAddr, cfg.RaftListen = lockstitch.NodeID(s.ID), s.DataDir, s.RaftAddr, s.RaftListen
 	cfg.ClientAddr, cfg.ClientListen, cfg.UnixSocket, cfg.AdminAddr = s.ClientAddr, s.ClientListen, s.UnixSocket, s.AdminAddr
 	cfg.Peers, cfg.Replicator, cfg.Transport, cfg.Logger = peers, rc, tc, logger
 	cfg.Repair.Auto, cfg.Repair.First = s.AutoRepair, s.RepairDelay
