@@ -212,7 +212,7 @@ func benchAppend(args []string, stdout, stderr io.Writer) int {
 	}
 	r.summary(&s, res)
 	s.TotalOps++ // the first append
-	header := fmt.Sprintf("bench append: partition %d, %d B ops, %d workers over %d client(s)", p, size, *bf.concurrency, *bf.clients)
+	header := fmt.Sprintf("bench append: partition %d, %d B ops, %s over %s", p, size, plural(*bf.concurrency, "worker"), plural(*bf.clients, "client"))
 	if n > 1 {
 		header += fmt.Sprintf(", %d in flight each", n)
 	}
@@ -276,7 +276,7 @@ func benchRead(args []string, stdout, stderr io.Writer) int {
 	s := bf.summary("read")
 	s.Size = 0
 	r.summary(&s, res)
-	header := fmt.Sprintf("bench read: partition %d from LSN %d, %d subscriber(s) over %d client(s)", p, *from, *bf.concurrency, *bf.clients)
+	header := fmt.Sprintf("bench read: partition %d from LSN %d, %s over %s", p, *from, plural(*bf.concurrency, "subscriber"), plural(*bf.clients, "client"))
 	if !*follow {
 		header += fmt.Sprintf(", to LSN %d", end)
 	}
@@ -352,7 +352,7 @@ func benchKV(args []string, stdout, stderr io.Writer) int {
 	})
 	s := bf.summary("kv")
 	r.summary(&s, res)
-	header := fmt.Sprintf("bench kv: partition %d, %d B values, %d keys, %.0f%% gets (%s), %d workers over %d client(s)",
-		p, size, *keys, *reads*100, *consistency, *bf.concurrency, *bf.clients)
+	header := fmt.Sprintf("bench kv: partition %d, %d B values, %s, %.0f%% gets (%s), %s over %s",
+		p, size, plural(*keys, "key"), *reads*100, *consistency, plural(*bf.concurrency, "worker"), plural(*bf.clients, "client"))
 	return bf.finish(stdout, stderr, &s, res.aborted, header)
 }

@@ -276,7 +276,7 @@ func TestBench(t *testing.T) {
 
 	// Text: progress lines, then the summary.
 	code, out, errOut := cli(t, "bench", "append", addr, "--partition", "1", "--concurrency", "4", "--duration", "1s", "--warmup", "0s")
-	for _, want := range []string{"ops/s", "bench append: partition 1, 16 B ops, 4 workers over 1 client(s)", "  throughput ", "  errors      0", "  latency     p50 "} {
+	for _, want := range []string{"ops/s", "bench append: partition 1, 16 B ops, 4 workers over 1 client\n", "  throughput ", "  errors      0", "  latency     p50 "} {
 		if code != 0 || !strings.Contains(out, want) {
 			t.Errorf("bench append: exit %d, no %q in\n%s%s", code, want, out, errOut)
 		}
