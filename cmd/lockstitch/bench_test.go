@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,10 +9,13 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
+	"os/exec"
 	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -282,8 +286,59 @@ func TestBench(t *testing.T) {
 		}
 	}
 
+	// Ctrl-C: the run stops, prints the summary so far and exits 0.
+	benchInterrupt(t, addr)
+
 	// A partition that does not exist fails at once, exit code 5.
 	if code, _, errOut := cli(t, "bench", "append", addr, "--partition", "99", "--duration", "1s"); code != exitNotFound {
 		t.Errorf("bench append to a missing partition: exit %d, %s", code, errOut)
+	}
+}
+
+// benchInterrupt runs a minute-long bench append as a child process,
+// sends it SIGINT once it has printed its first second, and checks that
+// it prints the summary so far, marked interrupted, and exits 0.
+func benchInterrupt(t *testing.T, addr string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "bench", "append", addr, "--partition", "1", "--concurrency", "4", "--duration", "1m", "--warmup", "0s")
+	cmd.Env = append(os.Environ(), "LOCKSTITCH_TEST_MAIN=1")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	lines := bufio.NewScanner(stdout)
+	var out strings.Builder
+	for lines.Scan() {
+		out.WriteString(lines.Text() + "\n")
+		if strings.Contains(lines.Text(), "ops/s") {
+			break
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	for lines.Scan() {
+		out.WriteString(lines.Text() + "\n")
+	}
+	err = cmd.Wait()
+	if err != nil || time.Since(start) > 30*time.Second {
+		t.Fatalf("bench append interrupted: %v after %v\n%s%s", err, time.Since(start), out.String(), stderr.String())
+	}
+	for _, want := range []string{"(interrupted)", "  throughput ", "  latency     p50 "} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("bench append interrupted: no %q in\n%s%s", want, out.String(), stderr.String())
+		}
 	}
 }

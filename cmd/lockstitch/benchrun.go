@@ -357,7 +357,9 @@ loop:
 	r.stopped.Store(true)
 	now := time.Now()
 	if inWindow {
-		if now.Sub(last) > time.Millisecond {
+		// A last interval of a few ms is too short for a line of its
+		// own, unless the window had none.
+		if now.Sub(last) >= 100*time.Millisecond || last == windowStart {
 			report(now)
 		} else {
 			r.drain(sec)
