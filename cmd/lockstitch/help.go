@@ -63,11 +63,17 @@ var helps = map[string]helpText{
 	"queue extend": {"queue extend --partition P --id I --delivery D [--lease 30s]", "Moves a delivery's lease deadline.", []string{"queue extend --partition 3 --id 7 --delivery 1 --lease 2m"}},
 	"queue peek":   {"queue peek --partition P [--list ready|leased|dead] [--limit N]", "Shows the first items of a list, leasing nothing.", []string{"queue peek --partition 3 --list dead"}},
 	"queue len":    {"queue len --partition P", "Counts the ready, leased and dead-lettered items.", []string{"queue len --partition 3 --json"}},
-	"kv put":       {"kv put [flags] KEY VALUE", "Sets KEY to VALUE.", []string{"kv put greeting hello"}},
-	"kv get":       {"kv get [flags] KEY", "Prints KEY's value (exit 1 if absent).", []string{"kv get greeting --json"}},
-	"kv del":       {"kv del [flags] KEY", "Deletes KEY.", []string{"kv del greeting"}},
-	"kv cas":       {"kv cas [flags] KEY [VALUE] --version V", "Sets KEY to VALUE if its version is V (0: if absent); with --delete and no VALUE, deletes it instead.", []string{"kv cas greeting bye --version 12"}},
-	"kv scan":      {"kv scan [--prefix P] [--start S | --after K] [--limit N]", "Prints the keys that begin with P, from S on (or after K): key, version and value, tab-separated.", []string{"kv scan --prefix user/ --limit 10"}},
+	"bench append": {"bench append [flags]", "Measures appends to a partition: --concurrency workers, each appending and waiting for the answer (or keeping --async appends in flight), over --clients client connections. Prints ops/s, MB/s and the p50 and p99 latency of every second, then a summary of the measured window: ops, errors by kind, ops/s, MB/s, p50, p90, p99, p99.9 and max latency. Ctrl-C prints the summary so far.",
+		[]string{"bench append --partition 1 --size 16 --concurrency 256 --duration 10s", "bench append --size 1024 --concurrency 16 --json", "bench append --concurrency 1 --async 256", "bench append --concurrency 64 --rate 5000"}},
+	"bench read": {"bench read [flags]", "Measures reading a partition's stream: --concurrency subscribers, each from --from to the LSN committed when the bench starts (with --follow, on as ops commit until --duration). Prints ops/s and MB/s of every second, then a summary.",
+		[]string{"bench read --partition 1 --from 1", "bench read --partition 1 --concurrency 4 --follow --duration 30s"}},
+	"bench kv": {"bench kv [flags]", "Measures puts and gets on a partition of the kv plugin: --concurrency workers, each doing a get (a --reads fraction of the ops) or a put of a key drawn from --keys. Prints ops/s, MB/s, p50 and p99 of every second, then a summary with the latencies of puts and gets apart.",
+		[]string{"bench kv --partition 2 --reads 0.9 --concurrency 64", "bench kv --reads 0 --size 1024 --json"}},
+	"kv put":  {"kv put [flags] KEY VALUE", "Sets KEY to VALUE.", []string{"kv put greeting hello"}},
+	"kv get":  {"kv get [flags] KEY", "Prints KEY's value (exit 1 if absent).", []string{"kv get greeting --json"}},
+	"kv del":  {"kv del [flags] KEY", "Deletes KEY.", []string{"kv del greeting"}},
+	"kv cas":  {"kv cas [flags] KEY [VALUE] --version V", "Sets KEY to VALUE if its version is V (0: if absent); with --delete and no VALUE, deletes it instead.", []string{"kv cas greeting bye --version 12"}},
+	"kv scan": {"kv scan [--prefix P] [--start S | --after K] [--limit N]", "Prints the keys that begin with P, from S on (or after K): key, version and value, tab-separated.", []string{"kv scan --prefix user/ --limit 10"}},
 }
 
 // groups are the commands made of subcommands, with their one-line
@@ -78,6 +84,7 @@ var groups = map[string]string{
 	"leader":    "move a partition's leadership",
 	"cluster":   "show the cluster's nodes",
 	"cursor":    "a partition's durable cursors (consumer markers that hold log retention)",
+	"bench":     "measure appends, reads or kv ops against a running cluster",
 }
 
 // subcommands returns a group's subcommands, sorted.

@@ -36,6 +36,7 @@ commands:
   queue push|pop|ack|extend|peek|len
                           a queue partition's items: enqueue, lease, acknowledge (lockstitch queue -h)
   kv put|get|del|cas|scan read and write a partition of the kv plugin (lockstitch kv -h)
+  bench append|read|kv    measure a running cluster: throughput and latency every second, then a summary
   version, --version      print the version: module version, VCS revision, Go version
 
 Run lockstitch <command> -h for its synopsis, examples and flags.
@@ -74,6 +75,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdQueue(rest, stdout, stderr)
 	case "kv":
 		return cmdKV(rest, stdout, stderr)
+	case "bench":
+		return cmdBench(rest, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, version())
 		return 0
