@@ -137,25 +137,18 @@ func (p *flipProxy) forward(dst, src net.Conn) {
 // holding the same records as the leader, with its node up throughout.
 func TestCorruptCopyRefetched(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t, 3, func(cfg *replicator.Config) {
-		cfg.SnapshotEntries = 20
-		cfg.CompactionOverhead = 5
-		cfg.MaxInflightBatches = 1
-		cfg.MaxBatchOps = 1
-	})
-	c.create(1)
-	appendN(t, c, 1, 0, 10)
-	l := c.leader(1)
-	f := (l + 1) % 3
-	c.stop(f)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	for i := range 190 {
-		payload := append(opPayload(1, i), bytes.Repeat([]byte{'c'}, 2000)...)
-		if _, err := c.appendRetry(ctx, 1, replicator.AppendOp{Payload: payload}); err != nil {
-			t.Fatal(err)
+	c, l, f := behindCompaction(t, func(c *cluster) {
+		// Ops of 2 KB: a copy of about 400 KB, where the proxy flips a
+		// bit at 100 KiB.
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		for i := range 190 {
+			payload := append(opPayload(1, i), bytes.Repeat([]byte{'c'}, 2000)...)
+			if _, err := c.appendRetry(ctx, 1, replicator.AppendOp{Payload: payload}); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
+	})
 	// The follower restarts behind the proxy: its peers dial its Raft
 	// address, its identity, where the proxy now listens, and the proxy
 	// forwards to where the follower listens.
@@ -174,21 +167,6 @@ func TestCorruptCopyRefetched(t *testing.T) {
 	if n := c.copiesReceived(f); n < 1 {
 		t.Fatalf("the follower restored %v copies", n)
 	}
-	recs, err := p.Read(1, 1000, 1<<30)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lrecs, err := c.partition(l, 1).Read(1, 1000, 1<<30)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(recs) != 200 || len(lrecs) != 200 {
-		t.Fatalf("the follower reads %d records from LSN 1, the leader %d; want 200", len(recs), len(lrecs))
-	}
-	for i, r := range recs {
-		if r.LSN != lrecs[i].LSN || !bytes.Equal(r.Payload, lrecs[i].Payload) {
-			t.Fatalf("LSN %d differs between the follower and the leader", lrecs[i].LSN)
-		}
-	}
+	holdsLeaders(t, c, f, l, 200)
 	t.Logf("%d snapshot connections to the follower, %v copies restored", proxy.snapConns.Load(), c.copiesReceived(f))
 }

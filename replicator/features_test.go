@@ -306,18 +306,7 @@ func TestNodeBackpressure(t *testing.T) {
 // from there; its log starts after the copy.
 func TestSnapshotCatchUp(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t, 3, func(cfg *replicator.Config) {
-		cfg.SnapshotEntries = 20
-		cfg.CompactionOverhead = 5
-		cfg.MaxInflightBatches = 1
-		cfg.MaxBatchOps = 1
-	})
-	c.create(1)
-	appendN(t, c, 1, 0, 10)
-	l := c.leader(1)
-	f := (l + 1) % 3
-	c.stop(f)
-	appendN(t, c, 1, 10, 200)
+	c, l, f := behindCompaction(t, func(c *cluster) { appendN(t, c, 1, 10, 200) })
 	c.start(f)
 	p := c.partition(f, 1)
 	waitApplied(t, p, 200)
@@ -335,26 +324,54 @@ func TestSnapshotCatchUp(t *testing.T) {
 	if st.FirstLSN != lst.FirstLSN || st.FirstLSN != 1 {
 		t.Fatalf("after the copy the follower's log starts at %d, the leader's at %d; want both at 1", st.FirstLSN, lst.FirstLSN)
 	}
-	recs, err := p.Read(1, 1000, 1<<30)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lrecs, err := c.partition(l, 1).Read(1, 1000, 1<<30)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(recs) != 210 || len(lrecs) != 210 {
-		t.Fatalf("the follower reads %d records from LSN 1, the leader %d; want 210", len(recs), len(lrecs))
-	}
-	for i, r := range recs {
-		lr := lrecs[i]
-		if r.LSN != lockstitch.LSN(i+1) || r.LSN != lr.LSN || r.Epoch != lr.Epoch || r.CRC != lr.CRC || !bytes.Equal(r.Payload, lr.Payload) {
-			t.Fatalf("record %d: the follower holds LSN %d epoch %d %q, the leader LSN %d epoch %d %q", i+1, r.LSN, r.Epoch, r.Payload, lr.LSN, lr.Epoch, lr.Payload)
-		}
+	for _, r := range holdsLeaders(t, c, f, l, 210) {
 		if want := opPayload(1, int(r.LSN)-1); !bytes.Equal(r.Payload, want) {
 			t.Fatalf("LSN %d after the copy holds %q, want %q", r.LSN, r.Payload, want)
 		}
 	}
+}
+
+// behindCompaction makes a cluster whose partition 1 advances past Raft
+// log compaction (snapshots every 20 entries, one op per entry) while one
+// follower is down: it appends ops 1 to 10, stops the follower, and calls
+// advance. It returns the cluster, the leader and the follower, still
+// stopped: when it starts again it needs a copy.
+func behindCompaction(t *testing.T, advance func(c *cluster)) (c *cluster, l, f int) {
+	t.Helper()
+	c = newCluster(t, 3, func(cfg *replicator.Config) {
+		cfg.SnapshotEntries = 20
+		cfg.CompactionOverhead = 5
+		cfg.MaxInflightBatches = 1
+		cfg.MaxBatchOps = 1
+	})
+	c.create(1)
+	appendN(t, c, 1, 0, 10)
+	l = c.leader(1)
+	f = (l + 1) % 3
+	c.stop(f)
+	advance(c)
+	return c, l, f
+}
+
+// holdsLeaders checks that node f serves partition 1's records 1 to n
+// exactly as node l does (sameRecords), and returns them.
+func holdsLeaders(t *testing.T, c *cluster, f, l, n int) []replicator.Record {
+	t.Helper()
+	recs, err := c.partition(f, 1).Read(1, n+1, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lrecs, err := c.partition(l, 1).Read(1, n+1, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != n || len(lrecs) != n || recs[0].LSN != 1 {
+		t.Fatalf("the follower reads %d records from LSN 1, the leader %d; want %d", len(recs), len(lrecs), n)
+	}
+	if !sameRecords(recs, lrecs) {
+		t.Fatalf("the follower's records 1 to %d differ from the leader's", n)
+	}
+	return recs
 }
 
 // TestSnapshotBySize checks the size trigger of snapshots: with snapshots

@@ -103,6 +103,15 @@ func (p *chainPlugin) Restore(r io.Reader, lsn lockstitch.LSN) error {
 }
 func (p *chainPlugin) Close() error { return nil }
 
+// smallRetention makes a node keep little of its log (64 KiB segments,
+// 128 KiB retained, a checkpoint every 20 ms), so that a few thousand
+// small ops push a marker out of what it retains.
+func smallRetention(cfg *Config) {
+	cfg.Replicator.SegmentBytes = 64 << 10
+	cfg.Replicator.RetainBytes = 128 << 10
+	cfg.Replicator.CheckpointInterval = 20 * time.Millisecond
+}
+
 // follow applies sub's records to st until it holds last.
 func follow(ctx context.Context, sub *transport.Subscription, st *chain, last wal.LSN) error {
 	var rec wal.Record
@@ -126,9 +135,7 @@ func TestSubscribeThroughSnapshot(t *testing.T) {
 	t.Parallel()
 	c := newClusterWith(t, 1, 1, func(cfg *Config) {
 		cfg.Replicator.Plugins["chain"] = func(replicator.PluginContext) (replicator.StateMachine, error) { return new(chainPlugin), nil }
-		cfg.Replicator.SegmentBytes = 64 << 10
-		cfg.Replicator.RetainBytes = 128 << 10
-		cfg.Replicator.CheckpointInterval = 20 * time.Millisecond
+		smallRetention(cfg)
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()

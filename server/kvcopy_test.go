@@ -99,11 +99,7 @@ func (m *kvMirror) apply(lsn lockstitch.LSN, payload []byte) error {
 // and versions a scan of the replica returns.
 func TestKVConsumerThroughSnapshot(t *testing.T) {
 	t.Parallel()
-	c := newClusterWith(t, 1, 1, func(cfg *Config) {
-		cfg.Replicator.SegmentBytes = 64 << 10
-		cfg.Replicator.RetainBytes = 128 << 10
-		cfg.Replicator.CheckpointInterval = 20 * time.Millisecond
-	})
+	c := newClusterWith(t, 1, 1, smallRetention)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	cl := c.client(ctx)
