@@ -286,7 +286,7 @@ func Start(cfg Config) (*Node, error) {
 			}
 		}()
 	}
-	n.reg.MustRegister(peerCollector{h: n.peers, now: time.Now})
+	n.reg.MustRegister(peerCollector{h: n.peers, now: time.Now}, diskCollector{dir: cfg.DataDir})
 	if cfg.PeerProbeInterval > 0 && len(cfg.Peers) > 1 {
 		n.probing = make(chan struct{})
 		go func() {
