@@ -508,26 +508,12 @@ type probeCollector struct{ d *prometheus.Desc }
 func (p probeCollector) Describe(ch chan<- *prometheus.Desc) { ch <- p.d }
 func (p probeCollector) Collect(chan<- prometheus.Metric)    {}
 
-// nodeRegistry starts a one-node cluster on 127.0.0.1 and returns its
-// metrics registry, what its /metrics serves; the node stops with the
-// test. It checks that /metrics answers with the registry's families.
+// nodeRegistry starts a one-node cluster and returns its metrics
+// registry, what its /metrics serves; the node stops with the test. It
+// checks that /metrics answers with the registry's families.
 func nodeRegistry(t *testing.T) *prometheus.Registry {
 	t.Helper()
-	cfg := server.DefaultConfig()
-	cfg.ID, cfg.DataDir, cfg.RaftAddr = 1, t.TempDir(), testutil.FreeAddr(t)
-	cfg.Replicator.RTT = 5 * time.Millisecond
-	var err error
-	if cfg.ClientListener, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	if cfg.AdminListener, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	n, err := server.Start(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
+	n, cfg := startOneNode(t)
 	reg := n.Registry()
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -548,6 +534,29 @@ func nodeRegistry(t *testing.T) *prometheus.Registry {
 		}
 	}
 	return reg
+}
+
+// startOneNode starts a one-node cluster on 127.0.0.1 (client and admin
+// listeners on ports the kernel picks, Raft on a port free a moment ago)
+// and returns it and its configuration; the node stops with the test.
+func startOneNode(t *testing.T) (*server.Node, server.Config) {
+	t.Helper()
+	cfg := server.DefaultConfig()
+	cfg.ID, cfg.DataDir, cfg.RaftAddr = 1, t.TempDir(), testutil.FreeAddr(t)
+	cfg.Replicator.RTT = 5 * time.Millisecond
+	var err error
+	if cfg.ClientListener, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.AdminListener, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	n, err := server.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n, cfg
 }
 
 // promqlMetrics returns the metric names a PromQL expression selects: its
