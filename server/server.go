@@ -260,6 +260,10 @@ func Start(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	if cfg.UnixSocket != "" {
+		if err := n.removeStaleSocket(cfg.UnixSocket); err != nil {
+			n.Close()
+			return nil, err
+		}
 		if err := n.listenOn("unix:" + cfg.UnixSocket); err != nil {
 			n.Close()
 			return nil, err
