@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grafana/grafana-foundation-sdk/go/cog"
+	"github.com/grafana/grafana-foundation-sdk/go/cog/plugins"
+	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/lockstitch/lockstitch/internal/testutil"
@@ -238,9 +241,13 @@ type (
 		IncludeAll bool         `json:"includeAll"`
 		AllValue   string       `json:"allValue,omitempty"`
 		Sort       int          `json:"sort"`
-		Current    struct{}     `json:"current"`
+		Current    gCurrent     `json:"current"`
 		Options    []any        `json:"options"`
 		Hide       int          `json:"hide"`
+	}
+	gCurrent struct {
+		Text  string `json:"text"`
+		Value string `json:"value"`
 	}
 	gQuery struct {
 		Query string `json:"query"`
@@ -261,7 +268,7 @@ type (
 		FieldConfig *gFieldCfg   `json:"fieldConfig,omitempty"`
 		Options     any          `json:"options,omitempty"`
 		Targets     []gTarget    `json:"targets,omitempty"`
-		Panels      []gPanel     `json:"panels,omitempty"`
+		Panels      *[]gPanel    `json:"panels,omitempty"` // a row's: none, as it is not collapsed
 	}
 	gGridPos struct {
 		H int `json:"h"`
@@ -297,10 +304,10 @@ func buildDashboard() gDashboard {
 	labelVar := func(name, label, query string) gVar {
 		return gVar{Name: name, Label: label, Type: "query", Datasource: promDatasource,
 			Query: gQuery{Query: query, RefID: "PrometheusVariableQueryEditor-VariableQuery"}, Definition: query,
-			Refresh: 2, Multi: true, IncludeAll: true, AllValue: ".*", Sort: 3, Options: []any{}}
+			Refresh: 2, Multi: true, IncludeAll: true, AllValue: ".*", Sort: 3, Options: []any{}, Current: gCurrent{Text: "All", Value: "$__all"}}
 	}
 	d.Templating.List = []gVar{
-		{Name: "datasource", Label: "Data source", Type: "datasource", Query: "prometheus", Refresh: 1, Options: []any{}},
+		{Name: "datasource", Label: "Data source", Type: "datasource", Query: "prometheus", Refresh: 1, Options: []any{}, Current: gCurrent{Text: "default", Value: "default"}},
 		labelVar("job", "Job", "label_values(lockstitch_build_info, job)"),
 		labelVar("instance", "Node", `label_values(lockstitch_build_info{job=~"$job"}, instance)`),
 		labelVar("partition", "Partition", `label_values(lockstitch_partition_leader{job=~"$job"}, partition)`),
@@ -313,7 +320,7 @@ func buildDashboard() gDashboard {
 			}
 			id++
 			collapsed := false
-			d.Panels = append(d.Panels, gPanel{ID: id, Type: "row", Title: p.row, Collapsed: &collapsed, GridPos: gGridPos{H: 1, W: 24, X: 0, Y: y}})
+			d.Panels = append(d.Panels, gPanel{ID: id, Type: "row", Title: p.row, Collapsed: &collapsed, GridPos: gGridPos{H: 1, W: 24, X: 0, Y: y}, Panels: &[]gPanel{}})
 			y++
 		}
 		w, kind := p.width, p.kind
@@ -337,10 +344,11 @@ func buildDashboard() gDashboard {
 		if kind == "stat" {
 			defaults["thresholds"] = map[string]any{"mode": "absolute", "steps": []any{map[string]any{"color": "green", "value": nil}}}
 			gp.Options = map[string]any{"reduceOptions": map[string]any{"calcs": []string{"lastNotNull"}, "fields": "", "values": false},
-				"colorMode": "value", "graphMode": "none", "textMode": "auto"}
+				"colorMode": "value", "graphMode": "none", "textMode": "auto", "justifyMode": "auto", "orientation": "auto",
+				"wideLayout": true, "showPercentChange": false, "percentChangeColorMode": "standard"}
 		} else {
 			defaults["custom"] = map[string]any{"fillOpacity": 0, "lineWidth": 1, "spanNulls": false}
-			gp.Options = map[string]any{"legend": map[string]any{"displayMode": "list", "placement": "bottom", "showLegend": true},
+			gp.Options = map[string]any{"legend": map[string]any{"displayMode": "list", "placement": "bottom", "showLegend": true, "calcs": []string{}},
 				"tooltip": map[string]any{"mode": "multi", "sort": "desc"}}
 		}
 		gp.FieldConfig = &gFieldCfg{Defaults: defaults, Overrides: []any{}}
@@ -452,6 +460,34 @@ func TestDashboard(t *testing.T) {
 		}
 	}
 	checkMetricNames(t, dashboardPath, exprs)
+}
+
+// TestDashboardSchema checks deploy/grafana/lockstitch.json against
+// Grafana's dashboard schema, as its foundation SDK has it: decoded
+// strictly (no unknown field, no field of the wrong type, every required
+// one present, each panel's options by its panel type), then validated.
+func TestDashboardSchema(t *testing.T) {
+	raw, err := os.ReadFile(dashboardPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plugins.RegisterDefaultPlugins() // the panel types' options
+	var d dashboard.Dashboard
+	// UnmarshalJSONStrict returns an empty cog.BuildErrors, not nil, when
+	// all is well.
+	if err := d.UnmarshalJSONStrict(raw); err != nil {
+		if errs, ok := err.(cog.BuildErrors); !ok || len(errs) > 0 {
+			t.Fatalf("%s does not follow Grafana's dashboard schema:\n%v", dashboardPath, err)
+		}
+	}
+	if err := d.Validate(); err != nil {
+		if errs, ok := err.(cog.BuildErrors); !ok || len(errs) > 0 {
+			t.Fatalf("%s: %v", dashboardPath, err)
+		}
+	}
+	if len(d.Panels) != len(buildDashboard().Panels) {
+		t.Fatalf("the schema's decoding found %d panels, want %d", len(d.Panels), len(buildDashboard().Panels))
+	}
 }
 
 // checkMetricNames fails t for each metric that exprs (PromQL) name and a
