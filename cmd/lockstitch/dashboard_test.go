@@ -472,6 +472,9 @@ func TestDashboardSchema(t *testing.T) {
 		t.Fatal(err)
 	}
 	plugins.RegisterDefaultPlugins() // the panel types' options
+	// The classic dashboard JSON, which Grafana's import takes; the SDK's
+	// dashboardv2 is the newer resource format.
+	//lint:ignore SA1019 the file is the classic format, on purpose
 	var d dashboard.Dashboard
 	// UnmarshalJSONStrict returns an empty cog.BuildErrors, not nil, when
 	// all is well.
