@@ -23,11 +23,16 @@ import (
 // down) and each connection a stopping peer resets at error level too.
 // Those lines are rewritten (see dbLog.transport): a peer going down and
 // coming back is one warning each, the attempts in between are debug
-// lines, and a connection the peer closed is an info line.
+// lines, and a connection the peer closed is an info line. Its snapshot
+// sends to a replica on a peer that is down (a replica that needs a copy)
+// fail the same way, at error level on each try: the first failure to a
+// target is one warning, the later ones debug lines, until a snapshot
+// stream to it is established or any peer's connection comes back.
 var (
 	dbLoggerOnce sync.Once
 	dbLogger     atomic.Pointer[slog.Logger]
 	dbPeers      = peerTracker{down: map[peerKey]int{}}
+	dbSnapshots  = peerTracker{down: map[peerKey]int{}}
 )
 
 func installDragonboatLogger(l *slog.Logger) {
@@ -74,6 +79,13 @@ const (
 	dbBreakerFailed = "breaker %s to %s failed, connect and process failed: %s"
 	dbUnreachable   = "%s became unreachable, affected %d nodes"
 	dbSendFailed    = "send batch failed, " // target remote (err), count; or "taret node"
+
+	// Snapshot sends: target is dragonboat's "[shard:replica]" (the last
+	// five digits of each), remote a Raft address.
+	dbSnapConnect     = "failed to connect to %s"                // target
+	dbSnapSend        = "failed to send snapshot to %s"          // target
+	dbSnapJob         = "failed to get a job to %s, %v"          // remote, err
+	dbSnapEstablished = "snapshot stream to %s (%s) established" // target, remote
 )
 
 // transport rewrites the lines of dragonboat's transport about a peer's
@@ -97,6 +109,7 @@ func (d *dbLog) transport(format string, args []any) bool {
 		// after failures: the source is not among its arguments, so every
 		// source's failures to that peer end.
 		remote := fmt.Sprint(args[0])
+		dbSnapshots.reset() // the peer's address does not say which targets it holds
 		if n := dbPeers.recover(remote); n > 0 {
 			lg.Warn("raft peer reachable again", "pkg", d.pkg, "peer", remote, "failed_attempts", n)
 		} else {
@@ -109,10 +122,34 @@ func (d *dbLog) transport(format string, args []any) bool {
 		// shutdown does that too) or the network failed. Reconnecting
 		// says which.
 		lg.Info("raft connection to peer lost", "pkg", d.pkg, "peer", fmt.Sprint(args[0]), "err", fmt.Sprint(args[1]))
+	case (format == dbSnapConnect || format == dbSnapSend) && len(args) == 1:
+		d.snapshotFailed(peerKey{remote: fmt.Sprint(args[0])}, "target", nil)
+	case format == dbSnapJob && len(args) == 2:
+		d.snapshotFailed(peerKey{source: "job", remote: fmt.Sprint(args[0])}, "peer", args[1])
+	case format == dbSnapEstablished && len(args) == 2:
+		dbSnapshots.forget(peerKey{remote: fmt.Sprint(args[0])})
+		dbSnapshots.forget(peerKey{source: "job", remote: fmt.Sprint(args[1])})
+		lg.Debug("raft snapshot stream established", "pkg", d.pkg, "target", fmt.Sprint(args[0]), "peer", fmt.Sprint(args[1]))
 	default:
 		return false
 	}
 	return true
+}
+
+// snapshotFailed reports a failed snapshot send to k.remote (a target, or
+// a peer's address, as attr names): a warning the first time in a row, a
+// debug line after.
+func (d *dbLog) snapshotFailed(k peerKey, attr string, err any) {
+	lg := dbLogger.Load()
+	attrs := []any{"pkg", d.pkg, attr, k.remote}
+	if err != nil {
+		attrs = append(attrs, "err", fmt.Sprint(err))
+	}
+	if n := dbSnapshots.fail(k); n == 1 {
+		lg.Warn("raft snapshot not sent: peer unreachable; retrying", attrs...)
+	} else {
+		lg.Debug("raft snapshot still not sent", append(attrs, "attempts", n)...)
+	}
 }
 
 // peerKey is a connection of dragonboat's transport: from the host at a
@@ -147,6 +184,20 @@ func (t *peerTracker) recover(remote string) int {
 		}
 	}
 	return n
+}
+
+// forget forgets the failures of k.
+func (t *peerTracker) forget(k peerKey) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.down, k)
+}
+
+// reset forgets every failure.
+func (t *peerTracker) reset() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	clear(t.down)
 }
 
 func (d *dbLog) Debugf(f string, a ...any) { d.log(logger.DEBUG, slog.LevelDebug, f, a) }

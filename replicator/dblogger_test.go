@@ -82,3 +82,61 @@ func TestDragonboatTransportLines(t *testing.T) {
 		}
 	}
 }
+
+// TestDragonboatSnapshotLines feeds dbLog the lines dragonboat's
+// transport logs when it cannot send a snapshot to a replica on a peer
+// that is down: one WARN for each target the first time, debug lines for
+// the retries, a new WARN after a stream to it was established; no ERROR.
+func TestDragonboatSnapshotLines(t *testing.T) {
+	var buf lockedBuffer
+	installDragonboatLogger(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	t.Cleanup(func() {
+		dbLogger.Store(slog.New(slog.DiscardHandler).With("component", "dragonboat"))
+		dbSnapshots.reset()
+	})
+	d := &dbLog{pkg: "transport"}
+	d.min.Store(int32(logger.ERROR)) // as installDragonboatLogger sets it
+	const target, other, peer = "[00007:00002]", "[00008:00002]", "test-snap-peer:1"
+	refused := errors.New("connection refused")
+	for range 4 {
+		d.Errorf(dbSnapConnect, target)
+		d.Errorf(dbSnapSend, target)
+		d.Errorf(dbSnapConnect, other)
+		d.Errorf(dbSnapJob, peer, refused)
+	}
+	d.Debugf(dbSnapEstablished, target, peer)
+	d.Errorf(dbSnapConnect, target) // down again: a new WARN
+
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	count := func(subs ...string) int {
+		n := 0
+	line:
+		for _, l := range lines {
+			for _, s := range subs {
+				if !strings.Contains(l, s) {
+					continue line
+				}
+			}
+			n++
+		}
+		return n
+	}
+	const warn, debug = `level=WARN msg="raft snapshot not sent: peer unreachable; retrying"`, `level=DEBUG msg="raft snapshot still not sent"`
+	for _, c := range []struct {
+		subs []string
+		want int
+	}{
+		{[]string{"level=ERROR"}, 0},
+		{[]string{warn, "target=" + target}, 2},
+		{[]string{debug, "target=" + target, "attempts=8"}, 1},
+		{[]string{warn, "target=" + other}, 1},
+		{[]string{debug, "target=" + other}, 3},
+		{[]string{warn, "peer=" + peer, "err=" + `"connection refused"`}, 1},
+		{[]string{debug, "peer=" + peer}, 3},
+		{[]string{`level=DEBUG msg="raft snapshot stream established"`, "target=" + target}, 1},
+	} {
+		if got := count(c.subs...); got != c.want {
+			t.Errorf("%d lines with %q, want %d:\n%s", got, c.subs, c.want, buf.String())
+		}
+	}
+}

@@ -249,10 +249,12 @@ var (
 	descLag         = prometheus.NewDesc(metricsNamespace+"_replica_lag_ops", "Ops a replica is behind the leader, as of its last progress report; exported by the leader only.", []string{"partition", "replica"}, nil)
 	descQuiesced    = prometheus.NewDesc(metricsNamespace+"_replicas_quiesced", "Replicas of this node in dragonboat's quiesce: idle, sending no heartbeats (Config.Quiesce).", nil, nil)
 	descQuarantined = prometheus.NewDesc(metricsNamespace+"_replicas_quarantined", "Replicas this node holds but does not run because their state failed to open (see the node's status and /readyz).", nil, nil)
+	descNodePending = prometheus.NewDesc(metricsNamespace+"_node_pending_bytes", "Payload bytes of the appends queued or in flight across every partition this node leads.", nil, nil)
+	descNodeMax     = prometheus.NewDesc(metricsNamespace+"_node_pending_max_bytes", "Config.MaxNodePendingBytes: beyond it, Append answers Busy.", nil, nil)
 )
 
 func (c *partitionCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPartitions, descLeader, descApplied, descCommitted, descFirst, descEpoch, descPending, descWALBytes, descWALSegs, descLag, descQuarantined, descQuiesced} {
+	for _, d := range []*prometheus.Desc{descPartitions, descLeader, descApplied, descCommitted, descFirst, descEpoch, descPending, descWALBytes, descWALSegs, descLag, descQuarantined, descQuiesced, descNodePending, descNodeMax} {
 		ch <- d
 	}
 }
@@ -276,6 +278,8 @@ func (c *partitionCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descQuarantined, prometheus.GaugeValue, float64(quarantined))
 	ch <- prometheus.MustNewConstMetric(descQuiesced, prometheus.GaugeValue, float64(quiet))
+	ch <- prometheus.MustNewConstMetric(descNodePending, prometheus.GaugeValue, float64(c.r.pendingBytes.Load()))
+	ch <- prometheus.MustNewConstMetric(descNodeMax, prometheus.GaugeValue, float64(c.r.cfg.MaxNodePendingBytes))
 	for _, p := range parts {
 		s, err := p.state()
 		if err != nil {

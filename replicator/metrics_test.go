@@ -48,8 +48,15 @@ lockstitch_partition_applied_lsn{partition="1"} 40
 # HELP lockstitch_partition_leader 1 if this node's replica leads the partition.
 # TYPE lockstitch_partition_leader gauge
 lockstitch_partition_leader{partition="1"} 1
+# HELP lockstitch_node_pending_bytes Payload bytes of the appends queued or in flight across every partition this node leads.
+# TYPE lockstitch_node_pending_bytes gauge
+lockstitch_node_pending_bytes 0
+# HELP lockstitch_node_pending_max_bytes Config.MaxNodePendingBytes: beyond it, Append answers Busy.
+# TYPE lockstitch_node_pending_max_bytes gauge
+lockstitch_node_pending_max_bytes 1.073741824e+09
 `
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "lockstitch_partition_applied_lsn", "lockstitch_partition_leader"); err != nil {
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "lockstitch_partition_applied_lsn", "lockstitch_partition_leader",
+		"lockstitch_node_pending_bytes", "lockstitch_node_pending_max_bytes"); err != nil {
 		t.Fatal(err)
 	}
 	mfs, err := reg.Gather()

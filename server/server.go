@@ -261,6 +261,10 @@ func Start(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	if cfg.UnixSocket != "" {
+		if err := n.removeStaleSocket(cfg.UnixSocket); err != nil {
+			n.Close()
+			return nil, err
+		}
 		if err := n.listenOn("unix:" + cfg.UnixSocket); err != nil {
 			n.Close()
 			return nil, err
@@ -287,7 +291,7 @@ func Start(cfg Config) (*Node, error) {
 			}
 		}()
 	}
-	n.reg.MustRegister(peerCollector{h: n.peers, now: time.Now})
+	n.reg.MustRegister(peerCollector{h: n.peers, now: time.Now}, diskCollector{dir: cfg.DataDir})
 	if cfg.PeerProbeInterval > 0 && len(cfg.Peers) > 1 {
 		n.probing = make(chan struct{})
 		go func() {

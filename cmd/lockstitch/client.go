@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -637,28 +638,151 @@ func partitionViews(views []nodeView) []partitionView {
 // node that does not answer is shown as such, a replica on it as down,
 // and a partition that no reachable node leads as leaderless, which
 // makes the command exit 1.
+//
+// With --watch it shows them again every interval until interrupted (or
+// --count times), redrawn in place on a terminal.
 func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cf := addClientFlags(fs)
 	part := fs.Uint64("partition", 0, "only this partition")
 	nodeTimeout := fs.Duration("node-timeout", time.Second, "how long to wait for each node's answer (nodes are asked at once)")
+	watch := &watchFlag{every: defaultWatchInterval}
+	fs.Var(watch, "watch", "show the status again every interval (--watch, --watch 5s or --watch=5s; default 2s) until Ctrl-C, redrawn in place on a terminal")
+	count := fs.Int("count", 0, "with --watch: stop after this many refreshes (0: until Ctrl-C)")
 	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
 		return code
 	}
+	// --watch 5s: the interval is the first argument, and flags may follow.
+	if watch.on && !watch.set && fs.NArg() > 0 {
+		if d, err := time.ParseDuration(fs.Arg(0)); err == nil {
+			watch.every = d
+			if code, ok := parseFlags(fs, fs.Args()[1:], stdout, stderr); !ok {
+				return code
+			}
+		}
+	}
 	if fs.NArg() > 0 {
-		return usageError(stderr, "usage: lockstitch status [--partition P]")
+		return usageError(stderr, "usage: lockstitch status [--partition P] [--watch [interval]] (unexpected %q)", fs.Args())
 	}
 	if *nodeTimeout <= 0 {
 		return usageError(stderr, "--node-timeout must be positive")
+	}
+	if watch.every <= 0 {
+		return usageError(stderr, "--watch interval must be positive")
+	}
+	if *count < 0 || *count > 0 && !watch.on {
+		return usageError(stderr, "--count is a number of --watch refreshes")
 	}
 	addrs := cf.addrList()
 	if len(addrs) == 0 {
 		return usageError(stderr, "no node address given (--addr)")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), *cf.timeout)
-	defer cancel()
-	views := nodeViews(ctx, addrs, lockstitch.PartitionID(*part), *nodeTimeout)
+	show := func(ctx context.Context, stdout, stderr io.Writer) int {
+		ctx, cancel := context.WithTimeout(ctx, *cf.timeout)
+		defer cancel()
+		return showStatus(ctx, cf, addrs, lockstitch.PartitionID(*part), *nodeTimeout, stdout, stderr)
+	}
+	if !watch.on {
+		return show(context.Background(), stdout, stderr)
+	}
+	ctx, stop := signalContext()
+	defer stop()
+	return watchStatus(ctx, watch.every, *count, *cf.json, stdout, stderr, show)
+}
+
+// defaultWatchInterval is the interval of a bare status --watch.
+const defaultWatchInterval = 2 * time.Second
+
+// watchFlag is status --watch: a boolean flag that also takes an interval
+// (--watch=5s; --watch 5s is read after the flags).
+type watchFlag struct {
+	on    bool
+	set   bool // the interval was given with =
+	every time.Duration
+}
+
+func (w *watchFlag) String() string {
+	if w == nil || !w.on {
+		return ""
+	}
+	return w.every.String()
+}
+
+func (w *watchFlag) IsBoolFlag() bool { return true }
+
+func (w *watchFlag) Set(s string) error {
+	if b, err := strconv.ParseBool(s); err == nil {
+		w.on = b
+		return nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("%q is not an interval such as 2s", s)
+	}
+	w.on, w.set, w.every = true, true, d
+	return nil
+}
+
+// watchStatus calls show every interval until ctx ends or count (when
+// not 0) refreshes were shown, and returns the last one's exit code. Each
+// refresh is drawn whole: on a terminal it replaces the screen, elsewhere
+// it follows the last after a blank line, under a line that says when it
+// was taken. With JSON output each refresh is one JSON line, with no
+// header, and errors go to stderr; in text they are part of the refresh.
+func watchStatus(ctx context.Context, every time.Duration, count int, jsonOut bool, stdout, stderr io.Writer, show func(context.Context, io.Writer, io.Writer) int) int {
+	redraw := !jsonOut && isTerminal(stdout)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	code := 0
+	for n := 1; ; n++ {
+		var frame bytes.Buffer
+		errOut := io.Writer(&frame)
+		if jsonOut {
+			errOut = stderr
+		}
+		c := show(ctx, &frame, errOut)
+		if ctx.Err() != nil {
+			return code // interrupted: the refresh under way is cut short
+		}
+		code = c
+		switch {
+		case jsonOut:
+		case redraw:
+			fmt.Fprintf(stdout, "\x1b[H\x1b[2J")
+		case n > 1:
+			fmt.Fprintln(stdout)
+		}
+		if !jsonOut {
+			fmt.Fprintf(stdout, "every %s at %s (Ctrl-C to stop)\n\n", every, time.Now().Format(time.TimeOnly))
+		}
+		stdout.Write(frame.Bytes())
+		if count > 0 && n >= count {
+			return code
+		}
+		select {
+		case <-ctx.Done():
+			return code
+		case <-tick.C:
+		}
+	}
+}
+
+// isTerminal reports whether w is a terminal, where a refresh can be
+// redrawn in place.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// showStatus prints the status of the nodes at addrs once and returns
+// status's exit code.
+func showStatus(ctx context.Context, cf clientFlags, addrs []string, part lockstitch.PartitionID, nodeTimeout time.Duration, stdout, stderr io.Writer) int {
+	views := nodeViews(ctx, addrs, part, nodeTimeout)
 	down := map[string]bool{}
 	reached := 0
 	for _, v := range views {
@@ -676,8 +800,8 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, fmt.Errorf("no node answered: %w", errors.Join(errs...)))
 	}
 	parts := partitionViews(views)
-	if *part != 0 && len(parts) == 0 {
-		return fail(stderr, fmt.Errorf("%w: no node listed hosts partition %d", lockstitch.ErrPartitionNotFound, *part))
+	if part != 0 && len(parts) == 0 {
+		return fail(stderr, fmt.Errorf("%w: no node listed hosts partition %d", lockstitch.ErrPartitionNotFound, part))
 	}
 	leaderless := 0
 	for _, pv := range parts {

@@ -15,7 +15,7 @@ import (
 	"github.com/lockstitch/lockstitch/transport"
 )
 
-var update = flag.Bool("update", false, "rewrite the golden files of TestOutputShapes")
+var update = flag.Bool("update", false, "rewrite the golden files of TestOutputShapes and deploy/grafana/lockstitch.json (TestDashboard)")
 
 // golden compares got, with its epochs and producer ids (which vary from
 // run to run) replaced by E and P, with testdata/name; -update rewrites

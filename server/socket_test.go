@@ -1,0 +1,77 @@
+package server
+
+import (
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lockstitch/lockstitch"
+	"github.com/lockstitch/lockstitch/internal/testutil"
+	"github.com/lockstitch/lockstitch/transport"
+)
+
+// TestStaleUnixSocket starts a node on a Unix socket path that a crashed
+// node left (a socket file nothing listens on): the node removes it and
+// serves there. A socket another process serves, and a file that is not
+// a socket, still fail the start.
+func TestStaleUnixSocket(t *testing.T) {
+	start := func(sock string) (*Node, error) {
+		p := Peer{ID: 1, RaftAddr: testutil.FreeAddr(t)}
+		cfg := testConfig(t, p, nil)
+		cfg.ClientListener, cfg.UnixSocket = listen(t), sock
+		cfg.ClientAddr = cfg.ClientListener.Addr().String()
+		n, err := Start(cfg)
+		if err == nil {
+			t.Cleanup(func() { n.Close() })
+		}
+		return n, err
+	}
+	dir := t.TempDir()
+
+	stale := filepath.Join(dir, "stale.sock")
+	l, err := net.Listen("unix", stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	l.Close() // the file stays, as after a kill -9
+	if _, err := os.Lstat(stale); err != nil {
+		t.Fatalf("the stale socket is not there: %v", err)
+	}
+	if _, err := start(stale); err != nil {
+		t.Fatalf("start on a stale socket: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cl, err := transport.Dial(ctx, transport.DefaultClientConfig(), "unix:"+stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if ns, err := cl.Status(ctx, "unix:"+stale); err != nil || ns.NodeID != uint64(lockstitch.NodeID(1)) {
+		t.Fatalf("status over the socket: %+v, %v", ns, err)
+	}
+
+	live := filepath.Join(dir, "live.sock")
+	ll, err := net.Listen("unix", live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ll.Close()
+	if _, err := start(live); err == nil || !strings.Contains(err.Error(), "another process listens") {
+		t.Errorf("start on a socket another process serves: %v, want an error saying so", err)
+	}
+
+	file := filepath.Join(dir, "file.sock")
+	os.WriteFile(file, []byte("not a socket"), 0o644)
+	if _, err := start(file); err == nil {
+		t.Error("start on a regular file: no error")
+	}
+	if b, _ := os.ReadFile(file); string(b) != "not a socket" {
+		t.Errorf("the regular file was changed: %q", b)
+	}
+}
