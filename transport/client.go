@@ -271,8 +271,13 @@ func (cl *Client) route(ctx context.Context, p lockstitch.PartitionID, addr stri
 	}
 	if err != nil {
 		ps.mu.Lock()
-		if ps.hint == addr {
-			ps.hint = "" // try the seeds next time
+		if ps.hint == addr && addr != "" {
+			// The named node cannot be reached: the next attempt asks
+			// the node after it, not the same one again.
+			ps.hint = cl.seedAfter(addr)
+			if ps.hint == addr {
+				ps.hint = ""
+			}
 		}
 		ps.mu.Unlock()
 		return nil, err

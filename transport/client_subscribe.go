@@ -283,6 +283,10 @@ func (s *Subscription) start(ctx context.Context) error {
 	}
 	cc, err := cl.route(ctx, s.partition, "", false)
 	if err != nil {
+		// No attempt went out: the last connection's node did not answer
+		// this one, so it must not steer the next (route has moved the
+		// partition's hint past a node it could not reach).
+		s.lastConn = nil
 		return err
 	}
 	a := &subAttempt{cc: cc, ch: make(chan subMsg, int(s.winOps)+2), availOps: uint64(s.winOps), availBytes: s.winBytes}

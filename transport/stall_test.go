@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lockstitch/lockstitch"
+	"github.com/lockstitch/lockstitch/internal/testutil"
 	"github.com/lockstitch/lockstitch/wal"
 )
 
@@ -278,5 +279,31 @@ func TestSubscriptionLeavesAnUnavailableNode(t *testing.T) {
 	}
 	if n := bad.calls.Load(); n != 1 {
 		t.Fatalf("the unavailable node was asked %d times", n)
+	}
+}
+
+// TestSubscriptionPassesADeadNode: the node after an unavailable one in
+// the seeds' order is down (its dial is refused): the subscription goes
+// on to the node after it instead of naming the dead node again after
+// every failed dial (seen by the fault-injection suite: a subscription
+// whose node was killed spent its attempts on it).
+func TestSubscriptionPassesADeadNode(t *testing.T) {
+	bad := &unavailableSubs{fakeHandler: newFakeHandler()}
+	_, lost := startServer(t, bad, testServerConfig())
+	_, good := startServer(t, newFakeHandler(), testServerConfig())
+	dead := testutil.FreeAddr(t) // nothing listens there
+	ctx := testContext(t)
+	if _, err := dialTest(t, testClientConfig(), good).Append(ctx, 1, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	cl := dialTest(t, testClientConfig(), lost, dead, good)
+	sub, err := cl.Subscribe(ctx, 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	var rec wal.Record
+	if err := sub.Next(ctx, &rec); err != nil || string(rec.Payload) != "x" {
+		t.Fatalf("Next: %q %v (the unavailable node was asked %d times)", rec.Payload, err, bad.calls.Load())
 	}
 }
