@@ -151,10 +151,15 @@ type Verdict struct {
 	// time: not a failure, but no proof either).
 	KV string `json:"kv"`
 	// Counts of appends by outcome, and of stream records.
-	Acked, Failed, Indeterminate int
-	Stream                       int
+	Acked         int `json:"acked"`
+	Failed        int `json:"failed"`
+	Indeterminate int `json:"indeterminate"`
+	Stream        int `json:"stream"`
 	// Lost counts acknowledged appends missing from the final stream.
-	Lost int
+	Lost int `json:"lost"`
+	// KVOps counts the kv operations checked (those that took effect or
+	// may have).
+	KVOps int `json:"kv_ops"`
 }
 
 // Check runs every checker on h, the kv check bounded by kvTimeout.
@@ -165,6 +170,7 @@ func Check(h *History, kvTimeout time.Duration) Verdict {
 	v.Anomalies = append(v.Anomalies, CheckAppends(h.Appends, final)...)
 	v.Anomalies = append(v.Anomalies, CheckSubscribers(h.Subscribers, final)...)
 	res, kv := CheckKV(h.KV, kvTimeout)
+	v.KVOps = len(Operations(h.KV))
 	v.KV = string(res)
 	v.Anomalies = append(v.Anomalies, kv...)
 	in := map[string]bool{}
