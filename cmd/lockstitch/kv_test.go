@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -97,9 +96,9 @@ func createKV(ctx context.Context, t *testing.T, c *serveCluster, cl *transport.
 
 // TestKVLinearizable runs clients doing put, get and cas on a few keys
 // against three serve processes, SIGKILLs the partition's leader midway
-// and restarts it, records the history (a write that fails is
-// indeterminate: it may have been applied, at any time after its call)
-// and checks it with porcupine.
+// and restarts it, records the history (randomKVOp: a write whose outcome
+// the client could not learn may have been applied, at any time after its
+// call; one that failed definitely was not) and checks it with porcupine.
 func TestKVLinearizable(t *testing.T) {
 	c, ctx, cl := serveTest(t, 3, 3*time.Minute)
 	createKV(ctx, t, c, cl, 1)
@@ -110,7 +109,7 @@ func TestKVLinearizable(t *testing.T) {
 	now := func() int64 { return int64(time.Since(start)) }
 	var (
 		mu        sync.Mutex
-		history   []porcupine.Operation
+		history   []chaos.KVOp
 		done      atomic.Int64
 		restarted atomic.Bool
 		wg        sync.WaitGroup
@@ -130,52 +129,15 @@ func TestKVLinearizable(t *testing.T) {
 			// What this client last read of each key: a cas expects it.
 			seen := map[string]kvclient.Item{}
 			for n := 0; (done.Load() < minOps || !restarted.Load()) && ctx.Err() == nil && n < 2000; n++ {
-				key := keys[rng.IntN(len(keys))]
-				in := chaos.KVInput{Key: key, Value: fmt.Sprintf("c%d-%d", id, n)}
-				var out chaos.KVOutput
-				octx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				call := now()
-				var err error
-				switch r := rng.IntN(10); {
-				case r < 4:
-					in.Op, in.Value = chaos.KVGet, ""
-					var item kvclient.Item
-					item, _, err = kcs[id].Get(octx, []byte(key), kvclient.Linearizable)
-					if errors.Is(err, kvclient.ErrNotFound) {
-						err, item = nil, kvclient.Item{}
-					}
-					out.Value, out.Version = string(item.Value), item.Version
-					if err == nil {
-						seen[key] = item
-					}
-				case r < 7:
-					in.Op = chaos.KVPut
-					var w kvclient.Write
-					w, err = kcs[id].Put(octx, []byte(key), []byte(in.Value))
-					out.Version = w.Version
-				default:
-					in.Op, in.Expect = chaos.KVCAS, string(seen[key].Value)
-					var w kvclient.Write
-					w, err = kcs[id].CAS(octx, []byte(key), []byte(in.Value), seen[key].Version)
-					var conflict *kvclient.ConflictError
-					switch {
-					case errors.As(err, &conflict):
-						err, out.Version = nil, conflict.Current
-					case err == nil:
-						out.OK, out.Version = true, w.Version
-					}
-				}
-				ret := now()
-				cancel()
-				if err != nil {
+				op := randomKVOp(ctx, kcs[id], rng, id, n, keys, seen, now)
+				if op.Outcome != chaos.OK {
 					failures.Add(1)
-					if in.Op == chaos.KVGet {
+					if op.Input.Op == chaos.KVGet {
 						continue // a read without an answer did nothing
 					}
-					out, ret = chaos.KVOutput{Unknown: true}, math.MaxInt64
 				}
 				mu.Lock()
-				history = append(history, porcupine.Operation{ClientId: id, Input: in, Call: call, Output: out, Return: ret})
+				history = append(history, op)
 				mu.Unlock()
 				done.Add(1)
 			}
@@ -200,7 +162,7 @@ func TestKVLinearizable(t *testing.T) {
 		t.Fatal("the test ran out of time")
 	}
 
-	res := porcupine.CheckOperationsTimeout(chaos.KVModel, history, time.Minute)
+	res := porcupine.CheckOperationsTimeout(chaos.KVModel, chaos.Operations(history), time.Minute)
 	t.Logf("%d ops (%d failed or indeterminate) in %v: %s", len(history), failures.Load(), time.Since(start).Round(time.Millisecond), res)
 	if res != porcupine.Ok {
 		t.Fatalf("the history is not linearizable (%s)", res)
