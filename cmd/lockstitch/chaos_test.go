@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -118,7 +119,9 @@ type chaosRig struct {
 	cut    func(group []int) // cut group off from the other nodes; nil without netns
 	heal   func(group []int)
 	logs   func(i int) string // every process's log of node i, oldest first
-	dial   func(ctx context.Context) *transport.Client
+	// dial connects to the nodes given, or to every node, once each
+	// answers.
+	dial func(ctx context.Context, nodes ...int) *transport.Client
 }
 
 // serveRig starts n serve processes on 127.0.0.1.
@@ -135,7 +138,7 @@ func serveRig(t *testing.T, n int) chaosRig {
 		},
 		signal: func(i int, sig syscall.Signal) { c.nodes[i-1].cmd.Process.Signal(sig) },
 		logs:   func(i int) string { return old[i].String() + c.nodes[i-1].log.String() },
-		dial:   func(ctx context.Context) *transport.Client { return c.dial(ctx) },
+		dial:   c.dial,
 	}
 }
 
@@ -173,7 +176,12 @@ func netnsRig(t *testing.T, n int) chaosRig {
 			}
 		},
 		logs: func(i int) string { return old[i].String() + c.nodes[i-1].log.String() },
-		dial: func(ctx context.Context) *transport.Client { return c.dial(ctx, nodes...) },
+		dial: func(ctx context.Context, some ...int) *transport.Client {
+			if len(some) == 0 {
+				some = nodes
+			}
+			return c.dial(ctx, some...)
+		},
 	}
 }
 
@@ -420,14 +428,15 @@ func (r *chaosRun) kvWork(ctx context.Context, c int, kc *kvclient.Client, stop 
 }
 
 // subscribe follows partition 1 from marker 0 and records every record,
-// until it has read up to the LSN sent on end or ctx ends. When Next
-// fails (its retries spent in a long outage), it subscribes again from
-// its marker, as a user would: a new Subscriber of the history, whose
-// From is the last LSN the previous one received.
-func (r *chaosRun) subscribe(ctx context.Context, id int, cl *transport.Client, end <-chan lockstitch.LSN, done chan<- error) {
+// until it has read an end marker (an append of producer 0's: the first
+// to commit, which the last acknowledged one is unless an attempt before
+// it committed without its client knowing) or ctx ends.
+// When Next fails (its retries spent in a long outage), it subscribes
+// again from its marker, as a user would: a new Subscriber of the
+// history, whose From is the last LSN the previous one received.
+func (r *chaosRun) subscribe(ctx context.Context, id int, cl *transport.Client, done chan<- error) {
 	var (
 		marker lockstitch.LSN
-		until  lockstitch.LSN = 1<<63 - 1
 		recs   []chaos.Entry
 		from   lockstitch.LSN
 	)
@@ -437,55 +446,40 @@ func (r *chaosRun) subscribe(ctx context.Context, id int, cl *transport.Client, 
 		r.mu.Unlock()
 		recs, from = nil, marker
 	}
-	for marker < until {
+	for {
 		sub, err := cl.Subscribe(ctx, 1, marker)
-		if err != nil {
-			if ctx.Err() != nil {
-				save()
-				done <- fmt.Errorf("subscriber %d at LSN %d: %w", id, marker, err)
-				return
+		for err == nil {
+			var rec wal.Record
+			if err = sub.Next(ctx, &rec); err != nil {
+				break
 			}
-			// Subscribe retried it; try again after a pause.
-			tm := time.NewTimer(100 * time.Millisecond)
-			select {
-			case <-tm.C:
-			case <-ctx.Done():
-			}
-			tm.Stop()
-			continue
-		}
-		var rec wal.Record
-		for marker < until {
-			nctx, cancel := context.WithTimeout(ctx, time.Second)
-			err = sub.Next(nctx, &rec)
-			cancel()
-			if err == nil {
-				recs = append(recs, chaos.Entry{LSN: rec.LSN, Payload: string(rec.Payload)})
-				marker = rec.LSN
-				continue
-			}
-			select {
-			case until = <-end:
-				end = nil
-			default:
-			}
-			if ctx.Err() != nil {
+			recs = append(recs, chaos.Entry{LSN: rec.LSN, Payload: string(rec.Payload)})
+			marker = rec.LSN
+			if bytes.HasPrefix(rec.Payload, []byte("p0-")) {
 				sub.Close()
 				save()
-				done <- fmt.Errorf("subscriber %d at LSN %d: %w", id, marker, ctx.Err())
+				done <- nil
 				return
 			}
-			if errors.Is(err, context.DeadlineExceeded) {
-				continue // no record within the second: look at end again
-			}
-			r.t.Logf("subscriber %d at LSN %d: %v; subscribing again", id, marker, err)
-			save()
-			break
 		}
-		sub.Close()
+		if sub != nil {
+			sub.Close()
+		}
+		if ctx.Err() != nil {
+			save()
+			done <- fmt.Errorf("subscriber %d: stopped at LSN %d: %w", id, marker, err)
+			return
+		}
+		r.t.Logf("subscriber %d at LSN %d: %v; subscribing again", id, marker, err)
+		save()
+		// Subscribe and Next retried it; try again after a pause.
+		tm := time.NewTimer(100 * time.Millisecond)
+		select {
+		case <-tm.C:
+		case <-ctx.Done():
+		}
+		tm.Stop()
 	}
-	save()
-	done <- nil
 }
 
 // leader returns partition 1's leader node, or 0 when no node says.
@@ -590,10 +584,7 @@ func (r *chaosRun) nemesis(ctx context.Context) []chaosFault {
 // this reader, judge gaps and duplicates.
 func (r *chaosRun) readReplica(ctx context.Context, i int, end lockstitch.LSN) []chaos.Entry {
 	r.t.Helper()
-	ncl, err := transport.Dial(ctx, transport.DefaultClientConfig(), r.rig.addr(i))
-	if err != nil {
-		r.t.Fatalf("node %d: %v", i, err)
-	}
+	ncl := r.rig.dial(ctx, i) // it may have just restarted
 	defer ncl.Close()
 	testutil.WaitFor(r.t, fmt.Sprintf("node %d to apply LSN %d", i, end), 2*time.Minute, func() bool {
 		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -682,58 +673,68 @@ func TestChaos(t *testing.T) {
 		wg.Go(func() { r.kvWork(ctx, c, kc, stop) })
 	}
 	const subscribers = 2
-	ends := make([]chan lockstitch.LSN, subscribers)
+	subCtx, subCancel := context.WithCancel(ctx)
+	defer subCancel()
 	subDone := make(chan error, subscribers)
 	for s := range subscribers {
-		ends[s] = make(chan lockstitch.LSN, 1)
-		cl := r.dialAll(ctx, transport.DefaultClientConfig())
-		go r.subscribe(ctx, s+1, cl, ends[s], subDone)
+		// failoverClientConfig: LOCKSTITCH_FAILOVER_LOG=1 logs their
+		// attempts.
+		cl := r.dialAll(ctx, failoverClientConfig())
+		go r.subscribe(subCtx, s+1, cl, subDone)
 	}
 
+	stopOnce := sync.OnceFunc(func() { close(stop) })
+	defer stopOnce() // when the test fails before the end
 	faults := r.nemesis(ctx)
-	close(stop)
+	stopOnce()
 	wg.Wait()
 
 	// The end: an append that commits after every op the producers can
 	// still make commit (Raft commits in log order, and every producer
-	// has its answers), recorded as producer 0's.
-	endOp := chaos.Append{Producer: 0, Seq: 0, Call: r.since()}
-	var end transport.AppendResult
-	var err error
-	for deadline := time.Now().Add(time.Minute); ; {
+	// has its answers), producer 0's; each attempt is an op of its own,
+	// so that one that failed but committed is no duplicate.
+	var end lockstitch.LSN
+	for seq, deadline := 0, time.Now().Add(time.Minute); end == 0; seq++ {
+		a := chaos.Append{Producer: 0, Seq: seq, Call: r.since()}
 		actx, acancel := context.WithTimeout(ctx, 10*time.Second)
-		end, err = r.admin.Append(actx, 1, []byte(chaos.Payload(0, 0)))
+		res, err := r.admin.Append(actx, 1, []byte(chaos.Payload(0, seq)))
 		acancel()
-		if err == nil || errors.Is(err, lockstitch.ErrIndeterminate) || time.Now().After(deadline) {
-			break
+		a.Return = r.since()
+		switch {
+		case err == nil:
+			a.Outcome, a.LSN, end = chaos.OK, res.LSN, res.LSN
+		case errors.Is(err, lockstitch.ErrIndeterminate):
+			a.Outcome, a.Err = chaos.Info, err.Error()
+		default:
+			a.Outcome, a.Err = chaos.Fail, err.Error()
+		}
+		r.history.Appends = append(r.history.Appends, a)
+		if end == 0 && time.Now().After(deadline) {
+			t.Fatalf("the end marker: %v (seed %d)", err, cfg.Seed)
 		}
 	}
-	if err != nil {
-		t.Fatalf("the end marker: %v", err)
-	}
-	endOp.Outcome, endOp.LSN, endOp.Return = chaos.OK, end.LSN, r.since()
-	r.history.Appends = append(r.history.Appends, endOp)
-	for _, ch := range ends {
-		ch <- end.LSN
-	}
+	// The subscribers have until 2 minutes from now to read the end.
+	subTimer := time.AfterFunc(2*time.Minute, subCancel)
 	for range subscribers {
 		if err := <-subDone; err != nil {
-			t.Errorf("%v", err)
+			t.Errorf("%v (seed %d)", err, cfg.Seed)
 		}
 	}
+	subTimer.Stop()
 	for i := 1; i <= cfg.Nodes; i++ {
-		r.history.Replicas = append(r.history.Replicas, chaos.Replica{Node: i, Entries: r.readReplica(ctx, i, end.LSN)})
+		r.history.Replicas = append(r.history.Replicas, chaos.Replica{Node: i, Entries: r.readReplica(ctx, i, end)})
 	}
 
 	v := chaos.Check(&r.history, 2*time.Minute)
-	sum := chaosSummarize(cfg, faults, v)
-	failed := !v.OK || v.Acked < 100 || len(faults) == 0
+	sum := chaosSummarize(cfg, faults, v, len(r.history.Subscribers)-subscribers)
+	failed := t.Failed() || !v.OK || v.Acked < 100 || len(faults) == 0
 	for _, f := range faults {
 		failed = failed || f.Recovery < 0
 	}
 	// The report goes where asked, or, when the run failed, to a
 	// directory that outlives the test.
 	dir := cfg.report
+	var err error
 	switch {
 	case dir != "":
 		err = os.MkdirAll(dir, 0o755)
@@ -765,7 +766,10 @@ func TestChaos(t *testing.T) {
 type chaosSummary struct {
 	Faults   map[string]int           `json:"faults"`   // injected, by kind
 	Recovery map[string]chaosRecovery `json:"recovery"` // by kind
-	text     string
+	// Resubscribed counts the subscriptions made again after Next
+	// failed (its retries spent).
+	Resubscribed int `json:"resubscribed"`
+	text         string
 }
 
 // chaosRecovery is one fault kind's figures, in milliseconds.
@@ -777,8 +781,8 @@ type chaosRecovery struct {
 	None        int     `json:"none"` // heals not followed by an ack within the bound
 }
 
-func chaosSummarize(cfg chaosConfig, faults []chaosFault, v chaos.Verdict) chaosSummary {
-	s := chaosSummary{Faults: map[string]int{}, Recovery: map[string]chaosRecovery{}}
+func chaosSummarize(cfg chaosConfig, faults []chaosFault, v chaos.Verdict, resubscribed int) chaosSummary {
+	s := chaosSummary{Faults: map[string]int{}, Recovery: map[string]chaosRecovery{}, Resubscribed: resubscribed}
 	byKind := map[string][]time.Duration{}
 	outages := map[string][]time.Duration{}
 	for _, f := range faults {
@@ -796,7 +800,7 @@ func chaosSummarize(cfg chaosConfig, faults []chaosFault, v chaos.Verdict) chaos
 	var b strings.Builder
 	fmt.Fprintf(&b, "seed %d, %d nodes, %v of faults: %d faults\n", cfg.Seed, cfg.Nodes, cfg.Duration, len(faults))
 	fmt.Fprintf(&b, "appends: %d acknowledged, %d failed, %d indeterminate; stream %d records; lost %d\n", v.Acked, v.Failed, v.Indeterminate, v.Stream, v.Lost)
-	fmt.Fprintf(&b, "kv: %d ops, linearizable: %s; anomalies: %d\n", v.KVOps, v.KV, len(v.Anomalies))
+	fmt.Fprintf(&b, "kv: %d ops, linearizable: %s; subscriptions made again after Next failed: %d; anomalies: %d\n", v.KVOps, v.KV, s.Resubscribed, len(v.Anomalies))
 	fmt.Fprintf(&b, "%-20s %6s %12s %12s %12s %12s\n", "fault", "count", "recovery p50", "max", "outage p50", "max")
 	for _, k := range slices.Sorted(maps.Keys(s.Faults)) {
 		d, o := byKind[k], outages[k]
