@@ -49,11 +49,11 @@ import (
 
 // Fault kinds. Each is injected, held for a while, and healed.
 const (
-	faultKill       = "kill"        // SIGKILL a random node, restart it
-	faultKillLeader = "kill-leader" // SIGKILL the stream's leader, restart it
-	faultKillAll    = "kill-all"    // SIGKILL every node, restart them all
-	faultPause      = "pause"       // SIGSTOP a random node, SIGCONT
-	faultPauseLead  = "pause-leader"
+	faultKill       = "kill"               // SIGKILL a random node, restart it
+	faultKillLeader = "kill-leader"        // SIGKILL the stream's leader, restart it
+	faultKillAll    = "kill-all"           // SIGKILL every node, restart them all
+	faultPause      = "pause"              // SIGSTOP a random node, SIGCONT
+	faultPauseLead  = "pause-leader"       // SIGSTOP the leader, SIGCONT
 	faultMinority   = "partition-minority" // cut a minority off from the rest (netns)
 	faultIsolate    = "isolate-leader"     // cut the leader off from its peers (netns)
 )
@@ -64,7 +64,7 @@ const (
 const chaosRecoveryBound = 60 * time.Second
 
 type chaosConfig struct {
-	Duration time.Duration `json:"duration"`
+	Duration time.Duration `json:"duration_ns"`
 	Seed     uint64        `json:"seed"`
 	Nodes    int           `json:"nodes"`
 	Netns    bool          `json:"netns"`
