@@ -865,3 +865,37 @@ func (r *chaosRun) writeReport(dir string, faults []chaosFault, v chaos.Verdict,
 		write(fmt.Sprintf("node%d.log", i), []byte(r.rig.logs(i)))
 	}
 }
+
+// TestAckWatch checks the nemesis's clock of acknowledgements: after
+// returns the first ack after a time (or false when the wait ends), and
+// outage the longest stretch without one from a fault to a recovery.
+func TestAckWatch(t *testing.T) {
+	a := newAckWatch()
+	t0 := time.Now()
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	for _, ms := range []int{10, 20, 300, 310, 900, 905} {
+		a.note(at(ms))
+	}
+	if got, ok := a.after(context.Background(), at(310)); !ok || !got.Equal(at(905)) {
+		t.Fatalf("after 310 ms: %v %v, want the ack at 905 ms", got.Sub(t0), ok)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	if _, ok := a.after(ctx, at(905)); ok {
+		t.Fatal("after the last ack: an ack was found")
+	}
+	// From a fault at 15 ms to the recovery at 900 ms: the gaps are
+	// 5, 280, 10 and 590 ms.
+	if got := a.outage(at(15), at(900)); got != 590*time.Millisecond {
+		t.Fatalf("outage from 15 to 900 ms: %v, want 590ms", got)
+	}
+	// No ack between the fault and the recovery: all of it.
+	if got := a.outage(at(320), at(900)); got != 580*time.Millisecond {
+		t.Fatalf("outage from 320 to 900 ms: %v, want 580ms", got)
+	}
+	// An ack arriving while after waits wakes it.
+	go a.note(at(1000))
+	if got, ok := a.after(context.Background(), at(905)); !ok || !got.Equal(at(1000)) {
+		t.Fatalf("after 905 ms: %v %v, want the ack at 1000 ms", got.Sub(t0), ok)
+	}
+}
