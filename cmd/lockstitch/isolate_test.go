@@ -34,6 +34,7 @@ type netnsCluster struct {
 	prefix string // names of namespaces and links
 	subnet string // "10.77.X."
 	dir    string
+	peers  string // the --peers flag
 	nodes  []*serveProcess
 }
 
@@ -101,37 +102,56 @@ func startNetnsCluster(t *testing.T, n int) *netnsCluster {
 	for i := 1; i <= n; i++ {
 		peers = append(peers, fmt.Sprintf("%d=%s:7010/%s", i, c.nodeIP(i), c.clientAddr(i)))
 	}
+	c.peers = strings.Join(peers, ",")
 	c.nodes = make([]*serveProcess, n)
 	for i := 1; i <= n; i++ {
-		args := []string{"netns", "exec", c.ns(i), os.Args[0], "serve",
-			"--id", fmt.Sprint(i), "--data-dir", fmt.Sprintf("%s/node%d", c.dir, i),
-			"--raft-addr", c.nodeIP(i) + ":7010", "--client-addr", c.clientAddr(i), "--admin-addr", "127.0.0.1:7020",
-			"--peers", strings.Join(peers, ","), "--rtt", "5ms", "--log-level", "info"}
-		p := &serveProcess{args: args, log: new(syncBuffer)}
-		// ip netns exec execs the command: the process is the server.
-		p.cmd = exec.Command("ip", args...)
-		p.cmd.Env = append(os.Environ(), "LOCKSTITCH_TEST_MAIN=1")
-		p.cmd.Stderr = p.log
-		// If the test process dies (a -timeout panic), so do its servers.
-		p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		if err := p.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		c.nodes[i-1] = p
+		c.start(i)
 	}
 	return c
+}
+
+// start starts node i's serve process in its namespace (again, after a
+// kill: the cleanup kills the last one).
+func (c *netnsCluster) start(i int) {
+	c.t.Helper()
+	args := []string{"netns", "exec", c.ns(i), os.Args[0], "serve",
+		"--id", fmt.Sprint(i), "--data-dir", fmt.Sprintf("%s/node%d", c.dir, i),
+		"--raft-addr", c.nodeIP(i) + ":7010", "--client-addr", c.clientAddr(i), "--admin-addr", "127.0.0.1:7020",
+		"--peers", c.peers, "--rtt", "5ms", "--log-level", "info"}
+	p := &serveProcess{args: args, log: new(syncBuffer)}
+	// ip netns exec execs the command: the process is the server.
+	p.cmd = exec.Command("ip", args...)
+	p.cmd.Env = append(os.Environ(), "LOCKSTITCH_TEST_MAIN=1")
+	p.cmd.Stderr = p.log
+	// If the test process dies (a -timeout panic), so do its servers.
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	c.nodes[i-1] = p
 }
 
 // isolate cuts node i off from the other nodes (not from clients).
 func (c *netnsCluster) isolate(i int) {
 	c.t.Helper()
-	var others []string
+	var others []int
 	for j := 1; j <= len(c.nodes); j++ {
 		if j != i {
-			others = append(others, c.nodeIP(j))
+			others = append(others, j)
 		}
 	}
-	set := strings.Join(others, ", ")
+	c.cutOff(i, others)
+}
+
+// cutOff cuts node i off from the nodes from (not from clients); heal
+// undoes it.
+func (c *netnsCluster) cutOff(i int, from []int) {
+	c.t.Helper()
+	var ips []string
+	for _, j := range from {
+		ips = append(ips, c.nodeIP(j))
+	}
+	set := strings.Join(ips, ", ")
 	rules := fmt.Sprintf(`table inet lsiso {
   chain in { type filter hook input priority 0; policy accept; ip saddr { %s } drop; }
   chain out { type filter hook output priority 0; policy accept; ip daddr { %s } drop; }
@@ -144,7 +164,7 @@ func (c *netnsCluster) isolate(i int) {
 	}
 }
 
-// heal undoes isolate.
+// heal undoes isolate and cutOff.
 func (c *netnsCluster) heal(i int) {
 	c.t.Helper()
 	c.run("ip", "netns", "exec", c.ns(i), "nft", "delete", "table", "inet", "lsiso")

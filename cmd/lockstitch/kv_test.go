@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -17,6 +16,7 @@ import (
 	"github.com/anishathalye/porcupine"
 
 	"github.com/lockstitch/lockstitch"
+	"github.com/lockstitch/lockstitch/internal/chaos"
 	"github.com/lockstitch/lockstitch/internal/testutil"
 	"github.com/lockstitch/lockstitch/transport"
 	"github.com/lockstitch/lockstitch/transport/kvclient"
@@ -85,136 +85,6 @@ func TestKVCommands(t *testing.T) {
 	}
 }
 
-// The linearizability model of a kv key under put, get and cas, for
-// porcupine. Every value written is unique, so a value names the write
-// that wrote it, and a cas's expected version is the version of the value
-// the client last read (kvInput.expect).
-const (
-	kvGet = iota
-	kvPut
-	kvCAS
-)
-
-type kvInput struct {
-	op     int
-	key    string
-	value  string // put, cas: the value written
-	expect string // cas: the value the key must hold ("": absent)
-}
-
-type kvOutput struct {
-	unknown bool   // a write whose outcome is indeterminate
-	ok      bool   // cas: applied
-	value   string // get: the value ("": absent)
-	version uint64 // get: the key's version; put, cas ok: the new one; cas mismatch: the current one
-}
-
-// kvState is a key's value and version; known is false after a write
-// whose version the history does not say.
-type kvState struct {
-	value   string
-	version uint64
-	known   bool
-}
-
-var kvModel = porcupine.Model{
-	Partition: func(history []porcupine.Operation) [][]porcupine.Operation {
-		byKey := map[string][]porcupine.Operation{}
-		for _, op := range history {
-			k := op.Input.(kvInput).key
-			byKey[k] = append(byKey[k], op)
-		}
-		var out [][]porcupine.Operation
-		for _, ops := range byKey {
-			out = append(out, ops)
-		}
-		return out
-	},
-	Init: func() any { return kvState{known: true} },
-	Step: func(state, input, output any) (bool, any) {
-		s, in, out := state.(kvState), input.(kvInput), output.(kvOutput)
-		newer := !s.known || out.version > s.version
-		switch in.op {
-		case kvGet:
-			if out.value != s.value || (s.known && out.version != s.version) {
-				return false, s
-			}
-			return true, kvState{value: s.value, version: out.version, known: true}
-		case kvPut:
-			if out.unknown {
-				return true, kvState{value: in.value}
-			}
-			return newer, kvState{value: in.value, version: out.version, known: true}
-		}
-		match := s.value == in.expect
-		switch {
-		case out.unknown && match:
-			return true, kvState{value: in.value}
-		case out.unknown:
-			return true, s
-		case out.ok:
-			return match && newer, kvState{value: in.value, version: out.version, known: true}
-		}
-		if match || (s.known && out.version != s.version) {
-			return false, s
-		}
-		return true, kvState{value: s.value, version: out.version, known: true}
-	},
-	Equal: func(a, b any) bool { return a.(kvState) == b.(kvState) },
-	DescribeOperation: func(input, output any) string {
-		in, out := input.(kvInput), output.(kvOutput)
-		return fmt.Sprintf("%d %s %q %q -> %+v", in.op, in.key, in.value, in.expect, out)
-	},
-}
-
-// TestKVCheckerCatchesStaleRead feeds the checker histories that are not
-// linearizable and sees it refuse them, and their linearizable variants
-// and sees it accept them.
-func TestKVCheckerCatchesStaleRead(t *testing.T) {
-	op := func(client int, in kvInput, call, ret int64, out kvOutput) porcupine.Operation {
-		return porcupine.Operation{ClientId: client, Input: in, Call: call, Output: out, Return: ret}
-	}
-	for _, tc := range []struct {
-		name string
-		ok   bool
-		h    []porcupine.Operation
-	}{
-		{"read after a completed put sees it", true, []porcupine.Operation{
-			op(0, kvInput{op: kvPut, key: "x", value: "a"}, 0, 10, kvOutput{version: 1}),
-			op(1, kvInput{op: kvGet, key: "x"}, 20, 30, kvOutput{value: "a", version: 1}),
-		}},
-		{"stale read after a completed put", false, []porcupine.Operation{
-			op(0, kvInput{op: kvPut, key: "x", value: "a"}, 0, 10, kvOutput{version: 1}),
-			op(1, kvInput{op: kvGet, key: "x"}, 20, 30, kvOutput{}),
-		}},
-		{"two cas on one version both succeed", false, []porcupine.Operation{
-			op(0, kvInput{op: kvPut, key: "x", value: "a"}, 0, 10, kvOutput{version: 1}),
-			op(1, kvInput{op: kvCAS, key: "x", value: "b", expect: "a"}, 20, 30, kvOutput{ok: true, version: 2}),
-			op(2, kvInput{op: kvCAS, key: "x", value: "c", expect: "a"}, 25, 40, kvOutput{ok: true, version: 3}),
-		}},
-		{"a read goes back in time", false, []porcupine.Operation{
-			op(0, kvInput{op: kvPut, key: "x", value: "a"}, 0, 10, kvOutput{version: 1}),
-			op(0, kvInput{op: kvPut, key: "x", value: "b"}, 20, 100, kvOutput{version: 2}),
-			op(1, kvInput{op: kvGet, key: "x"}, 30, 40, kvOutput{value: "b", version: 2}),
-			op(2, kvInput{op: kvGet, key: "x"}, 50, 60, kvOutput{value: "a", version: 1}),
-		}},
-		{"an indeterminate put is seen later", true, []porcupine.Operation{
-			op(0, kvInput{op: kvPut, key: "x", value: "a"}, 0, math.MaxInt64, kvOutput{unknown: true}),
-			op(1, kvInput{op: kvGet, key: "x"}, 20, 30, kvOutput{}),
-			op(1, kvInput{op: kvGet, key: "x"}, 40, 50, kvOutput{value: "a", version: 7}),
-		}},
-		{"an indeterminate put is seen, then unseen", false, []porcupine.Operation{
-			op(0, kvInput{op: kvPut, key: "x", value: "a"}, 0, math.MaxInt64, kvOutput{unknown: true}),
-			op(1, kvInput{op: kvGet, key: "x"}, 20, 30, kvOutput{value: "a", version: 7}),
-			op(1, kvInput{op: kvGet, key: "x"}, 40, 50, kvOutput{}),
-		}},
-	} {
-		if got := porcupine.CheckOperations(kvModel, tc.h); got != tc.ok {
-			t.Errorf("%s: linearizable = %v, want %v", tc.name, got, tc.ok)
-		}
-	}
-}
-
 // createKV creates kv partition id with replica i on node i.
 func createKV(ctx context.Context, t *testing.T, c *serveCluster, cl *transport.Client, id lockstitch.PartitionID) {
 	t.Helper()
@@ -226,9 +96,9 @@ func createKV(ctx context.Context, t *testing.T, c *serveCluster, cl *transport.
 
 // TestKVLinearizable runs clients doing put, get and cas on a few keys
 // against three serve processes, SIGKILLs the partition's leader midway
-// and restarts it, records the history (a write that fails is
-// indeterminate: it may have been applied, at any time after its call)
-// and checks it with porcupine.
+// and restarts it, records the history (randomKVOp: a write whose outcome
+// the client could not learn may have been applied, at any time after its
+// call; one that failed definitely was not) and checks it with porcupine.
 func TestKVLinearizable(t *testing.T) {
 	c, ctx, cl := serveTest(t, 3, 3*time.Minute)
 	createKV(ctx, t, c, cl, 1)
@@ -239,7 +109,7 @@ func TestKVLinearizable(t *testing.T) {
 	now := func() int64 { return int64(time.Since(start)) }
 	var (
 		mu        sync.Mutex
-		history   []porcupine.Operation
+		history   []chaos.KVOp
 		done      atomic.Int64
 		restarted atomic.Bool
 		wg        sync.WaitGroup
@@ -259,52 +129,15 @@ func TestKVLinearizable(t *testing.T) {
 			// What this client last read of each key: a cas expects it.
 			seen := map[string]kvclient.Item{}
 			for n := 0; (done.Load() < minOps || !restarted.Load()) && ctx.Err() == nil && n < 2000; n++ {
-				key := keys[rng.IntN(len(keys))]
-				in := kvInput{key: key, value: fmt.Sprintf("c%d-%d", id, n)}
-				var out kvOutput
-				octx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				call := now()
-				var err error
-				switch r := rng.IntN(10); {
-				case r < 4:
-					in.op, in.value = kvGet, ""
-					var item kvclient.Item
-					item, _, err = kcs[id].Get(octx, []byte(key), kvclient.Linearizable)
-					if errors.Is(err, kvclient.ErrNotFound) {
-						err, item = nil, kvclient.Item{}
-					}
-					out.value, out.version = string(item.Value), item.Version
-					if err == nil {
-						seen[key] = item
-					}
-				case r < 7:
-					in.op = kvPut
-					var w kvclient.Write
-					w, err = kcs[id].Put(octx, []byte(key), []byte(in.value))
-					out.version = w.Version
-				default:
-					in.op, in.expect = kvCAS, string(seen[key].Value)
-					var w kvclient.Write
-					w, err = kcs[id].CAS(octx, []byte(key), []byte(in.value), seen[key].Version)
-					var conflict *kvclient.ConflictError
-					switch {
-					case errors.As(err, &conflict):
-						err, out.version = nil, conflict.Current
-					case err == nil:
-						out.ok, out.version = true, w.Version
-					}
-				}
-				ret := now()
-				cancel()
-				if err != nil {
+				op := randomKVOp(ctx, kcs[id], rng, id, n, keys, seen, now)
+				if op.Outcome != chaos.OK {
 					failures.Add(1)
-					if in.op == kvGet {
+					if op.Input.Op == chaos.KVGet {
 						continue // a read without an answer did nothing
 					}
-					out, ret = kvOutput{unknown: true}, math.MaxInt64
 				}
 				mu.Lock()
-				history = append(history, porcupine.Operation{ClientId: id, Input: in, Call: call, Output: out, Return: ret})
+				history = append(history, op)
 				mu.Unlock()
 				done.Add(1)
 			}
@@ -329,7 +162,7 @@ func TestKVLinearizable(t *testing.T) {
 		t.Fatal("the test ran out of time")
 	}
 
-	res := porcupine.CheckOperationsTimeout(kvModel, history, time.Minute)
+	res := porcupine.CheckOperationsTimeout(chaos.KVModel, chaos.Operations(history), time.Minute)
 	t.Logf("%d ops (%d failed or indeterminate) in %v: %s", len(history), failures.Load(), time.Since(start).Round(time.Millisecond), res)
 	if res != porcupine.Ok {
 		t.Fatalf("the history is not linearizable (%s)", res)

@@ -61,6 +61,8 @@ var layers = []layer{
 	{dir: "examples", open: true, except: []string{"cmd", "bench", "internal"}},
 	{dir: "bench", open: true, except: []string{"cmd"}},
 	{dir: "internal/testutil", may: []string{".", "wal", "metrics", "transport", "ops"}, testsOnly: true},
+	// The fault-injection suite's history and checkers: pure, for tests.
+	{dir: "internal/chaos", may: []string{".", "wal"}, testsOnly: true},
 	{dir: "internal/lint"},
 }
 
