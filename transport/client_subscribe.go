@@ -119,7 +119,7 @@ func (cl *Client) SubscribeWith(ctx context.Context, p lockstitch.PartitionID, m
 			return s, nil
 		}
 		if !s.retry(ctx, err) {
-			return nil, err
+			return nil, s.gaveUp(ctx, err)
 		}
 	}
 }
@@ -166,7 +166,7 @@ func (s *Subscription) Next(ctx context.Context, rec *wal.Record) error {
 				if s.isClosed() {
 					return lockstitch.ErrClosed // closed while it waited to retry
 				}
-				return err
+				return s.gaveUp(ctx, err)
 			}
 			continue
 		}
@@ -196,7 +196,7 @@ func (s *Subscription) Next(ctx context.Context, rec *wal.Record) error {
 				if errors.As(err, &dv) {
 					dv.Partition, dv.Marker = s.partition, s.marker
 				}
-				return err
+				return s.gaveUp(ctx, err)
 			case m.buf != nil:
 				s.cur, s.off = m.buf, 0
 				s.committed = max(s.committed, m.committed)
@@ -219,7 +219,7 @@ func (s *Subscription) Next(ctx context.Context, rec *wal.Record) error {
 					if errors.As(m.err, &dv) {
 						dv.Partition, dv.Marker = s.partition, s.marker
 					}
-					return m.err
+					return s.gaveUp(ctx, m.err)
 				}
 			}
 		case <-ctx.Done():
@@ -341,6 +341,16 @@ func (s *Subscription) retry(ctx context.Context, err error) bool {
 	case <-s.done:
 	}
 	return false
+}
+
+// gaveUp is the error of a subscription that stopped retrying after
+// err: err itself, or, when ctx ended meanwhile, ctx's error with err
+// (both match errors.Is).
+func (s *Subscription) gaveUp(ctx context.Context, err error) error {
+	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+		return fmt.Errorf("%w (the last attempt: %w)", cerr, err)
+	}
+	return err
 }
 
 // restart drops the current attempt and what it buffered; the next Next

@@ -307,3 +307,24 @@ func TestSubscriptionPassesADeadNode(t *testing.T) {
 		t.Fatalf("Next: %q %v (the unavailable node was asked %d times)", rec.Payload, err, bad.calls.Load())
 	}
 }
+
+// TestSubscriptionGivesUpWithContext: a Next whose context ends
+// while it waits to retry says so (context.DeadlineExceeded), with the
+// last attempt's error (Unavailable) beside it.
+func TestSubscriptionGivesUpWithContext(t *testing.T) {
+	_, addr := startServer(t, &unavailableSubs{fakeHandler: newFakeHandler()}, testServerConfig())
+	cfg := testClientConfig()
+	cfg.BackoffMin, cfg.BackoffMax = time.Minute, time.Minute
+	cl := dialTest(t, cfg, addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	sub, err := cl.Subscribe(ctx, 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	err = sub.Next(ctx, new(wal.Record))
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, lockstitch.ErrUnavailable) {
+		t.Fatalf("Next past its deadline: %v", err)
+	}
+}
