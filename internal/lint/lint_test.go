@@ -45,6 +45,8 @@ const testHelpers = "internal/testutil"
 var layers = []layer{
 	{dir: "wal"},
 	{dir: "metrics"},
+	// TLS files and their reloading: the standard library only.
+	{dir: "tlsconf"},
 	// The shared vocabulary: IDs, roles, error sentinels.
 	{dir: ".", may: []string{"wal"}},
 	// Op and result formats of the built-in plugins: clients and plugins
@@ -54,7 +56,7 @@ var layers = []layer{
 	// Not transport: replicator imports copy and must not reach the wire.
 	{dir: "copy", may: []string{".", "wal", "metrics"}},
 	{dir: "replicator", may: []string{".", "wal", "copy", "metrics", "ops"}},
-	{dir: "server", may: []string{".", "replicator", "transport", "copy", "wal", "metrics", "ops"}},
+	{dir: "server", may: []string{".", "replicator", "transport", "copy", "wal", "metrics", "ops", "tlsconf"}},
 	{dir: "cmd", open: true, except: []string{"bench", "examples"}},
 	// Examples do what a user outside the module can do: no internal
 	// package, in their tests either.
