@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
@@ -76,7 +77,8 @@ func (s *Server) Serve(l net.Listener) error {
 		s.mu.Unlock()
 		l.Close()
 	}()
-	s.log.Info("transport: serving", "addr", l.Addr().String())
+	useTLS := s.cfg.TLS != nil && l.Addr().Network() == "tcp"
+	s.log.Info("transport: serving", "addr", l.Addr().String(), "tls", useTLS)
 	var backoff time.Duration
 	for {
 		nc, err := l.Accept()
@@ -102,6 +104,9 @@ func (s *Server) Serve(l net.Listener) error {
 			return err
 		}
 		backoff = 0
+		if useTLS {
+			nc = tls.Server(nc, s.cfg.TLS)
+		}
 		s.accept(nc)
 	}
 }

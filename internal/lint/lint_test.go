@@ -52,7 +52,7 @@ var layers = []layer{
 	// Op and result formats of the built-in plugins: clients and plugins
 	// share them, so they link neither the replicator nor the wire.
 	{dir: "ops", may: []string{".", "wal"}},
-	{dir: "transport", may: []string{".", "wal", "metrics", "ops"}},
+	{dir: "transport", may: []string{".", "wal", "metrics", "ops", "tlsconf"}},
 	// Not transport: replicator imports copy and must not reach the wire.
 	{dir: "copy", may: []string{".", "wal", "metrics"}},
 	{dir: "replicator", may: []string{".", "wal", "copy", "metrics", "ops"}},
@@ -62,7 +62,7 @@ var layers = []layer{
 	// package, in their tests either.
 	{dir: "examples", open: true, except: []string{"cmd", "bench", "internal"}},
 	{dir: "bench", open: true, except: []string{"cmd"}},
-	{dir: "internal/testutil", may: []string{".", "wal", "metrics", "transport", "ops"}, testsOnly: true},
+	{dir: "internal/testutil", may: []string{".", "wal", "metrics", "transport", "ops", "tlsconf"}, testsOnly: true},
 	{dir: "internal/lint"},
 }
 
