@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"reflect"
@@ -27,16 +28,25 @@ import (
 // flag, an environment variable and a config file key (see settings.go);
 // docs/operations.md lists them.
 type serveSettings struct {
-	ID           uint64 `name:"id" help:"this node's id, unique in the cluster"`
-	DataDir      string `name:"data-dir" help:"directory for all the node's data"`
-	RaftAddr     string `name:"raft-addr" help:"host:port of this node's Raft traffic, as peers reach it"`
-	ClientAddr   string `name:"client-addr" help:"host:port clients and peers reach this node's client server at"`
-	ClientListen string `name:"client-listen" help:"host:port the client server binds (default: client-addr)"`
-	UnixSocket   string `name:"unix-socket" help:"path of a Unix socket the client server also listens on (sidecars)"`
-	AdminAddr    string `name:"admin-addr" help:"host:port of the admin HTTP listener (/metrics, /debug/pprof/, /healthz, /readyz); empty for none"`
-	Peers        string `name:"peers" help:"the cluster's nodes: id=raft-addr/client-addr,... (this node included); empty for a one-node cluster"`
-	LogLevel     string `name:"log-level" help:"debug, info, warn or error"`
-	LogFormat    string `name:"log-format" help:"text or json"`
+	ID                   uint64 `name:"id" help:"this node's id, unique in the cluster"`
+	DataDir              string `name:"data-dir" help:"directory for all the node's data"`
+	RaftAddr             string `name:"raft-addr" help:"host:port of this node's Raft traffic, as peers reach it"`
+	ClientAddr           string `name:"client-addr" help:"host:port clients and peers reach this node's client server at"`
+	ClientListen         string `name:"client-listen" help:"host:port the client server binds (default: client-addr)"`
+	UnixSocket           string `name:"unix-socket" help:"path of a Unix socket the client server also listens on (sidecars)"`
+	AdminAddr            string `name:"admin-addr" help:"host:port of the admin HTTP listener (/metrics, /debug/pprof/, /healthz, /readyz); empty for none"`
+	Peers                string `name:"peers" help:"the cluster's nodes: id=raft-addr/client-addr,... (this node included); empty for a one-node cluster"`
+	TLSCert              string `name:"tls-cert" help:"PEM certificate of this node (for server and client authentication): served on the client port, and on the admin port with --admin-tls, and presented to the peers this node calls; reloaded when the file changes"`
+	TLSKey               string `name:"tls-key" help:"PEM private key of --tls-cert"`
+	TLSCA                string `name:"tls-ca" help:"PEM CAs of the cluster: this node verifies the peers it calls against them, and, with --raft-tls, the Raft port's peers"`
+	TLSClientCA          string `name:"tls-client-ca" help:"PEM CAs that client certificates must chain to (include --tls-ca's, for the peers' calls, when client certificates are required)"`
+	TLSRequireClientCert bool   `name:"tls-require-client-cert" help:"refuse clients without a certificate of --tls-client-ca (mutual TLS)"`
+	RaftTLS              bool   `name:"raft-tls" help:"mutual TLS on the Raft port with --tls-cert, --tls-key and --tls-ca (every node of the cluster alike; read at start)"`
+	AdminTLS             bool   `name:"admin-tls" help:"serve the admin HTTP listener over TLS, with --tls-cert"`
+	AdminTokenFile       string `name:"admin-token-file" help:"file holding the token, or sha256:HEX of it, that /debug/pprof/ requires (Authorization: Bearer TOKEN); /metrics, /healthz and /readyz stay open"`
+	Insecure             bool   `name:"insecure" help:"allow the client or Raft port on a non-loopback address without TLS"`
+	LogLevel             string `name:"log-level" help:"debug, info, warn or error"`
+	LogFormat            string `name:"log-format" help:"text or json"`
 
 	ShutdownTimeout time.Duration `name:"shutdown-timeout" help:"how long a graceful stop waits for requests in flight"`
 
@@ -128,6 +138,18 @@ func (s serveSettings) nodeConfig(logger *slog.Logger) (server.Config, error) {
 	cfg := server.DefaultConfig()
 	cfg.ID, cfg.DataDir, cfg.RaftAddr = lockstitch.NodeID(s.ID), s.DataDir, s.RaftAddr
 	cfg.ClientAddr, cfg.ClientListen, cfg.UnixSocket, cfg.AdminAddr = s.ClientAddr, s.ClientListen, s.UnixSocket, s.AdminAddr
+	if s.RaftTLS {
+		if s.TLSCA == "" || s.TLSCert == "" || s.TLSKey == "" {
+			errs = append(errs, errors.New("--raft-tls needs --tls-ca, --tls-cert and --tls-key"))
+		} else {
+			rc.RaftTLS = replicator.RaftTLS{CAFile: s.TLSCA, CertFile: s.TLSCert, KeyFile: s.TLSKey}
+		}
+	}
+	cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.TLS.ClientCAFile, cfg.TLS.RequireClientCert = s.TLSCert, s.TLSKey, s.TLSClientCA, s.TLSRequireClientCert
+	cfg.PeerCAFile, cfg.AdminTLS, cfg.AdminTokenFile = s.TLSCA, s.AdminTLS, s.AdminTokenFile
+	if err := s.plainExposed(); err != nil {
+		errs = append(errs, err)
+	}
 	cfg.Peers, cfg.Replicator, cfg.Transport, cfg.Logger = peers, rc, tc, logger
 	cfg.Repair.Auto, cfg.Repair.First = s.AutoRepair, s.RepairDelay
 	cfg.PeerProbeInterval = s.PeerProbeInterval
@@ -145,6 +167,45 @@ func (s serveSettings) nodeConfig(logger *slog.Logger) (server.Config, error) {
 		errs = append(errs, errors.New("shutdown-timeout must be positive"))
 	}
 	return cfg, errors.Join(errs...)
+}
+
+// plainExposed refuses a client or Raft port on a non-loopback address
+// without TLS, unless --insecure: the ports carry every op and all of the
+// cluster's administration.
+func (s serveSettings) plainExposed() error {
+	if s.Insecure {
+		return nil
+	}
+	var exposed []string
+	listen := s.ClientListen
+	if listen == "" {
+		listen = s.ClientAddr
+	}
+	if s.TLSCert == "" && !loopback(listen) {
+		exposed = append(exposed, "client port "+listen)
+	}
+	if !s.RaftTLS && !loopback(s.RaftAddr) {
+		exposed = append(exposed, "Raft port "+s.RaftAddr)
+	}
+	if len(exposed) == 0 {
+		return nil
+	}
+	return fmt.Errorf("refusing to serve without TLS on a non-loopback address (%s): set --tls-cert and --tls-key (and --raft-tls with --tls-ca), or --insecure to serve in plain text", strings.Join(exposed, ", "))
+}
+
+// loopback reports whether a host:port is on the loopback interface
+// only: localhost or a loopback IP. An unspecified host (0.0.0.0, ":7400")
+// or any other name is not.
+func loopback(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return true // Validate reports it
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // appendFrameOverhead is what an Append frame body adds to its payload.
