@@ -78,6 +78,16 @@ func TestClusterTLS(t *testing.T) {
 	if _, err := transport.Dial(ctx, transport.DefaultClientConfig(), c.addrs()[0]); !errors.Is(err, transport.ErrProtocol) {
 		t.Fatalf("a plain client on the client port: %v", err)
 	}
+	// The Unix socket stays plain.
+	ucl, err := transport.Dial(ctx, transport.DefaultClientConfig(), "unix:"+c.nodes[0].cfg.UnixSocket)
+	if err != nil {
+		t.Fatalf("a plain client on the Unix socket: %v", err)
+	}
+	_, err = ucl.Append(ctx, 1, []byte("local"))
+	ucl.Close()
+	if err != nil {
+		t.Fatalf("append over the Unix socket: %v", err)
+	}
 
 	// The Raft port: a peer with a certificate of the cluster's CA is
 	// answered; without one, with one of another CA, or without TLS, not.
