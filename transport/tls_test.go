@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/internal/testutil"
 	"github.com/lockstitch/lockstitch/tlsconf"
 )
@@ -24,7 +25,11 @@ type tlsRig struct {
 	metrics *countingMetrics
 }
 
-func newTLSRig(t *testing.T) *tlsRig {
+func newTLSRig(t *testing.T) *tlsRig { return newTLSRigWith(t, func(*ServerConfig) {}) }
+
+// newTLSRigWith is newTLSRig with the server's configuration changed by
+// tweak.
+func newTLSRigWith(t *testing.T, tweak func(*ServerConfig)) *tlsRig {
 	t.Helper()
 	r := &tlsRig{dir: t.TempDir(), ca: testutil.NewCA(t, "cluster CA"), clock: testutil.NewClock(time.Now()), metrics: newCountingMetrics()}
 	r.node = r.ca.IssueFiles(t, r.dir, "node")
@@ -36,6 +41,7 @@ func newTLSRig(t *testing.T) *tlsRig {
 	}
 	cfg := testServerConfig()
 	cfg.TLS, cfg.Metrics = st.TLSConfig(), r.metrics
+	tweak(&cfg)
 	_, r.addr = startServer(t, newFakeHandler(), cfg)
 	return r
 }
@@ -175,4 +181,26 @@ func readFile(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestTLSMaxConns: a connection beyond MaxConns is told so over TLS, and
+// one that never starts its handshake does not hold up the accept loop.
+func TestTLSMaxConns(t *testing.T) {
+	r := newTLSRigWith(t, func(c *ServerConfig) { c.MaxConns = 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	client := r.ca.IssueFiles(t, r.dir, "client")
+	dialTest(t, r.client(t, client), r.addr)
+	silent := dialRaw(t, r.addr) // connects, never says a word
+	defer silent.nc.Close()
+	cfg := r.client(t, client)
+	cfg.MaxAttempts = 1
+	start := time.Now()
+	_, err := Dial(ctx, cfg, r.addr)
+	if !errors.Is(err, lockstitch.ErrUnavailable) || !strings.Contains(err.Error(), "busy: too many connections") {
+		t.Fatalf("Dial beyond MaxConns: %v", err)
+	}
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Fatalf("refused after %v: the silent connection held the accept loop", d)
+	}
 }

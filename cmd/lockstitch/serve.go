@@ -146,7 +146,13 @@ func (s serveSettings) nodeConfig(logger *slog.Logger) (server.Config, error) {
 		}
 	}
 	cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.TLS.ClientCAFile, cfg.TLS.RequireClientCert = s.TLSCert, s.TLSKey, s.TLSClientCA, s.TLSRequireClientCert
-	cfg.PeerCAFile, cfg.AdminTLS, cfg.AdminTokenFile = s.TLSCA, s.AdminTLS, s.AdminTokenFile
+	cfg.AdminTLS, cfg.AdminTokenFile = s.AdminTLS, s.AdminTokenFile
+	switch {
+	case s.TLSCert != "":
+		cfg.PeerCAFile = s.TLSCA
+	case s.TLSCA != "" && !s.RaftTLS:
+		errs = append(errs, errors.New("--tls-ca needs --tls-cert and --tls-key"))
+	}
 	if err := s.plainExposed(); err != nil {
 		errs = append(errs, err)
 	}
