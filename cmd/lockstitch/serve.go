@@ -28,14 +28,19 @@ import (
 // flag, an environment variable and a config file key (see settings.go);
 // docs/operations.md lists them.
 type serveSettings struct {
-	ID                   uint64 `name:"id" help:"this node's id, unique in the cluster"`
-	DataDir              string `name:"data-dir" help:"directory for all the node's data"`
-	RaftAddr             string `name:"raft-addr" help:"host:port of this node's Raft traffic, as peers reach it"`
-	ClientAddr           string `name:"client-addr" help:"host:port clients and peers reach this node's client server at"`
-	ClientListen         string `name:"client-listen" help:"host:port the client server binds (default: client-addr)"`
-	UnixSocket           string `name:"unix-socket" help:"path of a Unix socket the client server also listens on (sidecars)"`
-	AdminAddr            string `name:"admin-addr" help:"host:port of the admin HTTP listener (/metrics, /debug/pprof/, /healthz, /readyz); empty for none"`
-	Peers                string `name:"peers" help:"the cluster's nodes: id=raft-addr/client-addr,... (this node included); empty for a one-node cluster"`
+	ID           uint64 `name:"id" help:"this node's id, unique in the cluster"`
+	DataDir      string `name:"data-dir" help:"directory for all the node's data"`
+	RaftAddr     string `name:"raft-addr" help:"host:port of this node's Raft traffic, as peers reach it"`
+	ClientAddr   string `name:"client-addr" help:"host:port clients and peers reach this node's client server at"`
+	ClientListen string `name:"client-listen" help:"host:port the client server binds (default: client-addr)"`
+	UnixSocket   string `name:"unix-socket" help:"path of a Unix socket the client server also listens on (sidecars)"`
+	AdminAddr    string `name:"admin-addr" help:"host:port of the admin HTTP listener (/metrics, /debug/pprof/, /healthz, /readyz); empty for none"`
+	Peers        string `name:"peers" help:"the cluster's nodes: id=raft-addr/client-addr,... (this node included); empty for a one-node cluster"`
+	LogLevel     string `name:"log-level" help:"debug, info, warn or error"`
+	LogFormat    string `name:"log-format" help:"text or json"`
+
+	ShutdownTimeout time.Duration `name:"shutdown-timeout" help:"how long a graceful stop waits for requests in flight"`
+
 	TLSCert              string `name:"tls-cert" help:"PEM certificate of this node (for server and client authentication): served on the client port, and on the admin port with --admin-tls, and presented to the peers this node calls; reloaded when the file changes"`
 	TLSKey               string `name:"tls-key" help:"PEM private key of --tls-cert"`
 	TLSCA                string `name:"tls-ca" help:"PEM CAs of the cluster: this node verifies the peers it calls against them, and, with --raft-tls, the Raft port's peers"`
@@ -45,10 +50,6 @@ type serveSettings struct {
 	AdminTLS             bool   `name:"admin-tls" help:"serve the admin HTTP listener over TLS, with --tls-cert"`
 	AdminTokenFile       string `name:"admin-token-file" help:"file holding the token, or sha256:HEX of it, that /debug/pprof/ requires (Authorization: Bearer TOKEN); /metrics, /healthz and /readyz stay open"`
 	Insecure             bool   `name:"insecure" help:"allow the client or Raft port on a non-loopback address without TLS"`
-	LogLevel             string `name:"log-level" help:"debug, info, warn or error"`
-	LogFormat            string `name:"log-format" help:"text or json"`
-
-	ShutdownTimeout time.Duration `name:"shutdown-timeout" help:"how long a graceful stop waits for requests in flight"`
 
 	MutexProfileFraction int `name:"mutex-profile-fraction" help:"sample 1 in N mutex contention events for /debug/pprof/mutex (0: off)"`
 	BlockProfileRate     int `name:"block-profile-rate" help:"sample blocking events lasting this many nanoseconds for /debug/pprof/block (0: off)"`
