@@ -17,4 +17,6 @@ USER 65534:65534
 EXPOSE 7400 7410 7420
 VOLUME /data
 ENTRYPOINT ["/lockstitch"]
-CMD ["serve", "--data-dir", "/data", "--client-listen", "0.0.0.0:7400", "--admin-addr", "0.0.0.0:7420"]
+# A try-out in plain text (--insecure: serve refuses a non-loopback port
+# without TLS otherwise); docs/security.md says how to turn TLS on.
+CMD ["serve", "--data-dir", "/data", "--client-listen", "0.0.0.0:7400", "--admin-addr", "0.0.0.0:7420", "--insecure"]

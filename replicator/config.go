@@ -27,6 +27,21 @@ const (
 	LogDBTan LogDB = "tan"
 )
 
+// RaftTLS is mutual TLS between the nodes' Raft ports: each node serves
+// and dials with its certificate, and accepts only peers whose
+// certificate chains to CAFile (their certificates must allow both server
+// and client authentication, and name the host of their Raft address).
+// Dragonboat reads the files when the node starts (its listener) and on
+// each new outgoing connection: a rotated certificate is wholly in use
+// after a restart. Set all three files, or none for plain TCP; every node
+// of a cluster must agree.
+type RaftTLS struct {
+	CAFile, CertFile, KeyFile string
+}
+
+// Enabled reports whether t turns mutual TLS on.
+func (t RaftTLS) Enabled() bool { return t != RaftTLS{} }
+
 // Config configures a Replicator. Start from DefaultConfig.
 type Config struct {
 	// DataDir holds everything the node keeps: dragonboat's Raft log,
@@ -52,6 +67,9 @@ type Config struct {
 	// Registerer receives the node's metrics (see Metrics); nil records
 	// none.
 	Registerer prometheus.Registerer
+
+	// RaftTLS, when set, is mutual TLS on the Raft port.
+	RaftTLS RaftTLS
 
 	// DeploymentID separates clusters that could reach each other: nodes
 	// with different ids ignore each other. Fixed at first start.
@@ -198,6 +216,9 @@ func (c Config) Validate() error {
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if c.DataDir == "" {
 		bad("DataDir is empty")
+	}
+	if t := c.RaftTLS; t.Enabled() && (t.CAFile == "" || t.CertFile == "" || t.KeyFile == "") {
+		bad("RaftTLS needs a CA file, a certificate file and a key file, or none of them")
 	}
 	if _, _, err := net.SplitHostPort(c.RaftAddress); err != nil {
 		bad("RaftAddress %q: %v", c.RaftAddress, err)

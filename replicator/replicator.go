@@ -84,6 +84,9 @@ func Open(cfg Config) (*Replicator, error) {
 		RaftEventListener:   events,
 		SystemEventListener: events,
 	}
+	if t := cfg.RaftTLS; t.Enabled() {
+		nhc.MutualTLS, nhc.CAFile, nhc.CertFile, nhc.KeyFile = true, t.CAFile, t.CertFile, t.KeyFile
+	}
 	nhc.Expert.FS = newRecvFS(vfs.Default)
 	nhc.Expert.LogDB = config.GetSmallMemLogDBConfig()
 	nhc.Expert.LogDBFactory = pebbleLogDB{}

@@ -31,6 +31,14 @@
 // partition. Every op is safe to repeat. Errors are package lockstitch's
 // sentinels, the same in-process and over the wire.
 //
+// Security: Config.TLS puts the client port's TCP listeners behind TLS
+// (certificates reloaded when their files change, client certificates
+// optionally required), and the node then calls its peers over TLS with
+// the same certificate, verifying them against PeerCAFile;
+// replicator.Config.RaftTLS is the Raft port's mutual TLS; AdminTLS and
+// AdminTokenFile guard the admin listener (security.go; see
+// docs/security.md). The Unix socket stays plain.
+//
 // Concurrency: a Node is safe for concurrent use. Start returns once the
 // node serves; Shutdown stops accepting requests, lets those in flight
 // finish until its context ends, and closes the replicator; Close is

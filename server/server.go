@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/metrics"
 	"github.com/lockstitch/lockstitch/replicator"
+	"github.com/lockstitch/lockstitch/tlsconf"
 	"github.com/lockstitch/lockstitch/transport"
 )
 
@@ -55,6 +57,26 @@ type Config struct {
 	// caller has bound for it instead; the node closes it.
 	AdminAddr     string
 	AdminListener net.Listener
+	// TLS secures the client port's TCP listeners (the Unix socket stays
+	// plain: its permissions guard it); see tlsconf.ServerConfig, whose
+	// files are reloaded when they change. Its certificate is also the
+	// node's client certificate when it calls its peers. The zero value
+	// (DefaultConfig's) is plain TCP.
+	TLS tlsconf.ServerConfig
+	// PeerCAFile is a PEM file of the CAs the other nodes' certificates
+	// chain to: with TLS, this node verifies the peers it calls (cluster
+	// administration) against it; empty means the system's roots. It is
+	// read at Start.
+	PeerCAFile string
+	// AdminTLS serves the admin listener over TLS, with TLS's
+	// certificate; it asks for no client certificate.
+	AdminTLS bool
+	// AdminTokenFile, when set, is a file holding the token that requests
+	// to /debug/pprof/ must carry (Authorization: Bearer TOKEN): the
+	// token itself, or its SHA-256 as "sha256:" and 64 hex digits (see
+	// security.go). It is read at Start. /metrics, /healthz and /readyz
+	// stay open.
+	AdminTokenFile string
 	// Peers lists every node of the cluster, this one included; empty
 	// means a cluster of this node alone.
 	Peers []Peer
@@ -90,7 +112,7 @@ func DefaultConfig() Config {
 	rc := replicator.DefaultConfig()
 	rc.Plugins = Plugins()
 	rc.Quiesce = true
-	return Config{Replicator: rc, Transport: transport.DefaultServerConfig(), AdminTimeout: time.Minute, Repair: DefaultRepairPolicy(), PeerProbeInterval: time.Second}
+	return Config{Replicator: rc, Transport: transport.DefaultServerConfig(), TLS: tlsconf.DefaultServerConfig(), AdminTimeout: time.Minute, Repair: DefaultRepairPolicy(), PeerProbeInterval: time.Second}
 }
 
 // Validate reports what is wrong with c; it does not change c.
@@ -137,6 +159,12 @@ func (c Config) Validate() error {
 	}
 	if len(c.Peers) > 0 && !self {
 		errs = append(errs, fmt.Errorf("peers do not include this node (%d)", c.ID))
+	}
+	if err := c.TLS.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if !c.TLS.Enabled() && (c.PeerCAFile != "" || c.AdminTLS) {
+		errs = append(errs, errors.New("a peer CA file or TLS on the admin listener needs TLS: set the certificate and key files"))
 	}
 	if c.AdminTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("admin timeout %v must be positive", c.AdminTimeout))
@@ -211,6 +239,8 @@ type Node struct {
 	probing   chan struct{} // closed when the peer probes have stopped
 	// peerClients are the clients of the other nodes for admin requests
 	// (peerClient), nil once the node closes.
+	// peerTLS is the TLS of those clients, nil without TLS.
+	peerTLS     *tls.Config
 	peerMu      sync.Mutex
 	peerClients map[lockstitch.NodeID]*transport.Client
 
@@ -237,6 +267,12 @@ func Start(cfg Config) (*Node, error) {
 	if n.cfg.ClientListen == "" {
 		n.cfg.ClientListen = n.cfg.ClientAddr
 	}
+	sec, err := openSecurity(cfg, n.log)
+	if err != nil {
+		closeListeners(cfg)
+		return nil, err
+	}
+	n.peerTLS = sec.peerTLS
 	rc := cfg.replicatorConfig()
 	rc.Logger, rc.Registerer = n.log, n.reg
 	r, err := replicator.Open(rc)
@@ -247,6 +283,9 @@ func Start(cfg Config) (*Node, error) {
 	n.r = r
 	tc := cfg.Transport
 	tc.NodeID, tc.Logger, tc.Metrics = uint64(cfg.ID), n.log, transport.NewPrometheusMetrics(n.reg)
+	if sec.tls != nil {
+		tc.TLS = sec.tls.TLSConfig()
+	}
 	n.srv, err = transport.NewServer(&handler{n: n}, tc)
 	if err != nil {
 		closeListeners(cfg)
@@ -284,7 +323,14 @@ func Start(cfg Config) (*Node, error) {
 		}
 	}
 	if n.adminL != nil {
-		n.httpSrv = &http.Server{Handler: metrics.AdminHandler(n.reg, n.Ready, n.Notes), ReadHeaderTimeout: 10 * time.Second}
+		var h http.Handler = metrics.AdminHandler(n.reg, n.Ready, n.Notes)
+		if sec.adminToken != nil {
+			h = requireToken(h, "/debug/pprof/", sec.adminToken)
+		}
+		if cfg.AdminTLS {
+			n.adminL = tls.NewListener(n.adminL, sec.adminTLS())
+		}
+		n.httpSrv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			if err := n.httpSrv.Serve(n.adminL); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				n.serveErr <- fmt.Errorf("server: admin listener: %w", err)
@@ -300,7 +346,7 @@ func Start(cfg Config) (*Node, error) {
 		}()
 	}
 	quarantined := r.Quarantined()
-	n.log.Info("node serving", "client", n.ClientAddr(), "raft_addr", cfg.RaftAddr, "unix", cfg.UnixSocket, "admin", n.AdminAddr(), "partitions", len(r.Partitions()), "quarantined", len(quarantined))
+	n.log.Info("node serving", "client", n.ClientAddr(), "tls", cfg.TLS.Enabled(), "raft_tls", cfg.Replicator.RaftTLS.Enabled(), "raft_addr", cfg.RaftAddr, "unix", cfg.UnixSocket, "admin", n.AdminAddr(), "partitions", len(r.Partitions()), "quarantined", len(quarantined))
 	if len(quarantined) > 0 && cfg.Repair.Auto {
 		n.repairing = make(chan struct{})
 		go func() {

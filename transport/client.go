@@ -227,7 +227,7 @@ func (cl *Client) connect(ctx context.Context, addr string) (*clientConn, error)
 		}
 		ep.mu.Unlock()
 		if err != nil {
-			if errors.Is(err, ErrVersion) || errors.Is(err, ErrUnauthenticated) || errors.Is(err, ErrProtocol) {
+			if errors.Is(err, ErrVersion) || errors.Is(err, ErrUnauthenticated) || errors.Is(err, ErrProtocol) || errors.Is(err, ErrTLS) {
 				return nil, err
 			}
 			return nil, fmt.Errorf("%w: dial %s: %v", lockstitch.ErrUnavailable, addr, err)

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +19,12 @@ type ClientConfig struct {
 	// Credentials are sent in every Hello. Servers of protocol version 1
 	// accept any value; a later version authenticates them.
 	Credentials []byte
+	// TLS, when set, secures the connections to TCP addresses (Unix
+	// sockets stay plain). Its ServerName, when empty, is the host of the
+	// address dialed. Build it with tlsconf.OpenClient. A failed TLS
+	// handshake (an untrusted or expired certificate, a server that wants
+	// a client certificate) is ErrTLS and is not retried.
+	TLS *tls.Config
 	// Dial opens a connection; nil uses a net.Dialer. network is "tcp" or
 	// "unix", as Listen parses the address.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)

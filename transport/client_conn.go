@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -72,7 +73,6 @@ func (cl *Client) dialConn(ctx context.Context, ep *endpoint) (*clientConn, erro
 	if err != nil {
 		return nil, err
 	}
-	cc := &clientConn{cl: cl, ep: ep, nc: nc, dead: make(chan struct{})}
 	hctx := ctx
 	if st := cl.cfg.StallTimeout; st > 0 {
 		// A live server answers Hello at once; one that accepted the
@@ -81,9 +81,18 @@ func (cl *Client) dialConn(ctx context.Context, ep *endpoint) (*clientConn, erro
 		hctx, hcancel = context.WithTimeout(ctx, 2*st)
 		defer hcancel()
 	}
+	if cl.cfg.TLS != nil && network == "tcp" {
+		if nc, err = cl.tlsClient(hctx, nc, address); err != nil {
+			return nil, err
+		}
+	}
+	cc := &clientConn{cl: cl, ep: ep, nc: nc, dead: make(chan struct{})}
 	if err := cc.handshake(hctx); err != nil {
 		nc.Close()
 		cc.fr.release()
+		if isTLSError(err) {
+			err = fmt.Errorf("%w: %s: %w", ErrTLS, ep.addr, err)
+		}
 		return nil, err
 	}
 	cl.mu.Lock()
@@ -109,6 +118,42 @@ func (cl *Client) dialConn(ctx context.Context, ep *endpoint) (*clientConn, erro
 	}()
 	cl.log.Debug("transport: connected", "addr", ep.addr, "node", cc.node)
 	return cc, nil
+}
+
+// tlsClient runs the TLS handshake on nc, to the server at address.
+func (cl *Client) tlsClient(ctx context.Context, nc net.Conn, address string) (net.Conn, error) {
+	cfg := cl.cfg.TLS
+	if cfg.ServerName == "" {
+		host, _, err := net.SplitHostPort(address)
+		if err != nil {
+			host = address
+		}
+		cfg = cfg.Clone()
+		cfg.ServerName = host
+	}
+	tc := tls.Client(nc, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		nc.Close()
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: %s: %w", ErrTLS, address, err)
+	}
+	return tc, nil
+}
+
+// isTLSError reports an error of TLS itself, rather than of the network:
+// with TLS 1.3 a server refuses a client's certificate after the client's
+// handshake is done, so the refusal arrives on the first read.
+func isTLSError(err error) bool {
+	var (
+		rhe tls.RecordHeaderError
+		cve *tls.CertificateVerificationError
+		ae  tls.AlertError
+		oe  *net.OpError
+	)
+	return errors.As(err, &rhe) || errors.As(err, &cve) || errors.As(err, &ae) ||
+		errors.As(err, &oe) && oe.Op == "remote error"
 }
 
 // handshake sends Hello and reads Welcome.

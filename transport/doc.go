@@ -23,6 +23,11 @@
 //	8       8     correlation id: chosen by the client, echoed by the server;
 //	              0 is for Hello, Welcome and connection-level Errors
 //
+// With ServerConfig.TLS and ClientConfig.TLS, a TCP connection runs a
+// TLS handshake before Hello and carries the same frames inside TLS; a
+// refused handshake is ErrTLS at the client, not retried. Unix sockets
+// are always plain.
+//
 // A connection starts with Hello (protocol versions, the client's frame
 // limit, a credentials slot) and Welcome (node id, the server's frame and
 // in-flight limits). Then the client pipelines requests, up to the

@@ -27,6 +27,10 @@ var (
 	ErrVersion = errors.New("transport: no common protocol version")
 	// ErrUnauthenticated reports refused credentials.
 	ErrUnauthenticated = errors.New("transport: unauthenticated")
+	// ErrTLS reports a failed TLS handshake: the server's certificate is
+	// not trusted, or the server refused the client's (none, untrusted,
+	// expired), or one side does not speak TLS. It is not retried.
+	ErrTLS = errors.New("transport: TLS handshake failed")
 	// ErrInternal reports a server failure it could not classify.
 	ErrInternal = errors.New("transport: internal server error")
 	// ErrResultLost reports an op that was applied, by an earlier attempt

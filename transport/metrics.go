@@ -7,6 +7,9 @@ type Metrics interface {
 	// ConnOpened counts an accepted connection; ConnClosed its end.
 	ConnOpened()
 	ConnClosed()
+	// TLSHandshakeFailed counts a connection refused by its TLS
+	// handshake (no certificate, an untrusted or expired one, no TLS).
+	TLSHandshakeFailed()
 	// FrameReceived counts a frame read from a client, with its size
 	// (header included).
 	FrameReceived(t FrameType, bytes int)
@@ -21,6 +24,7 @@ type nopMetrics struct{}
 
 func (nopMetrics) ConnOpened()                  {}
 func (nopMetrics) ConnClosed()                  {}
+func (nopMetrics) TLSHandshakeFailed()          {}
 func (nopMetrics) FrameReceived(FrameType, int) {}
 func (nopMetrics) FrameSent(FrameType, int)     {}
 func (nopMetrics) ErrorSent(Code)               {}

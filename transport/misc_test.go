@@ -20,6 +20,7 @@ type countingMetrics struct {
 	framesIn, framesOut map[FrameType]int
 	bytesIn, bytesOut   int
 	errors              map[Code]int
+	tlsFailed           int
 }
 
 func newCountingMetrics() *countingMetrics {
@@ -28,6 +29,11 @@ func newCountingMetrics() *countingMetrics {
 
 func (m *countingMetrics) ConnOpened() { m.mu.Lock(); m.opened++; m.mu.Unlock() }
 func (m *countingMetrics) ConnClosed() { m.mu.Lock(); m.closed++; m.mu.Unlock() }
+func (m *countingMetrics) TLSHandshakeFailed() {
+	m.mu.Lock()
+	m.tlsFailed++
+	m.mu.Unlock()
+}
 func (m *countingMetrics) FrameReceived(t FrameType, n int) {
 	m.mu.Lock()
 	m.framesIn[t]++

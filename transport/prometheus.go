@@ -12,6 +12,7 @@ import (
 type PrometheusMetrics struct {
 	open     prometheus.Gauge
 	accepted prometheus.Counter
+	tlsFail  prometheus.Counter
 	recvB    prometheus.Counter
 	sentB    prometheus.Counter
 	recv     [256]prometheus.Counter
@@ -29,6 +30,8 @@ func NewPrometheusMetrics(reg prometheus.Registerer) *PrometheusMetrics {
 		Help: "Client connections open."})
 	accepted := prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "connections_accepted_total",
 		Help: "Client connections accepted."})
+	tlsFail := prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "tls_handshake_failures_total",
+		Help: "Client connections refused by their TLS handshake (no certificate, an untrusted or expired one, no TLS)."})
 	recvB := prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "received_bytes_total",
 		Help: "Bytes of frames received from clients, headers included."})
 	sentB := prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "sent_bytes_total",
@@ -39,8 +42,8 @@ func NewPrometheusMetrics(reg prometheus.Registerer) *PrometheusMetrics {
 		Help: "Frames queued for clients, by type."}, []string{"type"})
 	errs := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "errors_total",
 		Help: "Error frames sent to clients, by code."}, []string{"code"})
-	reg.MustRegister(open, accepted, recvB, sentB, recv, sent, errs)
-	m := &PrometheusMetrics{open: open, accepted: accepted, recvB: recvB, sentB: sentB, errOther: errs.WithLabelValues("other")}
+	reg.MustRegister(open, accepted, tlsFail, recvB, sentB, recv, sent, errs)
+	m := &PrometheusMetrics{open: open, accepted: accepted, tlsFail: tlsFail, recvB: recvB, sentB: sentB, errOther: errs.WithLabelValues("other")}
 	for _, t := range []FrameType{TypeHello, TypePing, TypeAppend, TypeAppendBatch, TypeRead, TypeSubscribe, TypeCredit, TypeCancel, TypeQuery, TypeStatus, TypeAdmin, TypeCursor} {
 		m.recv[t] = recv.WithLabelValues(t.String())
 	}
@@ -67,6 +70,9 @@ func NewPrometheusMetrics(reg prometheus.Registerer) *PrometheusMetrics {
 
 // ConnOpened implements Metrics.
 func (m *PrometheusMetrics) ConnOpened() { m.open.Inc(); m.accepted.Inc() }
+
+// TLSHandshakeFailed implements Metrics.
+func (m *PrometheusMetrics) TLSHandshakeFailed() { m.tlsFail.Inc() }
 
 // ConnClosed implements Metrics.
 func (m *PrometheusMetrics) ConnClosed() { m.open.Dec() }

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
@@ -76,7 +77,8 @@ func (s *Server) Serve(l net.Listener) error {
 		s.mu.Unlock()
 		l.Close()
 	}()
-	s.log.Info("transport: serving", "addr", l.Addr().String())
+	useTLS := s.cfg.TLS != nil && l.Addr().Network() == "tcp"
+	s.log.Info("transport: serving", "addr", l.Addr().String(), "tls", useTLS)
 	var backoff time.Duration
 	for {
 		nc, err := l.Accept()
@@ -102,6 +104,9 @@ func (s *Server) Serve(l net.Listener) error {
 			return err
 		}
 		backoff = 0
+		if useTLS {
+			nc = tls.Server(nc, s.cfg.TLS)
+		}
 		s.accept(nc)
 	}
 }
@@ -114,7 +119,13 @@ func (s *Server) accept(nc net.Conn) {
 	if s.closed || len(s.conns) >= s.cfg.MaxConns {
 		closed := s.closed
 		s.mu.Unlock()
-		s.refuse(nc, closed)
+		if _, ok := nc.(*tls.Conn); ok {
+			// The Error frame waits for a TLS handshake: not in the
+			// accept loop.
+			go s.refuse(nc, closed)
+		} else {
+			s.refuse(nc, closed)
+		}
 		return
 	}
 	c := newServerConn(s, nc)
@@ -134,14 +145,14 @@ func (s *Server) accept(nc net.Conn) {
 
 // refuse answers a connection the server will not serve with an Error
 // frame and closes it. The frame fits in any socket buffer, so the write
-// does not wait; a deadline bounds it anyway.
+// does not wait, except for a TLS handshake; a deadline bounds it.
 func (s *Server) refuse(nc net.Conn, closed bool) {
 	m := errorMsg{Code: CodeBusy, Message: "too many connections"}
 	if closed {
 		m = errorMsg{Code: CodeShuttingDown, Message: "server shutting down"}
 	}
 	s.log.Warn("transport: connection refused", "remote", nc.RemoteAddr().String(), "reason", m.Message)
-	nc.SetWriteDeadline(time.Now().Add(time.Second))
+	nc.SetDeadline(time.Now().Add(time.Second)) // a TLS handshake reads too
 	frame := appendError(nil, 0, &m)
 	nc.Write(frame)
 	s.metrics.FrameSent(TypeError, len(frame))

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +20,12 @@ type ServerConfig struct {
 	// Metrics receives counts of connections, frames and errors; nil
 	// means none.
 	Metrics Metrics
+	// TLS, when set, is the TLS of the server's TCP listeners (Unix
+	// sockets stay plain: a local peer is trusted by the socket's
+	// permissions). Build it with tlsconf.OpenServer to reload rotated
+	// certificates. A connection's TLS handshake is bounded by
+	// HandshakeTimeout.
+	TLS *tls.Config
 	// NodeID is announced to clients in Welcome and Status.
 	NodeID uint64
 

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -87,10 +88,35 @@ func (c *serverConn) serve(accepted time.Time) {
 		}
 	}()
 	graceful := false
-	if c.handshake(accepted) {
+	if c.tlsHandshake(accepted) && c.handshake(accepted) {
 		graceful = c.readLoop()
 	}
 	c.finish(graceful)
+}
+
+// tlsHandshake runs the TLS handshake of a TLS connection, bounded by
+// HandshakeTimeout; it reports whether the connection may go on. A client
+// that speaks the protocol without TLS is told so in plain text (an Error
+// frame, Protocol), so that it does not retry.
+func (c *serverConn) tlsHandshake(accepted time.Time) bool {
+	tc, ok := c.nc.(*tls.Conn)
+	if !ok {
+		return true
+	}
+	ctx, cancel := context.WithDeadline(c.ctx, accepted.Add(c.srv.cfg.HandshakeTimeout))
+	defer cancel()
+	err := tc.HandshakeContext(ctx)
+	if err == nil {
+		return true
+	}
+	c.log.Info("transport: TLS handshake failed, closing the connection", "err", err)
+	c.m.TLSHandshakeFailed()
+	var rhe tls.RecordHeaderError
+	if errors.As(err, &rhe) && rhe.Conn != nil {
+		rhe.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+		rhe.Conn.Write(appendError(nil, 0, &errorMsg{Code: CodeProtocol, Message: "this port requires TLS"}))
+	}
+	return false
 }
 
 // handshake reads the Hello and answers it; it reports whether the

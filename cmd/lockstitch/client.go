@@ -25,6 +25,7 @@ import (
 
 	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/replicator"
+	"github.com/lockstitch/lockstitch/tlsconf"
 	"github.com/lockstitch/lockstitch/transport"
 	"github.com/lockstitch/lockstitch/wal"
 )
@@ -39,6 +40,10 @@ type clientFlags struct {
 	addrs   *string
 	json    *bool
 	timeout *time.Duration
+	// TLS: the CA that servers' certificates chain to, the client's
+	// certificate and key, and TLS with the system's roots.
+	tlsCA, tlsCert, tlsKey *string
+	tls                    *bool
 }
 
 func addClientFlags(fs *flag.FlagSet) clientFlags {
@@ -50,7 +55,28 @@ func addClientFlags(fs *flag.FlagSet) clientFlags {
 		addrs:   fs.String("addr", addrs, "comma-separated client addresses of nodes, host:port or unix:/path (env LOCKSTITCH_ADDR)"),
 		json:    fs.Bool("json", false, "print JSON instead of text"),
 		timeout: fs.Duration("timeout", 10*time.Second, "give up after this long"),
+		tlsCA:   fs.String("tls-ca", os.Getenv("LOCKSTITCH_TLS_CA"), "connect over TLS, trusting the nodes' certificates signed by the CAs in this PEM file (env LOCKSTITCH_TLS_CA)"),
+		tlsCert: fs.String("tls-cert", os.Getenv("LOCKSTITCH_TLS_CERT"), "connect over TLS with this PEM client certificate, for nodes that require one (env LOCKSTITCH_TLS_CERT)"),
+		tlsKey:  fs.String("tls-key", os.Getenv("LOCKSTITCH_TLS_KEY"), "PEM private key of --tls-cert (env LOCKSTITCH_TLS_KEY)"),
+		tls:     fs.Bool("tls", os.Getenv("LOCKSTITCH_TLS") == "true", "connect over TLS, trusting the system's CAs (implied by --tls-ca and --tls-cert; env LOCKSTITCH_TLS=true)"),
 	}
+}
+
+// clientConfig is the transport configuration the flags ask for, named
+// name.
+func (f clientFlags) clientConfig(name string) (transport.ClientConfig, error) {
+	cfg := transport.DefaultClientConfig()
+	cfg.Name = name
+	if !*f.tls && *f.tlsCA == "" && *f.tlsCert == "" && *f.tlsKey == "" {
+		return cfg, nil
+	}
+	tc := tlsconf.DefaultClientConfig()
+	tc.CAFile, tc.CertFile, tc.KeyFile = *f.tlsCA, *f.tlsCert, *f.tlsKey
+	var err error
+	if cfg.TLS, err = tlsconf.OpenClient(tc); err != nil {
+		return cfg, fmt.Errorf("--tls-ca, --tls-cert, --tls-key: %w", err)
+	}
+	return cfg, nil
 }
 
 func (f clientFlags) addrList() []string {
@@ -75,8 +101,10 @@ func (f clientFlags) dialProducer(ctx context.Context, producer uint64) (*transp
 	if len(addrs) == 0 {
 		return nil, errors.New("no node address given (--addr)")
 	}
-	cfg := transport.DefaultClientConfig()
-	cfg.Name = "lockstitch-cli"
+	cfg, err := f.clientConfig("lockstitch-cli")
+	if err != nil {
+		return nil, err
+	}
 	cfg.ProducerID = producer
 	cl, err := transport.Dial(ctx, cfg, addrs...)
 	if err != nil {
@@ -575,9 +603,8 @@ type nodeView struct {
 // nodeViews asks every address for its node's status, all at once, each
 // with one attempt bounded by timeout: a node that is down costs one
 // failed dial, not a retry loop.
-func nodeViews(ctx context.Context, addrs []string, part lockstitch.PartitionID, timeout time.Duration) []nodeView {
-	cfg := transport.DefaultClientConfig()
-	cfg.Name, cfg.MaxAttempts, cfg.DialTimeout = "lockstitch-cli", 1, timeout
+func nodeViews(ctx context.Context, cfg transport.ClientConfig, addrs []string, part lockstitch.PartitionID, timeout time.Duration) []nodeView {
+	cfg.MaxAttempts, cfg.DialTimeout = 1, timeout
 	views := make([]nodeView, len(addrs))
 	var wg sync.WaitGroup
 	for i, a := range addrs {
@@ -782,7 +809,11 @@ func isTerminal(w io.Writer) bool {
 // showStatus prints the status of the nodes at addrs once and returns
 // status's exit code.
 func showStatus(ctx context.Context, cf clientFlags, addrs []string, part lockstitch.PartitionID, nodeTimeout time.Duration, stdout, stderr io.Writer) int {
-	views := nodeViews(ctx, addrs, part, nodeTimeout)
+	cfg, err := cf.clientConfig("lockstitch-cli")
+	if err != nil {
+		return fail(stderr, err)
+	}
+	views := nodeViews(ctx, cfg, addrs, part, nodeTimeout)
 	down := map[string]bool{}
 	reached := 0
 	for _, v := range views {

@@ -21,9 +21,10 @@ type helpText struct {
 var helps = map[string]helpText{
 	"dev": {"dev [flags]", "Runs a local cluster on 127.0.0.1 with a partition of each built-in plugin (1 log, 2 kv, 3 queue), until interrupted.",
 		[]string{"dev", "dev --base-port 41000 --dir /tmp/ls-dev"}},
-	"serve": {"serve [flags]", "Runs a Lockstitch node. Every flag is also an environment variable (LOCKSTITCH_ and the flag's name in capitals, - as _) and a key of the --config TOML file; flags override the environment, which overrides the file.",
+	"serve": {"serve [flags]", "Runs a Lockstitch node. Every flag is also an environment variable (LOCKSTITCH_ and the flag's name in capitals, - as _) and a key of the --config TOML file; flags override the environment, which overrides the file. A client or Raft port on a non-loopback address needs TLS, or --insecure.",
 		[]string{"serve --id 1 --data-dir /var/lib/lockstitch --peers 1=10.0.0.1:7410/10.0.0.1:7400,2=10.0.0.2:7410/10.0.0.2:7400,3=10.0.0.3:7410/10.0.0.3:7400",
-			"serve --config /etc/lockstitch.toml"}},
+			"serve --config /etc/lockstitch.toml",
+			"serve --id 1 --client-listen 0.0.0.0:7400 --tls-cert node1.crt --tls-key node1.key --tls-ca ca.crt --raft-tls (docs/security.md)"}},
 	"append": {"append [flags] [op ...]", "Appends each argument as an op; with no argument (or --file), one op per line of the file or stdin; with --op-file, the file's bytes as one op.",
 		[]string{"append --partition 1 hello world", "append --partition 1 --file ops.txt", "append --partition 1 --op-file image.bin --json"}},
 	"tail": {"tail [flags]", "Prints a partition's ops from an LSN on: LSN, epoch and payload, tab-separated (see docs/operations.md for how payloads are escaped), or one JSON object per op with --json. --follow keeps printing as ops commit.",

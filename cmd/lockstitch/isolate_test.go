@@ -117,7 +117,7 @@ func (c *netnsCluster) start(i int) {
 	args := []string{"netns", "exec", c.ns(i), os.Args[0], "serve",
 		"--id", fmt.Sprint(i), "--data-dir", fmt.Sprintf("%s/node%d", c.dir, i),
 		"--raft-addr", c.nodeIP(i) + ":7010", "--client-addr", c.clientAddr(i), "--admin-addr", "127.0.0.1:7020",
-		"--peers", c.peers, "--rtt", "5ms", "--log-level", "info"}
+		"--peers", c.peers, "--rtt", "5ms", "--log-level", "info", "--insecure"}
 	p := &serveProcess{args: args, log: new(syncBuffer)}
 	// ip netns exec execs the command: the process is the server.
 	p.cmd = exec.Command("ip", args...)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"reflect"
@@ -40,6 +41,16 @@ type serveSettings struct {
 	LogFormat    string `name:"log-format" help:"text or json"`
 
 	ShutdownTimeout time.Duration `name:"shutdown-timeout" help:"how long a graceful stop waits for requests in flight"`
+
+	TLSCert              string `name:"tls-cert" help:"PEM certificate of this node (for server and client authentication): served on the client port, and on the admin port with --admin-tls, and presented to the peers this node calls; reloaded when the file changes"`
+	TLSKey               string `name:"tls-key" help:"PEM private key of --tls-cert"`
+	TLSCA                string `name:"tls-ca" help:"PEM CAs of the cluster: this node verifies the peers it calls against them, and, with --raft-tls, the Raft port's peers"`
+	TLSClientCA          string `name:"tls-client-ca" help:"PEM CAs that client certificates must chain to (include --tls-ca's, for the peers' calls, when client certificates are required)"`
+	TLSRequireClientCert bool   `name:"tls-require-client-cert" help:"refuse clients without a certificate of --tls-client-ca (mutual TLS)"`
+	RaftTLS              bool   `name:"raft-tls" help:"mutual TLS on the Raft port with --tls-cert, --tls-key and --tls-ca (every node of the cluster alike; read at start)"`
+	AdminTLS             bool   `name:"admin-tls" help:"serve the admin HTTP listener over TLS, with --tls-cert"`
+	AdminTokenFile       string `name:"admin-token-file" help:"file holding the token, or sha256:HEX of it, that /debug/pprof/ requires (Authorization: Bearer TOKEN); /metrics, /healthz and /readyz stay open"`
+	Insecure             bool   `name:"insecure" help:"allow the client or Raft port on a non-loopback address without TLS"`
 
 	MutexProfileFraction int `name:"mutex-profile-fraction" help:"sample 1 in N mutex contention events for /debug/pprof/mutex (0: off)"`
 	BlockProfileRate     int `name:"block-profile-rate" help:"sample blocking events lasting this many nanoseconds for /debug/pprof/block (0: off)"`
@@ -129,6 +140,24 @@ func (s serveSettings) nodeConfig(logger *slog.Logger) (server.Config, error) {
 	cfg := server.DefaultConfig()
 	cfg.ID, cfg.DataDir, cfg.RaftAddr, cfg.RaftListen = lockstitch.NodeID(s.ID), s.DataDir, s.RaftAddr, s.RaftListen
 	cfg.ClientAddr, cfg.ClientListen, cfg.UnixSocket, cfg.AdminAddr = s.ClientAddr, s.ClientListen, s.UnixSocket, s.AdminAddr
+	if s.RaftTLS {
+		if s.TLSCA == "" || s.TLSCert == "" || s.TLSKey == "" {
+			errs = append(errs, errors.New("--raft-tls needs --tls-ca, --tls-cert and --tls-key"))
+		} else {
+			rc.RaftTLS = replicator.RaftTLS{CAFile: s.TLSCA, CertFile: s.TLSCert, KeyFile: s.TLSKey}
+		}
+	}
+	cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.TLS.ClientCAFile, cfg.TLS.RequireClientCert = s.TLSCert, s.TLSKey, s.TLSClientCA, s.TLSRequireClientCert
+	cfg.AdminTLS, cfg.AdminTokenFile = s.AdminTLS, s.AdminTokenFile
+	switch {
+	case s.TLSCert != "":
+		cfg.PeerCAFile = s.TLSCA
+	case s.TLSCA != "" && !s.RaftTLS:
+		errs = append(errs, errors.New("--tls-ca needs --tls-cert and --tls-key"))
+	}
+	if err := s.plainExposed(); err != nil {
+		errs = append(errs, err)
+	}
 	cfg.Peers, cfg.Replicator, cfg.Transport, cfg.Logger = peers, rc, tc, logger
 	cfg.Repair.Auto, cfg.Repair.First = s.AutoRepair, s.RepairDelay
 	cfg.PeerProbeInterval = s.PeerProbeInterval
@@ -146,6 +175,49 @@ func (s serveSettings) nodeConfig(logger *slog.Logger) (server.Config, error) {
 		errs = append(errs, errors.New("shutdown-timeout must be positive"))
 	}
 	return cfg, errors.Join(errs...)
+}
+
+// plainExposed refuses a client or Raft port on a non-loopback address
+// without TLS, unless --insecure: the ports carry every op and all of the
+// cluster's administration.
+func (s serveSettings) plainExposed() error {
+	if s.Insecure {
+		return nil
+	}
+	var exposed []string
+	listen := s.ClientListen
+	if listen == "" {
+		listen = s.ClientAddr
+	}
+	if s.TLSCert == "" && !loopback(listen) {
+		exposed = append(exposed, "client port "+listen)
+	}
+	raft := s.RaftListen
+	if raft == "" {
+		raft = s.RaftAddr
+	}
+	if !s.RaftTLS && !loopback(raft) {
+		exposed = append(exposed, "Raft port "+raft)
+	}
+	if len(exposed) == 0 {
+		return nil
+	}
+	return fmt.Errorf("refusing to serve without TLS on a non-loopback address (%s): set --tls-cert and --tls-key (and --raft-tls with --tls-ca), or --insecure to serve in plain text", strings.Join(exposed, ", "))
+}
+
+// loopback reports whether a host:port is on the loopback interface
+// only: localhost or a loopback IP. An unspecified host (0.0.0.0, ":7400")
+// or any other name is not.
+func loopback(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return true // Validate reports it
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // appendFrameOverhead is what an Append frame body adds to its payload.

@@ -22,7 +22,8 @@ import (
 // precedence: flag over environment over file over default.
 //
 // Supported field types: string, bool, int, int64, uint64 and
-// time.Duration. Fields whose name ends in "Bytes" take sizes with an
+// time.Duration. A bool flag alone means true (--insecure); give false as
+// --name=false. Fields whose name ends in "Bytes" take sizes with an
 // optional KiB, MiB or GiB suffix.
 
 type setting struct {
@@ -52,11 +53,17 @@ func bindSettings(fs *flag.FlagSet, s any) []*setting {
 		st := &setting{name: name, env: envName(name), help: f.Tag.Get("help"), field: v.Field(i), bytes: strings.HasSuffix(f.Name, "Bytes")}
 		def := formatValue(st.field, st.bytes)
 		raw := new(string)
-		fs.Func(name, fmt.Sprintf("%s (env %s, default %s)", st.help, st.env, def), func(val string) error {
+		set := func(val string) error {
 			*raw = val
 			st.raw = raw
 			return nil
-		})
+		}
+		usage := fmt.Sprintf("%s (env %s, default %s)", st.help, st.env, def)
+		if st.field.Kind() == reflect.Bool {
+			fs.BoolFunc(name, usage, set) // --insecure alone means true; --insecure=false
+		} else {
+			fs.Func(name, usage, set)
+		}
 		out = append(out, st)
 	}
 	return out
