@@ -12,7 +12,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/lockstitch/lockstitch/tlsconf"
+	"github.com/lockstitch/lockstitch/transport/tlsconf"
 )
 
 // security is what Start reads of a Config's TLS and token files.

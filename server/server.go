@@ -18,7 +18,7 @@ import (
 	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/metrics"
 	"github.com/lockstitch/lockstitch/replicator"
-	"github.com/lockstitch/lockstitch/tlsconf"
+	"github.com/lockstitch/lockstitch/transport/tlsconf"
 	"github.com/lockstitch/lockstitch/transport"
 )
 

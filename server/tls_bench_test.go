@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/lockstitch/lockstitch/internal/testutil"
-	"github.com/lockstitch/lockstitch/tlsconf"
+	"github.com/lockstitch/lockstitch/transport/tlsconf"
 	"github.com/lockstitch/lockstitch/transport"
 )
 

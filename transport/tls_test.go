@@ -11,7 +11,7 @@ import (
 
 	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/internal/testutil"
-	"github.com/lockstitch/lockstitch/tlsconf"
+	"github.com/lockstitch/lockstitch/transport/tlsconf"
 )
 
 // tlsRig is a server with mutual TLS required, its CA and certificate

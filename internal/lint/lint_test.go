@@ -46,23 +46,23 @@ var layers = []layer{
 	{dir: "wal"},
 	{dir: "metrics"},
 	// TLS files and their reloading: the standard library only.
-	{dir: "tlsconf"},
+	{dir: "transport/tlsconf"},
 	// The shared vocabulary: IDs, roles, error sentinels.
 	{dir: ".", may: []string{"wal"}},
 	// Op and result formats of the built-in plugins: clients and plugins
 	// share them, so they link neither the replicator nor the wire.
 	{dir: "ops", may: []string{".", "wal"}},
-	{dir: "transport", may: []string{".", "wal", "metrics", "ops", "tlsconf"}},
+	{dir: "transport", may: []string{".", "wal", "metrics", "ops", "transport/tlsconf"}},
 	// Not transport: replicator imports copy and must not reach the wire.
 	{dir: "copy", may: []string{".", "wal", "metrics"}},
 	{dir: "replicator", may: []string{".", "wal", "copy", "metrics", "ops"}},
-	{dir: "server", may: []string{".", "replicator", "transport", "copy", "wal", "metrics", "ops", "tlsconf"}},
+	{dir: "server", may: []string{".", "replicator", "transport", "copy", "wal", "metrics", "ops", "transport/tlsconf"}},
 	{dir: "cmd", open: true, except: []string{"bench", "examples"}},
 	// Examples do what a user outside the module can do: no internal
 	// package, in their tests either.
 	{dir: "examples", open: true, except: []string{"cmd", "bench", "internal"}},
 	{dir: "bench", open: true, except: []string{"cmd"}},
-	{dir: "internal/testutil", may: []string{".", "wal", "metrics", "transport", "ops", "tlsconf"}, testsOnly: true},
+	{dir: "internal/testutil", may: []string{".", "wal", "metrics", "transport", "ops", "transport/tlsconf"}, testsOnly: true},
 	// The fault-injection suite's history and checkers: pure, for tests.
 	{dir: "internal/chaos", may: []string{".", "wal"}, testsOnly: true},
 	{dir: "internal/lint"},

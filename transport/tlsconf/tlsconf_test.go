@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/lockstitch/lockstitch/internal/testutil"
-	"github.com/lockstitch/lockstitch/tlsconf"
+	"github.com/lockstitch/lockstitch/transport/tlsconf"
 )
 
 // TestOpenServerErrors: every bad file is a clear error at open.
