@@ -18,8 +18,8 @@ import (
 
 	"github.com/lockstitch/lockstitch/internal/testutil"
 	"github.com/lockstitch/lockstitch/replicator"
-	"github.com/lockstitch/lockstitch/transport/tlsconf"
 	"github.com/lockstitch/lockstitch/transport"
+	"github.com/lockstitch/lockstitch/transport/tlsconf"
 )
 
 // secureNode turns on every port's TLS for a node of a test cluster, with

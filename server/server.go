@@ -18,8 +18,8 @@ import (
 	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/metrics"
 	"github.com/lockstitch/lockstitch/replicator"
-	"github.com/lockstitch/lockstitch/transport/tlsconf"
 	"github.com/lockstitch/lockstitch/transport"
+	"github.com/lockstitch/lockstitch/transport/tlsconf"
 )
 
 // Peer is one node of the cluster.

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/lockstitch/lockstitch/internal/testutil"
-	"github.com/lockstitch/lockstitch/transport/tlsconf"
 	"github.com/lockstitch/lockstitch/transport"
+	"github.com/lockstitch/lockstitch/transport/tlsconf"
 )
 
 // tlsRounds is how many times BenchmarkAppendTLS alternates its two

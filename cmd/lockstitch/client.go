@@ -25,8 +25,8 @@ import (
 
 	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/replicator"
-	"github.com/lockstitch/lockstitch/transport/tlsconf"
 	"github.com/lockstitch/lockstitch/transport"
+	"github.com/lockstitch/lockstitch/transport/tlsconf"
 	"github.com/lockstitch/lockstitch/wal"
 )
 
