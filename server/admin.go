@@ -907,7 +907,7 @@ func (n *Node) dialPeer(ctx context.Context, peer Peer) (*transport.Client, erro
 	cfg := transport.DefaultClientConfig()
 	cfg.Name = fmt.Sprintf("lockstitch-node-%d", n.cfg.ID)
 	cfg.MaxAttempts = 3
-	cfg.TLS = n.peerTLS
+	cfg.TLS, cfg.Credentials = n.peerTLS, n.peerToken
 	cl, err := transport.Dial(ctx, cfg, peer.ClientAddr)
 	if err != nil {
 		if ctx.Err() != nil {

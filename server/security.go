@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/tls"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/lockstitch/lockstitch/transport"
 	"github.com/lockstitch/lockstitch/transport/tlsconf"
 )
 
@@ -20,6 +22,8 @@ type security struct {
 	tls        *tlsconf.Server // the client port's; nil without TLS
 	peerTLS    *tls.Config     // of the node's calls to its peers
 	adminToken []byte          // SHA-256 of the admin token; nil: none
+	auth       *authPolicy     // the client port's; nil: open
+	peerToken  []byte          // the token the node presents to its peers
 }
 
 // openSecurity reads and checks the node's certificates and token, so
@@ -52,6 +56,33 @@ func openSecurity(cfg Config, log *slog.Logger) (security, error) {
 		var err error
 		if sec.adminToken, err = loadToken(cfg.AdminTokenFile); err != nil {
 			return sec, fmt.Errorf("server: admin token: %w", err)
+		}
+	}
+	if cfg.PeerTokenFile != "" {
+		b, err := os.ReadFile(cfg.PeerTokenFile)
+		if err != nil {
+			return sec, fmt.Errorf("server: peer token: %w", err)
+		}
+		line, _, _ := strings.Cut(string(b), "\n")
+		if sec.peerToken = []byte(strings.TrimSpace(line)); len(sec.peerToken) == 0 {
+			return sec, fmt.Errorf("server: peer token: %s: empty", cfg.PeerTokenFile)
+		}
+	}
+	if cfg.AuthFile != "" {
+		var err error
+		if sec.auth, err = loadAuth(cfg.AuthFile); err != nil {
+			return sec, fmt.Errorf("server: auth file: %w", err)
+		}
+		if sec.peerToken != nil {
+			// The node's calls to its peers must pass their checks, which
+			// read the same file.
+			p, err := sec.auth.Authenticate(context.Background(), transport.Credentials{Token: sec.peerToken})
+			if err != nil {
+				return sec, fmt.Errorf("server: the peer token: %w in the auth file", err)
+			}
+			if pp := p.(*principal); !pp.grants[transport.ActionAdmin].all || !pp.grants[transport.ActionRead].all {
+				return sec, fmt.Errorf("server: the peer token is principal %q's, which needs read and admin on \"*\" (nodes administer each other's replicas)", pp.name)
+			}
 		}
 	}
 	return sec, nil

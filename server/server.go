@@ -77,6 +77,16 @@ type Config struct {
 	// security.go). It is read at Start. /metrics, /healthz and /readyz
 	// stay open.
 	AdminTokenFile string
+	// AuthFile, when set, turns on authentication and authorization on
+	// the client port (TCP and Unix socket): a TOML file of principals,
+	// their credentials and permissions (see auth.go). It is read at
+	// Start; a bad file fails the start.
+	AuthFile string
+	// PeerTokenFile holds the token this node presents to its peers
+	// (their client ports serve cluster administration): its first line.
+	// With an AuthFile and peers it is required, and its token must be a
+	// principal's with read and admin on every partition ("*").
+	PeerTokenFile string
 	// Peers lists every node of the cluster, this one included; empty
 	// means a cluster of this node alone.
 	Peers []Peer
@@ -166,6 +176,9 @@ func (c Config) Validate() error {
 	if !c.TLS.Enabled() && (c.PeerCAFile != "" || c.AdminTLS) {
 		errs = append(errs, errors.New("a peer CA file or TLS on the admin listener needs TLS: set the certificate and key files"))
 	}
+	if c.AuthFile != "" && len(c.Peers) > 1 && c.PeerTokenFile == "" {
+		errs = append(errs, errors.New("an auth file on a node with peers needs a peer token file: the nodes call each other's client ports"))
+	}
 	if c.AdminTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("admin timeout %v must be positive", c.AdminTimeout))
 	}
@@ -240,7 +253,9 @@ type Node struct {
 	// peerClients are the clients of the other nodes for admin requests
 	// (peerClient), nil once the node closes.
 	// peerTLS is the TLS of those clients, nil without TLS.
-	peerTLS     *tls.Config
+	peerTLS *tls.Config
+	// peerToken is the token those clients present, nil for none.
+	peerToken   []byte
 	peerMu      sync.Mutex
 	peerClients map[lockstitch.NodeID]*transport.Client
 
@@ -272,7 +287,7 @@ func Start(cfg Config) (*Node, error) {
 		closeListeners(cfg)
 		return nil, err
 	}
-	n.peerTLS = sec.peerTLS
+	n.peerTLS, n.peerToken = sec.peerTLS, sec.peerToken
 	rc := cfg.replicatorConfig()
 	rc.Logger, rc.Registerer = n.log, n.reg
 	r, err := replicator.Open(rc)
@@ -285,6 +300,9 @@ func Start(cfg Config) (*Node, error) {
 	tc.NodeID, tc.Logger, tc.Metrics = uint64(cfg.ID), n.log, transport.NewPrometheusMetrics(n.reg)
 	if sec.tls != nil {
 		tc.TLS = sec.tls.TLSConfig()
+	}
+	if sec.auth != nil {
+		tc.Authenticator = sec.auth
 	}
 	n.srv, err = transport.NewServer(&handler{n: n}, tc)
 	if err != nil {

@@ -25,8 +25,12 @@ var (
 	ErrShortFrame = errors.New("transport: short frame")
 	// ErrVersion reports that client and server share no protocol version.
 	ErrVersion = errors.New("transport: no common protocol version")
-	// ErrUnauthenticated reports refused credentials.
+	// ErrUnauthenticated reports refused credentials (none, unknown, or
+	// too many failures from the client's address). It is not retried.
 	ErrUnauthenticated = errors.New("transport: unauthenticated")
+	// ErrPermissionDenied reports a request that the connection's
+	// principal may not make (see Action). It is not retried.
+	ErrPermissionDenied = errors.New("transport: permission denied")
 	// ErrTLS reports a failed TLS handshake: the server's certificate is
 	// not trusted, or the server refused the client's (none, untrusted,
 	// expired), or one side does not speak TLS. It is not retried.
@@ -54,6 +58,7 @@ const (
 	CodeUnauthenticated   Code = 3
 	CodeInternal          Code = 4
 	CodeInvalidArgument   Code = 5
+	CodePermissionDenied  Code = 6
 	CodeNotLeader         Code = 10
 	CodeBusy              Code = 11
 	CodePartitionNotFound Code = 12
@@ -89,6 +94,7 @@ var codes = [...]struct {
 	{CodeUnauthenticated, "Unauthenticated", ErrUnauthenticated},
 	{CodeInternal, "Internal", ErrInternal},
 	{CodeInvalidArgument, "InvalidArgument", lockstitch.ErrInvalidArgument},
+	{CodePermissionDenied, "PermissionDenied", ErrPermissionDenied},
 	{CodeNotLeader, "NotLeader", lockstitch.ErrNotLeader},
 	{CodeBusy, "Busy", lockstitch.ErrBusy},
 	{CodePartitionNotFound, "PartitionNotFound", lockstitch.ErrPartitionNotFound},

@@ -10,6 +10,10 @@ type Metrics interface {
 	// TLSHandshakeFailed counts a connection refused by its TLS
 	// handshake (no certificate, an untrusted or expired one, no TLS).
 	TLSHandshakeFailed()
+	// AuthFailed counts a connection refused by authentication, by
+	// reason: "credentials" (refused by the Authenticator) or
+	// "rate_limited" (too many failures from its address).
+	AuthFailed(reason string)
 	// FrameReceived counts a frame read from a client, with its size
 	// (header included).
 	FrameReceived(t FrameType, bytes int)
@@ -25,6 +29,7 @@ type nopMetrics struct{}
 func (nopMetrics) ConnOpened()                  {}
 func (nopMetrics) ConnClosed()                  {}
 func (nopMetrics) TLSHandshakeFailed()          {}
+func (nopMetrics) AuthFailed(string)            {}
 func (nopMetrics) FrameReceived(FrameType, int) {}
 func (nopMetrics) FrameSent(FrameType, int)     {}
 func (nopMetrics) ErrorSent(Code)               {}

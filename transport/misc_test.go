@@ -21,10 +21,11 @@ type countingMetrics struct {
 	bytesIn, bytesOut   int
 	errors              map[Code]int
 	tlsFailed           int
+	authFailed          map[string]int
 }
 
 func newCountingMetrics() *countingMetrics {
-	return &countingMetrics{framesIn: map[FrameType]int{}, framesOut: map[FrameType]int{}, errors: map[Code]int{}}
+	return &countingMetrics{framesIn: map[FrameType]int{}, framesOut: map[FrameType]int{}, errors: map[Code]int{}, authFailed: map[string]int{}}
 }
 
 func (m *countingMetrics) ConnOpened() { m.mu.Lock(); m.opened++; m.mu.Unlock() }
@@ -32,6 +33,11 @@ func (m *countingMetrics) ConnClosed() { m.mu.Lock(); m.closed++; m.mu.Unlock() 
 func (m *countingMetrics) TLSHandshakeFailed() {
 	m.mu.Lock()
 	m.tlsFailed++
+	m.mu.Unlock()
+}
+func (m *countingMetrics) AuthFailed(reason string) {
+	m.mu.Lock()
+	m.authFailed[reason]++
 	m.mu.Unlock()
 }
 func (m *countingMetrics) FrameReceived(t FrameType, n int) {

@@ -13,6 +13,8 @@ type PrometheusMetrics struct {
 	open     prometheus.Gauge
 	accepted prometheus.Counter
 	tlsFail  prometheus.Counter
+	authBad  prometheus.Counter
+	authRate prometheus.Counter
 	recvB    prometheus.Counter
 	sentB    prometheus.Counter
 	recv     [256]prometheus.Counter
@@ -32,6 +34,8 @@ func NewPrometheusMetrics(reg prometheus.Registerer) *PrometheusMetrics {
 		Help: "Client connections accepted."})
 	tlsFail := prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "tls_handshake_failures_total",
 		Help: "Client connections refused by their TLS handshake (no certificate, an untrusted or expired one, no TLS)."})
+	authFail := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "auth_failures_total",
+		Help: "Client connections refused by authentication, by reason: credentials (refused) or rate_limited (too many failures from the address)."}, []string{"reason"})
 	recvB := prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "received_bytes_total",
 		Help: "Bytes of frames received from clients, headers included."})
 	sentB := prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "sent_bytes_total",
@@ -42,8 +46,9 @@ func NewPrometheusMetrics(reg prometheus.Registerer) *PrometheusMetrics {
 		Help: "Frames queued for clients, by type."}, []string{"type"})
 	errs := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "errors_total",
 		Help: "Error frames sent to clients, by code."}, []string{"code"})
-	reg.MustRegister(open, accepted, tlsFail, recvB, sentB, recv, sent, errs)
-	m := &PrometheusMetrics{open: open, accepted: accepted, tlsFail: tlsFail, recvB: recvB, sentB: sentB, errOther: errs.WithLabelValues("other")}
+	reg.MustRegister(open, accepted, tlsFail, authFail, recvB, sentB, recv, sent, errs)
+	m := &PrometheusMetrics{open: open, accepted: accepted, tlsFail: tlsFail, recvB: recvB, sentB: sentB, errOther: errs.WithLabelValues("other"),
+		authBad: authFail.WithLabelValues("credentials"), authRate: authFail.WithLabelValues("rate_limited")}
 	for _, t := range []FrameType{TypeHello, TypePing, TypeAppend, TypeAppendBatch, TypeRead, TypeSubscribe, TypeCredit, TypeCancel, TypeQuery, TypeStatus, TypeAdmin, TypeCursor} {
 		m.recv[t] = recv.WithLabelValues(t.String())
 	}
@@ -73,6 +78,15 @@ func (m *PrometheusMetrics) ConnOpened() { m.open.Inc(); m.accepted.Inc() }
 
 // TLSHandshakeFailed implements Metrics.
 func (m *PrometheusMetrics) TLSHandshakeFailed() { m.tlsFail.Inc() }
+
+// AuthFailed implements Metrics.
+func (m *PrometheusMetrics) AuthFailed(reason string) {
+	if reason == "rate_limited" {
+		m.authRate.Inc()
+	} else {
+		m.authBad.Inc()
+	}
+}
 
 // ConnClosed implements Metrics.
 func (m *PrometheusMetrics) ConnClosed() { m.open.Dec() }

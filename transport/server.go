@@ -19,6 +19,10 @@ type Server struct {
 	cfg     ServerConfig
 	log     *slog.Logger
 	metrics Metrics
+	// failures bounds failed authentications per source; now is its
+	// clock (tests replace it).
+	failures *failureLimiter
+	now      func() time.Time
 
 	// ctx is the parent of every connection's context; Close cancels it.
 	ctx    context.Context
@@ -47,6 +51,8 @@ func NewServer(h Handler, cfg ServerConfig) (*Server, error) {
 		metrics:   cfg.Metrics,
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*serverConn]struct{}),
+		failures:  newFailureLimiter(cfg.AuthFailureEvery, cfg.AuthFailureBurst, maxFailureSources),
+		now:       time.Now,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)

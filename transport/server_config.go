@@ -28,6 +28,17 @@ type ServerConfig struct {
 	TLS *tls.Config
 	// NodeID is announced to clients in Welcome and Status.
 	NodeID uint64
+	// Authenticator, when set, authenticates every connection after its
+	// Hello and authorizes each of its requests (see Action): a request
+	// its principal may not make is answered PermissionDenied. Nil lets
+	// every client do everything.
+	Authenticator Authenticator
+	// AuthFailureBurst and AuthFailureEvery bound failed authentications
+	// per source IP: a source may fail AuthFailureBurst times in a row,
+	// then once per AuthFailureEvery; beyond that its connections are
+	// refused (Unauthenticated) before their credentials are checked.
+	AuthFailureBurst int
+	AuthFailureEvery time.Duration
 
 	// MaxFrameBytes is the largest frame body the server accepts. It must
 	// hold the largest op plus its framing (28 bytes for Append) and the
@@ -81,6 +92,8 @@ func DefaultServerConfig() ServerConfig {
 		IdleTimeout:      2 * time.Minute,
 		FrameTimeout:     30 * time.Second,
 		WriteTimeout:     30 * time.Second,
+		AuthFailureBurst: 10,
+		AuthFailureEvery: time.Second,
 	}
 }
 
@@ -105,10 +118,13 @@ func (c ServerConfig) Validate() error {
 	if c.StreamChunkBytes < 1 {
 		errs = append(errs, fmt.Errorf("StreamChunkBytes %d is below 1", c.StreamChunkBytes))
 	}
+	if c.Authenticator != nil && c.AuthFailureBurst < 1 {
+		errs = append(errs, fmt.Errorf("AuthFailureBurst %d is below 1", c.AuthFailureBurst))
+	}
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"HandshakeTimeout", c.HandshakeTimeout}, {"IdleTimeout", c.IdleTimeout}, {"FrameTimeout", c.FrameTimeout}, {"WriteTimeout", c.WriteTimeout}} {
+	}{{"HandshakeTimeout", c.HandshakeTimeout}, {"IdleTimeout", c.IdleTimeout}, {"FrameTimeout", c.FrameTimeout}, {"WriteTimeout", c.WriteTimeout}, {"AuthFailureEvery", c.AuthFailureEvery}} {
 		if d.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s %v must be positive", d.name, d.v))
 		}

@@ -36,6 +36,11 @@ type serverConn struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 
+	// principal is who the connection acts for, nil without an
+	// Authenticator. Set by the handshake, read by dispatch (both on the
+	// reader goroutine).
+	principal Principal
+
 	// Owned by the reader goroutine: decode targets reused per frame.
 	appendReq AppendRequest
 	batchReq  AppendBatchRequest
@@ -148,6 +153,9 @@ func (c *serverConn) handshake(accepted time.Time) bool {
 		return false
 	}
 	c.maxOut = int(min(m.MaxFrameBytes, maxFrameLimit))
+	if !c.authenticate(accepted, &m) {
+		return false
+	}
 	c.fr.setFixed(time.Time{})
 	b, open := c.out.lock()
 	if open {
@@ -158,6 +166,53 @@ func (c *serverConn) handshake(accepted time.Time) bool {
 	c.out.unlock(b)
 	c.log.Debug("transport: client connected", "client", m.Name)
 	return true
+}
+
+// authenticate runs the server's Authenticator, if any, on the Hello's
+// credentials and the TLS peer's certificates; it reports whether the
+// connection may go on. A refusal is answered Unauthenticated.
+func (c *serverConn) authenticate(accepted time.Time, m *helloMsg) bool {
+	auth := c.srv.cfg.Authenticator
+	if auth == nil {
+		return true
+	}
+	src := source(c.nc.RemoteAddr())
+	if c.srv.failures.blocked(src, c.srv.now()) {
+		c.m.AuthFailed("rate_limited")
+		c.log.Warn("transport: connection refused: too many failed authentications from its address", "client", m.Name)
+		c.sendError(0, &errorMsg{Code: CodeUnauthenticated, Message: "too many failed authentications from this address; try again later"})
+		return false
+	}
+	cred := Credentials{Token: m.Credentials, Remote: c.nc.RemoteAddr()}
+	if tc, ok := c.nc.(*tls.Conn); ok {
+		cred.Certificates = tc.ConnectionState().PeerCertificates
+	}
+	ctx, cancel := context.WithDeadline(c.ctx, accepted.Add(c.srv.cfg.HandshakeTimeout))
+	p, err := auth.Authenticate(ctx, cred)
+	cancel()
+	if err == nil && p == nil {
+		err = errors.New("no principal")
+	}
+	if err != nil {
+		c.srv.failures.failed(src, c.srv.now())
+		c.m.AuthFailed("credentials")
+		c.log.Warn("transport: connection refused by authentication", "client", m.Name, "err", err)
+		c.sendError(0, &errorMsg{Code: CodeUnauthenticated, Message: err.Error()})
+		return false
+	}
+	c.principal = p
+	c.log = c.log.With("principal", p.Name())
+	return true
+}
+
+// allowed reports whether the connection's principal may do a on
+// partition p, and answers request id PermissionDenied when it may not.
+func (c *serverConn) allowed(id uint64, a Action, p lockstitch.PartitionID) bool {
+	if c.principal == nil || c.principal.Allowed(a, p) {
+		return true
+	}
+	c.sendError(id, &errorMsg{Code: CodePermissionDenied, Message: fmt.Sprintf("%s may not %s partition %d", c.principal.Name(), a.verb(), p)})
+	return false
 }
 
 // readLoop reads and dispatches requests until the connection fails, the

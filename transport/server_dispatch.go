@@ -38,6 +38,9 @@ func (c *serverConn) dispatch(h *Header, body []byte) error {
 		if err := decodeAppend(body, req); err != nil {
 			return err
 		}
+		if !c.allowed(h.ID, ActionAppend, req.Partition) {
+			return nil
+		}
 		ref, ok := c.begin(h.ID, 0, false)
 		if !ok {
 			return nil
@@ -51,6 +54,9 @@ func (c *serverConn) dispatch(h *Header, body []byte) error {
 		req := &c.batchReq
 		if err := decodeAppendBatch(body, req); err != nil {
 			return err
+		}
+		if !c.allowed(h.ID, ActionAppend, req.Partition) {
+			return nil
 		}
 		ref, ok := c.begin(h.ID, req.Len(), false)
 		if !ok {
@@ -66,6 +72,9 @@ func (c *serverConn) dispatch(h *Header, body []byte) error {
 		if err := decodeRead(body, &req); err != nil {
 			return err
 		}
+		if !c.allowed(h.ID, ActionRead, req.Partition) {
+			return nil
+		}
 		if (req.From == 0 && !req.Reverse) || req.MaxOps == 0 || req.MaxBytes == 0 {
 			c.sendError(h.ID, &errorMsg{Code: CodeInvalidArgument, Message: "Read needs a first LSN and limits of at least 1"})
 			return nil
@@ -75,6 +84,9 @@ func (c *serverConn) dispatch(h *Header, body []byte) error {
 		var req QueryRequest
 		if err := decodeQuery(body, &req); err != nil {
 			return err
+		}
+		if !c.allowed(h.ID, ActionRead, req.Partition) {
+			return nil
 		}
 		if req.Consistency < lockstitch.Linearizable || req.Consistency > lockstitch.Bounded {
 			c.sendError(h.ID, &errorMsg{Code: CodeInvalidArgument, Message: fmt.Sprintf("unknown consistency level %d", req.Consistency)})
@@ -92,11 +104,17 @@ func (c *serverConn) dispatch(h *Header, body []byte) error {
 		if err := decodeStatus(body, &req); err != nil {
 			return err
 		}
+		if req.OnePartition && !c.allowed(h.ID, ActionRead, req.Partition) {
+			return nil
+		}
 		return c.startAsync(h.ID, func(ctx context.Context, ref callRef) { c.serveStatus(ctx, ref, id, &req) })
 	case TypeAdmin:
 		req := new(AdminRequest)
 		if err := req.UnmarshalBinary(body); err != nil {
 			return err
+		}
+		if req.Op != AdminListPartitions && req.Op != AdminClusterStatus && !c.allowed(h.ID, ActionAdmin, req.Partition) {
+			return nil
 		}
 		return c.startAsync(h.ID, func(ctx context.Context, ref callRef) { c.serveAdmin(ctx, ref, id, req) })
 	case TypeCursor:
@@ -104,11 +122,17 @@ func (c *serverConn) dispatch(h *Header, body []byte) error {
 		if err := decodeCursorReq(body, &req); err != nil {
 			return err
 		}
+		if !c.allowed(h.ID, ActionRead, req.Partition) {
+			return nil
+		}
 		return c.startAsync(h.ID, func(ctx context.Context, ref callRef) { c.serveCursor(ctx, ref, id, &req) })
 	case TypeSubscribe:
 		var req SubscribeRequest
 		if err := decodeSubscribe(body, &req); err != nil {
 			return err
+		}
+		if !c.allowed(h.ID, ActionRead, req.Partition) {
+			return nil
 		}
 		return c.startSubscribe(h.ID, &req)
 	case TypeCredit:

@@ -44,6 +44,9 @@ type clientFlags struct {
 	// certificate and key, and TLS with the system's roots.
 	tlsCA, tlsCert, tlsKey *string
 	tls                    *bool
+	// tokenFile holds the bearer token presented to nodes with an auth
+	// file (its first line); LOCKSTITCH_TOKEN gives the token itself.
+	tokenFile *string
 }
 
 func addClientFlags(fs *flag.FlagSet) clientFlags {
@@ -52,13 +55,14 @@ func addClientFlags(fs *flag.FlagSet) clientFlags {
 		addrs = defaultAddrs
 	}
 	return clientFlags{
-		addrs:   fs.String("addr", addrs, "comma-separated client addresses of nodes, host:port or unix:/path (env LOCKSTITCH_ADDR)"),
-		json:    fs.Bool("json", false, "print JSON instead of text"),
-		timeout: fs.Duration("timeout", 10*time.Second, "give up after this long"),
-		tlsCA:   fs.String("tls-ca", os.Getenv("LOCKSTITCH_TLS_CA"), "connect over TLS, trusting the nodes' certificates signed by the CAs in this PEM file (env LOCKSTITCH_TLS_CA)"),
-		tlsCert: fs.String("tls-cert", os.Getenv("LOCKSTITCH_TLS_CERT"), "connect over TLS with this PEM client certificate, for nodes that require one (env LOCKSTITCH_TLS_CERT)"),
-		tlsKey:  fs.String("tls-key", os.Getenv("LOCKSTITCH_TLS_KEY"), "PEM private key of --tls-cert (env LOCKSTITCH_TLS_KEY)"),
-		tls:     fs.Bool("tls", os.Getenv("LOCKSTITCH_TLS") == "true", "connect over TLS, trusting the system's CAs (implied by --tls-ca and --tls-cert; env LOCKSTITCH_TLS=true)"),
+		addrs:     fs.String("addr", addrs, "comma-separated client addresses of nodes, host:port or unix:/path (env LOCKSTITCH_ADDR)"),
+		json:      fs.Bool("json", false, "print JSON instead of text"),
+		timeout:   fs.Duration("timeout", 10*time.Second, "give up after this long"),
+		tlsCA:     fs.String("tls-ca", os.Getenv("LOCKSTITCH_TLS_CA"), "connect over TLS, trusting the nodes' certificates signed by the CAs in this PEM file (env LOCKSTITCH_TLS_CA)"),
+		tlsCert:   fs.String("tls-cert", os.Getenv("LOCKSTITCH_TLS_CERT"), "connect over TLS with this PEM client certificate, for nodes that require one (env LOCKSTITCH_TLS_CERT)"),
+		tlsKey:    fs.String("tls-key", os.Getenv("LOCKSTITCH_TLS_KEY"), "PEM private key of --tls-cert (env LOCKSTITCH_TLS_KEY)"),
+		tls:       fs.Bool("tls", os.Getenv("LOCKSTITCH_TLS") == "true", "connect over TLS, trusting the system's CAs (implied by --tls-ca and --tls-cert; env LOCKSTITCH_TLS=true)"),
+		tokenFile: fs.String("token-file", os.Getenv("LOCKSTITCH_TOKEN_FILE"), "file whose first line is the token presented to nodes that authenticate clients (env LOCKSTITCH_TOKEN_FILE, or LOCKSTITCH_TOKEN for the token itself)"),
 	}
 }
 
@@ -67,16 +71,40 @@ func addClientFlags(fs *flag.FlagSet) clientFlags {
 func (f clientFlags) clientConfig(name string) (transport.ClientConfig, error) {
 	cfg := transport.DefaultClientConfig()
 	cfg.Name = name
+	tok, err := f.token()
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Credentials = tok
 	if !*f.tls && *f.tlsCA == "" && *f.tlsCert == "" && *f.tlsKey == "" {
 		return cfg, nil
 	}
 	tc := tlsconf.DefaultClientConfig()
 	tc.CAFile, tc.CertFile, tc.KeyFile = *f.tlsCA, *f.tlsCert, *f.tlsKey
-	var err error
 	if cfg.TLS, err = tlsconf.OpenClient(tc); err != nil {
 		return cfg, fmt.Errorf("--tls-ca, --tls-cert, --tls-key: %w", err)
 	}
 	return cfg, nil
+}
+
+// token is the token the flags give: --token-file's first line, else
+// LOCKSTITCH_TOKEN; nil for none.
+func (f clientFlags) token() ([]byte, error) {
+	if *f.tokenFile == "" {
+		if t := strings.TrimSpace(os.Getenv("LOCKSTITCH_TOKEN")); t != "" {
+			return []byte(t), nil
+		}
+		return nil, nil
+	}
+	b, err := os.ReadFile(*f.tokenFile)
+	if err != nil {
+		return nil, fmt.Errorf("--token-file: %w", err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	if line = strings.TrimSpace(line); line == "" {
+		return nil, fmt.Errorf("--token-file: %s is empty", *f.tokenFile)
+	}
+	return []byte(line), nil
 }
 
 func (f clientFlags) addrList() []string {

@@ -56,6 +56,8 @@ var helps = map[string]helpText{
 		[]string{"cursor reset --partition 1 --name billing --lsn 0"}},
 	"cursor delete": {"cursor delete --partition P --name N", "Deletes cursor N: it no longer holds log retention.",
 		[]string{"cursor delete --partition 1 --name billing"}},
+	"hash-token": {"hash-token [--new] < token", "Prints the SHA-256 (hex) of the token on stdin, what a principal's token_sha256 holds in an auth file (serve --auth-file); with --new, makes a random token and prints it and its SHA-256.",
+		[]string{"hash-token --new", "hash-token < client.token"}},
 	"cursor list": {"cursor list --partition P", "Lists a partition's cursors and their LSNs.",
 		[]string{"cursor list --partition 1 --json"}},
 	"queue push":   {"queue push --partition P [item ...]", "Enqueues each argument, or each line of stdin.", []string{"queue push --partition 3 job-1 job-2"}},

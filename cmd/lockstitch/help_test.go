@@ -11,7 +11,7 @@ import (
 // with exit 0, a synopsis and at least one example.
 func TestHelp(t *testing.T) {
 	var cmds []string
-	for _, m := range regexp.MustCompile(`(?m)^  ([a-z]+)`).FindAllStringSubmatch(usage, -1) {
+	for _, m := range regexp.MustCompile(`(?m)^  ([a-z-]+)`).FindAllStringSubmatch(usage, -1) {
 		cmds = append(cmds, m[1])
 	}
 	if len(cmds) < 14 {

@@ -37,6 +37,7 @@ commands:
                           a queue partition's items: enqueue, lease, acknowledge (lockstitch queue -h)
   kv put|get|del|cas|scan read and write a partition of the kv plugin (lockstitch kv -h)
   bench append|read|kv    measure a running cluster: throughput and latency every second, then a summary
+  hash-token              print the SHA-256 of a token read from stdin (or of a --new one) for an auth file
   version, --version      print the version: module version, VCS revision, Go version
 
 Run lockstitch <command> -h for its synopsis, examples and flags.
@@ -77,6 +78,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdKV(rest, stdout, stderr)
 	case "bench":
 		return cmdBench(rest, stdout, stderr)
+	case "hash-token":
+		return cmdHashToken(rest, os.Stdin, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, version())
 		return 0
@@ -95,6 +98,7 @@ const (
 	exitUnavailable   = 4 // no node could serve it now: retrying later may succeed
 	exitNotFound      = 5 // the partition (or the kv key) does not exist
 	exitIndeterminate = 6 // an append (or plugin op) may or may not have been applied
+	exitDenied        = 7 // the node refused the credentials, or the principal may not do this
 )
 
 // fail prints err as one line and returns its exit code: what a script
@@ -111,6 +115,8 @@ func exitCode(err error) int {
 		return exitIndeterminate
 	case errors.Is(err, lockstitch.ErrPartitionNotFound), errors.Is(err, kvclient.ErrNotFound):
 		return exitNotFound
+	case errors.Is(err, transport.ErrUnauthenticated), errors.Is(err, transport.ErrPermissionDenied):
+		return exitDenied
 	case errors.Is(err, lockstitch.ErrUnavailable), errors.Is(err, lockstitch.ErrBusy),
 		errors.Is(err, lockstitch.ErrShuttingDown), errors.Is(err, lockstitch.ErrTimeout):
 		return exitUnavailable
@@ -127,6 +133,8 @@ func errorLine(err error) string {
 	switch {
 	case errors.Is(err, lockstitch.ErrPartitionNotFound):
 		s += " (lockstitch partition list shows the partitions)"
+	case errors.Is(err, transport.ErrUnauthenticated):
+		s += " (--token-file or LOCKSTITCH_TOKEN gives the token; docs/security.md)"
 	case errors.Is(err, lockstitch.ErrUnavailable) && !strings.Contains(s, "--addr"):
 		s += " (is a node running there? --addr or LOCKSTITCH_ADDR names the nodes)"
 	}

@@ -51,6 +51,8 @@ type serveSettings struct {
 	AdminTLS             bool   `name:"admin-tls" help:"serve the admin HTTP listener over TLS, with --tls-cert"`
 	AdminTokenFile       string `name:"admin-token-file" help:"file holding the token, or sha256:HEX of it, that /debug/pprof/ requires (Authorization: Bearer TOKEN); /metrics, /healthz and /readyz stay open"`
 	Insecure             bool   `name:"insecure" help:"allow the client or Raft port on a non-loopback address without TLS"`
+	AuthFile             string `name:"auth-file" help:"TOML file of the principals that may use the client port, their tokens' SHA-256 or certificate names, and the partitions each may append to, read, administer (docs/security.md); empty: no authentication"`
+	PeerTokenFile        string `name:"peer-token-file" help:"file whose first line is the token this node presents to its peers' client ports; needed with --auth-file on a cluster"`
 
 	MutexProfileFraction int `name:"mutex-profile-fraction" help:"sample 1 in N mutex contention events for /debug/pprof/mutex (0: off)"`
 	BlockProfileRate     int `name:"block-profile-rate" help:"sample blocking events lasting this many nanoseconds for /debug/pprof/block (0: off)"`
@@ -155,6 +157,7 @@ func (s serveSettings) nodeConfig(logger *slog.Logger) (server.Config, error) {
 	case s.TLSCA != "" && !s.RaftTLS:
 		errs = append(errs, errors.New("--tls-ca needs --tls-cert and --tls-key"))
 	}
+	cfg.AuthFile, cfg.PeerTokenFile = s.AuthFile, s.PeerTokenFile
 	if err := s.plainExposed(); err != nil {
 		errs = append(errs, err)
 	}
