@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"image/color"
 	"io"
@@ -41,6 +42,8 @@ func writeChart(w io.Writer, format string, r *report) error {
 		p.Y.Scale = plot.LogScale{}
 		p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
 		p.NominalX(labels...)
+		// Every cell's tick in range, whatever points it has.
+		p.X.Min, p.X.Max = -0.5, float64(len(cells))-0.5
 		p.X.Tick.Label.Rotation = 0.5
 		p.X.Tick.Label.XAlign = draw.XRight
 		p.Add(plotter.NewGrid())
@@ -91,11 +94,12 @@ func writeChart(w io.Writer, format string, r *report) error {
 		}
 		tput.Legend.Add(fmt.Sprintf("%s (%s)", s.Name, s.Short), first)
 	}
-	// Whole decades, and one more above the throughput for the legend.
-	if maxT > 0 {
-		tput.Y.Min, tput.Y.Max = decadeBelow(minT), 10*decadeAbove(maxT)
-		lat.Y.Min, lat.Y.Max = decadeBelow(minL), decadeAbove(maxL)
+	if maxT == 0 || maxL == 0 {
+		return errors.New("chart: no cell has results")
 	}
+	// Whole decades, and one more above the throughput for the legend.
+	tput.Y.Min, tput.Y.Max = decadeBelow(minT), 10*decadeAbove(maxT)
+	lat.Y.Min, lat.Y.Max = decadeBelow(minL), decadeAbove(maxL)
 	width := vg.Length(max(6, 0.55*float64(len(cells)))) * vg.Inch
 	height := 7 * vg.Inch
 	c, err := draw.NewFormattedCanvas(width, height, format)
