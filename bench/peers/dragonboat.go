@@ -43,13 +43,39 @@ func (c *dragonboatCluster) info() systemInfo {
 		Name: "dragonboat", Version: "v4 (076c7f6497dc)",
 		Durability: "ack after a majority fsynced the entry in its Raft log (pebble LogDB) and the leader applied it",
 		Short:      "quorum fsync",
-		Setup:      "3 NodeHosts in the harness's process (so its CPU and RSS include the load generator); SyncPropose / Propose on the leader, one entry per op",
+		Setup:      "3 NodeHosts in the harness's process (so its CPU and RSS include the load generator); SyncPropose / Propose on the leader, one entry per op; a proposal refused as busy is tried again after 1 ms",
+	}
+}
+
+// busyBackoff is the pause before a proposal refused as busy is tried
+// again, as a client of dragonboat would (Lockstitch's client retries its
+// server's Busy answers by itself).
+const busyBackoff = time.Millisecond
+
+// retryBusy calls f until it returns something other than
+// dragonboat.ErrSystemBusy (the proposal queue or the in-memory log is
+// full) or ctx ends.
+func retryBusy(ctx context.Context, f func() error) error {
+	for {
+		err := f()
+		if !errors.Is(err, dragonboat.ErrSystemBusy) {
+			return err
+		}
+		t := time.NewTimer(busyBackoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w (last: %w)", ctx.Err(), err)
+		case <-t.C:
+		}
 	}
 }
 
 func (c *dragonboatCluster) do(ctx context.Context, _ int, payload []byte) error {
-	_, err := c.leader.SyncPropose(ctx, c.session, payload)
-	return err
+	return retryBusy(ctx, func() error {
+		_, err := c.leader.SyncPropose(ctx, c.session, payload)
+		return err
+	})
 }
 
 func (c *dragonboatCluster) start(ctx context.Context, _ int, payload []byte) waiter {
@@ -57,7 +83,12 @@ func (c *dragonboatCluster) start(ctx context.Context, _ int, payload []byte) wa
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
 	}
-	rs, err := c.leader.Propose(c.session, payload, timeout)
+	var rs *dragonboat.RequestState
+	err := retryBusy(ctx, func() error {
+		var err error
+		rs, err = c.leader.Propose(c.session, payload, timeout)
+		return err
+	})
 	return func(ctx context.Context) error {
 		if err != nil {
 			return err
