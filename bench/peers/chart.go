@@ -97,8 +97,8 @@ func writeChart(w io.Writer, format string, r *report) error {
 	if maxT == 0 || maxL == 0 {
 		return errors.New("chart: no cell has results")
 	}
-	// Whole decades, and one more above the throughput for the legend.
-	tput.Y.Min, tput.Y.Max = decadeBelow(minT), 10*decadeAbove(maxT)
+	// Whole decades, with room above the throughput for the legend.
+	tput.Y.Min, tput.Y.Max = decadeBelow(minT), decadeAbove(3*maxT)
 	lat.Y.Min, lat.Y.Max = decadeBelow(minL), decadeAbove(maxL)
 	width := vg.Length(max(6, 0.55*float64(len(cells)))) * vg.Inch
 	height := 7 * vg.Inch
