@@ -17,10 +17,11 @@ import (
 // systemColors are the chart's colours by system (colour-blind safe,
 // Okabe-Ito); others get grey.
 var systemColors = map[string]color.RGBA{
-	"lockstitch": {0, 114, 178, 255},
-	"dragonboat": {230, 159, 0, 255},
-	"etcd":       {0, 158, 115, 255},
-	"jetstream":  {204, 121, 167, 255},
+	"lockstitch":    {0, 114, 178, 255},
+	"lockstitch-kv": {86, 180, 233, 255},
+	"dragonboat":    {230, 159, 0, 255},
+	"etcd":          {0, 158, 115, 255},
+	"jetstream":     {204, 121, 167, 255},
 }
 
 // writeChart draws the results in format (svg or png): throughput (ops/s) above and
@@ -48,7 +49,8 @@ func writeChart(w io.Writer, format string, r *report) error {
 		p.X.Tick.Label.XAlign = draw.XRight
 		p.Add(plotter.NewGrid())
 	}
-	tput.Legend.Top, tput.Legend.Left = true, true
+	legend := plot.NewLegend()
+	legend.Top, legend.Left = true, true
 	var maxT, minT, maxL, minL float64
 	for k, s := range r.Systems {
 		// Each system's points a little apart, so that close ones do not
@@ -92,21 +94,25 @@ func writeChart(w io.Writer, format string, r *report) error {
 				first = sc
 			}
 		}
-		tput.Legend.Add(fmt.Sprintf("%s (%s)", s.Name, s.Short), first)
+		legend.Add(fmt.Sprintf("%s (%s)", s.Name, s.Short), first)
 	}
 	if maxT == 0 || maxL == 0 {
 		return errors.New("chart: no cell has results")
 	}
-	// Whole decades, with room above the throughput for the legend.
-	tput.Y.Min, tput.Y.Max = decadeBelow(minT), decadeAbove(3*maxT)
+	// Whole decades.
+	tput.Y.Min, tput.Y.Max = decadeBelow(minT), decadeAbove(maxT)
 	lat.Y.Min, lat.Y.Max = decadeBelow(minL), decadeAbove(maxL)
 	width := vg.Length(max(6, 0.55*float64(len(cells)))) * vg.Inch
-	height := 7 * vg.Inch
+	// The legend above the two panels, one line per system.
+	legendHeight := vg.Length(len(r.Systems))*legend.TextStyle.Height("Xg")*1.2 + 4*vg.Millimeter
+	height := 7*vg.Inch + legendHeight
 	c, err := draw.NewFormattedCanvas(width, height, format)
 	if err != nil {
 		return err
 	}
 	dc := draw.New(c)
+	legend.Draw(draw.Crop(dc, vg.Inch, 0, height-legendHeight, -2*vg.Millimeter))
+	dc = draw.Crop(dc, 0, 0, 0, -legendHeight)
 	tiles := draw.Tiles{Rows: 2, Cols: 1, PadX: vg.Millimeter, PadY: 2 * vg.Millimeter, PadTop: vg.Millimeter, PadBottom: vg.Millimeter, PadLeft: vg.Millimeter, PadRight: 3 * vg.Millimeter}
 	canvases := plot.Align([][]*plot.Plot{{tput}, {lat}}, tiles, dc)
 	tput.Draw(canvases[0][0])

@@ -1,7 +1,8 @@
 // Command peers runs Lockstitch beside its peers on one machine, in the
 // same run, with the same workload (issue 17): Lockstitch through its Go
 // client (three `lockstitch serve` processes, a `log` partition of three
-// replicas), raw dragonboat (three NodeHosts in this process, one Raft
+// replicas; lockstitch-kv is a `kv` partition on the same processes,
+// through transport/kvclient), raw dragonboat (three NodeHosts in this process, one Raft
 // entry per op), etcd (three processes, client v3 puts) and NATS
 // JetStream (three nats-server processes, a file-storage stream of three
 // replicas, publish with ack). Every system listens on 127.0.0.1 only,
@@ -13,12 +14,13 @@
 // A cell is a mode, a payload size and a concurrency:
 //
 //   - sync: a closed loop; Conc workers, each doing one op and waiting for
-//     its ack before the next (etcd, dragonboat and Lockstitch: one
-//     proposal each; JetStream: one publish and its ack).
+//     its ack before the next (an append, a proposal, a put of one key
+//     overwritten for etcd and lockstitch-kv, a publish and its ack).
 //   - pipelined: Conc ops in flight from one submitter per client, which
 //     starts ops until Conc are pending and then waits for the oldest
 //     (Lockstitch AppendAsync, dragonboat Propose, JetStream PublishAsync;
-//     etcd's client has no async put, so etcd skips these cells).
+//     etcd's client and kvclient have no async put, so etcd and
+//     lockstitch-kv skip these cells).
 //
 // Each cell runs -warmup unmeasured, then -window measured: the ops that
 // end within the window count, with their latency from start to ack. The

@@ -11,6 +11,7 @@ import (
 
 	"github.com/lockstitch/lockstitch"
 	"github.com/lockstitch/lockstitch/transport"
+	"github.com/lockstitch/lockstitch/transport/kvclient"
 )
 
 // lockstitchCluster is three `lockstitch serve` processes with a log
@@ -19,9 +20,42 @@ type lockstitchCluster struct {
 	procs   []*proc
 	clients []*transport.Client
 	version string
+	// kv is set when the cluster also has a kv partition.
+	kv *lockstitchKV
 }
 
-const logPartition lockstitch.PartitionID = 1
+const (
+	logPartition lockstitch.PartitionID = 1
+	kvPartition  lockstitch.PartitionID = 2
+)
+
+// lockstitchKV is the same cluster's kv partition (3 replicas), driven by
+// transport/kvclient: puts of one key, overwritten, as etcd's are.
+type lockstitchKV struct {
+	c       *lockstitchCluster
+	clients []*kvclient.Client
+}
+
+func (k *lockstitchKV) info() systemInfo {
+	return systemInfo{
+		Name: "lockstitch-kv", Version: k.c.version,
+		Durability: "as lockstitch: ack after a majority fsynced the op in its Raft log and the leader applied it to its pebble store (synced at the next checkpoint)",
+		Short:      "quorum fsync",
+		Setup:      "the same 3 processes; a `kv` partition of 3 replicas; transport/kvclient Put of one key, overwritten (as etcd's); kvclient has no async put, so no pipelined cells",
+	}
+}
+
+func (k *lockstitchKV) do(ctx context.Context, client int, payload []byte) error {
+	_, err := k.clients[client].Put(ctx, kvKey, payload)
+	return err
+}
+
+var kvKey = []byte("w")
+
+func (k *lockstitchKV) start(context.Context, int, []byte) waiter { return nil }
+func (k *lockstitchKV) pipelined() bool                           { return false }
+func (k *lockstitchKV) pids() []int                               { return k.c.pids() }
+func (k *lockstitchKV) inProcess() bool                           { return false }
 
 func (c *lockstitchCluster) info() systemInfo {
 	return systemInfo{
@@ -55,7 +89,9 @@ func (c *lockstitchCluster) stop() {
 	}
 }
 
-func startLockstitch(ctx context.Context, o *options, work string) (*lockstitchCluster, error) {
+// startLockstitch starts the cluster with its log partition and, if kv,
+// a kv partition too.
+func startLockstitch(ctx context.Context, o *options, work string, kv bool) (*lockstitchCluster, error) {
 	c := &lockstitchCluster{version: "?"}
 	if out, err := exec.CommandContext(ctx, o.lockstitchBin, "version").Output(); err == nil {
 		c.version = strings.TrimSpace(string(out))
@@ -109,6 +145,11 @@ func startLockstitch(ctx context.Context, o *options, work string) (*lockstitchC
 	if _, err := status.CreatePartition(ctx, transport.PartitionSpec{ID: logPartition, Plugin: "log", Replicas: 3}); err != nil {
 		return fail(fmt.Errorf("create the log partition: %w", err))
 	}
+	if kv {
+		if _, err := status.CreatePartition(ctx, transport.PartitionSpec{ID: kvPartition, Plugin: "kv", Replicas: 3}); err != nil {
+			return fail(fmt.Errorf("create the kv partition: %w", err))
+		}
+	}
 	for range o.clients {
 		cl, err := transport.Dial(ctx, cfg, addrs...)
 		if err != nil {
@@ -126,6 +167,24 @@ func startLockstitch(ctx context.Context, o *options, work string) (*lockstitchC
 		}
 		if time.Since(start) > 30*time.Second {
 			return fail(fmt.Errorf("the log partition does not answer: %w", err))
+		}
+	}
+	if !kv {
+		return c, nil
+	}
+	c.kv = &lockstitchKV{c: c}
+	for _, cl := range c.clients {
+		c.kv.clients = append(c.kv.clients, kvclient.New(cl, kvPartition))
+	}
+	for start := time.Now(); ; time.Sleep(100 * time.Millisecond) {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := c.kv.clients[0].Put(pctx, kvKey, []byte("ready"))
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Since(start) > 30*time.Second {
+			return fail(fmt.Errorf("the kv partition does not answer: %w", err))
 		}
 	}
 	return c, nil

@@ -27,7 +27,7 @@ type options struct {
 	replot                                  string
 }
 
-var allSystems = []string{"lockstitch", "dragonboat", "etcd", "jetstream"}
+var allSystems = []string{"lockstitch", "lockstitch-kv", "dragonboat", "etcd", "jetstream"}
 
 func main() {
 	log.SetFlags(0)
@@ -88,7 +88,7 @@ func parseOptions(args []string) (*options, error) {
 		}
 		o.systems = append(o.systems, s)
 	}
-	if slices.Contains(o.systems, "lockstitch") && o.lockstitchBin == "" {
+	if (slices.Contains(o.systems, "lockstitch") || slices.Contains(o.systems, "lockstitch-kv")) && o.lockstitchBin == "" {
 		return nil, fmt.Errorf("-lockstitch is required to run lockstitch")
 	}
 	if o.quick {
@@ -169,49 +169,60 @@ func run(ctx context.Context, o *options) (err error) {
 		}
 	}()
 	var systems []system
+	var stops []func() // each cluster's, once
 	defer func() {
-		for _, s := range systems {
-			s.stop()
+		for _, stop := range stops {
+			stop()
 		}
 	}()
+	var ls *lockstitchCluster // shared by lockstitch and lockstitch-kv
 	for _, name := range o.systems {
 		t0 := time.Now()
 		var s system
 		var serr error
 		dir := filepath.Join(work, name)
 		switch name {
-		case "lockstitch":
-			var c *lockstitchCluster
-			c, serr = startLockstitch(ctx, o, dir)
-			if c != nil {
-				c.version = o.commit
-				s = c
+		case "lockstitch", "lockstitch-kv":
+			if ls == nil {
+				var c *lockstitchCluster
+				c, serr = startLockstitch(ctx, o, filepath.Join(work, "lockstitch"), slices.Contains(o.systems, "lockstitch-kv"))
+				if c != nil {
+					c.version = o.commit
+					ls = c
+					stops = append(stops, c.stop)
+				}
+			}
+			if serr == nil && name == "lockstitch" {
+				s = ls
+			} else if serr == nil {
+				s = ls.kv
 			}
 		case "dragonboat":
 			var c *dragonboatCluster
 			c, serr = startDragonboat(ctx, dir)
 			if c != nil {
 				s = c
+				stops = append(stops, c.stop)
 			}
 		case "etcd":
 			var c *etcdCluster
 			c, serr = startEtcd(ctx, o, dir)
 			if c != nil {
 				s = c
+				stops = append(stops, c.stop)
 			}
 		case "jetstream":
 			var c *natsCluster
 			c, serr = startNATS(ctx, o, dir)
 			if c != nil {
 				s = c
+				stops = append(stops, c.stop)
 			}
-		}
-		if s != nil {
-			systems = append(systems, s)
 		}
 		if serr != nil {
 			return fmt.Errorf("start %s: %w", name, serr)
 		}
+		systems = append(systems, s)
 		fmt.Printf("%s: up in %v\n", name, time.Since(t0).Round(time.Millisecond))
 		rep.Systems = append(rep.Systems, s.info())
 	}
@@ -226,10 +237,10 @@ func run(ctx context.Context, o *options) (err error) {
 			r := measure(ctx, systems[k], c, o.clients, o.warmup, o.window)
 			results[i][k] = r
 			if r.Skipped != "" && r.Ops == 0 && r.Errors == 0 {
-				fmt.Printf("%-22s %-10s skipped: %s\n", c.label(), r.System, r.Skipped)
+				fmt.Printf("%-22s %-13s skipped: %s\n", c.label(), r.System, r.Skipped)
 				continue
 			}
-			fmt.Printf("%-22s %-10s %9.0f op/s %8.2f MB/s  p50 %9s p99 %9s p99.9 %9s  CPU %6.1f s/Mop (client %5.1f)  RSS %5.0f MiB  busy %3.0f%%  errors %d\n",
+			fmt.Printf("%-22s %-13s %9.0f op/s %8.2f MB/s  p50 %9s p99 %9s p99.9 %9s  CPU %6.1f s/Mop (client %5.1f)  RSS %5.0f MiB  busy %3.0f%%  errors %d\n",
 				c.label(), r.System, r.OpsPerSec, r.MBPerSec, usText(r.P50us), usText(r.P99us), usText(r.P999us),
 				r.CPUPerMop, r.ClientCPUPerMop, r.PeakRSSMiB, 100*r.MachineBusy, r.Errors)
 		}

@@ -13,7 +13,7 @@ import (
 // waiter waits for an op started by system.start and returns its outcome.
 type waiter func(ctx context.Context) error
 
-// system is a cluster under test.
+// system is a cluster under test (started and stopped by run).
 type system interface {
 	info() systemInfo
 	// do does one op of payload through client number client and waits
@@ -29,7 +29,6 @@ type system interface {
 	pids() []int
 	// inProcess reports whether the system runs in this process.
 	inProcess() bool
-	stop()
 }
 
 // opTimeout bounds one op.

@@ -54,7 +54,6 @@ func (f *fakeSystem) start(context.Context, int, []byte) waiter {
 func (f *fakeSystem) pipelined() bool { return f.async }
 func (f *fakeSystem) pids() []int     { return []int{os.Getpid()} }
 func (f *fakeSystem) inProcess() bool { return true }
-func (f *fakeSystem) stop()           {}
 
 const (
 	testWarmup = 50 * time.Millisecond
