@@ -25,7 +25,10 @@
 // Each cell runs -warmup unmeasured, then -window measured: the ops that
 // end within the window count, with their latency from start to ack. The
 // systems take turns cell by cell, the order rotating by one with each
-// cell, so that a shared machine's drift falls on all of them.
+// cell, so that a shared machine's drift falls on all of them. -runs N
+// runs the whole plan N times (the rotation starting one further each
+// time) and reports each figure's median over the runs, on its own, with
+// the range of ops/s; the JSON keeps every run's results too.
 //
 // -quick runs five cells (sync at 16 B with 1 and 256 in flight, at 1 KiB
 // with 16 and 256, and pipelined 16 B with 256), 3 s each; the default

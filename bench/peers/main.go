@@ -25,6 +25,7 @@ type options struct {
 	fioTime, loopTime                       time.Duration
 	keep                                    bool
 	replot                                  string
+	runs                                    int
 }
 
 var allSystems = []string{"lockstitch", "lockstitch-kv", "dragonboat", "etcd", "jetstream"}
@@ -61,6 +62,7 @@ func parseOptions(args []string) (*options, error) {
 	modes := fs.String("modes", "sync,pipelined", "full plan: modes")
 	fs.DurationVar(&o.window, "window", 0, "measured time of a cell (default 3s quick, 5s full)")
 	fs.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured time before each cell's window")
+	fs.IntVar(&o.runs, "runs", 1, "runs of the whole plan; the table and chart give each figure's median over them (each on its own), and ops/s's range")
 	fs.IntVar(&o.clients, "clients", 1, "clients (connections) per system; workers are spread over them")
 	fs.DurationVar(&o.fioTime, "fio-time", 5*time.Second, "how long fio measures fdatasync")
 	fs.DurationVar(&o.loopTime, "loopback-time", time.Second, "how long the loopback TCP stream runs")
@@ -114,8 +116,8 @@ func parseOptions(args []string) (*options, error) {
 			o.window = 5 * time.Second
 		}
 	}
-	if o.window <= 0 || o.warmup < 0 || o.clients < 1 {
-		return nil, fmt.Errorf("-window must be positive, -warmup not negative, -clients at least 1")
+	if o.window <= 0 || o.warmup < 0 || o.clients < 1 || o.runs < 1 {
+		return nil, fmt.Errorf("-window must be positive, -warmup not negative, -clients and -runs at least 1")
 	}
 	return o, nil
 }
@@ -137,12 +139,12 @@ func run(ctx context.Context, o *options) (err error) {
 		return writeFiles(o.out, rep)
 	}
 	rep := &report{Commit: o.commit, Command: o.command, Started: time.Now().UTC().Format(time.RFC3339),
-		Mode: "full", Window: o.window.String(), Warmup: o.warmup.String(), Clients: o.clients, Machine: describeMachine()}
+		Mode: "full", Window: o.window.String(), Warmup: o.warmup.String(), Clients: o.clients, Runs: o.runs, Machine: describeMachine()}
 	if o.quick {
 		rep.Mode = "quick"
 	}
-	fmt.Printf("peers: %s plan, %d cells x %d systems, %v after %v of warm-up each; load average %s\n",
-		rep.Mode, len(o.cells), len(o.systems), o.window, o.warmup, rep.Machine.LoadAvg)
+	fmt.Printf("peers: %s plan, %d cells x %d systems x %d run(s), %v after %v of warm-up each; load average %s\n",
+		rep.Mode, len(o.cells), len(o.systems), o.runs, o.window, o.warmup, rep.Machine.LoadAvg)
 
 	// The machine first, with nothing else of ours running.
 	if o.fioBin != "" {
@@ -227,26 +229,43 @@ func run(ctx context.Context, o *options) (err error) {
 		rep.Systems = append(rep.Systems, s.info())
 	}
 
-	results := make([][]result, len(o.cells)) // by cell, then system in o.systems order
-	for i, c := range o.cells {
-		results[i] = make([]result, len(systems))
-		for _, k := range systemOrder(len(systems), i) {
-			if ctx.Err() != nil {
-				return ctx.Err()
+	// results[i][k] are cell i's results on system k, one per run.
+	results := make([][][]result, len(o.cells))
+	for i := range results {
+		results[i] = make([][]result, len(systems))
+	}
+	for run := 1; run <= o.runs; run++ {
+		if o.runs > 1 {
+			fmt.Printf("run %d of %d\n", run, o.runs)
+		}
+		for i, c := range o.cells {
+			// Each run starts the rotation one further, so that over
+			// runs a system is not always first in a cell.
+			for _, k := range systemOrder(len(systems), i+run-1) {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				r := measure(ctx, systems[k], c, o.clients, o.warmup, o.window)
+				r.Run = run
+				results[i][k] = append(results[i][k], r)
+				rep.RunResults = append(rep.RunResults, r)
+				if r.Skipped != "" && r.Ops == 0 && r.Errors == 0 {
+					fmt.Printf("%-22s %-13s skipped: %s\n", c.label(), r.System, r.Skipped)
+					continue
+				}
+				fmt.Printf("%-22s %-13s %9.0f op/s %8.2f MB/s  p50 %9s p99 %9s p99.9 %9s  CPU %6.1f s/Mop (client %5.1f)  RSS %5.0f MiB  busy %3.0f%%  errors %d\n",
+					c.label(), r.System, r.OpsPerSec, r.MBPerSec, usText(r.P50us), usText(r.P99us), usText(r.P999us),
+					r.CPUPerMop, r.ClientCPUPerMop, r.PeakRSSMiB, 100*r.MachineBusy, r.Errors)
 			}
-			r := measure(ctx, systems[k], c, o.clients, o.warmup, o.window)
-			results[i][k] = r
-			if r.Skipped != "" && r.Ops == 0 && r.Errors == 0 {
-				fmt.Printf("%-22s %-13s skipped: %s\n", c.label(), r.System, r.Skipped)
-				continue
-			}
-			fmt.Printf("%-22s %-13s %9.0f op/s %8.2f MB/s  p50 %9s p99 %9s p99.9 %9s  CPU %6.1f s/Mop (client %5.1f)  RSS %5.0f MiB  busy %3.0f%%  errors %d\n",
-				c.label(), r.System, r.OpsPerSec, r.MBPerSec, usText(r.P50us), usText(r.P99us), usText(r.P999us),
-				r.CPUPerMop, r.ClientCPUPerMop, r.PeakRSSMiB, 100*r.MachineBusy, r.Errors)
 		}
 	}
-	for _, rs := range results {
-		rep.Results = append(rep.Results, rs...)
+	for i := range results {
+		for k := range results[i] {
+			rep.Results = append(rep.Results, medianResult(results[i][k]))
+		}
+	}
+	if o.runs == 1 {
+		rep.RunResults = nil // the same as Results
 	}
 	rep.Machine.LoadAvgAfter = loadAvg()
 	fmt.Println()

@@ -12,6 +12,8 @@ import (
 // result is one system's figures in one cell.
 type result struct {
 	System string `json:"system"`
+	// Run numbers a run's own result; 0 in a median over runs.
+	Run int `json:"run,omitempty"`
 	cell
 	// Skipped says why the system did not run the cell (empty if it ran).
 	Skipped   string  `json:"skipped,omitempty"`
@@ -36,6 +38,64 @@ type result struct {
 	// MachineBusy is the share of all CPUs busy over the window
 	// (everything on the machine).
 	MachineBusy float64 `json:"machine_busy"`
+	// Runs is how many runs a median is over, and OpsPerSecMin and
+	// OpsPerSecMax the range of their ops/s (0 for one run's result).
+	Runs         int     `json:"runs,omitempty"`
+	OpsPerSecMin float64 `json:"ops_per_sec_min,omitempty"`
+	OpsPerSecMax float64 `json:"ops_per_sec_max,omitempty"`
+}
+
+// medianResult returns the median over runs of one system's results in
+// one cell: each figure's median on its own (so a row's figures may come
+// from different runs), errors and ops summed, and the range of ops/s.
+// Runs that did not run the cell are left out; if none did, the first's
+// reason is returned.
+func medianResult(rs []result) result {
+	var ran []result
+	for _, r := range rs {
+		if r.Skipped == "" {
+			ran = append(ran, r)
+		}
+	}
+	if len(ran) == 0 {
+		r := rs[0]
+		r.Run = 0
+		for _, x := range rs[1:] {
+			r.Errors += x.Errors
+		}
+		return r
+	}
+	if len(rs) == 1 {
+		r := rs[0]
+		r.Run = 0
+		return r
+	}
+	m := result{System: ran[0].System, cell: ran[0].cell, Runs: len(ran)}
+	med := func(f func(result) float64) float64 {
+		v := make([]float64, len(ran))
+		for i, r := range ran {
+			v[i] = f(r)
+		}
+		return median(v)
+	}
+	m.OpsPerSec = med(func(r result) float64 { return r.OpsPerSec })
+	m.MBPerSec = med(func(r result) float64 { return r.MBPerSec })
+	m.P50us = med(func(r result) float64 { return r.P50us })
+	m.P99us = med(func(r result) float64 { return r.P99us })
+	m.P999us = med(func(r result) float64 { return r.P999us })
+	m.CPUPerMop = med(func(r result) float64 { return r.CPUPerMop })
+	m.ClientCPUPerMop = med(func(r result) float64 { return r.ClientCPUPerMop })
+	m.PeakRSSMiB = med(func(r result) float64 { return r.PeakRSSMiB })
+	m.MachineBusy = med(func(r result) float64 { return r.MachineBusy })
+	m.OpsPerSecMin, m.OpsPerSecMax = ran[0].OpsPerSec, ran[0].OpsPerSec
+	for _, r := range rs {
+		m.Ops += r.Ops
+		m.Errors += r.Errors
+	}
+	for _, r := range ran {
+		m.OpsPerSecMin, m.OpsPerSecMax = min(m.OpsPerSecMin, r.OpsPerSec), max(m.OpsPerSecMax, r.OpsPerSec)
+	}
+	return m
 }
 
 // systemInfo describes a system under test.
@@ -82,9 +142,14 @@ type report struct {
 	Window  string       `json:"window"`
 	Warmup  string       `json:"warmup"`
 	Clients int          `json:"clients"`
+	Runs    int          `json:"runs"`
 	Machine machine      `json:"machine"`
 	Systems []systemInfo `json:"systems"`
-	Results []result     `json:"results"`
+	// Results are one per cell and system: with more than one run, the
+	// medians over them.
+	Results []result `json:"results"`
+	// RunResults are each run's own results when there were several.
+	RunResults []result `json:"run_results,omitempty"`
 }
 
 func writeJSON(w io.Writer, r *report) error {
@@ -103,7 +168,11 @@ func writeTable(w io.Writer, r *report) error {
 		fmt.Fprintf(&b, "fio 4 KiB write+fdatasync: %.0f/s, fdatasync p50 %s, p99 %s. ", f.IOPS, usText(f.P50us), usText(f.P99us))
 	}
 	fmt.Fprintf(&b, "Loopback TCP, one stream: %.0f MB/s.\n", m.LoopbackMBps)
-	fmt.Fprintf(&b, "Window %s after %s of warm-up per cell; %d client(s) per system.\n\n", r.Window, r.Warmup, r.Clients)
+	fmt.Fprintf(&b, "Window %s after %s of warm-up per cell; %d client(s) per system.", r.Window, r.Warmup, r.Clients)
+	if r.Runs > 1 {
+		fmt.Fprintf(&b, " Medians of %d runs, each figure on its own; ops/s with its range.", r.Runs)
+	}
+	b.WriteString("\n\n")
 	b.WriteString("| system | version | durability (fsync vs ack) | setup |\n|---|---|---|---|\n")
 	for _, s := range r.Systems {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", s.Name, s.Version, s.Durability, s.Setup)
@@ -123,8 +192,12 @@ func writeTable(w io.Writer, r *report) error {
 		if x.ClientCPUPerMop > 0 {
 			client = fmt.Sprintf("%.1f", x.ClientCPUPerMop)
 		}
+		rate := groupDigits(x.OpsPerSec)
+		if x.Runs > 1 {
+			rate += fmt.Sprintf(" (%s-%s)", groupDigits(x.OpsPerSecMin), groupDigits(x.OpsPerSecMax))
+		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %.2f | %s | %s | %s | %.1f | %s | %.0f MiB | %d |\n",
-			x.label(), x.System, short[x.System], groupDigits(x.OpsPerSec), x.MBPerSec,
+			x.label(), x.System, short[x.System], rate, x.MBPerSec,
 			usText(x.P50us), usText(x.P99us), usText(x.P999us), x.CPUPerMop, client, x.PeakRSSMiB, x.Errors)
 	}
 	_, err := io.WriteString(w, b.String())

@@ -180,3 +180,39 @@ func TestTextHelpers(t *testing.T) {
 		}
 	}
 }
+
+func TestMedianResult(t *testing.T) {
+	c := cell{modeSync, 16, 256}
+	rs := []result{
+		{System: "lockstitch", Run: 1, cell: c, Ops: 300, OpsPerSec: 100, P99us: 9000, CPUPerMop: 5, PeakRSSMiB: 200},
+		{System: "lockstitch", Run: 2, cell: c, Ops: 900, OpsPerSec: 300, P99us: 1000, CPUPerMop: 9, PeakRSSMiB: 100, Errors: 1},
+		{System: "lockstitch", Run: 3, cell: c, Ops: 600, OpsPerSec: 200, P99us: 5000, CPUPerMop: 7, PeakRSSMiB: 300},
+		{System: "lockstitch", Run: 4, cell: c, Skipped: "no op succeeded (4 errors)", Errors: 4},
+	}
+	m := medianResult(rs)
+	want := result{System: "lockstitch", cell: c, Runs: 3, Ops: 1800, Errors: 5, OpsPerSec: 200, P99us: 5000, CPUPerMop: 7, PeakRSSMiB: 200,
+		OpsPerSecMin: 100, OpsPerSecMax: 300}
+	if !reflect.DeepEqual(m, want) {
+		t.Errorf("median\n%+v\nwant\n%+v", m, want)
+	}
+	// One run: its own result, without a range.
+	if one := medianResult(rs[:1]); one.Runs != 0 || one.OpsPerSecMax != 0 || one.OpsPerSec != 100 || one.Run != 0 {
+		t.Errorf("one run: %+v", one)
+	}
+	// No run ran the cell: skipped, errors summed.
+	skip := medianResult([]result{rs[3], rs[3]})
+	if skip.Skipped == "" || skip.Errors != 8 {
+		t.Errorf("all skipped: %+v", skip)
+	}
+	var b bytes.Buffer
+	r := sampleReport()
+	r.Runs, r.Results = 3, []result{m}
+	if err := writeTable(&b, r); err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range []string{"Medians of 3 runs", "| sync C=256 16 B | lockstitch | quorum fsync | 200 (100-300) | 0.00 | 0 µs | 5.00 ms |"} {
+		if !strings.Contains(b.String(), line) {
+			t.Errorf("table lacks %q:\n%s", line, b.String())
+		}
+	}
+}
