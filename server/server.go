@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -51,7 +52,13 @@ type Config struct {
 	// ClientAddr defaults to its address. The node closes it.
 	ClientListener net.Listener
 	// UnixSocket, when set, is a path where the server also listens.
-	UnixSocket string
+	// The socket file has mode UnixSocketMode (DefaultConfig: 0660) and,
+	// when UnixSocketGroup is set (a group name or id), that group, from
+	// the moment it appears at the path. A socket left by a node that
+	// crashed is removed at start when nothing listens on it.
+	UnixSocket      string
+	UnixSocketMode  os.FileMode
+	UnixSocketGroup string
 	// AdminAddr, when set, serves /metrics, /debug/pprof/, /healthz and
 	// /readyz over HTTP. AdminListener, when set, is a listener the
 	// caller has bound for it instead; the node closes it.
@@ -122,7 +129,7 @@ func DefaultConfig() Config {
 	rc := replicator.DefaultConfig()
 	rc.Plugins = Plugins()
 	rc.Quiesce = true
-	return Config{Replicator: rc, Transport: transport.DefaultServerConfig(), TLS: tlsconf.DefaultServerConfig(), AdminTimeout: time.Minute, Repair: DefaultRepairPolicy(), PeerProbeInterval: time.Second}
+	return Config{Replicator: rc, Transport: transport.DefaultServerConfig(), TLS: tlsconf.DefaultServerConfig(), UnixSocketMode: 0o660, AdminTimeout: time.Minute, Repair: DefaultRepairPolicy(), PeerProbeInterval: time.Second}
 }
 
 // Validate reports what is wrong with c; it does not change c.
@@ -130,6 +137,9 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.ID == 0 {
 		errs = append(errs, errors.New("node id must be set and not 0"))
+	}
+	if c.UnixSocket != "" && (c.UnixSocketMode&^0o777 != 0 || c.UnixSocketMode&0o600 != 0o600) {
+		errs = append(errs, fmt.Errorf("unix socket mode %#o: permission bits only, and the owner (the node) needs read and write", c.UnixSocketMode))
 	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("data directory must be set"))
@@ -322,9 +332,16 @@ func Start(cfg Config) (*Node, error) {
 			n.Close()
 			return nil, err
 		}
-		if err := n.listenOn("unix:" + cfg.UnixSocket); err != nil {
+		gid, err := lookupGroup(cfg.UnixSocketGroup)
+		if err == nil {
+			var l net.Listener
+			if l, err = listenUnix(cfg.UnixSocket, cfg.UnixSocketMode, gid); err == nil {
+				n.listen = append(n.listen, l)
+			}
+		}
+		if err != nil {
 			n.Close()
-			return nil, err
+			return nil, fmt.Errorf("server: unix socket %s: %w", cfg.UnixSocket, err)
 		}
 	}
 	for _, l := range n.listen {

@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 )
@@ -32,4 +35,73 @@ func (n *Node) removeStaleSocket(path string) error {
 	}
 	n.log.Info("removed a stale unix socket; nothing listened on it", "path", path)
 	return nil
+}
+
+// unixListener is a Unix socket listener bound at a temporary name and
+// linked at path: it reports path as its address and removes path when
+// closed.
+type unixListener struct {
+	*net.UnixListener
+	addr *net.UnixAddr
+}
+
+func (l *unixListener) Addr() net.Addr { return l.addr }
+
+func (l *unixListener) Close() error {
+	err := l.UnixListener.Close()
+	if rerr := os.Remove(l.addr.Name); rerr != nil && !errors.Is(rerr, os.ErrNotExist) && err == nil {
+		err = rerr
+	}
+	return err
+}
+
+// listenUnix listens on a Unix socket at path whose file has mode and,
+// when gid is not -1, group gid from the moment it exists there: the
+// socket is bound in a directory of its own (mode 0700) beside path,
+// given its mode and group there, and then hard-linked at path, which
+// fails if path exists. So no client ever finds it with the mode of the
+// process's umask, and no other file is replaced.
+func listenUnix(path string, mode os.FileMode, gid int) (net.Listener, error) {
+	dir, err := os.MkdirTemp(filepath.Dir(path), ".lockstitch-socket-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	tmp := filepath.Join(dir, "s")
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
+	if err != nil {
+		return nil, err
+	}
+	l.SetUnlinkOnClose(false)
+	fail := func(err error) (net.Listener, error) {
+		l.Close()
+		return nil, err
+	}
+	if err := os.Chmod(tmp, mode); err != nil {
+		return fail(err)
+	}
+	if gid != -1 {
+		if err := os.Lchown(tmp, -1, gid); err != nil {
+			return fail(fmt.Errorf("setting the group: %w", err))
+		}
+	}
+	if err := os.Link(tmp, path); err != nil {
+		return fail(err)
+	}
+	return &unixListener{UnixListener: l, addr: &net.UnixAddr{Name: path, Net: "unix"}}, nil
+}
+
+// lookupGroup returns the id of group, a name or a number; -1 for "".
+func lookupGroup(group string) (int, error) {
+	if group == "" {
+		return -1, nil
+	}
+	if id, err := strconv.Atoi(group); err == nil {
+		return id, nil
+	}
+	g, err := user.LookupGroup(group)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(g.Gid)
 }

@@ -2,10 +2,13 @@ package server
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -73,5 +76,51 @@ func TestStaleUnixSocket(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(file); string(b) != "not a socket" {
 		t.Errorf("the regular file was changed: %q", b)
+	}
+}
+
+// TestUnixSocketMode: the socket file has the configured mode and group
+// (here 0640 and the process's own group) when it appears, the node
+// serves there, nothing is left beside it, and a stop removes it.
+func TestUnixSocketMode(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "node.sock")
+	p := Peer{ID: 1, RaftAddr: testutil.FreeAddr(t)}
+	cfg := testConfig(t, p, nil)
+	cfg.ClientListener, cfg.UnixSocket = listen(t), sock
+	cfg.ClientAddr = cfg.ClientListener.Addr().String()
+	cfg.UnixSocketMode, cfg.UnixSocketGroup = 0o640, strconv.Itoa(os.Getgid())
+	n, err := Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Lstat(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o640 || int(fi.Sys().(*syscall.Stat_t).Gid) != os.Getgid() {
+		t.Fatalf("socket file %v, gid %d; want a socket, 0640, gid %d", fi.Mode(), fi.Sys().(*syscall.Stat_t).Gid, os.Getgid())
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Fatalf("the socket's directory holds %d entries, want the socket alone", len(entries))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cl, err := transport.Dial(ctx, transport.DefaultClientConfig(), "unix:"+sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Status(ctx, "unix:"+sock); err != nil {
+		t.Fatalf("status over the socket: %v", err)
+	}
+	cl.Close()
+	n.Close()
+	if _, err := os.Lstat(sock); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("after the stop the socket file: %v", err)
+	}
+
+	cfg.UnixSocketMode = 0o066 // the node itself could not use it
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "unix socket mode") {
+		t.Fatalf("mode 0066: %v", err)
 	}
 }

@@ -28,17 +28,19 @@ import (
 // flag, an environment variable and a config file key (see settings.go);
 // docs/operations.md lists them.
 type serveSettings struct {
-	ID           uint64 `name:"id" help:"this node's id, unique in the cluster"`
-	DataDir      string `name:"data-dir" help:"directory for all the node's data"`
-	RaftAddr     string `name:"raft-addr" help:"host:port of this node's Raft traffic, as peers reach it"`
-	RaftListen   string `name:"raft-listen" help:"host:port the Raft port binds when peers reach it at another address (a proxy, a NAT, a published port; default: raft-addr)"`
-	ClientAddr   string `name:"client-addr" help:"host:port clients and peers reach this node's client server at"`
-	ClientListen string `name:"client-listen" help:"host:port the client server binds (default: client-addr)"`
-	UnixSocket   string `name:"unix-socket" help:"path of a Unix socket the client server also listens on (sidecars)"`
-	AdminAddr    string `name:"admin-addr" help:"host:port of the admin HTTP listener (/metrics, /debug/pprof/, /healthz, /readyz); empty for none"`
-	Peers        string `name:"peers" help:"the cluster's nodes: id=raft-addr/client-addr,... (this node included); empty for a one-node cluster"`
-	LogLevel     string `name:"log-level" help:"debug, info, warn or error"`
-	LogFormat    string `name:"log-format" help:"text or json"`
+	ID              uint64 `name:"id" help:"this node's id, unique in the cluster"`
+	DataDir         string `name:"data-dir" help:"directory for all the node's data"`
+	RaftAddr        string `name:"raft-addr" help:"host:port of this node's Raft traffic, as peers reach it"`
+	RaftListen      string `name:"raft-listen" help:"host:port the Raft port binds when peers reach it at another address (a proxy, a NAT, a published port; default: raft-addr)"`
+	ClientAddr      string `name:"client-addr" help:"host:port clients and peers reach this node's client server at"`
+	ClientListen    string `name:"client-listen" help:"host:port the client server binds (default: client-addr)"`
+	UnixSocket      string `name:"unix-socket" help:"path of a Unix socket the client server also listens on (sidecars); a stale one (nothing listens) is removed at start"`
+	UnixSocketMode  string `name:"unix-socket-mode" help:"permissions of the Unix socket file, in octal (the owner needs rw)"`
+	UnixSocketGroup string `name:"unix-socket-group" help:"group of the Unix socket file, a name or an id (default: the node's)"`
+	AdminAddr       string `name:"admin-addr" help:"host:port of the admin HTTP listener (/metrics, /debug/pprof/, /healthz, /readyz); empty for none"`
+	Peers           string `name:"peers" help:"the cluster's nodes: id=raft-addr/client-addr,... (this node included); empty for a one-node cluster"`
+	LogLevel        string `name:"log-level" help:"debug, info, warn or error"`
+	LogFormat       string `name:"log-format" help:"text or json"`
 
 	ShutdownTimeout time.Duration `name:"shutdown-timeout" help:"how long a graceful stop waits for requests in flight"`
 
@@ -104,7 +106,8 @@ func defaultServeSettings() serveSettings {
 		AutoRepair: rp.Auto, RepairDelay: rp.First, PeerProbeInterval: server.DefaultConfig().PeerProbeInterval,
 		ID: 1, DataDir: "lockstitch-data",
 		RaftAddr: "127.0.0.1:7410", ClientAddr: "127.0.0.1:7400", AdminAddr: "127.0.0.1:7420",
-		LogLevel: "info", LogFormat: "text", ShutdownTimeout: 10 * time.Second,
+		UnixSocketMode: fmt.Sprintf("%#o", server.DefaultConfig().UnixSocketMode),
+		LogLevel:       "info", LogFormat: "text", ShutdownTimeout: 10 * time.Second,
 		RTT: rc.RTT, ElectionRTT: rc.ElectionRTT, HeartbeatRTT: rc.HeartbeatRTT, Quiesce: server.DefaultConfig().Replicator.Quiesce,
 		SnapshotEntries: rc.SnapshotEntries, CompactionOverhead: rc.CompactionOverhead, SnapshotBytes: rc.SnapshotBytes,
 		LogDB: string(rc.LogDB), EngineWorkers: rc.EngineWorkers, DeploymentID: rc.DeploymentID,
@@ -142,6 +145,12 @@ func (s serveSettings) nodeConfig(logger *slog.Logger) (server.Config, error) {
 	cfg := server.DefaultConfig()
 	cfg.ID, cfg.DataDir, cfg.RaftAddr, cfg.RaftListen = lockstitch.NodeID(s.ID), s.DataDir, s.RaftAddr, s.RaftListen
 	cfg.ClientAddr, cfg.ClientListen, cfg.UnixSocket, cfg.AdminAddr = s.ClientAddr, s.ClientListen, s.UnixSocket, s.AdminAddr
+	if mode, err := strconv.ParseUint(s.UnixSocketMode, 8, 32); err != nil {
+		errs = append(errs, fmt.Errorf("unix-socket-mode %q is not an octal mode such as 0660", s.UnixSocketMode))
+	} else {
+		cfg.UnixSocketMode = os.FileMode(mode)
+	}
+	cfg.UnixSocketGroup = s.UnixSocketGroup
 	if s.RaftTLS {
 		if s.TLSCA == "" || s.TLSCert == "" || s.TLSKey == "" {
 			errs = append(errs, errors.New("--raft-tls needs --tls-ca, --tls-cert and --tls-key"))
