@@ -16,9 +16,11 @@ import (
 type Action uint8
 
 // Actions. Requests map to them as follows: Append and AppendBatch are
-// ActionAppend; Read, Subscribe, Query, a Status of one partition and the
-// Cursor requests (a consumer's marker) are ActionRead; the Admin ops on
-// a partition are ActionAdmin. The node-wide views (a Status of every
+// ActionAppend; Read, Subscribe, Query, a Status of one partition, and a
+// cursor's Ack and List (a consumer's marker) are ActionRead; the Admin
+// ops on a partition and a cursor's Reset and Delete are ActionAdmin, on
+// every partition (0) for the ops between nodes (AdminStartReplica,
+// AdminStopReplica, AdminAwaitReplica, AdminPrepareReplica). The node-wide views (a Status of every
 // partition, AdminListPartitions, AdminClusterStatus) need no permission
 // beyond authentication: they show partition ids, leaders and positions,
 // never an op.
@@ -39,6 +41,18 @@ func (a Action) String() string {
 		return "admin"
 	}
 	return "unknown"
+}
+
+// adminScope is the partition an Admin request is authorized on: its
+// own, or 0 (every partition) for the ops that nodes send each other to
+// start, stop, prepare or await a replica, which bypass the partition's
+// membership and may cost it its quorum.
+func adminScope(req *AdminRequest) lockstitch.PartitionID {
+	switch req.Op {
+	case AdminStartReplica, AdminStopReplica, AdminAwaitReplica, AdminPrepareReplica:
+		return 0
+	}
+	return req.Partition
 }
 
 // verb is the action's phrase in a refusal: "may not append to ...".
@@ -70,7 +84,8 @@ type Credentials struct {
 type Principal interface {
 	// Name names the principal in logs and errors.
 	Name() string
-	// Allowed reports whether the principal may do a on partition p.
+	// Allowed reports whether the principal may do a on partition p; p
+	// 0 asks whether it may do a on every partition.
 	Allowed(a Action, p lockstitch.PartitionID) bool
 }
 
@@ -111,17 +126,19 @@ func newFailureLimiter(every time.Duration, burst, max int) *failureLimiter {
 	return &failureLimiter{every: every, burst: burst, max: max, sources: make(map[string]*sourceBucket)}
 }
 
-// source is the key of a remote address: its IP, or the whole address
-// when it has no port (a Unix socket's peer).
+// source is the key of a remote TCP address for the failure bound: its
+// IPv4 address, or its IPv6 /64 (one host's share of a network); "" for
+// any other address (a Unix socket's peers, whom the socket file's
+// permissions admit, are not limited).
 func source(addr net.Addr) string {
-	if addr == nil {
+	tcp, ok := addr.(*net.TCPAddr)
+	if !ok {
 		return ""
 	}
-	s := addr.String()
-	if host, _, err := net.SplitHostPort(s); err == nil {
-		return host
+	if ip4 := tcp.IP.To4(); ip4 != nil {
+		return ip4.String()
 	}
-	return s
+	return tcp.IP.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }
 
 // blocked reports whether src has used up its failures at now.

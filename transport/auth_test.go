@@ -52,6 +52,7 @@ func newAuthServer(t *testing.T, burst int) (*Server, string, *tokenAuth, *count
 	auth := &tokenAuth{tokens: map[string]*tokenPrincipal{
 		"app": {name: "app", perms: map[Action][]lockstitch.PartitionID{ActionAppend: {1}, ActionRead: {1}}},
 		"ops": {name: "ops", perms: map[Action][]lockstitch.PartitionID{ActionAdmin: {0}, ActionRead: {0}}},
+		"p1":  {name: "p1", perms: map[Action][]lockstitch.PartitionID{ActionAdmin: {1}, ActionRead: {1}}},
 	}}
 	cfg := testServerConfig()
 	m := newCountingMetrics()
@@ -119,6 +120,24 @@ func TestAuthorization(t *testing.T) {
 	m.mu.Unlock()
 	if n != 6 {
 		t.Fatalf("%d PermissionDenied errors counted, want 6", n)
+	}
+
+	// A consumer acknowledges its cursor with read; moving one back is
+	// administration.
+	if err := app.AckCursor(ctx, 1, "billing", 1); err != nil {
+		t.Fatalf("cursor ack with read: %v", err)
+	}
+	err = app.ResetCursor(ctx, 1, "billing", 0)
+	denied("cursor reset with read", err)
+	// The ops nodes send each other need admin on every partition: one
+	// partition's administrator cannot stop a replica behind its
+	// membership's back.
+	p1 := dialTest(t, withToken("p1"), addr)
+	if _, err := p1.Admin(ctx, "", &AdminRequest{Op: AdminStopReplica, Partition: 1}); !errors.Is(err, ErrPermissionDenied) || !strings.Contains(err.Error(), "p1 may not administer every partition") {
+		t.Fatalf("stop-replica by a partition's administrator: %v", err)
+	}
+	if err := p1.ResetCursor(ctx, 1, "billing", 0); err != nil {
+		t.Fatalf("cursor reset by the partition's administrator: %v", err)
 	}
 }
 

@@ -271,7 +271,7 @@ func (cl *Client) route(ctx context.Context, p lockstitch.PartitionID, addr stri
 	}
 	if err != nil {
 		ps.mu.Lock()
-		if ps.hint == addr && addr != "" {
+		if ps.hint == addr && addr != "" && ctx.Err() == nil && errors.Is(err, lockstitch.ErrUnavailable) {
 			// The named node cannot be reached: the next attempt asks
 			// the node after it, not the same one again.
 			ps.hint = cl.seedAfter(addr)

@@ -292,12 +292,14 @@ func (s *Subscription) start(ctx context.Context) error {
 	a := &subAttempt{cc: cc, ch: make(chan subMsg, int(s.winOps)+2), availOps: uint64(s.winOps), availBytes: s.winBytes}
 	slot, err := cc.acquire(ctx)
 	if err != nil {
+		s.lastConn = cc // the attempt's connection failed it
 		return err
 	}
 	b, open := cc.out.lock()
 	if !open || cc.closed.Load() {
 		cc.out.unlock(b)
 		cc.free <- slot
+		s.lastConn = cc
 		return cc.lostErr()
 	}
 	sl := &cc.slots[slot]

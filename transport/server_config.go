@@ -118,13 +118,13 @@ func (c ServerConfig) Validate() error {
 	if c.StreamChunkBytes < 1 {
 		errs = append(errs, fmt.Errorf("StreamChunkBytes %d is below 1", c.StreamChunkBytes))
 	}
-	if c.Authenticator != nil && c.AuthFailureBurst < 1 {
-		errs = append(errs, fmt.Errorf("AuthFailureBurst %d is below 1", c.AuthFailureBurst))
+	if c.Authenticator != nil && (c.AuthFailureBurst < 1 || c.AuthFailureEvery <= 0) {
+		errs = append(errs, fmt.Errorf("AuthFailureBurst %d and AuthFailureEvery %v must be positive", c.AuthFailureBurst, c.AuthFailureEvery))
 	}
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"HandshakeTimeout", c.HandshakeTimeout}, {"IdleTimeout", c.IdleTimeout}, {"FrameTimeout", c.FrameTimeout}, {"WriteTimeout", c.WriteTimeout}, {"AuthFailureEvery", c.AuthFailureEvery}} {
+	}{{"HandshakeTimeout", c.HandshakeTimeout}, {"IdleTimeout", c.IdleTimeout}, {"FrameTimeout", c.FrameTimeout}, {"WriteTimeout", c.WriteTimeout}} {
 		if d.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s %v must be positive", d.name, d.v))
 		}

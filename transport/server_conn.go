@@ -177,7 +177,7 @@ func (c *serverConn) authenticate(accepted time.Time, m *helloMsg) bool {
 		return true
 	}
 	src := source(c.nc.RemoteAddr())
-	if c.srv.failures.blocked(src, c.srv.now()) {
+	if src != "" && c.srv.failures.blocked(src, c.srv.now()) {
 		c.m.AuthFailed("rate_limited")
 		c.log.Warn("transport: connection refused: too many failed authentications from its address", "client", m.Name)
 		c.sendError(0, &errorMsg{Code: CodeUnauthenticated, Message: "too many failed authentications from this address; try again later"})
@@ -194,7 +194,9 @@ func (c *serverConn) authenticate(accepted time.Time, m *helloMsg) bool {
 		err = errors.New("no principal")
 	}
 	if err != nil {
-		c.srv.failures.failed(src, c.srv.now())
+		if src != "" {
+			c.srv.failures.failed(src, c.srv.now())
+		}
 		c.m.AuthFailed("credentials")
 		c.log.Warn("transport: connection refused by authentication", "client", m.Name, "err", err)
 		c.sendError(0, &errorMsg{Code: CodeUnauthenticated, Message: err.Error()})
@@ -211,7 +213,11 @@ func (c *serverConn) allowed(id uint64, a Action, p lockstitch.PartitionID) bool
 	if c.principal == nil || c.principal.Allowed(a, p) {
 		return true
 	}
-	c.sendError(id, &errorMsg{Code: CodePermissionDenied, Message: fmt.Sprintf("%s may not %s partition %d", c.principal.Name(), a.verb(), p)})
+	what := fmt.Sprintf("partition %d", p)
+	if p == 0 {
+		what = "every partition"
+	}
+	c.sendError(id, &errorMsg{Code: CodePermissionDenied, Message: fmt.Sprintf("%s may not %s %s", c.principal.Name(), a.verb(), what)})
 	return false
 }
 

@@ -113,7 +113,7 @@ func (c *serverConn) dispatch(h *Header, body []byte) error {
 		if err := req.UnmarshalBinary(body); err != nil {
 			return err
 		}
-		if req.Op != AdminListPartitions && req.Op != AdminClusterStatus && !c.allowed(h.ID, ActionAdmin, req.Partition) {
+		if req.Op != AdminListPartitions && req.Op != AdminClusterStatus && !c.allowed(h.ID, ActionAdmin, adminScope(req)) {
 			return nil
 		}
 		return c.startAsync(h.ID, func(ctx context.Context, ref callRef) { c.serveAdmin(ctx, ref, id, req) })
@@ -122,7 +122,13 @@ func (c *serverConn) dispatch(h *Header, body []byte) error {
 		if err := decodeCursorReq(body, &req); err != nil {
 			return err
 		}
-		if !c.allowed(h.ID, ActionRead, req.Partition) {
+		// A consumer acknowledges and lists with read; moving or deleting
+		// a cursor (another consumer's, perhaps) is administration.
+		a := ActionRead
+		if req.Op == CursorReset || req.Op == CursorDelete {
+			a = ActionAdmin
+		}
+		if !c.allowed(h.ID, a, req.Partition) {
 			return nil
 		}
 		return c.startAsync(h.ID, func(ctx context.Context, ref callRef) { c.serveCursor(ctx, ref, id, &req) })
