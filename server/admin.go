@@ -844,7 +844,8 @@ func (n *Node) onNode(ctx context.Context, peer Peer, req *transport.AdminReques
 	if err != nil {
 		return nil, err
 	}
-	return cl.Admin(ctx, peer.ClientAddr, req)
+	res, err := cl.Admin(ctx, peer.ClientAddr, req)
+	return res, peerRefusal(peer, err)
 }
 
 func (n *Node) peerStatus(ctx context.Context, peer Peer) (*transport.NodeStatus, error) {
@@ -855,7 +856,19 @@ func (n *Node) peerStatus(ctx context.Context, peer Peer) (*transport.NodeStatus
 	if err != nil {
 		return nil, err
 	}
-	return cl.Status(ctx, peer.ClientAddr)
+	st, err := cl.Status(ctx, peer.ClientAddr)
+	return st, peerRefusal(peer, err)
+}
+
+// peerRefusal turns a peer's refusal of this node's own credentials or
+// certificate (Unauthenticated, PermissionDenied, a failed TLS handshake)
+// into Unavailable, the cause kept as text: the client that asked this
+// node did nothing wrong, and must not be told its token was refused.
+func peerRefusal(peer Peer, err error) error {
+	if errors.Is(err, transport.ErrUnauthenticated) || errors.Is(err, transport.ErrPermissionDenied) || errors.Is(err, transport.ErrTLS) {
+		return fmt.Errorf("%w: node %d at %s refused this node's peer credentials (--peer-token-file, the auth file, the certificates): %v", lockstitch.ErrUnavailable, peer.ID, peer.ClientAddr, err)
+	}
+	return err
 }
 
 // peerClient returns the node's client of another node, dialing it the
@@ -912,6 +925,9 @@ func (n *Node) dialPeer(ctx context.Context, peer Peer) (*transport.Client, erro
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, err
+		}
+		if refused := peerRefusal(peer, err); refused != err {
+			return nil, refused
 		}
 		return nil, fmt.Errorf("%w: node %d at %s cannot be reached: %w", lockstitch.ErrUnavailable, peer.ID, peer.ClientAddr, err)
 	}

@@ -151,6 +151,13 @@ func loadAuth(path string) (*authPolicy, error) {
 			}
 			p.token = sum
 		}
+		if p.cert != "" {
+			for _, q := range pol.principals {
+				if q.cert == p.cert {
+					return nil, fmt.Errorf("%s: the same certificate name as %q", where, q.name)
+				}
+			}
+		}
 		if p.token == nil && p.cert == "" {
 			return nil, fmt.Errorf("%s: neither token_sha256 nor certificate: nothing could authenticate it", where)
 		}
@@ -165,6 +172,17 @@ func loadAuth(path string) (*authPolicy, error) {
 		return nil, fmt.Errorf("%s: no principal: every client would be refused", path)
 	}
 	return &pol, nil
+}
+
+// byCertificate names a principal that authenticates by certificate
+// only, or is "".
+func (pol *authPolicy) byCertificate() string {
+	for _, p := range pol.principals {
+		if p.token == nil {
+			return p.name
+		}
+	}
+	return ""
 }
 
 // Authenticate implements transport.Authenticator: the principal whose

@@ -168,6 +168,7 @@ func TestLoadAuth(t *testing.T) {
 		"zero":       {"[[principal]]\nname = \"a\"\ncertificate = \"a\"\nappend = [\"0\"]\n", "not a partition id"},
 		"unknown":    {"[[principal]]\nname = \"a\"\ncertificate = \"a\"\nwrite = [\"1\"]\n", "unknown key"},
 		"duplicate":  {"[[principal]]\nname = \"a\"\ncertificate = \"a\"\n[[principal]]\nname = \"a\"\ncertificate = \"b\"\n", "two principals"},
+		"same cert":  {"[[principal]]\nname = \"a\"\ncertificate = \"x\"\n[[principal]]\nname = \"b\"\ncertificate = \"x\"\n", "the same certificate name"},
 		"same token": {"[[principal]]\nname = \"a\"\ntoken_sha256 = \"" + HashToken("x") + "\"\n[[principal]]\nname = \"b\"\ntoken_sha256 = \"" + HashToken("x") + "\"\n", "the same token"},
 		"not toml":   {"[[principal", "auth.toml"},
 	} {
@@ -184,7 +185,7 @@ func TestLoadAuth(t *testing.T) {
 // TestStartAuthErrors: a node with peers and an auth file needs a peer
 // token, and that token must be able to administer every partition.
 func TestStartAuthErrors(t *testing.T) {
-	auth, _ := authFiles(t, "")
+	auth, peerToken := authFiles(t, "")
 	peers := []Peer{{ID: 1, RaftAddr: "127.0.0.1:1", ClientAddr: "127.0.0.1:2"}, {ID: 2, RaftAddr: "127.0.0.1:3", ClientAddr: "127.0.0.1:4"}}
 	cfg := testConfig(t, peers[0], peers)
 	cfg.AuthFile = auth
@@ -198,5 +199,52 @@ func TestStartAuthErrors(t *testing.T) {
 	cfg.PeerTokenFile = weak
 	if _, err := Start(cfg); err == nil || !strings.Contains(err.Error(), `needs read and admin on "*"`) {
 		t.Fatalf("a peer token of a principal that cannot administer everything: %v", err)
+	}
+	certOnly, _ := authFiles(t, "[[principal]]\nname = \"viewer\"\ncertificate = \"viewer\"\nread = [\"*\"]\n")
+	cfg.AuthFile, cfg.PeerTokenFile = certOnly, peerToken
+	if _, err := Start(cfg); err == nil || !strings.Contains(err.Error(), `principal "viewer" authenticates by certificate only`) {
+		t.Fatalf("a certificate principal on a port that asks for no certificates: %v", err)
+	}
+}
+
+// TestPeerCredentialsRefused: when a peer refuses this node's own token,
+// the client that asked this node is told the node is unavailable (its
+// peer credentials were refused), not that its own token was.
+func TestPeerCredentialsRefused(t *testing.T) {
+	t.Parallel()
+	auth1, peer1 := authFiles(t, "")
+	// Nodes 2 and 3 know another nodes' token than node 1 presents.
+	dir := t.TempDir()
+	body, err := os.ReadFile(auth1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth2 := filepath.Join(dir, "auth.toml")
+	other := strings.Replace(string(body), HashToken("node-secret"), HashToken("other-secret"), 1)
+	if err := os.WriteFile(auth2, []byte(other), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	peer2 := filepath.Join(dir, "peer-token")
+	if err := os.WriteFile(peer2, []byte("other-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := newClusterWith(t, 3, 3, func(cfg *Config) {
+		cfg.AuthFile, cfg.PeerTokenFile = auth2, peer2
+		if cfg.ID == 1 {
+			cfg.AuthFile, cfg.PeerTokenFile = auth1, peer1
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cfg := transport.DefaultClientConfig()
+	cfg.Credentials = []byte("ops-secret")
+	cl, err := transport.Dial(ctx, cfg, c.peers[0].ClientAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	_, err = cl.CreatePartition(ctx, transport.PartitionSpec{ID: 1, Replicas: 3})
+	if errors.Is(err, transport.ErrUnauthenticated) || !errors.Is(err, lockstitch.ErrUnavailable) || !strings.Contains(err.Error(), "refused this node's peer credentials") {
+		t.Fatalf("create through a node whose peers refuse it: %v, want Unavailable saying the peer credentials were refused", err)
 	}
 }

@@ -73,6 +73,9 @@ func openSecurity(cfg Config, log *slog.Logger) (security, error) {
 		if sec.auth, err = loadAuth(cfg.AuthFile); err != nil {
 			return sec, fmt.Errorf("server: auth file: %w", err)
 		}
+		if name := sec.auth.byCertificate(); name != "" && cfg.TLS.ClientCAFile == "" {
+			return sec, fmt.Errorf("server: auth file: principal %q authenticates by certificate only, but the client port asks for no client certificates: set the client CA (--tls-client-ca)", name)
+		}
 		if sec.peerToken != nil {
 			// The node's calls to its peers must pass their checks, which
 			// read the same file.

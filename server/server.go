@@ -361,6 +361,8 @@ func Start(cfg Config) (*Node, error) {
 		var h http.Handler = metrics.AdminHandler(n.reg, n.Ready, n.Notes)
 		if sec.adminToken != nil {
 			h = requireToken(h, "/debug/pprof/", sec.adminToken)
+		} else if tcp, ok := n.adminL.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() {
+			n.log.Warn("the admin port is not on loopback and has no token: /debug/pprof/ (profiles, goroutine stacks, the command line) is open to whoever reaches it; set an admin token file", "admin", tcp.String())
 		}
 		if cfg.AdminTLS {
 			n.adminL = tls.NewListener(n.adminL, sec.adminTLS())

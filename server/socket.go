@@ -8,6 +8,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -38,21 +39,29 @@ func (n *Node) removeStaleSocket(path string) error {
 }
 
 // unixListener is a Unix socket listener bound at a temporary name and
-// linked at path: it reports path as its address and removes path when
-// closed.
+// linked at path: it reports path as its address and, when closed,
+// removes path if the file there is still its socket (not one a newer
+// process has put there since).
 type unixListener struct {
 	*net.UnixListener
 	addr *net.UnixAddr
+	file os.FileInfo // the socket file, to tell it from another at path
+	once sync.Once
+	err  error
 }
 
 func (l *unixListener) Addr() net.Addr { return l.addr }
 
 func (l *unixListener) Close() error {
-	err := l.UnixListener.Close()
-	if rerr := os.Remove(l.addr.Name); rerr != nil && !errors.Is(rerr, os.ErrNotExist) && err == nil {
-		err = rerr
-	}
-	return err
+	l.once.Do(func() {
+		l.err = l.UnixListener.Close()
+		if fi, err := os.Lstat(l.addr.Name); err == nil && os.SameFile(fi, l.file) {
+			if err := os.Remove(l.addr.Name); err != nil && l.err == nil {
+				l.err = err
+			}
+		}
+	})
+	return l.err
 }
 
 // listenUnix listens on a Unix socket at path whose file has mode and,
@@ -62,7 +71,8 @@ func (l *unixListener) Close() error {
 // fails if path exists. So no client ever finds it with the mode of the
 // process's umask, and no other file is replaced.
 func listenUnix(path string, mode os.FileMode, gid int) (net.Listener, error) {
-	dir, err := os.MkdirTemp(filepath.Dir(path), ".lockstitch-socket-")
+	// A short name: a socket's path is limited (108 bytes on Linux).
+	dir, err := os.MkdirTemp(filepath.Dir(path), ".ls")
 	if err != nil {
 		return nil, err
 	}
@@ -85,10 +95,14 @@ func listenUnix(path string, mode os.FileMode, gid int) (net.Listener, error) {
 			return fail(fmt.Errorf("setting the group: %w", err))
 		}
 	}
+	fi, err := os.Lstat(tmp)
+	if err != nil {
+		return fail(err)
+	}
 	if err := os.Link(tmp, path); err != nil {
 		return fail(err)
 	}
-	return &unixListener{UnixListener: l, addr: &net.UnixAddr{Name: path, Net: "unix"}}, nil
+	return &unixListener{UnixListener: l, addr: &net.UnixAddr{Name: path, Net: "unix"}, file: fi}, nil
 }
 
 // lookupGroup returns the id of group, a name or a number; -1 for "".

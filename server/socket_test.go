@@ -89,7 +89,23 @@ func TestUnixSocketMode(t *testing.T) {
 	cfg := testConfig(t, p, nil)
 	cfg.ClientListener, cfg.UnixSocket = listen(t), sock
 	cfg.ClientAddr = cfg.ClientListener.Addr().String()
-	cfg.UnixSocketMode, cfg.UnixSocketGroup = 0o640, strconv.Itoa(os.Getgid())
+	// A group other than the process's own, so that the check below sees
+	// the change: a supplementary group, or any group for root.
+	gid := -1
+	groups, _ := os.Getgroups()
+	for _, g := range groups {
+		if g != os.Getgid() {
+			gid = g
+			break
+		}
+	}
+	if gid == -1 && os.Geteuid() == 0 {
+		gid = os.Getgid() + 4242
+	}
+	if gid == -1 {
+		t.Skip("no group to give the socket other than the process's own")
+	}
+	cfg.UnixSocketMode, cfg.UnixSocketGroup = 0o640, strconv.Itoa(gid)
 	n, err := Start(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -98,8 +114,8 @@ func TestUnixSocketMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o640 || int(fi.Sys().(*syscall.Stat_t).Gid) != os.Getgid() {
-		t.Fatalf("socket file %v, gid %d; want a socket, 0640, gid %d", fi.Mode(), fi.Sys().(*syscall.Stat_t).Gid, os.Getgid())
+	if fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o640 || int(fi.Sys().(*syscall.Stat_t).Gid) != gid {
+		t.Fatalf("socket file %v, gid %d; want a socket, 0640, gid %d", fi.Mode(), fi.Sys().(*syscall.Stat_t).Gid, gid)
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
 		t.Fatalf("the socket's directory holds %d entries, want the socket alone", len(entries))
@@ -117,6 +133,22 @@ func TestUnixSocketMode(t *testing.T) {
 	n.Close()
 	if _, err := os.Lstat(sock); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("after the stop the socket file: %v", err)
+	}
+	// A listener closed late leaves a socket another node put at its
+	// path since.
+	l, err := listenUnix(sock, 0o600, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(sock)
+	newer, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer newer.Close()
+	l.Close()
+	if _, err := os.Lstat(sock); err != nil {
+		t.Fatalf("closing the old listener removed the newer socket: %v", err)
 	}
 
 	cfg.UnixSocketMode = 0o066 // the node itself could not use it
