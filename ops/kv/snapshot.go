@@ -2,6 +2,7 @@ package kv
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -26,8 +27,9 @@ import (
 //	        8 version, S-8 value
 //	end     4 zero, 4 CRC-32C of the next 8 bytes, 8 record count
 //
-// Integers are little-endian. ReadSnapshot checks every checksum and the
-// count, so a damaged or truncated snapshot is refused.
+// Integers are little-endian. ReadSnapshot checks every checksum, the
+// keys' order and the count, so a damaged or truncated snapshot is
+// refused.
 
 // SnapshotMagic begins every kv snapshot.
 const SnapshotMagic = "LKVS"
@@ -54,11 +56,16 @@ func Checksum(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
 // SnapshotWriter writes a snapshot in the format above: NewSnapshotWriter
 // writes the header, Add each record in key order, Close the end block.
 type SnapshotWriter struct {
-	w     io.Writer
-	block []byte
-	count uint64
-	err   error
+	w      io.Writer
+	block  []byte
+	count  uint64
+	last   []byte // the last key added
+	closed bool
+	err    error
 }
+
+// errWriterClosed is the error of a SnapshotWriter used after Close.
+var errWriterClosed = errors.New("kv: snapshot writer closed")
 
 // NewSnapshotWriter writes the header of a snapshot taken at lsn, in
 // epoch, to w.
@@ -73,11 +80,22 @@ func NewSnapshotWriter(w io.Writer, lsn lockstitch.LSN, epoch lockstitch.Epoch) 
 	return &SnapshotWriter{w: w, block: make([]byte, 8, blockTarget+8)}, nil
 }
 
-// Add writes a key's record. Keys must come in increasing order.
+// Add writes a key's record. Keys must come in increasing order, 1 to
+// MaxKeyBytes bytes each, and a record must fit in a block
+// (MaxSnapshotBlockBytes): what ReadSnapshot accepts.
 func (s *SnapshotWriter) Add(key []byte, version uint64, value []byte) error {
 	if s.err != nil {
 		return s.err
 	}
+	switch {
+	case len(key) == 0 || len(key) > MaxKeyBytes:
+		return fmt.Errorf("%w: a key of %d bytes (1 to %d)", ErrMalformed, len(key), MaxKeyBytes)
+	case s.count > 0 && bytes.Compare(key, s.last) <= 0:
+		return fmt.Errorf("%w: key %q after %q: keys must increase", ErrMalformed, key, s.last)
+	case len(key)+len(value)+8+2*binary.MaxVarintLen64 > MaxSnapshotBlockBytes:
+		return fmt.Errorf("%w: a record of %d bytes, more than a block holds", ErrMalformed, len(key)+len(value)+8)
+	}
+	s.last = append(s.last[:0], key...)
 	// A record that would overflow the block starts the next one, which
 	// it may fill alone.
 	if len(s.block) > 8 && len(s.block)-8+len(key)+len(value)+8+2*binary.MaxVarintLen64 > blockTarget {
@@ -108,6 +126,10 @@ func (s *SnapshotWriter) flush() {
 // Close writes what is left and the end block. It does not close the
 // underlying writer.
 func (s *SnapshotWriter) Close() error {
+	if s.closed {
+		return errWriterClosed
+	}
+	s.closed = true
 	s.flush()
 	if s.err != nil {
 		return s.err
@@ -116,6 +138,10 @@ func (s *SnapshotWriter) Close() error {
 	binary.LittleEndian.PutUint64(end[8:], s.count)
 	binary.LittleEndian.PutUint32(end[4:], Checksum(end[8:]))
 	_, s.err = s.w.Write(end[:])
+	if s.err == nil {
+		s.err = errWriterClosed // for a later Add
+		return nil
+	}
 	return s.err
 }
 
@@ -138,7 +164,7 @@ func ReadSnapshot(r io.Reader, fn func(Item) error) (lockstitch.LSN, lockstitch.
 	lsn := lockstitch.LSN(binary.LittleEndian.Uint64(hdr[8:]))
 	epoch := lockstitch.Epoch(binary.LittleEndian.Uint64(hdr[16:]))
 	var count uint64
-	var block []byte
+	var block, last []byte
 	var lens [8]byte
 	for {
 		if _, err := io.ReadFull(br, lens[:]); err != nil {
@@ -174,6 +200,10 @@ func ReadSnapshot(r io.Reader, fn func(Item) error) (lockstitch.LSN, lockstitch.
 				return 0, 0, fmt.Errorf("record %d: %w", count, err)
 			}
 			rest = r
+			if count > 0 && bytes.Compare(it.Key, last) <= 0 {
+				return 0, 0, fmt.Errorf("%w: record %d: key %q after %q (keys increase)", ErrCorrupt, count, it.Key, last)
+			}
+			last = append(last[:0], it.Key...)
 			if err := fn(it); err != nil {
 				return 0, 0, err
 			}

@@ -2,9 +2,11 @@ package kv
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/lockstitch/lockstitch"
@@ -94,11 +96,54 @@ func TestSnapshotRoundTrip(t *testing.T) {
 			t.Errorf("%s: ReadSnapshot = %v, want ErrCorrupt", name, err)
 		}
 	}
+	// The writer refuses what the reader would.
+	var buf bytes.Buffer
+	w, err := NewSnapshotWriter(&buf, 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Add([]byte("b"), 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	for name, key := range map[string][]byte{"empty key": {}, "a key out of order": []byte("a"), "the same key": []byte("b"), "a key too long": bytes.Repeat([]byte("k"), MaxKeyBytes+1)} {
+		if err := w.Add(key, 1, nil); !errors.Is(err, ErrMalformed) {
+			t.Errorf("Add of %s: %v, want ErrMalformed", name, err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err == nil {
+		t.Error("a second Close succeeded")
+	}
+	if err := w.Add([]byte("c"), 1, nil); err == nil {
+		t.Error("Add after Close succeeded")
+	}
+	if _, _, got, err := readAll(buf.Bytes()); err != nil || len(got) != 1 {
+		t.Fatalf("the writer's snapshot after refused adds: %v, %v", got, err)
+	}
+	// Out of order on the wire: two records whose keys go down.
+	swapped := bytes.Replace(writeSnapshot(t, 1, 1, []record{{"a", "1", 1}, {"b", "2", 2}}), []byte{1, 'a'}, []byte{1, 'c'}, 1)
+	if _, _, _, err := readAll(fixChecksums(t, swapped)); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "keys increase") {
+		t.Errorf("keys out of order: %v, want ErrCorrupt", err)
+	}
+
 	// An error of the callback stops the read and comes back as it is.
 	stop := errors.New("stop")
 	if _, _, err := ReadSnapshot(bytes.NewReader(image), func(Item) error { return stop }); err != stop {
 		t.Fatalf("ReadSnapshot with a failing callback = %v", err)
 	}
+}
+
+// fixChecksums recomputes the checksum of the first block of a snapshot
+// of one block, so that a test can change a record and reach the checks
+// behind the checksum.
+func fixChecksums(t *testing.T, image []byte) []byte {
+	t.Helper()
+	n := binary.LittleEndian.Uint32(image[snapHeaderBytes:])
+	block := image[snapHeaderBytes+8 : snapHeaderBytes+8+int(n)]
+	binary.LittleEndian.PutUint32(image[snapHeaderBytes+4:], Checksum(block))
+	return image
 }
 
 func flip(b []byte, i int) []byte {

@@ -45,13 +45,18 @@ func (s *snapshot) writeTo(ctx context.Context, w io.Writer) error {
 	}
 	it := s.snap.NewIter(&pebble.IterOptions{LowerBound: dataLower, UpperBound: dataUpper})
 	defer it.Close()
-	for ok, n := it.First(), 0; ok; ok, n = it.Next(), n+1 {
-		if n%1024 == 0 {
+	// ctx is looked at first and then every 1 MiB of values or 1024 keys,
+	// whichever comes first.
+	since, keys := 1<<20, 0
+	for ok := it.First(); ok; ok = it.Next() {
+		if since >= 1<<20 || keys >= 1024 {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
+			since, keys = 0, 0
 		}
 		k, v := it.Key()[1:], it.Value()
+		since, keys = since+len(v), keys+1
 		if len(v) < 8 {
 			return fmt.Errorf("%w: value of key %q has %d bytes", ErrCorrupt, k, len(v))
 		}
