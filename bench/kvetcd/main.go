@@ -8,22 +8,20 @@ import (
 	"io"
 	"log"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
 	"github.com/lockstitch/lockstitch"
+	"github.com/lockstitch/lockstitch/bench/harness"
 	"github.com/lockstitch/lockstitch/transport"
 	"github.com/lockstitch/lockstitch/transport/kvclient"
 )
@@ -276,11 +274,11 @@ func measure(ctx context.Context, o *options, s system, op string, conc int, val
 	var busy0, busy1, total0, total1 int64
 	pwg.Go(func() {
 		time.Sleep(time.Until(begin))
-		srv0, cli0 = procsCPU(s.pids()), procsCPU([]int{os.Getpid()})
-		busy0, total0 = machineCPU()
+		srv0, cli0 = harness.ProcsCPU(s.pids()), harness.ProcsCPU([]int{os.Getpid()})
+		busy0, total0 = harness.MachineCPU()
 		time.Sleep(time.Until(end))
-		srv1, cli1 = procsCPU(s.pids()), procsCPU([]int{os.Getpid()})
-		busy1, total1 = machineCPU()
+		srv1, cli1 = harness.ProcsCPU(s.pids()), harness.ProcsCPU([]int{os.Getpid()})
+		busy1, total1 = harness.MachineCPU()
 	})
 	wg.Wait()
 	pwg.Wait()
@@ -316,49 +314,6 @@ func quantile(s []time.Duration, q float64) time.Duration {
 	}
 	i := int(q*float64(len(s))+0.5) - 1
 	return s[max(0, min(i, len(s)-1))]
-}
-
-// clockTick is USER_HZ, the unit of /proc's CPU times (100 on Linux).
-const clockTick = 100
-
-// procsCPU returns the user and system CPU time the processes used so far
-// (0 for one that cannot be read).
-func procsCPU(pids []int) time.Duration {
-	var t time.Duration
-	for _, pid := range pids {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue
-		}
-		// The fields after the command name, which is in parentheses:
-		// utime and stime are the 14th and 15th of the line.
-		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-		if len(f) < 13 {
-			continue
-		}
-		u, _ := strconv.ParseInt(f[11], 10, 64)
-		st, _ := strconv.ParseInt(f[12], 10, 64)
-		t += time.Duration(u+st) * time.Second / clockTick
-	}
-	return t
-}
-
-// machineCPU returns the busy and total jiffies of all CPUs (/proc/stat).
-func machineCPU() (busy, total int64) {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0, 0
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line)
-	for i, v := range f[1:] {
-		n, _ := strconv.ParseInt(v, 10, 64)
-		total += n
-		if i != 3 && i != 4 { // idle, iowait
-			busy += n
-		}
-	}
-	return busy, total
 }
 
 func us(d time.Duration) string { return fmt.Sprintf("%.0fus", float64(d)/1e3) }
@@ -398,18 +353,6 @@ func httpProfile(ctx context.Context, base string, d time.Duration, w io.Writer)
 	}
 	_, err = io.Copy(w, resp.Body)
 	return err
-}
-
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // summarize prints, per op and concurrency, the medians over the runs of
@@ -456,21 +399,21 @@ func summarize(o *options, cells []cell) {
 				per = append(per, fmt.Sprintf("%.2f", l.perSec/e.perSec))
 			}
 			cpu := func(srv, cli []float64) string {
-				return us(time.Duration(median(srv))) + "+" + us(time.Duration(median(cli)))
+				return us(time.Duration(harness.Median(srv))) + "+" + us(time.Duration(harness.Median(cli)))
 			}
 			fmt.Printf("%-4s %5d | %11.0f %11.0f %6.2f | %9s %9s | %9s %9s %6.2f | %15s %15s | %s\n",
-				op, conc, median(lsT), median(etT), median(ratio),
-				ms(time.Duration(median(lsP50))), ms(time.Duration(median(etP50))),
-				ms(time.Duration(median(lsP99))), ms(time.Duration(median(etP99))), median(p99r),
+				op, conc, harness.Median(lsT), harness.Median(etT), harness.Median(ratio),
+				ms(time.Duration(harness.Median(lsP50))), ms(time.Duration(harness.Median(etP50))),
+				ms(time.Duration(harness.Median(lsP99))), ms(time.Duration(harness.Median(etP99))), harness.Median(p99r),
 				cpu(lsS, lsC), cpu(etS, etC), strings.Join(per, " "))
 			if op == "put" && conc == 256 {
-				met := median(ratio) >= 4 && median(lsP99) <= median(etP99)
+				met := harness.Median(ratio) >= 4 && harness.Median(lsP99) <= harness.Median(etP99)
 				verdict := "NOT MET"
 				if met {
 					verdict = "met"
 				}
 				goal = fmt.Sprintf("goal (put at concurrency 256: >= 4x etcd's throughput, p99 no worse): %s (throughput %.2fx, p99 %s against %s)",
-					verdict, median(ratio), ms(time.Duration(median(lsP99))), ms(time.Duration(median(etP99))))
+					verdict, harness.Median(ratio), ms(time.Duration(harness.Median(lsP99))), ms(time.Duration(harness.Median(etP99))))
 			}
 		}
 	}
@@ -479,81 +422,10 @@ func summarize(o *options, cells []cell) {
 	}
 }
 
-// proc is a child process with its log file.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	logf *os.File
-}
-
-func startProc(name, bin string, args []string, logPath string) (*proc, error) {
-	p := &proc{name: name, cmd: exec.Command(bin, args...)}
-	var err error
-	if p.logf, err = os.Create(logPath); err != nil {
-		return nil, err
-	}
-	p.cmd.Stdout, p.cmd.Stderr = p.logf, p.logf
-	if err := p.cmd.Start(); err != nil {
-		p.logf.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	return p, nil
-}
-
-// stop kills the process by its handle and waits for it.
-func (p *proc) stop() {
-	if p == nil {
-		return
-	}
-	if p.cmd.Process != nil {
-		p.cmd.Process.Signal(syscall.SIGKILL)
-		p.cmd.Wait()
-	}
-	p.logf.Close()
-}
-
-func pidsOf(ps []*proc) []int {
-	var pids []int
-	for _, p := range ps {
-		pids = append(pids, p.cmd.Process.Pid)
-	}
-	return pids
-}
-
-// tail returns the last lines of the process's log.
-func (p *proc) tail(n int) string {
-	b, err := os.ReadFile(p.logf.Name())
-	if err != nil {
-		return err.Error()
-	}
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
-}
-
-// freePorts returns n distinct free TCP ports on 127.0.0.1.
-func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
 // lockstitchCluster is three `lockstitch serve` processes with a kv
 // partition on all three.
 type lockstitchCluster struct {
-	procs   []*proc
+	procs   []*harness.Proc
 	clients []*transport.Client
 	kv      []*kvclient.Client
 	admin   map[string]string // client address to admin address
@@ -586,7 +458,7 @@ func (c *lockstitchCluster) leaderProfile(ctx context.Context, d time.Duration, 
 	return httpProfile(ctx, "http://"+admin, d, w)
 }
 
-func (c *lockstitchCluster) pids() []int { return pidsOf(c.procs) }
+func (c *lockstitchCluster) pids() []int { return harness.PIDs(c.procs) }
 
 func (c *lockstitchCluster) stop() {
 	for _, cl := range c.clients {
@@ -596,12 +468,12 @@ func (c *lockstitchCluster) stop() {
 		c.status.Close()
 	}
 	for _, p := range c.procs {
-		p.stop()
+		p.Stop()
 	}
 }
 
 func startLockstitch(ctx context.Context, o *options, work string) (*lockstitchCluster, error) {
-	ports, err := freePorts(9)
+	ports, err := harness.FreePorts(9)
 	if err != nil {
 		return nil, err
 	}
@@ -628,7 +500,7 @@ func startLockstitch(ctx context.Context, o *options, work string) (*lockstitchC
 			"--raft-addr", n.raft, "--client-addr", n.client, "--admin-addr", n.admin,
 			"--peers", strings.Join(peers, ","), "--log-level", "info"}
 		args = append(args, strings.Fields(o.serveArgs)...)
-		p, err := startProc(fmt.Sprintf("lockstitch node %d", id), o.bin, args, filepath.Join(work, fmt.Sprintf("node%d.log", id)))
+		p, err := harness.StartProc(fmt.Sprintf("lockstitch node %d", id), o.bin, args, filepath.Join(work, fmt.Sprintf("node%d.log", id)))
 		if err != nil {
 			return c, err
 		}
@@ -636,7 +508,7 @@ func startLockstitch(ctx context.Context, o *options, work string) (*lockstitchC
 	}
 	fail := func(err error) (*lockstitchCluster, error) {
 		for _, p := range c.procs {
-			fmt.Printf("%s log, last lines:\n%s\n", p.name, p.tail(5))
+			fmt.Printf("%s log, last lines:\n%s\n", p.Name, p.Tail(5))
 		}
 		return c, err
 	}
@@ -688,7 +560,7 @@ func startLockstitch(ctx context.Context, o *options, work string) (*lockstitchC
 
 // etcdCluster is three etcd processes in one cluster.
 type etcdCluster struct {
-	procs   []*proc
+	procs   []*harness.Proc
 	clients []*clientv3.Client
 	leader  string // the leader's client URL when the cluster started
 }
@@ -716,14 +588,14 @@ func (c *etcdCluster) leaderProfile(ctx context.Context, d time.Duration, w io.W
 	return httpProfile(ctx, leader, d, w)
 }
 
-func (c *etcdCluster) pids() []int { return pidsOf(c.procs) }
+func (c *etcdCluster) pids() []int { return harness.PIDs(c.procs) }
 
 func (c *etcdCluster) stop() {
 	for _, cl := range c.clients {
 		cl.Close()
 	}
 	for _, p := range c.procs {
-		p.stop()
+		p.Stop()
 	}
 }
 
@@ -746,7 +618,7 @@ func etcdLeader(ctx context.Context, cl *clientv3.Client, eps []string) (string,
 }
 
 func startEtcd(ctx context.Context, o *options, work string) (*etcdCluster, error) {
-	ports, err := freePorts(6)
+	ports, err := harness.FreePorts(6)
 	if err != nil {
 		return nil, err
 	}
@@ -770,7 +642,7 @@ func startEtcd(ctx context.Context, o *options, work string) (*etcdCluster, erro
 			args = append(args, "--enable-pprof")
 		}
 		args = append(args, strings.Fields(o.etcdArgs)...)
-		p, err := startProc(fmt.Sprintf("etcd e%d", i+1), o.etcdBin, args, filepath.Join(work, fmt.Sprintf("e%d.log", i+1)))
+		p, err := harness.StartProc(fmt.Sprintf("etcd e%d", i+1), o.etcdBin, args, filepath.Join(work, fmt.Sprintf("e%d.log", i+1)))
 		if err != nil {
 			return c, err
 		}
@@ -778,7 +650,7 @@ func startEtcd(ctx context.Context, o *options, work string) (*etcdCluster, erro
 	}
 	fail := func(err error) (*etcdCluster, error) {
 		for _, p := range c.procs {
-			fmt.Printf("%s log, last lines:\n%s\n", p.name, p.tail(5))
+			fmt.Printf("%s log, last lines:\n%s\n", p.Name, p.Tail(5))
 		}
 		return c, err
 	}

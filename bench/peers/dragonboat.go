@@ -17,6 +17,7 @@ import (
 	"github.com/lni/dragonboat/v4/logger"
 	sm "github.com/lni/dragonboat/v4/statemachine"
 
+	"github.com/lockstitch/lockstitch/bench/harness"
 	"github.com/lockstitch/lockstitch/replicator"
 )
 
@@ -125,7 +126,7 @@ func startDragonboat(ctx context.Context, work string) (*dragonboatCluster, erro
 		logger.GetLogger(name).SetLevel(logger.ERROR)
 	}
 	def := replicator.DefaultConfig()
-	ports, err := freePorts(3)
+	ports, err := harness.FreePorts(3)
 	if err != nil {
 		return nil, err
 	}

@@ -12,12 +12,14 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/lockstitch/lockstitch/bench/harness"
 )
 
 // etcdCluster is three etcd processes in one cluster, driven by etcd's Go
 // client (v3 puts), which is given the leader's endpoint.
 type etcdCluster struct {
-	procs   []*proc
+	procs   []*harness.Proc
 	clients []*clientv3.Client
 	version string
 }
@@ -38,7 +40,7 @@ func (c *etcdCluster) do(ctx context.Context, client int, payload []byte) error 
 
 func (c *etcdCluster) start(context.Context, int, []byte) waiter { return nil }
 func (c *etcdCluster) pipelined() bool                           { return false }
-func (c *etcdCluster) pids() []int                               { return pidsOf(c.procs) }
+func (c *etcdCluster) pids() []int                               { return harness.PIDs(c.procs) }
 func (c *etcdCluster) inProcess() bool                           { return false }
 
 func (c *etcdCluster) stop() {
@@ -46,7 +48,7 @@ func (c *etcdCluster) stop() {
 		cl.Close()
 	}
 	for _, p := range c.procs {
-		p.stop()
+		p.Stop()
 	}
 }
 
@@ -74,7 +76,7 @@ func startEtcd(ctx context.Context, o *options, work string) (*etcdCluster, erro
 		c.version, _, _ = strings.Cut(strings.TrimSpace(string(out)), "\n")
 		c.version = strings.TrimPrefix(c.version, "etcd Version: ")
 	}
-	ports, err := freePorts(6)
+	ports, err := harness.FreePorts(6)
 	if err != nil {
 		return nil, err
 	}
@@ -97,13 +99,13 @@ func startEtcd(ctx context.Context, o *options, work string) (*etcdCluster, erro
 			// as it grows, and give the backend room for a full run.
 			"--auto-compaction-mode", "revision", "--auto-compaction-retention", "10000",
 			"--quota-backend-bytes", fmt.Sprint(int64(8) << 30)}
-		p, err := startProc(fmt.Sprintf("etcd e%d", i+1), o.etcdBin, args, filepath.Join(work, fmt.Sprintf("e%d.log", i+1)))
+		p, err := harness.StartProc(fmt.Sprintf("etcd e%d", i+1), o.etcdBin, args, filepath.Join(work, fmt.Sprintf("e%d.log", i+1)))
 		if err != nil {
 			return c, err
 		}
 		c.procs = append(c.procs, p)
 	}
-	fail := func(err error) (*etcdCluster, error) { return c, fmt.Errorf("%w\n%s", err, tails(c.procs)) }
+	fail := func(err error) (*etcdCluster, error) { return c, fmt.Errorf("%w\n%s", err, harness.Tails(c.procs)) }
 	probe, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		return fail(err)

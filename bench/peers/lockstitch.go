@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lockstitch/lockstitch"
+	"github.com/lockstitch/lockstitch/bench/harness"
 	"github.com/lockstitch/lockstitch/transport"
 	"github.com/lockstitch/lockstitch/transport/kvclient"
 )
@@ -17,7 +18,7 @@ import (
 // lockstitchCluster is three `lockstitch serve` processes with a log
 // partition of three replicas, driven through the Go client.
 type lockstitchCluster struct {
-	procs   []*proc
+	procs   []*harness.Proc
 	clients []*transport.Client
 	version string
 	// kv is set when the cluster also has a kv partition.
@@ -77,7 +78,7 @@ func (c *lockstitchCluster) start(ctx context.Context, client int, payload []byt
 }
 
 func (c *lockstitchCluster) pipelined() bool { return true }
-func (c *lockstitchCluster) pids() []int     { return pidsOf(c.procs) }
+func (c *lockstitchCluster) pids() []int     { return harness.PIDs(c.procs) }
 func (c *lockstitchCluster) inProcess() bool { return false }
 
 func (c *lockstitchCluster) stop() {
@@ -85,7 +86,7 @@ func (c *lockstitchCluster) stop() {
 		cl.Close()
 	}
 	for _, p := range c.procs {
-		p.stop()
+		p.Stop()
 	}
 }
 
@@ -96,7 +97,7 @@ func startLockstitch(ctx context.Context, o *options, work string, kv bool) (*lo
 	if out, err := exec.CommandContext(ctx, o.lockstitchBin, "version").Output(); err == nil {
 		c.version = strings.TrimSpace(string(out))
 	}
-	ports, err := freePorts(9)
+	ports, err := harness.FreePorts(9)
 	if err != nil {
 		return nil, err
 	}
@@ -113,13 +114,15 @@ func startLockstitch(ctx context.Context, o *options, work string, kv bool) (*lo
 			"--raft-addr", fmt.Sprintf("127.0.0.1:%d", ports[id+2]), "--client-addr", addrs[id-1],
 			"--admin-addr", fmt.Sprintf("127.0.0.1:%d", ports[id+5]),
 			"--peers", strings.Join(peers, ","), "--log-level", "warn"}
-		p, err := startProc(fmt.Sprintf("lockstitch node %d", id), o.lockstitchBin, args, filepath.Join(work, fmt.Sprintf("node%d.log", id)))
+		p, err := harness.StartProc(fmt.Sprintf("lockstitch node %d", id), o.lockstitchBin, args, filepath.Join(work, fmt.Sprintf("node%d.log", id)))
 		if err != nil {
 			return c, err
 		}
 		c.procs = append(c.procs, p)
 	}
-	fail := func(err error) (*lockstitchCluster, error) { return c, fmt.Errorf("%w\n%s", err, tails(c.procs)) }
+	fail := func(err error) (*lockstitchCluster, error) {
+		return c, fmt.Errorf("%w\n%s", err, harness.Tails(c.procs))
+	}
 	cfg := transport.DefaultClientConfig()
 	cfg.Name = "bench-peers"
 	var status *transport.Client

@@ -11,11 +11,13 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/lockstitch/lockstitch/bench/harness"
 )
 
 // describeMachine fills what is known without measuring.
 func describeMachine() machine {
-	m := machine{CPUs: runtime.NumCPU(), Go: runtime.Version(), LoadAvg: loadAvg()}
+	m := machine{CPUs: runtime.NumCPU(), Go: runtime.Version(), LoadAvg: harness.LoadAvg()}
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, l := range strings.Split(string(b), "\n") {
 			if v, ok := strings.CutPrefix(l, "model name"); ok {

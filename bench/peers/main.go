@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/lockstitch/lockstitch/bench/harness"
 )
 
 type options struct {
@@ -267,7 +269,7 @@ func run(ctx context.Context, o *options) (err error) {
 	if o.runs == 1 {
 		rep.RunResults = nil // the same as Results
 	}
-	rep.Machine.LoadAvgAfter = loadAvg()
+	rep.Machine.LoadAvgAfter = harness.LoadAvg()
 	fmt.Println()
 	if err := writeTable(os.Stdout, rep); err != nil {
 		return err

@@ -8,6 +8,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/lockstitch/lockstitch/bench/harness"
 )
 
 // waiter waits for an op started by system.start and returns its outcome.
@@ -123,13 +125,13 @@ func measure(ctx context.Context, s system, c cell, clients int, warmup, window 
 	var mwg sync.WaitGroup
 	mwg.Go(func() {
 		time.Sleep(time.Until(begin))
-		resetPeakRSS(pids)
-		srv0, cli0 = procsCPU(pids), procsCPU(self)
-		busy0, total0 = machineCPU()
+		harness.ResetPeakRSS(pids)
+		srv0, cli0 = harness.ProcsCPU(pids), harness.ProcsCPU(self)
+		busy0, total0 = harness.MachineCPU()
 		time.Sleep(time.Until(end))
-		srv1, cli1 = procsCPU(pids), procsCPU(self)
-		busy1, total1 = machineCPU()
-		rss = peakRSS(pids)
+		srv1, cli1 = harness.ProcsCPU(pids), harness.ProcsCPU(self)
+		busy1, total1 = harness.MachineCPU()
+		rss = harness.PeakRSS(pids)
 	})
 	wg.Wait()
 	mwg.Wait()

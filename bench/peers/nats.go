@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/lockstitch/lockstitch/bench/harness"
 )
 
 // natsCluster is three nats-server processes with JetStream in one
@@ -18,7 +20,7 @@ import (
 // nats.go's JetStream publish (with its ack), connected to the server
 // that leads the stream.
 type natsCluster struct {
-	procs   []*proc
+	procs   []*harness.Proc
 	conns   []*nats.Conn
 	js      []nats.JetStreamContext
 	version string
@@ -61,7 +63,7 @@ func (c *natsCluster) start(_ context.Context, client int, payload []byte) waite
 }
 
 func (c *natsCluster) pipelined() bool { return true }
-func (c *natsCluster) pids() []int     { return pidsOf(c.procs) }
+func (c *natsCluster) pids() []int     { return harness.PIDs(c.procs) }
 func (c *natsCluster) inProcess() bool { return false }
 
 func (c *natsCluster) stop() {
@@ -69,7 +71,7 @@ func (c *natsCluster) stop() {
 		nc.Close()
 	}
 	for _, p := range c.procs {
-		p.stop()
+		p.Stop()
 	}
 }
 
@@ -78,7 +80,7 @@ func startNATS(ctx context.Context, o *options, work string) (*natsCluster, erro
 	if out, err := exec.CommandContext(ctx, o.natsBin, "--version").Output(); err == nil {
 		c.version = strings.TrimPrefix(strings.TrimSpace(string(out)), "nats-server: ")
 	}
-	ports, err := freePorts(6)
+	ports, err := harness.FreePorts(6)
 	if err != nil {
 		return nil, err
 	}
@@ -110,13 +112,13 @@ cluster {
 		if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 			return c, err
 		}
-		p, err := startProc("nats-server "+name, o.natsBin, []string{"-c", path}, filepath.Join(work, name+".log"))
+		p, err := harness.StartProc("nats-server "+name, o.natsBin, []string{"-c", path}, filepath.Join(work, name+".log"))
 		if err != nil {
 			return c, err
 		}
 		c.procs = append(c.procs, p)
 	}
-	fail := func(err error) (*natsCluster, error) { return c, fmt.Errorf("%w\n%s", err, tails(c.procs)) }
+	fail := func(err error) (*natsCluster, error) { return c, fmt.Errorf("%w\n%s", err, harness.Tails(c.procs)) }
 	all := []string{urls["n1"], urls["n2"], urls["n3"]}
 	var admin *nats.Conn
 	for start := time.Now(); ; time.Sleep(100 * time.Millisecond) {

@@ -7,6 +7,8 @@ import (
 	"os"
 	"slices"
 	"strings"
+
+	"github.com/lockstitch/lockstitch/bench/harness"
 )
 
 // result is one system's figures in one cell.
@@ -76,7 +78,7 @@ func medianResult(rs []result) result {
 		for i, r := range ran {
 			v[i] = f(r)
 		}
-		return median(v)
+		return harness.Median(v)
 	}
 	m.OpsPerSec = med(func(r result) float64 { return r.OpsPerSec })
 	m.MBPerSec = med(func(r result) float64 { return r.MBPerSec })

@@ -45,17 +45,3 @@ func perMillion(cpu time.Duration, ops int) float64 {
 	}
 	return cpu.Seconds() / float64(ops) * 1e6
 }
-
-// median returns the median of v (the mean of the middle two for an even
-// count), 0 for none; v is not changed.
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}

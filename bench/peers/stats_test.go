@@ -4,6 +4,8 @@ import (
 	"math/rand/v2"
 	"testing"
 	"time"
+
+	"github.com/lockstitch/lockstitch/bench/harness"
 )
 
 func TestPercentile(t *testing.T) {
@@ -92,8 +94,8 @@ func TestMedian(t *testing.T) {
 		{[]float64{4, 1, 3, 2}, 2.5},
 	} {
 		in := append([]float64(nil), tc.in...)
-		if got := median(tc.in); got != tc.want {
-			t.Errorf("median(%v) = %v, want %v", in, got, tc.want)
+		if got := harness.Median(tc.in); got != tc.want {
+			t.Errorf("harness.Median(%v) = %v, want %v", in, got, tc.want)
 		}
 		for i := range in {
 			if in[i] != tc.in[i] {

@@ -1,4 +1,9 @@
-package main
+// Package harness holds what the benchmark programs under bench/ share
+// (their own modules among them, which reach it through their replace of
+// the main module): child processes started and stopped by their
+// handles, free ports, and readings of /proc (CPU time, peak resident
+// set, the machine's load). It is not part of the product.
+package harness
 
 import (
 	"bufio"
@@ -7,55 +12,59 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 )
 
-// proc is a child process with its log file.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
+// Proc is a child process with its log file.
+type Proc struct {
+	Name string
+	Cmd  *exec.Cmd
 	logf *os.File
 }
 
-func startProc(name, bin string, args []string, logPath string) (*proc, error) {
-	p := &proc{name: name, cmd: exec.Command(bin, args...)}
+// StartProc starts bin with args, its output going to a new file at
+// logPath.
+func StartProc(name, bin string, args []string, logPath string) (*Proc, error) {
+	p := &Proc{Name: name, Cmd: exec.Command(bin, args...)}
 	var err error
 	if p.logf, err = os.Create(logPath); err != nil {
 		return nil, err
 	}
-	p.cmd.Stdout, p.cmd.Stderr = p.logf, p.logf
-	if err := p.cmd.Start(); err != nil {
+	p.Cmd.Stdout, p.Cmd.Stderr = p.logf, p.logf
+	if err := p.Cmd.Start(); err != nil {
 		p.logf.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	return p, nil
 }
 
-// stop kills the process by its handle and waits for it.
-func (p *proc) stop() {
+// Stop kills the process by its handle and waits for it.
+func (p *Proc) Stop() {
 	if p == nil {
 		return
 	}
-	if p.cmd.Process != nil {
-		_ = p.cmd.Process.Signal(syscall.SIGKILL)
-		_ = p.cmd.Wait()
+	if p.Cmd.Process != nil {
+		_ = p.Cmd.Process.Signal(syscall.SIGKILL)
+		_ = p.Cmd.Wait()
 	}
 	p.logf.Close()
 }
 
-func pidsOf(ps []*proc) []int {
+// PIDs returns the processes' ids.
+func PIDs(ps []*Proc) []int {
 	var pids []int
 	for _, p := range ps {
-		pids = append(pids, p.cmd.Process.Pid)
+		pids = append(pids, p.Cmd.Process.Pid)
 	}
 	return pids
 }
 
-// tail returns the last n lines of the process's log.
-func (p *proc) tail(n int) string {
+// Tail returns the last n lines of the process's log.
+func (p *Proc) Tail(n int) string {
 	b, err := os.ReadFile(p.logf.Name())
 	if err != nil {
 		return err.Error()
@@ -64,17 +73,17 @@ func (p *proc) tail(n int) string {
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
-// tails returns the last lines of each process's log, for an error.
-func tails(ps []*proc) string {
+// Tails returns the last lines of each process's log, for an error.
+func Tails(ps []*Proc) string {
 	var b strings.Builder
 	for _, p := range ps {
-		fmt.Fprintf(&b, "%s log, last lines:\n%s\n", p.name, p.tail(5))
+		fmt.Fprintf(&b, "%s log, last lines:\n%s\n", p.Name, p.Tail(5))
 	}
 	return b.String()
 }
 
-// freePorts returns n distinct free TCP ports on 127.0.0.1.
-func freePorts(n int) ([]int, error) {
+// FreePorts returns n distinct free TCP ports on 127.0.0.1.
+func FreePorts(n int) ([]int, error) {
 	var ls []net.Listener
 	defer func() {
 		for _, l := range ls {
@@ -96,9 +105,9 @@ func freePorts(n int) ([]int, error) {
 // clockTick is USER_HZ, the unit of /proc's CPU times (100 on Linux).
 const clockTick = 100
 
-// procsCPU returns the user and system CPU time the processes used so far
+// ProcsCPU returns the user and system CPU time the processes used so far
 // (0 for one that cannot be read).
-func procsCPU(pids []int) time.Duration {
+func ProcsCPU(pids []int) time.Duration {
 	var t time.Duration
 	for _, pid := range pids {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
@@ -118,9 +127,9 @@ func procsCPU(pids []int) time.Duration {
 	return t
 }
 
-// resetPeakRSS asks the kernel to reset each process's peak resident set
+// ResetPeakRSS asks the kernel to reset each process's peak resident set
 // (VmHWM) to its current one; it reports whether it could for all.
-func resetPeakRSS(pids []int) bool {
+func ResetPeakRSS(pids []int) bool {
 	ok := true
 	for _, pid := range pids {
 		if os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0) != nil {
@@ -130,8 +139,8 @@ func resetPeakRSS(pids []int) bool {
 	return ok
 }
 
-// peakRSS returns the sum of the processes' peak resident sets (VmHWM).
-func peakRSS(pids []int) int64 {
+// PeakRSS returns the sum of the processes' peak resident sets (VmHWM).
+func PeakRSS(pids []int) int64 {
 	var sum int64
 	for _, pid := range pids {
 		f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
@@ -150,8 +159,8 @@ func peakRSS(pids []int) int64 {
 	return sum
 }
 
-// machineCPU returns the busy and total jiffies of all CPUs (/proc/stat).
-func machineCPU() (busy, total int64) {
+// MachineCPU returns the busy and total jiffies of all CPUs (/proc/stat).
+func MachineCPU() (busy, total int64) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
 		return 0, 0
@@ -167,8 +176,8 @@ func machineCPU() (busy, total int64) {
 	return busy, total
 }
 
-// loadAvg returns /proc/loadavg's first three fields.
-func loadAvg() string {
+// LoadAvg returns /proc/loadavg's first three fields.
+func LoadAvg() string {
 	b, err := os.ReadFile("/proc/loadavg")
 	if err != nil {
 		return "?"
@@ -178,4 +187,18 @@ func loadAvg() string {
 		return "?"
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// Median returns the median of v (the mean of the middle two for an even
+// count), 0 for none; v is not changed.
+func Median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
