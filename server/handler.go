@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -57,6 +58,68 @@ func (h *handler) Append(req *transport.AppendRequest, done transport.AppendComp
 		a.done = transport.AppendCompletion{}
 		appendDones.Put(a)
 		done.Fail(err)
+	}
+}
+
+// groupScratch holds AppendGroup's slices, pooled: the handler serves
+// every connection's reader at once.
+type groupScratch struct {
+	ops []replicator.AppendOp
+	cs  []replicator.Completion
+}
+
+var groupScratches = sync.Pool{New: func() any { return new(groupScratch) }}
+
+var _ transport.GroupAppender = (*handler)(nil)
+
+// AppendGroup implements transport.GroupAppender: the ops of several
+// Append requests of one partition go to its batcher with one hand-off
+// (one lock of its queue, one reading of the clock) and are answered one
+// by one as Append's are. When the batcher refuses the group because of
+// one op (too large), each op is queued on its own, so that only that one
+// fails.
+func (h *handler) AppendGroup(reqs []transport.AppendRequest, done []transport.AppendCompletion) {
+	if len(reqs) == 1 {
+		h.Append(&reqs[0], done[0])
+		return
+	}
+	p, err := h.n.r.Partition(reqs[0].Partition)
+	if err != nil {
+		for _, d := range done {
+			d.Fail(err)
+		}
+		return
+	}
+	g := groupScratches.Get().(*groupScratch)
+	for i := range reqs {
+		req := &reqs[i]
+		a := appendDones.Get().(*appendDone)
+		a.done = done[i]
+		g.ops = append(g.ops, replicator.AppendOp{Payload: req.Payload, CRC: req.CRC, Producer: lockstitch.ProducerID(req.Producer), Seq: req.Sequence})
+		g.cs = append(g.cs, a)
+	}
+	err = p.AppendBatchTo(g.ops, g.cs)
+	if err != nil {
+		for _, c := range g.cs {
+			a := c.(*appendDone)
+			a.done = transport.AppendCompletion{}
+			appendDones.Put(a)
+		}
+	}
+	clear(g.ops)
+	clear(g.cs)
+	g.ops, g.cs = g.ops[:0], g.cs[:0]
+	groupScratches.Put(g)
+	switch {
+	case err == nil:
+	case errors.Is(err, lockstitch.ErrTooLarge):
+		for i := range reqs {
+			h.Append(&reqs[i], done[i])
+		}
+	default:
+		for _, d := range done {
+			d.Fail(err)
+		}
 	}
 }
 

@@ -176,3 +176,61 @@ func TestServedOverTransport(t *testing.T) {
 		}
 	}
 }
+
+// TestAppendGroupPayloads appends from many goroutines at once, so that
+// the server reads several Append frames together and hands them to the
+// partition as a group (handler.AppendGroup), and reads every op back:
+// each LSN holds the payload of the append that was answered with it.
+func TestAppendGroupPayloads(t *testing.T) {
+	t.Parallel()
+	c := newTestCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cl := c.client(ctx)
+	if _, err := cl.CreatePartition(ctx, transport.PartitionSpec{ID: 1}); err != nil {
+		t.Fatal(err)
+	}
+	const workers, each = 128, 8
+	var mu sync.Mutex
+	sent := map[wal.LSN]string{}
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				payload := fmt.Sprintf("worker %d op %d", w, i)
+				res, err := cl.Append(ctx, 1, []byte(payload))
+				if err != nil {
+					errs <- fmt.Errorf("%s: %w", payload, err)
+					return
+				}
+				mu.Lock()
+				sent[res.LSN] = payload
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if len(sent) != workers*each {
+		t.Fatalf("%d appends got %d distinct LSNs", workers*each, len(sent))
+	}
+	var recs transport.Records
+	if err := cl.Read(ctx, 1, 1, transport.ReadOptions{MaxOps: workers * each, MaxBytes: 1 << 20}, &recs); err != nil {
+		t.Fatal(err)
+	}
+	var rec wal.Record
+	for n := 0; n < workers*each; n++ {
+		if err := recs.Next(&rec); err != nil {
+			t.Fatalf("record %d of %d: %v", n+1, workers*each, err)
+		}
+		if want := sent[rec.LSN]; string(rec.Payload) != want {
+			t.Fatalf("LSN %d holds %q; the append answered with it sent %q", rec.LSN, rec.Payload, want)
+		}
+	}
+}

@@ -96,6 +96,18 @@ func (fr *frameReader) next(h *Header) ([]byte, error) {
 	}
 }
 
+// buffered reports whether the next frame has been read whole, so that
+// next returns it without reading (and without moving the buffer).
+func (fr *frameReader) buffered() bool {
+	avail := fr.w - fr.r
+	if avail < HeaderSize {
+		return false
+	}
+	var h Header
+	_ = DecodeHeader(fr.bb.B[fr.r:fr.w], &h)
+	return uint64(h.Length) <= uint64(fr.maxBody) && avail >= HeaderSize+int(h.Length)
+}
+
 // fill makes room for need bytes from fr.r and reads once.
 func (fr *frameReader) fill(need int) error {
 	buf := fr.bb.B

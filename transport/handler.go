@@ -111,3 +111,17 @@ type Handler interface {
 	// runs on its own goroutine and is not on a hot path.
 	Status(ctx context.Context, req *StatusRequest) (*NodeStatus, error)
 }
+
+// GroupAppender is an optional capability of a Handler. A server whose
+// Handler has it hands over, in one call, the Append requests for one
+// partition that it decoded from one connection's read buffer in a row
+// (frames that had all arrived when the first was read), instead of one
+// Append call each, so that the Handler queues them with one hand-off.
+// Every rule of Append holds for each request and its completion:
+// done[i] completes reqs[i], exactly once; AppendGroup must not block;
+// the server has verified each CRC; reqs, done and the payloads alias the
+// server's buffers and must be copied if needed after AppendGroup
+// returns.
+type GroupAppender interface {
+	AppendGroup(reqs []AppendRequest, done []AppendCompletion)
+}

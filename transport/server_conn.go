@@ -45,6 +45,15 @@ type serverConn struct {
 	appendReq AppendRequest
 	batchReq  AppendBatchRequest
 
+	// Owned by the reader goroutine: with a GroupAppender, the Append
+	// requests of one partition decoded in a row and not yet handed over,
+	// with their completions. Their payloads alias the read buffer, which
+	// stays put while the next frame is already buffered; the group is
+	// handed over before a read that may move it (flushAppends).
+	grouper   GroupAppender
+	group     []AppendRequest
+	groupDone []AppendCompletion
+
 	// Guarded by out.mu.
 	slots    []slotState
 	free     []uint32
@@ -78,6 +87,7 @@ func newServerConn(s *Server, nc net.Conn) *serverConn {
 	for i := range c.free {
 		c.free[i] = uint32(len(c.free) - 1 - i)
 	}
+	c.grouper, _ = s.h.(GroupAppender)
 	c.ctx, c.cancel = context.WithCancelCause(s.ctx)
 	c.fr.init(nc, cfg.ReadBufferBytes, cfg.MaxFrameBytes, cfg.IdleTimeout, cfg.FrameTimeout)
 	c.out.init(cfg.MaxQueuedBytes)
@@ -225,8 +235,12 @@ func (c *serverConn) allowed(id uint64, a Action, p lockstitch.PartitionID) bool
 // client breaks the protocol, or a drain stops it. It reports whether the
 // connection should end gracefully (answering what is in flight).
 func (c *serverConn) readLoop() bool {
+	defer c.flushAppends()
 	var h Header
 	for {
+		if len(c.group) >= maxAppendGroup || (len(c.group) > 0 && !c.fr.buffered()) {
+			c.flushAppends()
+		}
 		if !c.out.waitRoom(c.ctx, nil) {
 			return false
 		}
@@ -243,11 +257,39 @@ func (c *serverConn) readLoop() bool {
 			c.protocolError(h.ID, fmt.Errorf("%w: frame of version %d on a version %d connection", ErrProtocol, h.Version, Version))
 			return false
 		}
+		if h.Type != TypeAppend {
+			c.flushAppends() // requests are handed over in the order they came
+		}
 		if err := c.dispatch(&h, body); err != nil {
 			c.protocolError(h.ID, err)
 			return false
 		}
 	}
+}
+
+// maxAppendGroup bounds the Append requests handed to a GroupAppender in
+// one call.
+const maxAppendGroup = 256
+
+// groupAppend adds an Append request to the group, handing over the
+// group first if it is of another partition.
+func (c *serverConn) groupAppend(req *AppendRequest, done AppendCompletion) {
+	if len(c.group) > 0 && c.group[0].Partition != req.Partition {
+		c.flushAppends()
+	}
+	c.group = append(c.group, *req)
+	c.groupDone = append(c.groupDone, done)
+}
+
+// flushAppends hands the group of Append requests to the GroupAppender.
+func (c *serverConn) flushAppends() {
+	if len(c.group) == 0 {
+		return
+	}
+	c.grouper.AppendGroup(c.group, c.groupDone)
+	clear(c.group) // drop the payloads' references to the read buffer
+	clear(c.groupDone)
+	c.group, c.groupDone = c.group[:0], c.groupDone[:0]
 }
 
 // readFailed handles a failed read: a frame over the limit gets an Error

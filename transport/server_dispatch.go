@@ -49,7 +49,11 @@ func (c *serverConn) dispatch(h *Header, body []byte) error {
 			ref.fail(fmt.Errorf("%w: payload CRC-32C %08x, sent %08x", lockstitch.ErrChecksum, wal.Checksum(req.Payload), req.CRC), "checksum")
 			return nil
 		}
-		c.srv.h.Append(req, AppendCompletion{ref: ref})
+		if c.grouper != nil {
+			c.groupAppend(req, AppendCompletion{ref: ref})
+		} else {
+			c.srv.h.Append(req, AppendCompletion{ref: ref})
+		}
 	case TypeAppendBatch:
 		req := &c.batchReq
 		if err := decodeAppendBatch(body, req); err != nil {
