@@ -40,7 +40,9 @@ var (
 //     (as bench/peers runs it);
 //   - clientsN: through N Go clients, N connections to the leader, the
 //     callers spread over them;
-//   - a +ctx suffix: each append under its own context.WithTimeout of
+//   - pipe1: through one Go client from one goroutine, 256 appends in
+//     flight (AppendAsync, then Wait for the oldest);
+//   - a +ctx suffix (not for pipe1): each append under its own context.WithTimeout of
 //     the shared one, as bench/peers runs it (without it, every append
 //     shares one context with a deadline).
 //
@@ -66,6 +68,7 @@ func BenchmarkClientPath(b *testing.B) {
 	payload := make([]byte, *clientPathSize)
 	modes := splitComma(*clientPathModes)
 	appenders := map[string][]func(context.Context) error{}
+	clients := map[string]*transport.Client{} // the last of each variant's
 	for _, m := range modes {
 		m, _ = strings.CutSuffix(m, "+ctx")
 		if appenders[m+"+ctx"] != nil {
@@ -83,7 +86,7 @@ func BenchmarkClientPath(b *testing.B) {
 				return err
 			}}
 			continue
-		case m == "client1":
+		case m == "client1", m == "pipe1":
 			n = 1
 		default:
 			if _, err := fmt.Sscanf(m, "clients%d", &n); err != nil || n < 1 {
@@ -92,6 +95,7 @@ func BenchmarkClientPath(b *testing.B) {
 		}
 		for range n {
 			cl := c.client(ctx)
+			clients[m] = cl
 			if _, err := cl.Append(ctx, 1, payload); err != nil {
 				b.Fatal(err)
 			}
@@ -105,14 +109,19 @@ func BenchmarkClientPath(b *testing.B) {
 		for _, m := range modes {
 			base, opCtx := strings.CutSuffix(m, "+ctx")
 			fs := appenders[base+"+ctx"]
+			if base == "pipe1" {
+				b.Run(fmt.Sprintf("%s/%dB", m, len(payload)), func(b *testing.B) {
+					benchPipelined(ctx, b, c, clients[base], payload, conc)
+				})
+				continue
+			}
 			b.Run(fmt.Sprintf("%s/%dB", m, len(payload)), func(b *testing.B) {
 				b.SetBytes(int64(len(payload)))
 				var next atomic.Int64
 				var failed atomic.Value
 				var wg sync.WaitGroup
 				reg := c.nodes[c.leader(1)].Registry()
-				entries0, ops0 := batchCounts(b, reg)
-				before := readProcCounters(b)
+				start := readNow(b, reg)
 				b.ResetTimer()
 				for i := range conc {
 					f := fs[i%len(fs)]
@@ -140,19 +149,64 @@ func BenchmarkClientPath(b *testing.B) {
 				if err, _ := failed.Load().(error); err != nil {
 					b.Fatal(err)
 				}
-				after := readProcCounters(b)
-				entries1, ops1 := batchCounts(b, reg)
-				n := float64(b.N)
-				b.ReportMetric(n/b.Elapsed().Seconds(), "ops/s")
-				b.ReportMetric(float64(after.cpu-before.cpu)/float64(time.Microsecond)/n, "cpu-µs/op")
-				b.ReportMetric(float64(after.reads-before.reads)/n, "reads/op")
-				b.ReportMetric(float64(after.writes-before.writes)/n, "writes/op")
-				b.ReportMetric(float64(after.switches-before.switches)/n, "csw/op")
-				if entries1 > entries0 {
-					b.ReportMetric((ops1-ops0)/float64(entries1-entries0), "ops/entry")
-				}
+				reportSince(b, reg, start)
 			})
 		}
+	}
+}
+
+// benchPipelined appends b.N times through cl from one goroutine with
+// depth appends in flight (AppendAsync, then Wait for the oldest), as
+// bench/peers' pipelined cells do, reporting what BenchmarkClientPath
+// reports.
+func benchPipelined(ctx context.Context, b *testing.B, c *testCluster, cl *transport.Client, payload []byte, depth int) {
+	b.SetBytes(int64(len(payload)))
+	reg := c.nodes[c.leader(1)].Registry()
+	start := readNow(b, reg)
+	b.ResetTimer()
+	ring := make([]transport.AppendFuture, depth)
+	for i := range b.N + depth {
+		k := i % depth
+		if i >= depth {
+			if _, err := ring[k].Wait(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if i < b.N {
+			ring[k] = cl.AppendAsync(ctx, 1, payload)
+		}
+	}
+	b.StopTimer()
+	reportSince(b, reg, start)
+}
+
+// reading is what reportSince measures from.
+type reading struct {
+	proc    procCounters
+	entries uint64
+	ops     float64
+}
+
+// readNow reads the process's counters and reg's batch counts.
+func readNow(b *testing.B, reg *prometheus.Registry) reading {
+	var r reading
+	r.entries, r.ops = batchCounts(b, reg)
+	r.proc = readProcCounters(b)
+	return r
+}
+
+// reportSince reports ops/s and, per op since start, CPU time, read and
+// write system calls, context switches and ops per Raft entry.
+func reportSince(b *testing.B, reg *prometheus.Registry, start reading) {
+	end := readNow(b, reg)
+	n := float64(b.N)
+	b.ReportMetric(n/b.Elapsed().Seconds(), "ops/s")
+	b.ReportMetric(float64(end.proc.cpu-start.proc.cpu)/float64(time.Microsecond)/n, "cpu-µs/op")
+	b.ReportMetric(float64(end.proc.reads-start.proc.reads)/n, "reads/op")
+	b.ReportMetric(float64(end.proc.writes-start.proc.writes)/n, "writes/op")
+	b.ReportMetric(float64(end.proc.switches-start.proc.switches)/n, "csw/op")
+	if end.entries > start.entries {
+		b.ReportMetric((end.ops-start.ops)/float64(end.entries-start.entries), "ops/entry")
 	}
 }
 
