@@ -75,7 +75,9 @@
 //  1. Append and AppendBatch run on the connection's reader goroutine:
 //     queue the proposal and return. Complete or Fail the completion exactly
 //     once, from any goroutine, now or later. Copy the payload if you keep
-//     it past the call.
+//     it past the call. A Handler that is also a GroupAppender gets the
+//     Append frames of one partition that arrived together in one
+//     AppendGroup call, so that it can queue them with one hand-off.
 //  2. Read, Query and Status run on their own goroutine with a context
 //     that the client's Cancel, the connection's end or the server's end
 //     cancels; honour it, because Server.Close waits for them.
