@@ -57,7 +57,15 @@ func BenchmarkClientPath(b *testing.B) {
 	const conc = 256
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	c := newTestCluster(b, 3)
+	// The nodes run with the replicator's defaults, as `lockstitch serve`
+	// does, not with testConfig's faster settings for tests (the tan
+	// LogDB, a short Raft tick, fewer engine workers).
+	c := newClusterWith(b, 3, 3, func(cfg *Config) {
+		cfg.Replicator.RTT = DefaultConfig().Replicator.RTT
+		cfg.Replicator.LogDB = DefaultConfig().Replicator.LogDB
+		cfg.Replicator.EngineWorkers = DefaultConfig().Replicator.EngineWorkers
+		cfg.Replicator.ProgressInterval = DefaultConfig().Replicator.ProgressInterval
+	})
 	admin := c.client(ctx)
 	if _, err := admin.CreatePartition(ctx, transport.PartitionSpec{ID: 1, Replicas: 3}); err != nil {
 		b.Fatal(err)
