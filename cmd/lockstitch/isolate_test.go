@@ -164,7 +164,26 @@ func (c *netnsCluster) cutOff(i int, from []int) {
 	}
 }
 
-// heal undoes isolate and cutOff.
+// dropTo drops node i's packets to the nodes to, one way: what they send
+// node i still arrives. heal undoes it.
+func (c *netnsCluster) dropTo(i int, to []int) {
+	c.t.Helper()
+	var ips []string
+	for _, j := range to {
+		ips = append(ips, c.nodeIP(j))
+	}
+	rules := fmt.Sprintf(`table inet lsiso {
+  chain out { type filter hook output priority 0; policy accept; ip daddr { %s } drop; }
+}
+`, strings.Join(ips, ", "))
+	cmd := exec.Command("ip", "netns", "exec", c.ns(i), "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		c.t.Fatalf("drop node %d's packets to %v: %v\n%s", i, to, err, out)
+	}
+}
+
+// heal undoes isolate, cutOff and dropTo.
 func (c *netnsCluster) heal(i int) {
 	c.t.Helper()
 	c.run("ip", "netns", "exec", c.ns(i), "nft", "delete", "table", "inet", "lsiso")
