@@ -187,7 +187,7 @@ func netnsRig(t *testing.T, n int) chaosRig {
 				c.heal(i)
 			}
 		},
-		dataDir: func(i int) string { return fmt.Sprintf("%s/node%d", c.dir, i) },
+		dataDir: c.dataDir,
 		logs:    func(i int) string { return old[i].String() + c.nodes[i-1].log.String() },
 		dial: func(ctx context.Context, some ...int) *transport.Client {
 			if len(some) == 0 {

@@ -110,12 +110,15 @@ func startNetnsCluster(t *testing.T, n int) *netnsCluster {
 	return c
 }
 
+// dataDir returns node i's data directory.
+func (c *netnsCluster) dataDir(i int) string { return fmt.Sprintf("%s/node%d", c.dir, i) }
+
 // start starts node i's serve process in its namespace (again, after a
 // kill: the cleanup kills the last one).
 func (c *netnsCluster) start(i int) {
 	c.t.Helper()
 	args := []string{"netns", "exec", c.ns(i), os.Args[0], "serve",
-		"--id", fmt.Sprint(i), "--data-dir", fmt.Sprintf("%s/node%d", c.dir, i),
+		"--id", fmt.Sprint(i), "--data-dir", c.dataDir(i),
 		"--raft-addr", c.nodeIP(i) + ":7010", "--client-addr", c.clientAddr(i), "--admin-addr", "127.0.0.1:7020",
 		"--peers", c.peers, "--rtt", "5ms", "--log-level", "info", "--insecure"}
 	p := &serveProcess{args: args, log: new(syncBuffer)}
