@@ -56,6 +56,9 @@ const (
 	faultPauseLead  = "pause-leader"       // SIGSTOP the leader, SIGCONT
 	faultMinority   = "partition-minority" // cut a minority off from the rest (netns)
 	faultIsolate    = "isolate-leader"     // cut the leader off from its peers (netns)
+	faultCorrupt    = "corrupt"            // SIGKILL a node, damage its log, restart it
+	faultBridge     = "partition-bridge"   // two groups cut apart but for one node (netns)
+	faultOneWay     = "one-way-loss"       // drop one node's packets to another (netns)
 )
 
 // chaosRecoveryBound is how long after a fault heals the cluster has to
@@ -91,9 +94,9 @@ func chaosConfigFromEnv(t *testing.T) chaosConfig {
 			t.Fatalf("LOCKSTITCH_CHAOS_NODES=%q: 3 or 5", v)
 		}
 	}
-	all := []string{faultKill, faultKillLeader, faultKillAll, faultPause, faultPauseLead}
+	all := []string{faultKill, faultKillLeader, faultKillAll, faultPause, faultPauseLead, faultCorrupt}
 	if cfg.Netns {
-		all = append(all, faultMinority, faultIsolate)
+		all = append(all, faultMinority, faultIsolate, faultBridge, faultOneWay)
 	}
 	cfg.Faults = all
 	if v := os.Getenv("LOCKSTITCH_CHAOS_FAULTS"); v != "" {
@@ -117,8 +120,14 @@ type chaosRig struct {
 	start  func(i int)        // start a killed node again, on its data
 	signal func(i int, sig syscall.Signal)
 	cut    func(group []int) // cut group off from the other nodes; nil without netns
-	heal   func(group []int)
-	logs   func(i int) string // every process's log of node i, oldest first
+	// cutFrom cuts node i off from the nodes given, both ways; drop drops
+	// node i's packets to them, one way. Both nil without netns; heal
+	// undoes them.
+	cutFrom func(i int, from []int)
+	drop    func(i int, to []int)
+	heal    func(group []int)
+	dataDir func(i int) string
+	logs    func(i int) string // every process's log of node i, oldest first
 	// dial connects to the nodes given, or to every node, once each
 	// answers.
 	dial func(ctx context.Context, nodes ...int) *transport.Client
@@ -136,9 +145,10 @@ func serveRig(t *testing.T, n int) chaosRig {
 			old[i].WriteString(c.nodes[i-1].log.String())
 			c.nodes[i-1] = startServe(t, c.args(i))
 		},
-		signal: func(i int, sig syscall.Signal) { c.nodes[i-1].cmd.Process.Signal(sig) },
-		logs:   func(i int) string { return old[i].String() + c.nodes[i-1].log.String() },
-		dial:   c.dial,
+		signal:  func(i int, sig syscall.Signal) { c.nodes[i-1].cmd.Process.Signal(sig) },
+		logs:    func(i int) string { return old[i].String() + c.nodes[i-1].log.String() },
+		dial:    c.dial,
+		dataDir: c.dataDir,
 	}
 }
 
@@ -170,12 +180,15 @@ func netnsRig(t *testing.T, n int) chaosRig {
 				c.cutOff(i, rest)
 			}
 		},
+		cutFrom: c.cutOff,
+		drop:    c.dropTo,
 		heal: func(group []int) {
 			for _, i := range group {
 				c.heal(i)
 			}
 		},
-		logs: func(i int) string { return old[i].String() + c.nodes[i-1].log.String() },
+		dataDir: c.dataDir,
+		logs:    func(i int) string { return old[i].String() + c.nodes[i-1].log.String() },
 		dial: func(ctx context.Context, some ...int) *transport.Client {
 			if len(some) == 0 {
 				some = nodes
@@ -192,7 +205,9 @@ type chaosFault struct {
 	At    time.Duration `json:"at_ns"`   // since the run started
 	Hold  time.Duration `json:"hold_ns"` // how long it lasted
 	// Recovery is the time from the heal to the first append
-	// acknowledged after it; -1 when none came within chaosRecoveryBound.
+	// acknowledged after it (for corrupt, to when the damaged replica
+	// serves again, as replicaBack sees it); -1 when that did not come
+	// within chaosRecoveryBound.
 	Recovery time.Duration `json:"recovery_ns"`
 	// Outage is the longest time without an acknowledged append from
 	// the fault to the recovery.
@@ -490,7 +505,109 @@ func (r *chaosRun) leader(ctx context.Context) int {
 	if err != nil {
 		return 0
 	}
-	return int(st.Leader) // replica i is on node i
+	// Replica i is on node i, unless a repair replaced it by one with a
+	// new id (above n): then its address names its node.
+	for i := 1; i <= r.rig.n; i++ {
+		if st.LeaderAddr != "" && st.LeaderAddr == r.rig.addr(i) {
+			return i
+		}
+	}
+	if l := int(st.Leader); l <= r.rig.n {
+		return l
+	}
+	return 0
+}
+
+// applied describes what each node has applied of partition 1 and its
+// role there, as each node sees it (a listing would ask the nodes of
+// each other, across the cut), for the report.
+func (r *chaosRun) applied(ctx context.Context) string {
+	var b strings.Builder
+	b.WriteString("at the heal, applied:")
+	for i := 1; i <= r.rig.n; i++ {
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		ns, err := r.admin.Status(sctx, r.rig.addr(i))
+		cancel()
+		if err != nil {
+			fmt.Fprintf(&b, " node%d %v", i, err)
+			continue
+		}
+		for _, p := range ns.Partitions {
+			if p.Partition == 1 {
+				fmt.Fprintf(&b, " node%d %d (%v)", i, p.Applied, p.Role)
+			}
+		}
+	}
+	return b.String()
+}
+
+// damage damages the active segment (the last) of partition id's
+// operation log under node i's data directory, killed, as a failing disk
+// would: with x even, one bit flipped at an offset drawn from x; odd, the
+// file cut there (a lost tail). It returns what it did.
+func (r *chaosRun) damage(i int, id lockstitch.PartitionID, x uint64) string {
+	r.t.Helper()
+	segs, err := filepath.Glob(filepath.Join(r.rig.dataDir(i), "partitions", fmt.Sprint(id), "wal", "*.wal"))
+	if err != nil || len(segs) == 0 {
+		r.t.Fatalf("no log segments of partition %d on node %d: %v", id, i, err)
+	}
+	slices.Sort(segs)
+	path := segs[len(segs)-1]
+	b, err := os.ReadFile(path)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	name := fmt.Sprintf("partition %d segment %s (%d bytes)", id, filepath.Base(path), len(b))
+	if len(b) == 0 {
+		return name + ": empty, left alone"
+	}
+	off := int((x >> 1) % uint64(len(b)))
+	if x%2 == 0 {
+		bit := (x >> 40) % 8
+		b[off] ^= 1 << bit
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			r.t.Fatal(err)
+		}
+		return fmt.Sprintf("%s: bit %d flipped at offset %d", name, bit, off)
+	}
+	if err := os.Truncate(path, int64(off)); err != nil {
+		r.t.Fatal(err)
+	}
+	return fmt.Sprintf("%s: cut to %d bytes", name, off)
+}
+
+// replicaBack waits until node i's replica of partition id votes (a
+// follower or the leader: one quarantined was rebuilt) and has applied
+// what the partition had committed when the wait began, and returns
+// when; false when ctx ends first.
+func (r *chaosRun) replicaBack(ctx context.Context, i int, id lockstitch.PartitionID) (time.Time, bool) {
+	var target lockstitch.LSN
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		lctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		parts, err := r.admin.ListPartitions(lctx)
+		cancel()
+		for _, p := range parts {
+			if err != nil || p.Partition != id {
+				continue
+			}
+			if target == 0 {
+				target = p.Committed
+			}
+			for _, rep := range p.Replicas {
+				if rep.Node == lockstitch.NodeID(i) && (rep.Role == lockstitch.RoleFollower || rep.Role == lockstitch.RoleLeader) &&
+					target > 0 && rep.Applied >= target {
+					return time.Now(), true
+				}
+			}
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return time.Time{}, false
+		}
+	}
 }
 
 // nemesis injects faults drawn from rng until the run's duration has
@@ -498,6 +615,9 @@ func (r *chaosRun) leader(ctx context.Context) int {
 // a wait (bounded) for the first append acknowledged after it.
 func (r *chaosRun) nemesis(ctx context.Context) []chaosFault {
 	rng := rand.New(rand.NewPCG(r.cfg.Seed, 0))
+	// The draws of the kinds added later come from a second source, so
+	// that a seed's schedule of the earlier kinds stays as it was.
+	rng2 := rand.New(rand.NewPCG(r.cfg.Seed, 1))
 	var faults []chaosFault
 	timer := func(d time.Duration) {
 		tm := time.NewTimer(d)
@@ -522,12 +642,19 @@ func (r *chaosRun) nemesis(ctx context.Context) []chaosFault {
 		hold := 500*time.Millisecond + time.Duration(rng.Int64N(int64(3*time.Second)))
 		node := rng.IntN(r.rig.n) + 1
 		minority := rng.Perm(r.rig.n)[:(r.rig.n-1)/2]
+		part := lockstitch.PartitionID(rng2.IntN(2) + 1) // corrupt: the log or the kv partition
+		harm := rng2.Uint64()                            // corrupt: where and how
+		order := rng2.Perm(r.rig.n)                      // bridge: the bridge, then the two sides; one-way: from, to
 		timer(quiet)
 
 		f := chaosFault{Kind: kind, Hold: hold}
 		switch kind {
-		case faultKill, faultPause:
+		case faultKill, faultPause, faultCorrupt:
 			f.Nodes = []int{node}
+		case faultBridge, faultOneWay:
+			for _, j := range order {
+				f.Nodes = append(f.Nodes, j+1)
+			}
 		case faultKillAll:
 			f.Nodes = all()
 		case faultMinority:
@@ -541,38 +668,82 @@ func (r *chaosRun) nemesis(ctx context.Context) []chaosFault {
 				f.Nodes, f.Note = []int{node}, "no leader known: a random node"
 			}
 		}
+		// The bridge: f.Nodes[0] sees every node; the rest, in two
+		// halves, do not see the other half.
+		half := (len(f.Nodes) - 1) / 2
+		sideA, sideB := f.Nodes[1:1+half], f.Nodes[1+half:]
 		hit := time.Now()
 		f.At = hit.Sub(r.start)
+		var quarantines int
 		switch kind {
 		case faultKill, faultKillLeader, faultKillAll:
 			for _, i := range f.Nodes {
 				r.rig.kill(i)
 			}
+		case faultCorrupt:
+			r.rig.kill(node)
+			f.Note = r.damage(node, part, harm)
+			quarantines = strings.Count(r.rig.logs(node), "replica quarantined")
 		case faultPause, faultPauseLead:
 			r.rig.signal(f.Nodes[0], syscall.SIGSTOP)
+		case faultBridge:
+			for _, i := range sideA {
+				r.rig.cutFrom(i, sideB)
+			}
+		case faultOneWay:
+			f.Nodes = f.Nodes[:2]
+			r.rig.drop(f.Nodes[0], f.Nodes[1:])
 		default:
 			r.rig.cut(f.Nodes)
 		}
 		timer(hold)
+		if kind == faultBridge || kind == faultOneWay {
+			// What the fault did: a node cut off from the leader lags.
+			f.Note = r.applied(ctx)
+		}
 		switch kind {
-		case faultKill, faultKillLeader, faultKillAll:
+		case faultKill, faultKillLeader, faultKillAll, faultCorrupt:
 			for _, i := range f.Nodes {
 				r.rig.start(i)
 			}
 		case faultPause, faultPauseLead:
 			r.rig.signal(f.Nodes[0], syscall.SIGCONT)
+		case faultBridge:
+			r.rig.heal(sideA)
+		case faultOneWay:
+			r.rig.heal(f.Nodes[:1])
 		default:
 			r.rig.heal(f.Nodes)
 		}
 		healed := time.Now()
 		wctx, cancel := context.WithTimeout(ctx, chaosRecoveryBound)
 		at, ok := r.acks.after(wctx, healed)
-		cancel()
 		f.Recovery = -1
 		if ok {
 			f.Recovery, f.Outage = at.Sub(healed), r.acks.outage(hit, at)
 		}
-		r.t.Logf("%8.3fs %-18s nodes %v held %v; first ack %v after the heal; longest without an ack %v %s",
+		if kind == faultCorrupt {
+			// Its recovery is the damaged replica's: when it serves
+			// again, rebuilt if it was quarantined.
+			back, bok := r.replicaBack(wctx, node, part)
+			switch {
+			case !bok:
+				f.Recovery = -1
+				f.Note += "; the replica did not serve again"
+			case ok:
+				f.Recovery = back.Sub(healed)
+			}
+			switch {
+			case strings.Count(r.rig.logs(node), "replica quarantined") == quarantines:
+				f.Note += "; not quarantined"
+			case bok:
+				f.Note += "; quarantined and rebuilt"
+			default:
+				f.Note += "; quarantined"
+			}
+		}
+		cancel()
+		r.t.Logf("%8.3fs %-18s nodes %v held %v; recovery %v; longest without an ack %v; %s",
 			f.At.Seconds(), f.Kind, f.Nodes, hold.Round(time.Millisecond), f.Recovery.Round(time.Millisecond), f.Outage.Round(time.Millisecond), f.Note)
 		faults = append(faults, f)
 	}
@@ -623,9 +794,9 @@ func (r *chaosRun) readReplica(ctx context.Context, i int, end lockstitch.LSN) [
 }
 
 // TestChaos is the fault-injection run: see the comment at the top of
-// this file. The default (75 s of kills and pauses on three nodes) is
-// the short run every test run makes; scripts/chaos runs it long, on five
-// nodes, with network partitions.
+// this file. The default (75 s of kills, pauses and damaged logs on three
+// nodes) is the short run every test run makes; scripts/chaos runs it
+// long, on five nodes, with network partitions.
 func TestChaos(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes and injects faults for a minute or more")
@@ -753,7 +924,7 @@ func TestChaos(t *testing.T) {
 	}
 	for _, f := range faults {
 		if f.Recovery < 0 {
-			t.Errorf("no append acknowledged within %v after %s of nodes %v healed at %v (seed %d)", chaosRecoveryBound, f.Kind, f.Nodes, f.At+f.Hold, cfg.Seed)
+			t.Errorf("no recovery within %v after %s of nodes %v healed at %v (seed %d): no append acknowledged, or for corrupt the replica not serving again; %s", chaosRecoveryBound, f.Kind, f.Nodes, f.At+f.Hold, cfg.Seed, f.Note)
 		}
 	}
 	if v.Acked < 100 || len(faults) == 0 {

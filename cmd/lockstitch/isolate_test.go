@@ -110,12 +110,15 @@ func startNetnsCluster(t *testing.T, n int) *netnsCluster {
 	return c
 }
 
+// dataDir returns node i's data directory.
+func (c *netnsCluster) dataDir(i int) string { return fmt.Sprintf("%s/node%d", c.dir, i) }
+
 // start starts node i's serve process in its namespace (again, after a
 // kill: the cleanup kills the last one).
 func (c *netnsCluster) start(i int) {
 	c.t.Helper()
 	args := []string{"netns", "exec", c.ns(i), os.Args[0], "serve",
-		"--id", fmt.Sprint(i), "--data-dir", fmt.Sprintf("%s/node%d", c.dir, i),
+		"--id", fmt.Sprint(i), "--data-dir", c.dataDir(i),
 		"--raft-addr", c.nodeIP(i) + ":7010", "--client-addr", c.clientAddr(i), "--admin-addr", "127.0.0.1:7020",
 		"--peers", c.peers, "--rtt", "5ms", "--log-level", "info", "--insecure"}
 	p := &serveProcess{args: args, log: new(syncBuffer)}
@@ -164,7 +167,26 @@ func (c *netnsCluster) cutOff(i int, from []int) {
 	}
 }
 
-// heal undoes isolate and cutOff.
+// dropTo drops node i's packets to the nodes to, one way: what they send
+// node i still arrives. heal undoes it.
+func (c *netnsCluster) dropTo(i int, to []int) {
+	c.t.Helper()
+	var ips []string
+	for _, j := range to {
+		ips = append(ips, c.nodeIP(j))
+	}
+	rules := fmt.Sprintf(`table inet lsiso {
+  chain out { type filter hook output priority 0; policy accept; ip daddr { %s } drop; }
+}
+`, strings.Join(ips, ", "))
+	cmd := exec.Command("ip", "netns", "exec", c.ns(i), "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		c.t.Fatalf("drop node %d's packets to %v: %v\n%s", i, to, err, out)
+	}
+}
+
+// heal undoes isolate, cutOff and dropTo.
 func (c *netnsCluster) heal(i int) {
 	c.t.Helper()
 	c.run("ip", "netns", "exec", c.ns(i), "nft", "delete", "table", "inet", "lsiso")
