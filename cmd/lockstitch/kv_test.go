@@ -205,9 +205,11 @@ func scanAll(ctx context.Context, t *testing.T, c *serveCluster, i int, p lockst
 // state) with the others'. Raft snapshots are frequent, and each syncs
 // the plugin, so the follower has synced part of its state when it dies.
 //
-// replay: the writers pause from just after the kill until the follower
-// has restarted and caught up, so the leader keeps the entries it lacks:
-// it reopens its plugin at the last synced LSN and replays the rest.
+// replay: the writers pause from just before the kill until the follower
+// has restarted and caught up, so the leader keeps the entries it lacks
+// (writes that went on while the kill took its time compacted them away
+// on a loaded machine once): it reopens its plugin at the last synced LSN
+// and replays the rest.
 // snapshot: the writers go on while the follower is down, the leader
 // compacts its log, and the follower is restored from a snapshot (the kv
 // plugin's snapshot stream, through the replicator's copy).
@@ -284,10 +286,12 @@ func kvFollowerCrash(t *testing.T, pause bool, logLine string) {
 			break
 		}
 	}
+	if pause {
+		gate.Lock()
+	}
 	c.nodes[follower-1].kill()
 	t.Logf("killed node %d (a follower) after %d writes", follower, done.Load())
 	if pause {
-		gate.Lock()
 		now, err := cl.PartitionStatus(ctx, 1)
 		if err != nil {
 			t.Fatal(err)
