@@ -57,20 +57,21 @@ func (f benchFlags) check() error {
 	return nil
 }
 
-// dialAll dials --clients clients.
-func (f benchFlags) dialAll(ctx context.Context) ([]*transport.Client, error) {
+// dialAll dials --clients clients under a context of --timeout, which
+// it returns for the bench's first op; on an error it has closed both.
+func (f benchFlags) dialAll() (context.Context, context.CancelFunc, []*transport.Client, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), *f.timeout)
 	cls := make([]*transport.Client, 0, *f.clients)
 	for range *f.clients {
 		cl, err := f.dial(ctx)
 		if err != nil {
-			for _, c := range cls {
-				c.Close()
-			}
-			return nil, err
+			closeAll(cls)
+			cancel()
+			return nil, nil, nil, err
 		}
 		cls = append(cls, cl)
 	}
-	return cls, nil
+	return ctx, cancel, cls, nil
 }
 
 func closeAll(cls []*transport.Client) {
@@ -152,10 +153,8 @@ func benchAppend(args []string, stdout, stderr io.Writer) int {
 	if fs.NArg() > 0 || *async < 1 {
 		return usageError(stderr, "usage: lockstitch bench append [flags] (--async at least 1)")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), *bf.timeout)
-	cls, err := bf.dialAll(ctx)
+	ctx, cancel, cls, err := bf.dialAll()
 	if err != nil {
-		cancel()
 		return fail(stderr, err)
 	}
 	defer closeAll(cls)
@@ -236,10 +235,8 @@ func benchRead(args []string, stdout, stderr io.Writer) int {
 	if fs.NArg() > 0 || *from < 1 {
 		return usageError(stderr, "usage: lockstitch bench read [flags] (--from at least 1)")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), *bf.timeout)
-	cls, err := bf.dialAll(ctx)
+	ctx, cancel, cls, err := bf.dialAll()
 	if err != nil {
-		cancel()
 		return fail(stderr, err)
 	}
 	defer closeAll(cls)
@@ -310,10 +307,8 @@ func benchKV(args []string, stdout, stderr io.Writer) int {
 	if *seed == 0 {
 		*seed = uint64(time.Now().UnixNano())
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), *bf.timeout)
-	cls, err := bf.dialAll(ctx)
+	ctx, cancel, cls, err := bf.dialAll()
 	if err != nil {
-		cancel()
 		return fail(stderr, err)
 	}
 	defer closeAll(cls)
